@@ -1,0 +1,165 @@
+"""Mixed-operation batches: validate every op against the state the ops before it leave, then write one record.
+
+A batch is planned in full before anything is written. Each op is checked against an *overlay*: the store's state
+plus the effects of the earlier ops of the same batch, so ``[Upsert("a"), Delete("a")]`` succeeds exactly as the two
+single calls would. A failing op changes nothing and is reported; the effects of the ops that succeed form the
+payload of one log record (:mod:`vecstore_ref.storage.records`), fsynced once: after a crash all of them are there,
+or none.
+
+The single-record API calls (``upsert``, ``delete`` ...) are batches of one op, planned by this same code, so the
+two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidBatchError, NotFoundError, VecStoreError
+from .metadata import validate_metadata
+from .state import FREE, LIVE, SOFT, StoreState
+from .types import BatchError, Delete, Restore, SetTTL, SoftDelete, UpdateMetadata, Upsert
+from .validation import validate_dim, validate_id, validate_ttl, validate_vector
+
+_OP_TYPES = (Upsert, Delete, SoftDelete, Restore, UpdateMetadata, SetTTL)
+
+
+@dataclass
+class _View:
+    """What the batch so far made of one id: state (FREE/LIVE/SOFT) and expires_at."""
+
+    state: int
+    expires_at: float
+
+
+@dataclass
+class BatchPlan:
+    """The outcome of planning: effects to log, their vectors, per-op results and errors."""
+
+    effects: list[dict] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    dim: int | None = None
+    errors: list[BatchError] = field(default_factory=list)
+    results: list[object] = field(default_factory=list)  # per op: None, True/False, or the exception
+    succeeded: int = 0
+
+    def vector_matrix(self) -> np.ndarray | None:
+        if not self.vectors:
+            return None
+        return np.stack(self.vectors).astype(np.float32, copy=False)
+
+
+def check_ops(ops: object) -> list:
+    """``ops`` must be a list or tuple of operation objects (an empty one is fine)."""
+    if isinstance(ops, (str, bytes, dict)) or not isinstance(ops, (list, tuple)):
+        raise InvalidBatchError(f"batch_execute takes a list of operations, got {type(ops).__name__}")
+    for i, op in enumerate(ops):
+        if not isinstance(op, _OP_TYPES):
+            raise InvalidBatchError(
+                f"operation {i} is a {type(op).__name__}; expected Upsert, Delete, SoftDelete, Restore, "
+                "UpdateMetadata or SetTTL"
+            )
+    return list(ops)
+
+
+def plan_batch(ops: list, state: StoreState, now: float) -> BatchPlan:
+    """Validate ``ops`` in order against ``state`` (not modified) and collect the effects of those that succeed."""
+    plan = BatchPlan(dim=state.dim)
+    overlay: dict[str, _View] = {}
+
+    def view(id_: str) -> _View:
+        v = overlay.get(id_)
+        if v is not None:
+            return v
+        slot = state.lookup(id_)
+        if slot < 0:
+            return _View(int(FREE), math.inf)
+        return _View(int(state.state[slot]), float(state.expires[slot]))
+
+    for i, op in enumerate(ops):
+        try:
+            result = _plan_one(op, plan, view, overlay, state.metric, now)
+        except VecStoreError as exc:
+            plan.errors.append(BatchError(i, _describe(op), str(exc), type(exc).__name__))
+            plan.results.append(exc)
+            continue
+        plan.results.append(result)
+        plan.succeeded += 1
+    return plan
+
+
+def _describe(op) -> str:
+    try:
+        return op.describe()
+    except Exception:  # an id whose str() fails must not hide the real error
+        return type(op).__name__.lower()
+
+
+def _visible(v: _View, now: float) -> bool:
+    return v.state == LIVE and now < v.expires_at
+
+
+def _exists(v: _View, now: float) -> bool:
+    """Present and not expired (soft-deleted counts)."""
+    return v.state != FREE and now < v.expires_at
+
+
+def _plan_one(op, plan: BatchPlan, view, overlay: dict, metric: str, now: float):
+    id_ = validate_id(op.id)
+    if isinstance(op, Upsert):
+        if plan.dim is None:
+            vec = validate_vector(op.vector, None, metric)
+            dim = validate_dim(vec.shape[0])
+        else:
+            vec = validate_vector(op.vector, plan.dim, metric)
+            dim = plan.dim
+        md = validate_metadata(op.metadata)
+        ttl = validate_ttl(op.ttl, allow_none=True)
+        expires_at = None if ttl is None else now + ttl
+        plan.dim = dim
+        plan.effects.append({"op": "upsert", "id": id_, "row": len(plan.vectors), "metadata": md,
+                             "expires_at": expires_at})
+        plan.vectors.append(vec)
+        overlay[id_] = _View(int(LIVE), math.inf if expires_at is None else expires_at)
+        return None
+
+    v = view(id_)
+    if isinstance(op, Delete):
+        if not (_visible(v, now) or v.state == SOFT):
+            raise NotFoundError(f"no record with id {id_!r}")
+        plan.effects.append({"op": "delete", "id": id_})
+        overlay[id_] = _View(int(FREE), math.inf)
+        return None
+    if isinstance(op, SoftDelete):
+        if not _exists(v, now):
+            raise NotFoundError(f"no record with id {id_!r}")
+        if v.state == SOFT:
+            return False
+        plan.effects.append({"op": "soft_delete", "id": id_})
+        overlay[id_] = _View(int(SOFT), v.expires_at)
+        return True
+    if isinstance(op, Restore):
+        if not _exists(v, now):
+            raise NotFoundError(f"no record with id {id_!r}")
+        if v.state == LIVE:
+            return False
+        plan.effects.append({"op": "restore", "id": id_})
+        overlay[id_] = _View(int(LIVE), v.expires_at)
+        return True
+    if isinstance(op, UpdateMetadata):
+        md = validate_metadata(op.metadata)
+        if not _visible(v, now):
+            raise NotFoundError(f"no visible record with id {id_!r}")
+        plan.effects.append({"op": "update_metadata", "id": id_, "metadata": md})
+        return None
+    if isinstance(op, SetTTL):
+        ttl = validate_ttl(op.ttl, allow_none=True)
+        if not _visible(v, now):
+            raise NotFoundError(f"no visible record with id {id_!r}")
+        expires_at = None if ttl is None else now + ttl
+        plan.effects.append({"op": "set_expiry", "id": id_, "expires_at": expires_at})
+        overlay[id_] = _View(v.state, math.inf if expires_at is None else expires_at)
+        return None
+    raise InvalidBatchError(f"unknown operation {type(op).__name__}")  # unreachable after check_ops

@@ -1,0 +1,254 @@
+"""The error tree of vecstore_ref.
+
+Every error the library raises on purpose is a :class:`VecStoreError`. Each class carries the HTTP status the
+server answers with (``http_status``) and a stable machine-readable ``code``, so the Python API and the HTTP API
+report the same failure the same way. Input errors are also ``ValueError`` (and ``TypeError`` for wrong types),
+so code that already catches the built-in exceptions keeps working.
+
+A bad input never changes anything on disk or in memory: validation runs before the first byte is written.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VecStoreError",
+    "InvalidInputError",
+    "DimensionMismatchError",
+    "InvalidVectorError",
+    "InvalidVectorTypeError",
+    "InvalidIdError",
+    "InvalidIdTypeError",
+    "InvalidMetadataError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "FilterSyntaxError",
+    "InvalidBatchError",
+    "InvalidNameError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "QuotaExceededError",
+    "StoreLockedError",
+    "StoreClosedError",
+    "ReadOnlyError",
+    "StorageError",
+    "CorruptLogError",
+    "CorruptSnapshotError",
+    "CorruptStoreError",
+    "UnsupportedFormatError",
+    "UnsupportedRecordError",
+    "BackupCorruptError",
+    "UnsafeArchiveError",
+]
+
+
+class VecStoreError(Exception):
+    """Base class of every error raised by vecstore_ref."""
+
+    http_status = 500
+    code = "vecstore_error"
+
+    def to_dict(self) -> dict:
+        """The JSON error body of the HTTP API: ``{"error": {"type", "code", "message"}}``."""
+        return {"error": {"type": type(self).__name__, "code": self.code, "message": str(self)}}
+
+
+# --- bad input: 400 ------------------------------------------------------------------------------------------
+
+
+class InvalidInputError(VecStoreError, ValueError):
+    """The caller passed something the contract does not accept. Nothing was changed."""
+
+    http_status = 400
+    code = "invalid_input"
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's length differs from the store's dimension (or is not 1-D)."""
+
+    code = "dimension_mismatch"
+
+
+class InvalidVectorError(InvalidInputError):
+    """A vector holds NaN/inf (after the cast to float32) or has zero norm under cosine."""
+
+    code = "invalid_vector"
+
+
+class InvalidVectorTypeError(InvalidVectorError, TypeError):
+    """A vector of str, bool, object or complex values."""
+
+    code = "invalid_vector_type"
+
+
+class InvalidIdError(InvalidInputError):
+    """An id that is empty, too long, or holds control characters or lone surrogates."""
+
+    code = "invalid_id"
+
+
+class InvalidIdTypeError(InvalidIdError, TypeError):
+    """An id that is not a ``str``."""
+
+    code = "invalid_id_type"
+
+
+class InvalidMetadataError(InvalidInputError):
+    """Metadata that is not a flat dict of JSON scalars (or lists of them), or is too large."""
+
+    code = "invalid_metadata"
+
+
+class InvalidArgumentError(InvalidInputError):
+    """An option or parameter out of its range (k, ttl, ef, dim, metric ...)."""
+
+    code = "invalid_argument"
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An option or parameter of the wrong type (k=True, k="5", ttl="1" ...)."""
+
+    code = "invalid_argument_type"
+
+
+class FilterSyntaxError(InvalidInputError):
+    """A filter that the grammar does not accept; ``position`` is the 0-based offset of the problem."""
+
+    code = "filter_syntax"
+
+    def __init__(self, message: str, position: int = 0):
+        super().__init__(f"{message} (at position {position})")
+        self.message = message
+        self.position = position
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.position))
+
+
+class InvalidBatchError(InvalidInputError):
+    """``batch_execute`` was given something other than a sequence of operation objects."""
+
+    code = "invalid_batch"
+
+
+class InvalidNameError(InvalidInputError):
+    """A namespace or backup name outside ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``."""
+
+    code = "invalid_name"
+
+
+# --- state errors ---------------------------------------------------------------------------------------------
+
+
+class NotFoundError(VecStoreError, KeyError):
+    """The id (or namespace, or backup) does not exist or is not visible."""
+
+    http_status = 404
+    code = "not_found"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyExistsError(VecStoreError):
+    """Creating something that exists already."""
+
+    http_status = 409
+    code = "already_exists"
+
+
+class QuotaExceededError(VecStoreError):
+    """The write would take a namespace over one of its quotas. Nothing was written."""
+
+    http_status = 413
+    code = "quota_exceeded"
+
+
+class StoreLockedError(VecStoreError):
+    """Another writer (in this process or another) holds the store's lock."""
+
+    http_status = 409
+    code = "store_locked"
+
+
+class StoreClosedError(VecStoreError):
+    """The store was closed; open it again."""
+
+    http_status = 409
+    code = "store_closed"
+
+
+class ReadOnlyError(VecStoreError):
+    """The store refuses writes: opened ``read_only=True``, or poisoned by a failed fsync until reopened."""
+
+    http_status = 409
+    code = "read_only"
+
+
+# --- storage errors: the files on disk ------------------------------------------------------------------------
+
+
+class StorageError(VecStoreError, OSError):
+    """An I/O failure or a file that cannot be trusted."""
+
+    http_status = 500
+    code = "storage_error"
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptLogError(StorageError):
+    """A log record fails its checks and valid records follow it: not a torn tail but corruption.
+
+    The store does not open unless ``repair=True`` is passed.
+    """
+
+    code = "corrupt_log"
+
+    def __init__(self, path: str, offset: int, seq: int | None, reason: str = "bad record"):
+        super().__init__(f"corrupt log {path} at offset {offset} (after seq {seq}): {reason}")
+        self.path = path
+        self.offset = offset
+        self.seq = seq
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.offset, self.seq, self.reason))
+
+
+class CorruptSnapshotError(StorageError):
+    """A snapshot file is truncated, or its checksum does not match."""
+
+    code = "corrupt_snapshot"
+
+
+class CorruptStoreError(StorageError):
+    """The directory is inconsistent: a file named by the manifest is missing, or the manifest is damaged."""
+
+    code = "corrupt_store"
+
+
+class UnsupportedFormatError(StorageError):
+    """A file written by a newer (or unknown) format version."""
+
+    code = "unsupported_format"
+
+
+class UnsupportedRecordError(CorruptLogError):
+    """A log record with a valid checksum but a record type this version does not know. Never skipped."""
+
+    code = "unsupported_record"
+
+
+class BackupCorruptError(StorageError):
+    """A backup whose manifest or checksums do not match its files."""
+
+    http_status = 400
+    code = "backup_corrupt"
+
+
+class UnsafeArchiveError(StorageError):
+    """An archive with members outside the backup (absolute paths, ``..``, links, devices, oversized files)."""
+
+    http_status = 400
+    code = "unsafe_archive"

@@ -1,0 +1,78 @@
+"""Background maintenance: sweep expired records, then compact if the configuration says so, on an interval.
+
+The thread takes the store's lock for each step, so reads and writes from other threads interleave safely with it.
+Errors are logged and counted, never raised into the thread's void; ``stop()`` returns once the thread has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+
+from .errors import InvalidArgumentError, StoreClosedError, VecStoreError
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """Runs ``store.expire_ttl_records()`` then ``store.maybe_compact()`` every ``interval_s`` seconds.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with vs.Maintenance(store, interval_s=60):
+            serve_requests()
+    """
+
+    def __init__(self, store, interval_s: float = 60.0):
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
+            math.isfinite(interval_s) and interval_s > 0
+        ):
+            raise InvalidArgumentError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
+        self.store = store
+        self.interval_s = float(interval_s)
+        self.runs = 0
+        self.expired_total = 0
+        self.compactions = 0
+        self.errors: list[str] = []
+        self.last_result = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self):
+        """One maintenance pass; returns the :class:`CompactionResult`."""
+        self.expired_total += self.store.expire_ttl_records()
+        result = self.store.maybe_compact()
+        self.compactions += int(result.triggered)
+        self.runs += 1
+        self.last_result = result
+        return result
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except StoreClosedError:
+                return
+            except VecStoreError as exc:
+                self.errors.append(str(exc))
+                log.error("maintenance of %s failed: %s", getattr(self.store, "path", "?"), exc)
+
+    def start(self) -> Maintenance:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="vecstore-maintenance", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Maintenance:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,897 @@
+"""VecStore: the public face of a store directory.
+
+A store is a directory holding a lock file, a manifest, at most one live snapshot and the log segments written since
+(see ``docs/concepts/storage-format.md`` and ``docs/concepts/durability.md``). This module orchestrates: it validates,
+plans batches (:mod:`.batch`), appends one log record per call, applies the record to the in-memory state
+(:mod:`.state`) and answers queries through the index. It owns no format details and no kernels.
+
+Durability (``durability=``):
+
+- ``"fsync"`` (default): a write returns only after its record is fsynced.
+- ``"batch"``: records reach the OS at once and are fsynced at most every 100 ms and at close; a kill -9 loses
+  nothing that returned, a power cut may lose the last interval.
+- ``"none"``: fsync only at snapshot and close; for bulk loads and tests.
+
+Every public method takes the store's lock, so a store may be shared by threads; readers wait for writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from . import _crash
+from . import _fs as fsmod
+from .batch import check_ops, plan_batch
+from .compaction import compaction_decision
+from .config import DURABILITY_MODES, INDEX_KINDS, MAX_K, METRICS, CompactionConfig, HNSWParams
+from .errors import (
+    CorruptLogError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    StoreClosedError,
+    VecStoreError,
+)
+from .filter import Filter, parse_filter
+from .index.base import DTYPE_SLOT, scores_from_distances
+from .state import SOFT, StoreState
+from .storage import layout
+from .storage.format import FORMAT_VERSION, RECORD_BATCH
+from .storage.lock import DirectoryLock
+from .storage.log import LogWriter, create_segment, read_segments
+from .storage.manifest import Manifest, read_manifest, write_manifest
+from .storage.records import RecordDecodeError, decode_batch, encode_batch
+from .storage.snapshot import read_snapshot, write_snapshot
+from .types import (
+    BatchQueryResult,
+    BatchResult,
+    CompactionResult,
+    Delete,
+    Neighbor,
+    Query,
+    Record,
+    RecoveryReport,
+    Restore,
+    SetTTL,
+    SoftDelete,
+    StoreStats,
+    UpdateMetadata,
+    Upsert,
+    VerifyReport,
+)
+from .validation import validate_ef, validate_id, validate_k, validate_vector, validate_vectors
+
+log = logging.getLogger(__name__)
+
+BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
+UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
+FILTERED_SCAN_MAX_ROWS = 4096  # below this many matching rows an exact scan beats a filtered graph walk
+FILTERED_SCAN_MAX_FRACTION = 0.05
+
+
+def _index_factory(kind: str, params: HNSWParams):
+    def make(table):
+        if kind == "hnsw":
+            from .index.hnsw import HNSWIndex
+
+            return HNSWIndex(table, params)
+        from .index.flat import FlatIndex
+
+        return FlatIndex(table)
+
+    return make
+
+
+class VecStore:
+    """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
+
+    # --- opening and closing ----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dim: int | None = None,
+        metric: str | None = None,
+        index: str | None = None,
+        hnsw: HNSWParams | None = None,
+        durability: str = "fsync",
+        read_only: bool = False,
+        repair: bool = False,
+        clock: Callable[[], float] | None = None,
+        max_k: int = MAX_K,
+        fs: fsmod.OSFileSystem | None = None,
+    ) -> VecStore:
+        """Open the store at ``path``, creating the directory and an empty store if missing.
+
+        ``metric``, ``index`` and ``hnsw`` default to what the store was created with (``"cosine"``, ``"hnsw"`` and
+        ``HNSWParams()`` for a new store). ``dim`` and ``metric`` that conflict with an existing store raise
+        :class:`InvalidArgumentError`. ``clock`` (seconds, like ``time.time``) judges TTLs; tests inject a fake one.
+        """
+        return cls(path, dim=dim, metric=metric, index=index, hnsw=hnsw, durability=durability,
+                   read_only=read_only, repair=repair, clock=clock, max_k=max_k, fs=fs)
+
+    def __init__(self, path, *, dim=None, metric=None, index=None, hnsw=None, durability="fsync",
+                 read_only=False, repair=False, clock=None, max_k=MAX_K, fs=None):
+        self._closed = True
+        self._lock = threading.RLock()
+        self.path = os.path.abspath(os.fspath(path))
+        self._fs = fs or fsmod.get_fs()
+        self._check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k)
+        self._clock = clock or time.time
+        self._durability = durability
+        self._read_only = bool(read_only)
+        self._poisoned: str | None = None
+        self._max_k = max_k
+        self._filter_cache: OrderedDict[str, Filter] = OrderedDict()
+        self._compaction_config = CompactionConfig()
+        self._last_compaction: dict | None = None
+        self._writer: LogWriter | None = None
+        self._dir_lock: DirectoryLock | None = None
+        self._flusher: threading.Thread | None = None
+        self._flush_stop = threading.Event()
+        self._dirty = False
+        self.recovery_report = RecoveryReport()
+
+        if not self._fs.isdir(self.path):
+            if read_only:
+                raise NotFoundError(f"no store at {self.path}")
+            self._fs.makedirs(self.path)
+        if not read_only:
+            self._dir_lock = DirectoryLock(self.path)
+            self._dir_lock.acquire()
+        try:
+            self._recover(dim, metric, index, hnsw, repair)
+        except BaseException:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+            raise
+        self._closed = False
+        if durability == "batch" and not read_only:
+            self._flusher = threading.Thread(target=self._flush_loop, name="vecstore-fsync", daemon=True)
+            self._flusher.start()
+
+    @staticmethod
+    def _check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k) -> None:
+        if dim is not None:
+            from .validation import validate_dim
+
+            validate_dim(dim)
+        if metric is not None and metric not in METRICS:
+            raise InvalidArgumentError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+        if index is not None and index not in INDEX_KINDS:
+            raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")
+        if hnsw is not None and not isinstance(hnsw, HNSWParams):
+            raise InvalidArgumentTypeError("hnsw must be an HNSWParams")
+        if durability not in DURABILITY_MODES:
+            raise InvalidArgumentError(f"durability must be one of {', '.join(DURABILITY_MODES)}; got {durability!r}")
+        for name, flag in (("read_only", read_only), ("repair", repair)):
+            if not isinstance(flag, bool):
+                raise InvalidArgumentTypeError(f"{name} must be a bool")
+        if read_only and repair:
+            raise InvalidArgumentError("repair=True needs a writable store (read_only=False)")
+        if clock is not None and not callable(clock):
+            raise InvalidArgumentTypeError("clock must be a callable returning seconds")
+        if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
+            raise InvalidArgumentError("max_k must be a positive int")
+
+    def _recover(self, dim, metric, index, hnsw, repair) -> None:
+        """Load the newest snapshot, replay the log after it, and open the log for appends."""
+        t0 = time.perf_counter()
+        fs, report = self._fs, self.recovery_report
+        manifest = read_manifest(fs, self.path)
+        if manifest is None:
+            manifest = self._create(dim, metric, index, hnsw)
+        opts = manifest.options
+        stored_dim, stored_metric = opts.get("dim"), opts.get("metric", "cosine")
+        if metric is not None and metric != stored_metric:
+            raise InvalidArgumentError(f"this store uses metric {stored_metric!r}; it was opened with {metric!r}")
+        if dim is not None and stored_dim is not None and dim != stored_dim:
+            raise InvalidArgumentError(f"this store holds {stored_dim}-dimensional vectors; opened with dim={dim}")
+        self._metric = stored_metric
+        self._index_kind = index or opts.get("index", "hnsw")
+        stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
+        self._hnsw = hnsw or stored_params
+        if "compaction" in opts:
+            self._compaction_config = CompactionConfig(**opts["compaction"])
+        self._manifest = manifest
+        layout.check_referenced_files(fs, self.path, manifest)
+        if not self._read_only:
+            report.orphans_removed = layout.cleanup_orphans(fs, self.path, manifest)
+
+        make_index = self._make_index_factory()
+        state = StoreState(stored_dim if stored_dim is not None else dim, self._metric, make_index)
+        if manifest.snapshot is not None:
+            header, arrays = read_snapshot(fs, os.path.join(self.path, manifest.snapshot))
+            state = StoreState(None, self._metric, make_index)
+            state.load_snapshot(header, arrays, self._load_index)
+            report.snapshot = manifest.snapshot
+            report.snapshot_seq = manifest.snapshot_seq
+        self._state = state
+        if state.dim is None and dim is not None:
+            state.set_dim(dim)
+
+        paths = [os.path.join(self.path, name) for name in manifest.logs]
+        scan = read_segments(fs, paths, manifest.snapshot_seq, repair=repair, truncate_tail=not self._read_only)
+        for rec in scan.records:
+            _crash.crashpoint("recover.replaying")
+            self._apply_record(rec.rtype, rec.payload, rec.seq, rec.path, rec.offset)
+        report.records_replayed = len(scan.records)
+        report.last_seq = scan.last_seq
+        report.truncated_bytes = scan.truncated_bytes
+        report.truncated_path = scan.truncated_path and os.path.basename(scan.truncated_path)
+        report.truncated_offset = scan.truncated_offset
+        report.records_lost = getattr(scan, "lost_records", 0)
+        report.repaired = bool(repair and report.records_lost)
+        if scan.truncated_bytes:
+            log.warning("store %s: truncated a torn log tail of %d bytes", self.path, scan.truncated_bytes)
+        self._last_seq = scan.last_seq
+        if not self._read_only:
+            self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
+            if (stored_dim is None and state.dim is not None) or self._options_changed():
+                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+        report.duration_ms = (time.perf_counter() - t0) * 1e3
+
+    def _create(self, dim, metric, index, hnsw) -> Manifest:
+        """Lay out a new, empty store: first log segment, then the manifest that names it."""
+        if self._read_only:
+            raise NotFoundError(f"no store at {self.path} (no MANIFEST)")
+        layout.prepare_new_store(self._fs, self.path)
+        seg = create_segment(self._fs, self.path, 1)
+        options = {
+            "dim": dim,
+            "metric": metric or "cosine",
+            "index": index or "hnsw",
+            "hnsw": (hnsw or HNSWParams()).to_dict(),
+            "compaction": CompactionConfig().to_dict(),
+        }
+        manifest = Manifest(FORMAT_VERSION, None, 0, [os.path.basename(seg)], options)
+        write_manifest(self._fs, self.path, manifest)
+        return manifest
+
+    def _make_index_factory(self):
+        return _index_factory(self._index_kind, self._hnsw)
+
+    def _load_index(self, table, kind, meta, arrays):
+        """Rebuild the index object from snapshot arrays when the kinds match; None means 'build from vectors'."""
+        if kind != self._index_kind:
+            return None
+        if kind == "hnsw":
+            from .index.hnsw import HNSWIndex
+
+            stored = HNSWParams.from_dict(meta.get("params", {})) if "params" in meta else self._hnsw
+            params = HNSWParams(stored.m, stored.ef_construction, self._hnsw.ef_search, stored.seed)
+            self._hnsw = params
+            return HNSWIndex.from_arrays(table, params, meta, arrays)
+        from .index.flat import FlatIndex
+
+        return FlatIndex.from_arrays(table, meta, arrays)
+
+    def _options(self) -> dict:
+        return {
+            "dim": self._state.dim,
+            "metric": self._metric,
+            "index": self._index_kind,
+            "hnsw": self._hnsw.to_dict(),
+            "compaction": self._compaction_config.to_dict(),
+        }
+
+    def _options_changed(self) -> bool:
+        return self._manifest.options != self._options()
+
+    def _write_manifest(self, snapshot, snapshot_seq, logs) -> None:
+        manifest = Manifest(FORMAT_VERSION, snapshot, snapshot_seq, list(logs), self._options())
+        write_manifest(self._fs, self.path, manifest)
+        self._manifest = manifest
+
+    def close(self) -> None:
+        """Flush, fsync and release the lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._flush_stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        with self._lock:
+            try:
+                if self._writer is not None and self._poisoned is None:
+                    self._writer.sync()
+            finally:
+                if self._writer is not None:
+                    self._writer.close()
+                if self._dir_lock is not None:
+                    self._dir_lock.release()
+
+    def __enter__(self) -> VecStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort for forgotten handles
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} records"
+        return f"<VecStore {self.path!r} ({state})>"
+
+    # --- internals shared by writes ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise ReadOnlyError(f"the store at {self.path} was opened read_only=True")
+        if self._poisoned is not None:
+            raise ReadOnlyError(f"the store at {self.path} refuses writes until reopened: {self._poisoned}")
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    def _apply_record(self, rtype: int, payload: bytes, seq: int, path: str, offset: int) -> None:
+        if rtype != RECORD_BATCH:  # read_segments already refuses unknown types; keep replay total anyway
+            raise CorruptLogError(path, offset, seq, f"record type {rtype} cannot be replayed")
+        try:
+            dim, ops, vectors = decode_batch(payload)
+        except RecordDecodeError as exc:
+            raise CorruptLogError(path, offset, seq, str(exc)) from None
+        if dim is not None and self._state.dim is not None and dim != self._state.dim:
+            raise CorruptLogError(path, offset, seq, f"record of dim {dim} in a store of dim {self._state.dim}")
+        try:
+            self._state.apply(ops, vectors, dim, seq)
+        except CorruptLogError as exc:
+            raise CorruptLogError(path, offset, seq, exc.reason) from None
+
+    def _commit(self, effects: list[dict], vectors: np.ndarray | None, dim: int | None) -> int:
+        """Write one record holding ``effects``, make it durable per the durability mode, then apply it.
+
+        Nothing reaches memory unless the record reached the log: a failed append leaves state and file as they
+        were (the writer truncates back); a failed fsync poisons the store (PostgreSQL's lesson: never retry).
+        """
+        payload = encode_batch(dim, effects, vectors)
+        _crash.crashpoint("batch.before_append")
+        try:
+            seq = self._writer.append(RECORD_BATCH, payload, sync=self._durability == "fsync")
+        except ReadOnlyError:
+            self._poisoned = "an earlier fsync failed"
+            raise
+        except OSError as exc:
+            if getattr(self._writer, "poisoned", False):
+                self._poisoned = f"the log could not be made durable ({exc})"
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"writing the log failed: {exc}") from exc
+        _crash.crashpoint("batch.after_fsync")
+        self._last_seq = seq
+        self._dirty = True
+        self._state.apply(effects, vectors, dim, seq)
+        _crash.crashpoint("batch.before_ack")
+        return seq
+
+    def _run_ops(self, ops: list) -> list:
+        """Plan and commit single-call ops: raise the first error (nothing written), else return per-op results."""
+        plan = plan_batch(ops, self._state, self._now())
+        for result in plan.results:
+            if isinstance(result, VecStoreError):
+                raise result
+        if plan.effects:
+            self._commit(plan.effects, plan.vector_matrix(), plan.dim)
+        return plan.results
+
+    def _flush_loop(self) -> None:
+        while not self._flush_stop.wait(BATCH_FSYNC_INTERVAL_S):
+            with self._lock:
+                if self._closed or not self._dirty or self._poisoned is not None:
+                    continue
+                try:
+                    self._writer.sync()
+                    self._dirty = False
+                except OSError as exc:
+                    self._poisoned = f"a background fsync failed ({exc})"
+                    log.error("store %s: background fsync failed; refusing writes until reopened", self.path)
+
+    # --- single-record writes ---------------------------------------------------------------------------------
+
+    def upsert(self, id: str, vector, metadata: dict | None = None, *, ttl: float | None = None) -> None:
+        """Insert a record or replace it whole (vector, metadata, and TTL, which is cleared unless given)."""
+        with self._lock:
+            self._check_writable()
+            self._run_ops([Upsert(id, vector, metadata, ttl)])
+
+    def upsert_with_ttl(self, id: str, vector, metadata: dict | None, ttl: float) -> None:
+        """``upsert(id, vector, metadata, ttl=ttl)``: the record expires ``ttl`` seconds from now."""
+        self.upsert(id, vector, metadata, ttl=ttl)
+
+    def delete(self, id: str) -> None:
+        """Hard delete: the record is gone at once and its id free; compaction reclaims the space."""
+        with self._lock:
+            self._check_writable()
+            self._run_ops([Delete(id)])
+
+    def soft_delete(self, id: str) -> bool:
+        """Hide a record but keep it restorable. False if it was already soft-deleted."""
+        with self._lock:
+            self._check_writable()
+            return bool(self._run_ops([SoftDelete(id)])[0])
+
+    def restore(self, id: str) -> bool:
+        """Un-hide a soft-deleted record. False if it was already live."""
+        with self._lock:
+            self._check_writable()
+            return bool(self._run_ops([Restore(id)])[0])
+
+    def update_metadata(self, id: str, metadata: dict | None) -> None:
+        """Replace the metadata of a visible record."""
+        with self._lock:
+            self._check_writable()
+            self._run_ops([UpdateMetadata(id, metadata)])
+
+    def set_ttl(self, id: str, ttl: float | None) -> None:
+        """Expire a visible record ``ttl`` seconds from now; ``ttl=None`` removes its TTL."""
+        with self._lock:
+            self._check_writable()
+            self._run_ops([SetTTL(id, ttl)])
+
+    def expire_ttl_records(self) -> int:
+        """Tombstone every record whose time has passed; returns how many. Expired records are invisible
+        before this runs too: the sweep only makes their space reclaimable."""
+        with self._lock:
+            self._check_writable()
+            slots = self._state.expired_slots(self._now())
+            if slots.size == 0:
+                return 0
+            effects = [{"op": "expire", "id": self._state.ids[s]} for s in slots.tolist()]
+            self._commit(effects, None, None)
+            return len(effects)
+
+    # --- batches ----------------------------------------------------------------------------------------------
+
+    def batch_execute(self, ops) -> BatchResult:
+        """Apply a list of operations in order; the ones that succeed are written as one atomic log record."""
+        t0 = time.perf_counter()
+        ops = check_ops(ops)
+        with self._lock:
+            self._check_writable()
+            plan = plan_batch(ops, self._state, self._now())
+            if plan.effects:
+                self._commit(plan.effects, plan.vector_matrix(), plan.dim)
+        return BatchResult(plan.succeeded, len(plan.errors), plan.errors, (time.perf_counter() - t0) * 1e3)
+
+    def upsert_many(self, ids, vectors, metadatas=None, *, ttl: float | None = None, progress=None) -> int:
+        """Bulk upsert: every row is validated first (an error names the row and writes nothing), then the rows
+        are written in chunks of up to 32 MiB, each one atomic log record. ``progress`` is True (a tqdm bar) or a
+        callable ``(done, total)``. Returns the number of rows written."""
+        from .metadata import validate_metadata
+        from .validation import validate_ttl
+
+        if isinstance(ids, (str, bytes)):
+            raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
+        ids = list(ids)
+        with self._lock:
+            self._check_writable()
+            mat = validate_vectors(vectors, self._state.dim, self._metric)
+            if mat.shape[0] != len(ids):
+                raise InvalidArgumentError(f"{len(ids)} ids but {mat.shape[0]} vectors")
+            if metadatas is None:
+                metadatas = [None] * len(ids)
+            else:
+                metadatas = list(metadatas)
+                if len(metadatas) != len(ids):
+                    raise InvalidArgumentError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
+            ttl = validate_ttl(ttl, allow_none=True)
+            checked_md = []
+            for row, (id_, md) in enumerate(zip(ids, metadatas)):
+                try:
+                    validate_id(id_)
+                    checked_md.append(validate_metadata(md))
+                except VecStoreError as exc:
+                    raise type(exc)(f"row {row}: {exc}") from None
+            total = len(ids)
+            report = _progress_reporter(progress, total)
+            rows_per_chunk = max(1, UPSERT_MANY_CHUNK_BYTES // max(1, 4 * mat.shape[1]))
+            done = 0
+            dim = mat.shape[1] if total else self._state.dim
+            try:
+                while done < total:
+                    end = min(total, done + rows_per_chunk)
+                    expires_at = None if ttl is None else self._now() + ttl
+                    effects = [
+                        {"op": "upsert", "id": ids[i], "row": i - done, "metadata": checked_md[i],
+                         "expires_at": expires_at}
+                        for i in range(done, end)
+                    ]
+                    self._commit(effects, mat[done:end], dim)
+                    done = end
+                    report(done)
+            finally:
+                report(None)
+            return total
+
+    # --- reads ------------------------------------------------------------------------------------------------
+
+    def get(self, id: str, *, include_deleted: bool = False) -> Record:
+        """The visible record with this id (or a soft-deleted one with ``include_deleted=True``)."""
+        id_ = validate_id(id)
+        with self._lock:
+            self._check_open()
+            st = self._state
+            slot = st.lookup(id_)
+            now = self._now()
+            if slot < 0 or st.is_expired(slot, now):
+                raise NotFoundError(f"no record with id {id_!r}")
+            soft = st.state[slot] == SOFT
+            if soft and not include_deleted:
+                raise NotFoundError(f"no record with id {id_!r} (it is soft-deleted)")
+            exp = float(st.expires[slot])
+            return Record(id_, st.vector(slot), st.metadata(slot), exp if np.isfinite(exp) else None, bool(soft))
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._state.counts(self._now())["visible"] if self._state.n_ttl else self._state.n_live
+
+    def __contains__(self, id: object) -> bool:
+        if not isinstance(id, str):
+            return False
+        with self._lock:
+            self._check_open()
+            slot = self._state.lookup(id)
+            return slot >= 0 and bool(self._state.live[slot]) and not self._state.is_expired(slot, self._now())
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids of the visible records, in slot (insertion) order; a snapshot of the moment of the call."""
+        with self._lock:
+            self._check_open()
+            mask = self._state.visible_mask(self._now())[: self._state.n_slots]
+            ids = self._state.ids[: self._state.n_slots][mask].tolist()
+        return iter(ids)
+
+    def ids(self) -> list[str]:
+        return list(iter(self))
+
+    def deleted_count(self) -> int:
+        """Records compaction would remove: soft-deleted + expired + hard-deleted not yet reclaimed."""
+        with self._lock:
+            self._check_open()
+            return self._state.counts(self._now())["deleted_count"]
+
+    # --- queries ----------------------------------------------------------------------------------------------
+
+    def _filter(self, flt) -> Filter | None:
+        if flt is None:
+            return None
+        if isinstance(flt, Filter):
+            return flt
+        if not isinstance(flt, str):
+            raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got {type(flt).__name__}")
+        cached = self._filter_cache.get(flt)
+        if cached is None:
+            cached = parse_filter(flt)
+            self._filter_cache[flt] = cached
+            if len(self._filter_cache) > 256:
+                self._filter_cache.popitem(last=False)
+        return cached
+
+    def _unpack_query(self, q, k, filter, ef):
+        if isinstance(q, Query):
+            return q.vector, q.k, q.filter, q.ef
+        return q, k, filter, ef
+
+    def _allowed(self, flt: Filter | None):
+        """(allowed mask (capacity,), number allowed) for the visible records matching ``flt``."""
+        st = self._state
+        now = self._now()
+        visible = st.visible_mask(now)
+        if flt is None:
+            n = st.n_live if visible is st.live else int(np.count_nonzero(visible[: st.n_slots]))
+            return visible, n
+        mask = np.zeros(visible.shape[0], dtype=bool)
+        mask[: st.n_slots] = flt.mask(st.columns, st.n_slots) & visible[: st.n_slots]
+        return mask, int(np.count_nonzero(mask))
+
+    def _plan(self, flt, n_allowed: int) -> str:
+        if self._index_kind == "flat" or self._state.index is None or getattr(self._state.index, "kind", "") == "flat":
+            return "flat" if flt is None else "filtered-scan"
+        if flt is None:
+            return "hnsw"
+        if n_allowed <= FILTERED_SCAN_MAX_ROWS or n_allowed <= FILTERED_SCAN_MAX_FRACTION * self._state.n_live:
+            return "filtered-scan"
+        return "filtered-hnsw"
+
+    def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
+        """Run one query on the chosen plan; returns (slots, dists, stats)."""
+        from .index.flat import FlatIndex
+
+        st = self._state
+        if plan in ("hnsw", "filtered-hnsw"):
+            return st.index.search(vec, k, allowed, ef)
+        flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
+        if plan == "filtered-scan":
+            candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
+            slots, dists, stats = flat.search_subset(vec, k, candidates)
+        else:
+            slots, dists, stats, next_dist = flat.search_with_boundary(vec, k, allowed)
+            if len(slots) == k and k and next_dist == dists[-1]:
+                slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
+        return slots, dists, stats
+
+    def _resolve_boundary_ties(self, flat, vec, allowed, slots, dists):
+        """Equal distances at the k-th place are broken by id, not slot (results must not depend on slot order)."""
+        boundary = dists[-1]
+        keep = dists < boundary
+        tied = flat.ties_at(vec, allowed, boundary)
+        tied = sorted(tied.tolist(), key=lambda s: self._state.ids[s])[: len(slots) - int(keep.sum())]
+        new_slots = np.concatenate([slots[keep], np.asarray(tied, dtype=DTYPE_SLOT)])
+        new_dists = np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)])
+        return new_slots, new_dists
+
+    def _neighbors(self, slots, dists) -> list[Neighbor]:
+        st = self._state
+        scores = scores_from_distances(self._metric, dists)
+        out = [Neighbor(st.ids[s], float(sc), st.metadata(s)) for s, sc in zip(slots.tolist(), scores.tolist())]
+        out.sort(key=lambda n: (-n.score, n.id))
+        return out
+
+    def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
+        """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a :class:`Query`."""
+        vector, k, flt, ef = self._unpack_query(q, k, filter, ef)
+        with self._lock:
+            self._check_open()
+            k = validate_k(k, self._max_k)
+            ef = validate_ef(ef)
+            flt = self._filter(flt)
+            st = self._state
+            if st.dim is None:
+                validate_vector(vector, None, self._metric, "query vector")
+                return []
+            vec = validate_vector(vector, st.dim, self._metric, "query vector")
+            allowed, n_allowed = self._allowed(flt)
+            if n_allowed == 0:
+                return []
+            plan = self._plan(flt, n_allowed)
+            slots, dists, _ = self._search_one(vec, min(k, n_allowed), allowed, n_allowed, plan, ef)
+            return self._neighbors(slots, dists)
+
+    def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
+        """The same as :meth:`query` for each row of an (n, dim) array, searched in parallel."""
+        with self._lock:
+            self._check_open()
+            k = validate_k(k, self._max_k)
+            ef = validate_ef(ef)
+            flt = self._filter(filter)
+            st = self._state
+            mat = validate_vectors(vectors, st.dim, self._metric, "query vectors")
+            nq = mat.shape[0]
+            ids = np.full((nq, k), None, dtype=object)
+            scores = np.full((nq, k), -np.inf, dtype=np.float32)
+            n_found = np.zeros(nq, dtype=np.int64)
+            if st.dim is None or nq == 0:
+                return BatchQueryResult(ids, scores, n_found)
+            allowed, n_allowed = self._allowed(flt)
+            if n_allowed == 0:
+                return BatchQueryResult(ids, scores, n_found)
+            plan = self._plan(flt, n_allowed)
+            kk = min(k, n_allowed)
+            if plan in ("hnsw", "filtered-hnsw") or (plan == "flat" and hasattr(st.index, "search_batch")):
+                slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
+                rows = [(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]) for i in range(nq)]
+                if plan == "flat":
+                    rows = [self._fix_row_ties(mat[i], kk, allowed, *rows[i]) for i in range(nq)]
+            else:
+                rows = []
+                for i in range(nq):
+                    s, d, _ = self._search_one(mat[i], kk, allowed, n_allowed, plan, ef)
+                    rows.append((s, d))
+            for i, (s, d) in enumerate(rows):
+                neighbors = self._neighbors(s, d)
+                n_found[i] = len(neighbors)
+                ids[i, : len(neighbors)] = [n.id for n in neighbors]
+                scores[i, : len(neighbors)] = [n.score for n in neighbors]
+            return BatchQueryResult(ids, scores, n_found)
+
+    def _fix_row_ties(self, vec, k, allowed, slots, dists):
+        if len(slots) == k and k and np.count_nonzero(dists == dists[-1]) >= 1:
+            flat = self._state.index
+            _, _, _, next_dist = flat.search_with_boundary(vec, k, allowed)
+            if next_dist == dists[-1]:
+                return self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
+        return slots, dists
+
+    # --- checkpoints, compaction, stats -----------------------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Write a snapshot of the current state and start a fresh log (a checkpoint)."""
+        with self._lock:
+            self._check_writable()
+            self._checkpoint(self._state)
+
+    def _checkpoint(self, state: StoreState) -> None:
+        """Snapshot ``state`` at the current seq, rotate the log, swap the manifest, then delete old files.
+
+        Until the new manifest is durable the old snapshot and logs stay valid and complete, so a crash at any
+        step leaves a store that opens to the same visible state.
+        """
+        fs = self._fs
+        if self._writer is not None:
+            self._writer.sync()
+        seq = self._last_seq
+        name = layout.snapshot_name(seq)
+        if name == self._manifest.snapshot:
+            # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
+            # empty record so that file names never repeat.
+            seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None), sync=True)
+            self._last_seq = seq
+            name = layout.snapshot_name(seq)
+        header, arrays = state.to_snapshot()
+        header["seq"] = seq
+        write_snapshot(fs, self.path, name, header, arrays)
+        old_logs = list(self._manifest.logs)
+        old_snapshot = self._manifest.snapshot
+        next_number = layout.parse_segment_name(old_logs[-1]) + 1
+        new_seg = create_segment(fs, self.path, next_number)
+        self._write_manifest(name, seq, [os.path.basename(new_seg)])
+        _crash.crashpoint("snapshot.log_rotated")
+        old_writer = self._writer
+        self._writer = LogWriter(fs, new_seg, seq + 1)
+        old_writer.close()
+        for old in old_logs + ([old_snapshot] if old_snapshot else []):
+            try:
+                fs.unlink(os.path.join(self.path, old))
+            except FileNotFoundError:
+                pass
+        fs.fsync_dir(self.path)
+        _crash.crashpoint("compact.old_files_unlinked")
+        self._dirty = False
+
+    def compaction_config(self) -> CompactionConfig:
+        with self._lock:
+            return self._compaction_config
+
+    def set_compaction_config(self, cfg: CompactionConfig) -> None:
+        """Set when :meth:`maybe_compact` runs; persisted in the manifest."""
+        if not isinstance(cfg, CompactionConfig):
+            raise InvalidArgumentTypeError("set_compaction_config takes a CompactionConfig")
+        cfg.validate()
+        with self._lock:
+            self._check_writable()
+            old = self._compaction_config
+            self._compaction_config = cfg
+            try:
+                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+            except BaseException:
+                self._compaction_config = old
+                raise
+
+    def maybe_compact(self) -> CompactionResult:
+        """Compact if the configuration says so (see :class:`CompactionConfig`)."""
+        with self._lock:
+            self._check_writable()
+            c = self._state.counts(self._now())
+            run, reason = compaction_decision(self._compaction_config, c["deleted_count"], c["visible"])
+            if not run:
+                return CompactionResult(False, 0, 0.0, reason)
+            removed, ms = self._compact()
+            return CompactionResult(True, removed, ms, reason)
+
+    def compact(self) -> int:
+        """Remove soft-deleted, expired and hard-deleted records for good; returns how many were removed."""
+        with self._lock:
+            self._check_writable()
+            return self._compact()[0]
+
+    def _compact(self) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        new_state, removed = self._state.compacted(self._now())
+        _crash.crashpoint("compact.state_built")
+        self._checkpoint(new_state)
+        self._state = new_state
+        ms = (time.perf_counter() - t0) * 1e3
+        self._last_compaction = {"removed_count": removed, "duration_ms": ms, "at": time.time()}
+        return removed, ms
+
+    def _file_bytes(self) -> tuple[int, int]:
+        fs = self._fs
+        log_bytes = sum(fs.size(os.path.join(self.path, n)) for n in self._manifest.logs)
+        snap = self._manifest.snapshot
+        return log_bytes, (fs.size(os.path.join(self.path, snap)) if snap else 0)
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            self._check_open()
+            st = self._state
+            c = st.counts(self._now())
+            log_bytes, snap_bytes = self._file_bytes()
+            per_record = 4 * (st.dim or 0) + 64
+            index = st.index
+            effective = getattr(index, "kind", self._index_kind) if index is not None else self._index_kind
+            params = self._hnsw.to_dict() if self._index_kind == "hnsw" else {}
+            return StoreStats(
+                dim=st.dim, metric=self._metric, index=self._index_kind, index_params=params,
+                index_effective=effective, visible=c["visible"], soft_deleted=c["soft_deleted"],
+                expired_pending=c["expired_pending"], hard_deleted_pending=c["hard_deleted_pending"],
+                deleted_count=c["deleted_count"], slots=st.n_slots, log_bytes=log_bytes,
+                snapshot_bytes=snap_bytes, reclaimable_bytes=c["deleted_count"] * per_record,
+                compaction_config=self._compaction_config.to_dict(), last_compaction=self._last_compaction,
+                recovery_report=self.recovery_report.to_dict(), format_version=FORMAT_VERSION,
+                durability=self._durability, read_only=self._read_only or self._poisoned is not None,
+                last_seq=self._last_seq,
+            )
+
+    def verify(self) -> VerifyReport:
+        """Read every file and check every checksum. Changes nothing."""
+        with self._lock:
+            self._check_open()
+            errors: list[str] = []
+            files = records = 0
+            fs = self._fs
+            try:
+                manifest = read_manifest(fs, self.path)
+                files += 1
+            except VecStoreError as exc:
+                return VerifyReport(False, files, records, [f"MANIFEST: {exc}"])
+            if manifest is None:
+                return VerifyReport(False, 0, 0, ["MANIFEST is missing"])
+            if manifest.snapshot:
+                try:
+                    read_snapshot(fs, os.path.join(self.path, manifest.snapshot))
+                except VecStoreError as exc:
+                    errors.append(f"{manifest.snapshot}: {exc}")
+                files += 1
+            paths = [os.path.join(self.path, n) for n in manifest.logs]
+            try:
+                scan = read_segments(fs, paths, 0, repair=False, truncate_tail=False)
+                records = len(scan.records)
+                for rec in scan.records:
+                    try:
+                        decode_batch(rec.payload)
+                    except RecordDecodeError as exc:
+                        errors.append(f"{os.path.basename(rec.path)}@{rec.offset}: {exc}")
+                if scan.truncated_bytes:
+                    errors.append(f"{os.path.basename(scan.truncated_path)}: torn tail of {scan.truncated_bytes} bytes")
+            except VecStoreError as exc:
+                errors.append(str(exc))
+            files += len(paths)
+            return VerifyReport(not errors, files, records, errors)
+
+
+def _progress_reporter(progress, total: int):
+    """A callable(done | None): ``None`` closes. tqdm is imported only when asked for."""
+    if progress is None or progress is False:
+        return lambda done: None
+    if progress is True:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as exc:  # pragma: no cover - tqdm is in the [progress] extra
+            raise InvalidArgumentError("progress=True needs tqdm: pip install 'vecstore-ref[progress]'") from exc
+        bar = tqdm(total=total, unit="vec")
+        last = [0]
+
+        def report(done):
+            if done is None:
+                bar.close()
+                return
+            bar.update(done - last[0])
+            last[0] = done
+
+        return report
+    if callable(progress):
+        return lambda done: None if done is None else progress(done, total)
+    raise InvalidArgumentTypeError("progress must be None, True or a callable (done, total)")

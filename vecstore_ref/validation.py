@@ -1,0 +1,163 @@
+"""Input validation: every public entry point checks its arguments here before anything is written.
+
+The rules are those of SPEC section 1. Each failure is a typed error that is also a ``ValueError`` (or a
+``TypeError`` for wrong types), and its message says what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .config import MAX_DIM, MAX_ID_BYTES, MAX_K, MAX_TTL_SECONDS
+from .errors import (
+    DimensionMismatchError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidIdError,
+    InvalidIdTypeError,
+    InvalidVectorError,
+    InvalidVectorTypeError,
+)
+
+MIN_COSINE_NORM = 1e-30  # below this (computed in float64) a vector has no direction
+_ACCEPTED_KINDS = "fiu"  # float, signed and unsigned int; ints above 2**24 lose precision in float32
+
+
+def validate_id(id_: object) -> str:
+    """An id is a str of 1 to 512 UTF-8 bytes, without control characters or lone surrogates."""
+    if not isinstance(id_, str):
+        raise InvalidIdTypeError(f"id must be a str, got {type(id_).__name__}")
+    if not id_:
+        raise InvalidIdError("id must not be empty")
+    try:
+        n_bytes = len(id_.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(f"id holds a lone surrogate at position {exc.start}; ids must be valid UTF-8") from None
+    if n_bytes > MAX_ID_BYTES:
+        raise InvalidIdError(f"id is {n_bytes} bytes of UTF-8; the limit is {MAX_ID_BYTES}")
+    if not id_.isprintable():
+        for i, ch in enumerate(id_):
+            if ch.isprintable() or ch == " ":
+                continue
+            if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+                raise InvalidIdError(f"id holds a control character (U+{ord(ch):04X}) at position {i}")
+    return id_
+
+
+def _as_array(values: object, what: str) -> np.ndarray:
+    if isinstance(values, (str, bytes)):
+        raise InvalidVectorTypeError(f"{what} must be an array of numbers, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise DimensionMismatchError(f"{what} is not a rectangular array of numbers: {exc}") from None
+    if arr.dtype.kind not in _ACCEPTED_KINDS:
+        kind = {"b": "bool", "U": "str", "S": "bytes", "O": "object", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
+        raise InvalidVectorTypeError(f"{what} must hold real numbers, got {kind} values")
+    return arr
+
+
+def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        where = "" if out.ndim == 1 else f" (row {bad[0]})"
+        raise InvalidVectorError(
+            f"{what}{where} holds NaN or infinity after the cast to float32 "
+            "(values beyond +-3.4e38 overflow); every value must be finite"
+        )
+    if out is arr or np.shares_memory(out, arr):
+        out = out.copy()
+    return out
+
+
+def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
+    norms = np.linalg.norm(np.atleast_2d(vectors).astype(np.float64), axis=1)
+    bad = ~(np.isfinite(norms) & (norms > MIN_COSINE_NORM))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        where = "" if vectors.ndim == 1 else f" (row {row})"
+        raise InvalidVectorError(
+            f"{what}{where} has norm {norms[row]:.3g}; the cosine metric needs a norm above "
+            f"{MIN_COSINE_NORM:g} (a zero vector has no direction)"
+        )
+
+
+def validate_dim(dim: object) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise InvalidArgumentTypeError(f"dim must be an int, got {type(dim).__name__}")
+    if not 1 <= int(dim) <= MAX_DIM:
+        raise InvalidArgumentError(f"dim must be between 1 and {MAX_DIM}, got {dim}")
+    return int(dim)
+
+
+def validate_vector(vector: object, dim: int | None, metric: str, what: str = "vector") -> np.ndarray:
+    """One vector -> float32 (dim,), C-contiguous, owned (a copy), finite, with a usable norm under cosine."""
+    arr = _as_array(vector, what)
+    if arr.ndim != 1:
+        raise DimensionMismatchError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DimensionMismatchError(f"{what} is empty")
+    if dim is not None and arr.shape[0] != dim:
+        raise DimensionMismatchError(f"{what} has {arr.shape[0]} dimensions; this store holds {dim}")
+    if dim is None:
+        validate_dim(arr.shape[0])
+    out = _finite_float32(arr, what)
+    if metric == "cosine":
+        _check_cosine_norms(out, what)
+    return out
+
+
+def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = "vectors") -> np.ndarray:
+    """A matrix of vectors -> float32 (n, dim), C-contiguous, owned; errors name the first bad row."""
+    arr = _as_array(vectors, what)
+    if arr.ndim != 2:
+        raise DimensionMismatchError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise DimensionMismatchError(f"{what} has rows of length 0")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(f"{what} have {arr.shape[1]} dimensions; this store holds {dim}")
+    if dim is None:
+        validate_dim(arr.shape[1])
+    out = _finite_float32(arr, what)
+    if metric == "cosine" and out.shape[0]:
+        _check_cosine_norms(out, what)
+    return out
+
+
+def validate_k(k: object, max_k: int = MAX_K) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise InvalidArgumentTypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= int(k) <= max_k:
+        raise InvalidArgumentError(f"k must be between 1 and {max_k}, got {k}")
+    return int(k)
+
+
+def validate_ef(ef: object) -> int | None:
+    if ef is None:
+        return None
+    if isinstance(ef, bool) or not isinstance(ef, numbers.Integral):
+        raise InvalidArgumentTypeError(f"ef must be an int or None, got {type(ef).__name__}")
+    if not 1 <= int(ef) <= 100_000:
+        raise InvalidArgumentError(f"ef must be between 1 and 100000, got {ef}")
+    return int(ef)
+
+
+def validate_ttl(ttl: object, *, allow_none: bool = False) -> float | None:
+    """A TTL is a finite number of seconds, > 0 and <= 100 years."""
+    if ttl is None:
+        if allow_none:
+            return None
+        raise InvalidArgumentTypeError("ttl must be a number of seconds, got None")
+    if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
+        raise InvalidArgumentTypeError(f"ttl must be a number of seconds, got {type(ttl).__name__}")
+    value = float(ttl)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError(f"ttl must be a finite number of seconds above 0, got {ttl}")
+    if value > MAX_TTL_SECONDS:
+        raise InvalidArgumentError(f"ttl must be at most 100 years ({MAX_TTL_SECONDS:.0f} s), got {ttl}")
+    return value
