@@ -7,9 +7,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import FakeClock, random_vectors
 
 import vecstore_ref as vs
-from conftest import FakeClock, random_vectors
 
 
 def open_flat(path, clock=None, **kw):

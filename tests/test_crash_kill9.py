@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
+from crash_child import apply_model, ops_for
 
 import vecstore_ref as vs
-from crash_child import apply_model, ops_for
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 

@@ -11,12 +11,12 @@ import tempfile
 
 import hypothesis.strategies as st
 import numpy as np
+from conftest import FakeClock
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from invariants import Model, ModelRecord, query_equals_brute_force, state_equals_model
 
 import vecstore_ref as vs
-from conftest import FakeClock
-from invariants import Model, ModelRecord, query_equals_brute_force, state_equals_model
 
 DIM = 3
 IDS = st.sampled_from([f"id{i}" for i in range(12)] + ["é", "e\u0301", "日本"])

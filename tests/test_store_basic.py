@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_vectors
 
 import vecstore_ref as vs
-from conftest import random_vectors
 
 
 @pytest.mark.parametrize("index", ["flat", "hnsw"])

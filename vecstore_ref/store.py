@@ -31,6 +31,7 @@ from . import _fs as fsmod
 from .batch import check_ops, plan_batch
 from .compaction import compaction_decision
 from .config import DURABILITY_MODES, INDEX_KINDS, MAX_K, METRICS, CompactionConfig, HNSWParams
+from .cost import CostModel
 from .errors import (
     CorruptLogError,
     InvalidArgumentError,
@@ -41,8 +42,8 @@ from .errors import (
     StoreClosedError,
     VecStoreError,
 )
-from .filter import Filter, parse_filter
-from .index.base import DTYPE_SLOT, scores_from_distances
+from .filter import Filter
+from .query import QueryMethods
 from .state import SOFT, StoreState
 from .storage import layout
 from .storage.format import FORMAT_VERSION, RECORD_BATCH
@@ -52,12 +53,9 @@ from .storage.manifest import Manifest, read_manifest, write_manifest
 from .storage.records import RecordDecodeError, decode_batch, encode_batch
 from .storage.snapshot import read_snapshot, write_snapshot
 from .types import (
-    BatchQueryResult,
     BatchResult,
     CompactionResult,
     Delete,
-    Neighbor,
-    Query,
     Record,
     RecoveryReport,
     Restore,
@@ -68,14 +66,12 @@ from .types import (
     Upsert,
     VerifyReport,
 )
-from .validation import validate_ef, validate_id, validate_k, validate_vector, validate_vectors
+from .validation import validate_id, validate_vectors
 
 log = logging.getLogger(__name__)
 
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
-FILTERED_SCAN_MAX_ROWS = 4096  # below this many matching rows an exact scan beats a filtered graph walk
-FILTERED_SCAN_MAX_FRACTION = 0.05
 
 
 def _index_factory(kind: str, params: HNSWParams):
@@ -91,7 +87,7 @@ def _index_factory(kind: str, params: HNSWParams):
     return make
 
 
-class VecStore:
+class VecStore(QueryMethods):
     """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
 
     # --- opening and closing ----------------------------------------------------------------------------------
@@ -134,6 +130,7 @@ class VecStore:
         self._poisoned: str | None = None
         self._max_k = max_k
         self._filter_cache: OrderedDict[str, Filter] = OrderedDict()
+        self._cost = CostModel()
         self._compaction_config = CompactionConfig()
         self._last_compaction: dict | None = None
         self._writer: LogWriter | None = None
@@ -572,148 +569,6 @@ class VecStore:
         with self._lock:
             self._check_open()
             return self._state.counts(self._now())["deleted_count"]
-
-    # --- queries ----------------------------------------------------------------------------------------------
-
-    def _filter(self, flt) -> Filter | None:
-        if flt is None:
-            return None
-        if isinstance(flt, Filter):
-            return flt
-        if not isinstance(flt, str):
-            raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got {type(flt).__name__}")
-        cached = self._filter_cache.get(flt)
-        if cached is None:
-            cached = parse_filter(flt)
-            self._filter_cache[flt] = cached
-            if len(self._filter_cache) > 256:
-                self._filter_cache.popitem(last=False)
-        return cached
-
-    def _unpack_query(self, q, k, filter, ef):
-        if isinstance(q, Query):
-            return q.vector, q.k, q.filter, q.ef
-        return q, k, filter, ef
-
-    def _allowed(self, flt: Filter | None):
-        """(allowed mask (capacity,), number allowed) for the visible records matching ``flt``."""
-        st = self._state
-        now = self._now()
-        visible = st.visible_mask(now)
-        if flt is None:
-            n = st.n_live if visible is st.live else int(np.count_nonzero(visible[: st.n_slots]))
-            return visible, n
-        mask = np.zeros(visible.shape[0], dtype=bool)
-        mask[: st.n_slots] = flt.mask(st.columns, st.n_slots) & visible[: st.n_slots]
-        return mask, int(np.count_nonzero(mask))
-
-    def _plan(self, flt, n_allowed: int) -> str:
-        if self._index_kind == "flat" or self._state.index is None or getattr(self._state.index, "kind", "") == "flat":
-            return "flat" if flt is None else "filtered-scan"
-        if flt is None:
-            return "hnsw"
-        if n_allowed <= FILTERED_SCAN_MAX_ROWS or n_allowed <= FILTERED_SCAN_MAX_FRACTION * self._state.n_live:
-            return "filtered-scan"
-        return "filtered-hnsw"
-
-    def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
-        """Run one query on the chosen plan; returns (slots, dists, stats)."""
-        from .index.flat import FlatIndex
-
-        st = self._state
-        if plan in ("hnsw", "filtered-hnsw"):
-            return st.index.search(vec, k, allowed, ef)
-        flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
-        if plan == "filtered-scan":
-            candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
-            slots, dists, stats = flat.search_subset(vec, k, candidates)
-        else:
-            slots, dists, stats, next_dist = flat.search_with_boundary(vec, k, allowed)
-            if len(slots) == k and k and next_dist == dists[-1]:
-                slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
-        return slots, dists, stats
-
-    def _resolve_boundary_ties(self, flat, vec, allowed, slots, dists):
-        """Equal distances at the k-th place are broken by id, not slot (results must not depend on slot order)."""
-        boundary = dists[-1]
-        keep = dists < boundary
-        tied = flat.ties_at(vec, allowed, boundary)
-        tied = sorted(tied.tolist(), key=lambda s: self._state.ids[s])[: len(slots) - int(keep.sum())]
-        new_slots = np.concatenate([slots[keep], np.asarray(tied, dtype=DTYPE_SLOT)])
-        new_dists = np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)])
-        return new_slots, new_dists
-
-    def _neighbors(self, slots, dists) -> list[Neighbor]:
-        st = self._state
-        scores = scores_from_distances(self._metric, dists)
-        out = [Neighbor(st.ids[s], float(sc), st.metadata(s)) for s, sc in zip(slots.tolist(), scores.tolist())]
-        out.sort(key=lambda n: (-n.score, n.id))
-        return out
-
-    def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
-        """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a :class:`Query`."""
-        vector, k, flt, ef = self._unpack_query(q, k, filter, ef)
-        with self._lock:
-            self._check_open()
-            k = validate_k(k, self._max_k)
-            ef = validate_ef(ef)
-            flt = self._filter(flt)
-            st = self._state
-            if st.dim is None:
-                validate_vector(vector, None, self._metric, "query vector")
-                return []
-            vec = validate_vector(vector, st.dim, self._metric, "query vector")
-            allowed, n_allowed = self._allowed(flt)
-            if n_allowed == 0:
-                return []
-            plan = self._plan(flt, n_allowed)
-            slots, dists, _ = self._search_one(vec, min(k, n_allowed), allowed, n_allowed, plan, ef)
-            return self._neighbors(slots, dists)
-
-    def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
-        """The same as :meth:`query` for each row of an (n, dim) array, searched in parallel."""
-        with self._lock:
-            self._check_open()
-            k = validate_k(k, self._max_k)
-            ef = validate_ef(ef)
-            flt = self._filter(filter)
-            st = self._state
-            mat = validate_vectors(vectors, st.dim, self._metric, "query vectors")
-            nq = mat.shape[0]
-            ids = np.full((nq, k), None, dtype=object)
-            scores = np.full((nq, k), -np.inf, dtype=np.float32)
-            n_found = np.zeros(nq, dtype=np.int64)
-            if st.dim is None or nq == 0:
-                return BatchQueryResult(ids, scores, n_found)
-            allowed, n_allowed = self._allowed(flt)
-            if n_allowed == 0:
-                return BatchQueryResult(ids, scores, n_found)
-            plan = self._plan(flt, n_allowed)
-            kk = min(k, n_allowed)
-            if plan in ("hnsw", "filtered-hnsw") or (plan == "flat" and hasattr(st.index, "search_batch")):
-                slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
-                rows = [(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]) for i in range(nq)]
-                if plan == "flat":
-                    rows = [self._fix_row_ties(mat[i], kk, allowed, *rows[i]) for i in range(nq)]
-            else:
-                rows = []
-                for i in range(nq):
-                    s, d, _ = self._search_one(mat[i], kk, allowed, n_allowed, plan, ef)
-                    rows.append((s, d))
-            for i, (s, d) in enumerate(rows):
-                neighbors = self._neighbors(s, d)
-                n_found[i] = len(neighbors)
-                ids[i, : len(neighbors)] = [n.id for n in neighbors]
-                scores[i, : len(neighbors)] = [n.score for n in neighbors]
-            return BatchQueryResult(ids, scores, n_found)
-
-    def _fix_row_ties(self, vec, k, allowed, slots, dists):
-        if len(slots) == k and k and np.count_nonzero(dists == dists[-1]) >= 1:
-            flat = self._state.index
-            _, _, _, next_dist = flat.search_with_boundary(vec, k, allowed)
-            if next_dist == dists[-1]:
-                return self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
-        return slots, dists
 
     # --- checkpoints, compaction, stats -----------------------------------------------------------------------
 
