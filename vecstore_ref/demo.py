@@ -66,9 +66,9 @@ def run_demo(data_dir: str = "./data", n: int = 5000, dim: int = 64, out=print) 
             ms = 1e3 * (time.perf_counter() - t0)
             out(f"\nquery near topic 'search', filter: {label}  ({ms:.1f} ms)")
             for h in hits:
-                md = h.metadata
-                out(f"  {h.id}  score={h.score:.4f}  topic={md['topic']:<10} lang={md['lang']} "
-                    f"year={md['year']} stars={md['stars']} tags={md['tags']}")
+                md = h.metadata or {}
+                fields = "  ".join(f"{key}={md[key]}" for key in ("topic", "lang", "year", "stars", "tags") if key in md)
+                out(f"  {h.id:<12} score={h.score:.4f}  {fields}")
 
         store.soft_delete(ids[0])
         store.upsert_with_ttl("short-lived", q, {"topic": "search"}, ttl=3600)

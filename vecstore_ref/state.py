@@ -103,11 +103,9 @@ class StoreState:
         n = self.n_slots
         mask = self.live.copy()
         mask[:n] &= self.expires[:n] > now
-        future = self.expires[:n][(self.state[:n] != FREE) & (self.expires[:n] > now)]
-        self.min_expiry = float(future.min()) if future.size else NO_EXPIRY
-        # Records already expired keep the scan on until the sweep tombstones them.
-        if ((self.state[:n] != FREE) & (self.expires[:n] <= now)).any():
-            self.min_expiry = min(self.min_expiry, now)
+        # Tighten the lower bound to the true minimum, so the scan stops once the sweep has run.
+        held = self.expires[:n][self.state[:n] != FREE]
+        self.min_expiry = float(held.min()) if held.size else NO_EXPIRY
         return mask
 
     def expired_slots(self, now: float) -> np.ndarray:

@@ -76,14 +76,18 @@ def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
-    norms = np.linalg.norm(np.atleast_2d(vectors).astype(np.float64), axis=1)
-    bad = ~(np.isfinite(norms) & (norms > MIN_COSINE_NORM))
+    rows = np.atleast_2d(vectors)
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+    with np.errstate(over="ignore", under="ignore"):
+        sq32 = np.einsum("ij,ij->i", rows, rows, dtype=np.float32)  # what float32 kernels will see
+    bad = ~(np.isfinite(norms) & (norms > MIN_COSINE_NORM) & np.isfinite(sq32) & (sq32 > 0))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         where = "" if vectors.ndim == 1 else f" (row {row})"
         raise InvalidVectorError(
             f"{what}{where} has norm {norms[row]:.3g}; the cosine metric needs a norm above "
-            f"{MIN_COSINE_NORM:g} (a zero vector has no direction)"
+            f"{MIN_COSINE_NORM:g} whose square is a finite, non-zero float32 (a zero vector has no direction; "
+            "one this small or this large underflows or overflows in float32 arithmetic)"
         )
 
 
