@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vecstore_ref._fs import dir_digest
 
 import vecstore_ref as vs
+from vecstore_ref._fs import dir_digest
 
 DIM = 4
 GOOD = [1.0, 2.0, 3.0, 4.0]

@@ -13,7 +13,15 @@ import os
 import re
 
 from ..errors import CorruptStoreError
-from .format import LOCK_NAME, MANIFEST_NAME, SEGMENT_PREFIX, SEGMENT_SUFFIX, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, TMP_SUFFIX
+from .format import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    SEGMENT_PREFIX,
+    SEGMENT_SUFFIX,
+    SNAPSHOT_PREFIX,
+    SNAPSHOT_SUFFIX,
+    TMP_SUFFIX,
+)
 
 _SEGMENT_RE = re.compile(r"^log-(\d{8})\.vsl$")
 _SNAPSHOT_RE = re.compile(r"^snap-(\d{16})\.vss$")

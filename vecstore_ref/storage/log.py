@@ -19,7 +19,13 @@ import zlib
 from dataclasses import dataclass, field
 
 from .. import _crash
-from ..errors import CorruptLogError, ReadOnlyError, StorageError, UnsupportedFormatError, UnsupportedRecordError
+from ..errors import (
+    CorruptLogError,
+    ReadOnlyError,
+    StorageError,
+    UnsupportedFormatError,
+    UnsupportedRecordError,
+)
 from .format import (
     FORMAT_VERSION,
     LOG_HEADER,
