@@ -1,0 +1,1 @@
+"""Benchmark scripts: ``python -m benchmarks.<name>``. They print markdown tables; none is a test."""
