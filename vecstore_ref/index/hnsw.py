@@ -141,6 +141,59 @@ class HNSWIndex:
         for start in range(0, old.size, BUILD_BATCH):
             chunk = old[start : start + BUILD_BATCH]
             self._insert_batch(chunk, self.levels[chunk].copy(), False)
+        if slots.size >= BUILD_BATCH:
+            self.repair_connectivity()
+
+    def _reachable(self) -> np.ndarray:
+        """bool (n_slots,): nodes reachable from the entry point on layer 0 (breadth-first, vectorized)."""
+        n = self.table.n_slots
+        seen = np.zeros(n, dtype=bool)
+        if self.ep < 0:
+            return seen
+        seen[self.ep] = True
+        frontier = np.array([self.ep])
+        while frontier.size:
+            nb = self.links0[frontier]
+            nb = np.unique(nb[nb >= 0])
+            nb = nb[~seen[nb]]
+            seen[nb] = True
+            frontier = nb
+        return seen
+
+    def repair_connectivity(self, max_rounds: int = 8) -> int:
+        """Give every live node that the heuristic's pruning left unreachable an in-link from its nearest
+        reachable node (replacing that node's farthest link). Returns how many links were added.
+
+        Pruning in SELECT-NEIGHBORS-HEURISTIC can drop a node's last in-link; such a node can never be found.
+        hnswlib leaves them; a reference that promises ``check_integrity()`` repairs them after bulk inserts.
+        """
+        added = 0
+        n = self.table.n_slots
+        for _ in range(max_rounds):
+            live = (self.levels[:n] >= 0) & ~self.deleted[:n]
+            lost = np.flatnonzero(live & ~self._reachable())
+            if lost.size == 0:
+                break
+            allowed = self._reachable()
+            allowed_full = np.zeros(self._cap, dtype=bool)
+            allowed_full[:n] = allowed
+            X = self.table.vectors
+            for u in lost.tolist():
+                slots, _, _ = self.search(X[u], 16, allowed_full, ef=self.params.ef_construction)
+                if slots.size == 0:
+                    continue
+                spare = slots[self.deg0[slots] < 2 * self.m]  # prefer a near node with room: nothing is displaced
+                w = int(spare[0]) if spare.size else int(slots[0])
+                deg = int(self.deg0[w])
+                if deg < 2 * self.m:
+                    self.links0[w, deg] = u
+                    self.deg0[w] = deg + 1
+                else:
+                    row = self.links0[w, :deg]
+                    far = int(np.argmax(((X[row] - X[w]) ** 2).sum(axis=1)))
+                    self.links0[w, far] = u
+                added += 1
+        return added
 
     def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, are_new: bool) -> None:
         from ..kernels.hnsw_build import link_batch, search_candidates_batch

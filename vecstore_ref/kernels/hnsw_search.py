@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from .distances import distance
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push
+from .prefetch import prefetch_row
 
 
 @njit(cache=True, inline="always")
@@ -83,7 +84,12 @@ def search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up,
             break  # the closest candidate is farther than the worst result: W cannot improve
         counters[1] += 1
         nbrs = neighbours(links0, deg0, links_up, deg_up, upper_row, c, level)
-        for j in range(nbrs.shape[0]):
+        n_nbrs = nbrs.shape[0]
+        if n_nbrs > 0:
+            prefetch_row(X, nbrs[0])
+        for j in range(n_nbrs):
+            if j + 1 < n_nbrs:
+                prefetch_row(X, nbrs[j + 1])  # fetch the next vector while this distance is computed
             e = nbrs[j]
             if visited[e] == tag:
                 continue
