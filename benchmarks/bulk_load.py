@@ -12,8 +12,6 @@ import argparse
 import shutil
 import tempfile
 
-import numpy as np
-
 import vecstore_ref as vs
 
 from .common import Timer, clustered, machine

@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
+from crashpoint_child import apply_model, program
 
 import vecstore_ref as vs
-from crashpoint_child import apply_model, program
 from vecstore_ref._crash import CRASH_POINTS
 
 CHILD = os.path.join(os.path.dirname(__file__), "crashpoint_child.py")

@@ -601,6 +601,9 @@ class VecStore(QueryMethods):
             seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None), sync=True)
             self._last_seq = seq
             name = layout.snapshot_name(seq)
+        repair = getattr(state.index, "repair_connectivity", None)
+        if repair is not None:
+            repair()  # nodes orphaned by link pruning since the last bulk insert get an in-link again
         header, arrays = state.to_snapshot()
         header["seq"] = seq
         write_snapshot(fs, self.path, name, header, arrays)
