@@ -31,7 +31,7 @@ COSINE = 2
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH)
 def l2sq_row(q, X, i):
     """Squared L2 distance between ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -41,7 +41,7 @@ def l2sq_row(q, X, i):
     return s
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH)
 def ip_row(q, X, i):
     """Inner product of ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -50,7 +50,7 @@ def ip_row(q, X, i):
     return s
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH)
 def distance(metric, q, q_inv_norm, X, inv_norms, i):
     """Distance (lower is better) from query ``q`` to stored row ``i``.
 
@@ -64,16 +64,18 @@ def distance(metric, q, q_inv_norm, X, inv_norms, i):
     """
     if metric == EUCLIDEAN:
         return l2sq_row(q, X, i)
+    s = ip_row(q, X, i)  # one call site: two inlined reduction loops are all LLVM vectorizes well
     if metric == DOT:
-        return -ip_row(q, X, i)
-    return -(ip_row(q, X, i) * q_inv_norm) * inv_norms[i]
+        return -s
+    return -(s * q_inv_norm) * inv_norms[i]
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH)
 def distance_between_rows(metric, X, inv_norms, a, b):
     """Distance between two stored rows ``a`` and ``b`` (used while linking the HNSW graph)."""
     if metric == EUCLIDEAN:
         return l2sq_row(X[a], X, b)
+    s = ip_row(X[a], X, b)
     if metric == DOT:
-        return -ip_row(X[a], X, b)
-    return -(ip_row(X[a], X, b) * inv_norms[a]) * inv_norms[b]
+        return -s
+    return -(s * inv_norms[a]) * inv_norms[b]

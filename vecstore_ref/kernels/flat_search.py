@@ -9,7 +9,7 @@ see; :func:`ties_at` lists the tied slots).
 import numpy as np
 from numba import njit, prange
 
-from .distances import distance
+from .distances import FASTMATH, distance
 from .heap import heap_sort_ascending, max_heap_push
 
 
@@ -29,7 +29,7 @@ def _offer(out_dists, out_slots, size, d, s, next_d):
     return size, next_d
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def topk_masked(metric, q, q_inv_norm, X, inv_norms, allowed, n_slots, out_dists, out_slots):
     """Top-k over slots ``0 <= s < n_slots`` with ``allowed[s]``.
 
@@ -56,7 +56,7 @@ def topk_masked(metric, q, q_inv_norm, X, inv_norms, allowed, n_slots, out_dists
     return size, n_dist, next_d
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def topk_subset(metric, q, q_inv_norm, X, inv_norms, candidates, out_dists, out_slots):
     """Top-k over an explicit candidate list (int32 (m,)), the filtered-scan plan. Returns as topk_masked."""
     size = 0
@@ -69,7 +69,7 @@ def topk_subset(metric, q, q_inv_norm, X, inv_norms, candidates, out_dists, out_
     return size, candidates.shape[0], next_d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def topk_masked_batch(metric, Q, q_inv_norms, X, inv_norms, allowed, n_slots, out_dists, out_slots, out_found,
                       out_next):
     """:func:`topk_masked` for every row of ``Q`` (float32 (nq, d)), queries spread over threads (prange).
@@ -84,7 +84,7 @@ def topk_masked_batch(metric, Q, q_inv_norms, X, inv_norms, allowed, n_slots, ou
         out_next[i] = nd
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def ties_at(metric, q, q_inv_norm, X, inv_norms, allowed, n_slots, value, out_slots):
     """Allowed slots whose distance equals ``value`` exactly, ascending; returns how many (out_slots (n_slots,))."""
     count = 0

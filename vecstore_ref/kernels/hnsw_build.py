@@ -14,12 +14,12 @@ Applying links in order keeps the graph identical to a deterministic function of
 import numpy as np
 from numba import njit, prange
 
-from .distances import distance, distance_between_rows
+from .distances import FASTMATH, distance, distance_between_rows
 from .heap import heap_sort_ascending, max_heap_push
 from .hnsw_search import greedy_descend, neighbours, search_layer
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max_keep, out_s):
     """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates/keepPruned).
 
@@ -50,7 +50,7 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
     return kept
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def add_link(metric, X, inv_norms, links, deg, node, new, max_deg, scratch_d, scratch_s, scratch_keep):
     """Link ``node -> new`` in one layer's adjacency (``links``: int32 (.., max_deg) row of node, ``deg`` a 1-element
     view). If the list is full, shrink it with the heuristic over the old neighbours plus ``new`` (Alg. 1 lines
@@ -77,7 +77,7 @@ def add_link(metric, X, inv_norms, links, deg, node, new, max_deg, scratch_d, sc
     deg[0] = kept
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def connect_new_element(metric, X, inv_norms, node, cand_d, cand_s, n_cand, level, m, links0, deg0, links_up,
                         deg_up, upper_row, scratch_d, scratch_s, scratch_keep):
     """Alg. 1 lines 10-16 on one layer: choose ``node``'s neighbours among the sorted candidates and link both ways.
@@ -111,7 +111,7 @@ def connect_new_element(metric, X, inv_norms, node, cand_d, cand_s, n_cand, leve
                      max_deg, scratch_d, scratch_s, scratch_keep)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def search_candidates_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level, nodes,
                             skip_self, ef, visited, tags, out_d, out_s, out_n, counters):
     """Phase 1: for each of ``nodes`` (int32 (b,)), the ``ef`` closest nodes on layer 0 of the current graph.
@@ -166,7 +166,7 @@ def search_candidates_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up
         counters[t, 1] += local[1]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def link_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, levels, ep, max_level, nodes,
                node_levels, cand_d, cand_s, cand_n, in_batch_before, m, ef, visited, tag, counters):
     """Phase 2: link the batch's nodes in order; returns the new ``(entry point, max level, visited tag)``.

@@ -14,7 +14,7 @@ model and ``query_explain`` are built on. Visited sets are epoch arrays (uint32 
 import numpy as np
 from numba import njit, prange
 
-from .distances import distance
+from .distances import FASTMATH, distance
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push
 from .prefetch import prefetch_row
 
@@ -28,7 +28,7 @@ def neighbours(links0, deg0, links_up, deg_up, upper_row, node, level):
     return links_up[row, level - 1, : deg_up[row, level - 1]]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, top_level,
                    stop_level, counters):
     """Greedy search with ef = 1 from ``top_level`` down to ``stop_level + 1`` (Alg. 5 lines 1-5, Alg. 1 lines 5-7).
@@ -55,7 +55,7 @@ def greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_u
     return cur, cur_d
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, ep_d, level,
                  allowed, use_mask, visited, tag, cand_d, cand_s, res_d, res_s, counters):
     """SEARCH-LAYER (Alg. 2): best-first search from ``ep`` keeping the ``ef = res_d.shape[0]`` closest nodes.
@@ -105,7 +105,7 @@ def search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up,
     return n_res
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def knn_search(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level, allowed,
                visited, tag, cand_d, cand_s, res_d, res_s, counters):
     """K-NN-SEARCH (Alg. 5): descend greedily to layer 0, then SEARCH-LAYER there with the allowed mask.
@@ -118,7 +118,7 @@ def knn_search(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, u
                         allowed, True, visited, tag, cand_d, cand_s, res_d, res_s, counters)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def knn_search_batch(metric, Q, q_invs, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level,
                      allowed, visited, tags, ef, out_d, out_s, out_found, out_counters):
     """:func:`knn_search` for every row of ``Q``, the queries split into one contiguous chunk per thread.
