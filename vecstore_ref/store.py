@@ -152,9 +152,13 @@ class VecStore(QueryMethods):
             self._dir_lock.acquire()
         try:
             self._recover(dim, metric, index, hnsw, repair)
-        except BaseException:
+        except BaseException as exc:
+            if self._writer is not None:
+                self._writer.close()
             if self._dir_lock is not None:
                 self._dir_lock.release()
+            if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                raise StorageError(f"opening the store at {self.path} failed: {exc}") from exc
             raise
         self._closed = False
         if durability == "batch" and not read_only:
@@ -293,8 +297,16 @@ class VecStore(QueryMethods):
         return self._manifest.options != self._options()
 
     def _write_manifest(self, snapshot, snapshot_seq, logs) -> None:
+        """Replace the manifest. If that fails we cannot know which manifest a reopen will read, so the store
+        refuses writes until reopened (both candidates describe a complete, consistent store)."""
         manifest = Manifest(FORMAT_VERSION, snapshot, snapshot_seq, list(logs), self._options())
-        write_manifest(self._fs, self.path, manifest)
+        try:
+            write_manifest(self._fs, self.path, manifest)
+        except OSError as exc:
+            self._poisoned = f"replacing the manifest failed ({exc})"
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"replacing the manifest of {self.path} failed: {exc}") from exc
         self._manifest = manifest
 
     def close(self) -> None:
@@ -606,22 +618,35 @@ class VecStore(QueryMethods):
             repair()  # nodes orphaned by link pruning since the last bulk insert get an in-link again
         header, arrays = state.to_snapshot()
         header["seq"] = seq
-        write_snapshot(fs, self.path, name, header, arrays)
         old_logs = list(self._manifest.logs)
         old_snapshot = self._manifest.snapshot
         next_number = layout.parse_segment_name(old_logs[-1]) + 1
-        new_seg = create_segment(fs, self.path, next_number)
-        self._write_manifest(name, seq, [os.path.basename(new_seg)])
+        try:
+            write_snapshot(fs, self.path, name, header, arrays)
+            new_seg = create_segment(fs, self.path, next_number)
+            new_writer = LogWriter(fs, new_seg, seq + 1)
+        except OSError as exc:  # nothing referenced changed: the store goes on with its old files
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"writing a snapshot of {self.path} failed: {exc}") from exc
+        try:
+            self._write_manifest(name, seq, [os.path.basename(new_seg)])
+        except BaseException:
+            new_writer.close()
+            raise
         _crash.crashpoint("snapshot.log_rotated")
         old_writer = self._writer
-        self._writer = LogWriter(fs, new_seg, seq + 1)
+        self._writer = new_writer
         old_writer.close()
-        for old in old_logs + ([old_snapshot] if old_snapshot else []):
-            try:
-                fs.unlink(os.path.join(self.path, old))
-            except FileNotFoundError:
-                pass
-        fs.fsync_dir(self.path)
+        try:
+            for old in old_logs + ([old_snapshot] if old_snapshot else []):
+                try:
+                    fs.unlink(os.path.join(self.path, old))
+                except FileNotFoundError:
+                    pass
+            fs.fsync_dir(self.path)
+        except OSError as exc:  # the new state is committed; leftovers are removed at the next open
+            log.warning("store %s: could not remove old files after a checkpoint: %s", self.path, exc)
         _crash.crashpoint("compact.old_files_unlinked")
         self._dirty = False
 

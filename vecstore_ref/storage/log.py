@@ -57,6 +57,8 @@ def frame(rtype: int, seq: int, payload: bytes) -> bytes:
 def create_segment(fs, directory: str, number: int) -> str:
     """Create ``log-<number>.vsl`` holding just its header, fsynced, directory fsynced."""
     path = os.path.join(directory, segment_name(number))
+    if fs.exists(path):  # a leftover of an interrupted checkpoint: never named by the manifest
+        fs.unlink(path)
     f = fs.open_append(path, create=True)
     try:
         f.write(segment_header())
@@ -87,7 +89,8 @@ class LogWriter:
 
         A failed write truncates the segment back and raises :class:`StorageError`; the sequence number is not
         consumed. A failed fsync, or a failed truncate-back, poisons the writer: every later append raises
-        :class:`ReadOnlyError` (an fsync is never retried: the kernel may have dropped the pages already).
+        :class:`ReadOnlyError` (an fsync is never retried: the kernel may have dropped the pages already). The
+        record whose fsync failed is cut off too, so an operation that raised never reappears after a reopen.
         """
         if self.poisoned:
             raise ReadOnlyError(f"log {self.path} refuses writes after an I/O failure; reopen the store")
@@ -104,7 +107,16 @@ class LogWriter:
             raise StorageError(f"appending to {self.path} failed: {exc}") from exc
         _crash.crashpoint("log.after_write")
         if sync:
-            self.sync()
+            try:
+                self.sync()
+            except StorageError:
+                # Not acknowledged, so it must not come back on reopen either: cut it off (best effort; the writer
+                # is poisoned whatever happens).
+                try:
+                    self._file.truncate(start)
+                except OSError:
+                    pass
+                raise
         _crash.crashpoint("log.after_fsync")
         seq = self.next_seq
         self.next_seq += 1
