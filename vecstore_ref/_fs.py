@@ -304,10 +304,11 @@ class FaultFS(OSFileSystem):
             if os.path.exists(dst):
                 os.replace(dst, src)  # the new content goes back to its temp name (then dropped below)
                 self.new_files.add(src)
-            if old is not None:
+            if old is not None:  # the file it replaced was durable: it comes back whole
                 with open(dst, "wb") as fh:
                     fh.write(old)
                 self.synced[dst] = len(old)
+                self.new_files.discard(dst)
         self.pending_renames = []
         for path in list(self.new_files):
             with contextlib.suppress(FileNotFoundError):

@@ -320,7 +320,7 @@ class VecStore(QueryMethods):
             self._flusher.join()
         with self._lock:
             try:
-                if self._writer is not None and self._poisoned is None:
+                if self._writer is not None and self._poisoned is None and not self._writer.poisoned:
                     self._writer.sync()
             finally:
                 if self._writer is not None:
@@ -355,6 +355,8 @@ class VecStore(QueryMethods):
         self._check_open()
         if self._read_only:
             raise ReadOnlyError(f"the store at {self.path} was opened read_only=True")
+        if self._poisoned is None and self._writer is not None and self._writer.poisoned:
+            self._poisoned = "an fsync of the log failed"
         if self._poisoned is not None:
             raise ReadOnlyError(f"the store at {self.path} refuses writes until reopened: {self._poisoned}")
 

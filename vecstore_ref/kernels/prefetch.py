@@ -5,7 +5,7 @@ neighbour's vector while computing the current distance hides much of that laten
 """
 
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -38,3 +38,9 @@ def prefetch_row(typingctx, X, i):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1): a hint has nothing to do
+
+    def prefetch_row(X, i):  # noqa: F811 - the pure-Python stand-in
+        """No-op stand-in when kernels run as plain Python."""
