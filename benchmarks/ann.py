@@ -61,7 +61,7 @@ def bench_vecstore(x, qs, truth, metric):
     rows = []
     for ef in EFS:
         numba.set_num_threads(1)
-        qps1, found = qps_single(lambda q: h.search(q, 10, allowed, ef)[0], qs)
+        qps1, found = qps_single(lambda q, ef=ef: h.search(q, 10, allowed, ef)[0], qs)
         numba.set_num_threads(THREADS)
         with Timer() as tb:
             h.search_batch(qs, 10, allowed, ef)

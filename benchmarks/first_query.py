@@ -16,8 +16,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 from .common import clustered, machine
 
 CHILD = r"""
@@ -73,7 +71,6 @@ def main(argv=None) -> int:
                 shutil.rmtree(cold, ignore_errors=True)
             for label, (imp, opn, q1, q2) in rows:
                 print(f"| {index} | {label} | {imp:.2f} | {opn:.2f} | {q1:.2f} | {q2:.4f} |")
-        del np
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -15,19 +15,15 @@ import errno
 import os
 import random
 import shutil
-import struct
 import sys
 import tempfile
 import time
-
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import vecstore_ref as vs  # noqa: E402
-from vecstore_ref._crash import CRASH_POINTS  # noqa: E402
-from vecstore_ref._fs import FaultFS, OSFileSystem, dir_digest  # noqa: E402
+from vecstore_ref._fs import FaultFS, dir_digest  # noqa: E402
 from vecstore_ref.storage.format import LOG_HEADER_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE  # noqa: E402
 
 

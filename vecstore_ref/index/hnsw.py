@@ -209,7 +209,7 @@ class HNSWIndex:
             n_chunks = counters.shape[0]
             self._visited_rows(n_chunks)
             search_candidates_batch(t.metric_code, t.vectors, t.inv_norms, self.links0, self.deg0, self.links_up,
-                                    self.deg_up, self.upper_row, self.ep, self.max_level, nodes, not are_new, ef,
+                                    self.deg_up, self.upper_row, self.ep, self.max_level, nodes, ef,
                                     self._visited[:n_chunks], self._tags[:n_chunks], cand_d, cand_s, cand_n,
                                     counters)
         before = np.full(b, 1 if are_new else 0, dtype=np.int8)

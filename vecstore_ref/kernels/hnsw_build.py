@@ -14,9 +14,9 @@ Applying links in order keeps the graph identical to a deterministic function of
 import numpy as np
 from numba import njit, prange
 
-from .distances import FASTMATH, distance, distance_between_rows
+from .distances import FASTMATH, distance_between_rows
 from .heap import heap_sort_ascending, max_heap_push
-from .hnsw_search import greedy_descend, neighbours, search_layer
+from .hnsw_search import greedy_descend, search_layer
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -113,11 +113,12 @@ def connect_new_element(metric, X, inv_norms, node, cand_d, cand_s, n_cand, leve
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def search_candidates_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level, nodes,
-                            skip_self, ef, visited, tags, out_d, out_s, out_n, counters):
+                            ef, visited, tags, out_d, out_s, out_n, counters):
     """Phase 1: for each of ``nodes`` (int32 (b,)), the ``ef`` closest nodes on layer 0 of the current graph.
 
     Read-only on the graph, so the nodes spread over threads (one contiguous chunk, one visited array each).
-    ``skip_self``: drop the node itself from its candidates (a relink of a node already in the graph).
+    A node already in the graph (a relink after its vector changed) is traversed like any other, since its old links
+    may be the only way to some nodes, but it never becomes its own candidate.
     Outputs: ``out_d``/``out_s`` (b, ef) sorted ascending, ``out_n`` (b,).
     """
     b = nodes.shape[0]
@@ -143,15 +144,6 @@ def search_candidates_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up
                 tag = np.uint32(1)
             cur, cur_d = greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row,
                                         ep, max_level, 0, local)
-            if skip_self:
-                visited[t, node] = tag
-                if cur == node:  # start from a neighbour instead of the node itself
-                    nb = neighbours(links0, deg0, links_up, deg_up, upper_row, node, 0)
-                    if nb.shape[0] == 0:
-                        out_n[i] = 0
-                        continue
-                    cur = nb[0]
-                    cur_d = distance(metric, q, q_inv, X, inv_norms, cur)
             n = search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, cur, cur_d, 0,
                              dummy, False, visited[t], tag, cand_d, cand_s, res_d, res_s, local)
             w = 0
@@ -207,7 +199,6 @@ def link_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, 
             if tag == 0:
                 visited[:] = 0
                 tag = np.uint32(1)
-            visited[node] = tag
             n = search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, cur, cur_d,
                              lc, dummy, False, visited, tag, big_d, big_s, res_d, res_s, counters)
             w = 0  # a relinked node can find itself: never link a node to itself
