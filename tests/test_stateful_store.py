@@ -211,12 +211,12 @@ class HNSWStoreMachine(StoreMachine):
     index = "hnsw"
 
 
-SETTINGS = settings(max_examples=40, stateful_step_count=30, deadline=None,
+SETTINGS = settings(max_examples=100, stateful_step_count=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = SETTINGS
 TestDotStoreMachine = DotStoreMachine.TestCase
-TestDotStoreMachine.settings = settings(SETTINGS, max_examples=20)
+TestDotStoreMachine.settings = settings(SETTINGS, max_examples=50)
 TestHNSWStoreMachine = HNSWStoreMachine.TestCase
-TestHNSWStoreMachine.settings = settings(SETTINGS, max_examples=20)
+TestHNSWStoreMachine.settings = settings(SETTINGS, max_examples=50)

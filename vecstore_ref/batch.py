@@ -127,7 +127,7 @@ def _plan_one(op, plan: BatchPlan, view, overlay: dict, metric: str, now: float)
 
     v = view(id_)
     if isinstance(op, Delete):
-        if not (_visible(v, now) or v.state == SOFT):
+        if not _exists(v, now):  # live or soft-deleted, and not expired: expiry wins here too
             raise NotFoundError(f"no record with id {id_!r}")
         plan.effects.append({"op": "delete", "id": id_})
         overlay[id_] = _View(int(FREE), math.inf)

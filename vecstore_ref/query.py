@@ -152,11 +152,17 @@ class QueryMethods:
                 return BatchQueryResult(ids, scores, n_found)
             plan = self._plan(flt, n_allowed)
             kk = min(k, n_allowed)
-            if plan in ("hnsw", "filtered-hnsw") or (plan == "flat" and hasattr(st.index, "search_batch")):
+            if plan in ("hnsw", "filtered-hnsw"):
                 slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
                 rows = [(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]) for i in range(nq)]
-                if plan == "flat":
-                    rows = [self._fix_row_ties(mat[i], kk, allowed, *rows[i]) for i in range(nq)]
+            elif plan == "flat":
+                slots, dists, _, _, nxt = st.index.search_batch_with_boundary(mat, kk, allowed)
+                rows = []
+                for i in range(nq):
+                    s_i, d_i = slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]
+                    if len(s_i) == kk and nxt[i] == d_i[-1]:  # a tie at the k-th place: broken by id
+                        s_i, d_i = self._resolve_boundary_ties(st.index, mat[i], allowed, s_i, d_i)
+                    rows.append((s_i, d_i))
             else:
                 rows = []
                 for i in range(nq):
@@ -168,14 +174,6 @@ class QueryMethods:
                 ids[i, : len(neighbors)] = [n.id for n in neighbors]
                 scores[i, : len(neighbors)] = [n.score for n in neighbors]
             return BatchQueryResult(ids, scores, n_found)
-
-    def _fix_row_ties(self, vec, k, allowed, slots, dists):
-        if len(slots) == k and k and np.count_nonzero(dists == dists[-1]) >= 1:
-            flat = self._state.index
-            _, _, _, next_dist = flat.search_with_boundary(vec, k, allowed)
-            if next_dist == dists[-1]:
-                return self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
-        return slots, dists
 
     def estimate_query(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Validate a query and estimate its cost without running it; never raises for a bad query.
