@@ -10,6 +10,13 @@ import numpy as np
 
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, query_inv_norm
 
+BLAS_MIN_QUERIES = 32  # below this the per-query kernel is as fast and needs no second pass
+BLAS_MIN_ROWS = 4096
+BLAS_MAX_K = 256
+BLAS_MARGIN = 16  # extra shortlist entries that absorb BLAS rounding before the exact rescore
+BLAS_BLOCK_ROWS = 16384
+BLAS_BLOCK_QUERIES = 512
+
 
 class FlatIndex:
     kind = "flat"
@@ -72,9 +79,12 @@ class FlatIndex:
         return out_s[:found], out_d[:found], SearchStats(int(n_dist), 0), float(next_d)
 
     def search_batch_with_boundary(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef=None):
+        """Top-k for every query; big batches shortlist with BLAS, then rescore exactly (see ``_blas_batch``)."""
         from ..kernels.flat_search import topk_masked_batch
 
         t = self.table
+        if queries.shape[0] >= BLAS_MIN_QUERIES and t.n_slots >= BLAS_MIN_ROWS and 0 < k <= BLAS_MAX_K:
+            return self._blas_batch(np.ascontiguousarray(queries, dtype=DTYPE_VEC), self._k(k), allowed)
         Q = np.ascontiguousarray(queries, dtype=DTYPE_VEC)
         nq = Q.shape[0]
         k = self._k(k)
@@ -91,6 +101,73 @@ class FlatIndex:
                               nxt)
         n_dist = np.full(nq, int(np.count_nonzero(allowed[: t.n_slots])), dtype=np.int64)
         return out_s, out_d, n_dist, np.zeros(nq, dtype=np.int64), nxt
+
+    def _blas_batch(self, Q: np.ndarray, k: int, allowed: np.ndarray):
+        """Exact top-k for many queries at matrix-multiply speed.
+
+        1. Distances of a block of queries to a block of rows come from one float32 matmul (BLAS), and a prange
+           kernel keeps the best ``k + BLAS_MARGIN`` of them per query (the top-k selection, not the matmul, is the
+           real cost of exact search, so it stays in Numba).
+        2. The shortlist is rescored with the very kernel distance of the single-query path and sorted.
+        3. A query whose rescored k-th distance comes within BLAS rounding of the shortlist's boundary (something
+           outside might still belong in) is answered again by the exact scan. So results equal the single-query
+           path's, bit for bit, whatever BLAS does.
+        """
+        from ..kernels.flat_search import merge_block, rescore_shortlists, topk_masked
+
+        t = self.table
+        n, nq, c = t.n_slots, Q.shape[0], k + BLAS_MARGIN
+        X = t.vectors[:n]
+        Q64 = Q.astype(np.float64)
+        q_norm = np.linalg.norm(Q64, axis=1)
+        if t.metric == "cosine":
+            q_inv = (1.0 / q_norm).astype(DTYPE_VEC)
+            Qn = (Q64 * (1.0 / q_norm)[:, None]).astype(DTYPE_VEC)
+        else:
+            q_inv = np.ones(nq, dtype=DTYPE_VEC)
+            Qn = Q
+        x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float32) if t.metric == "euclidean" else None
+        q_sq = np.einsum("ij,ij->i", Q, Q, dtype=np.float32)
+        x_aux = x_sq if x_sq is not None else t.inv_norms
+        heap_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
+        heap_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
+        sizes = np.zeros(nq, dtype=np.int64)
+        for r0 in range(0, n, BLAS_BLOCK_ROWS):
+            r1 = min(n, r0 + BLAS_BLOCK_ROWS)
+            if not allowed[r0:r1].any():
+                continue
+            for q0 in range(0, nq, BLAS_BLOCK_QUERIES):
+                q1 = min(nq, q0 + BLAS_BLOCK_QUERIES)
+                ip = np.ascontiguousarray(Qn[q0:q1] @ X[r0:r1].T, dtype=DTYPE_VEC)
+                merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1], heap_s[q0:q1],
+                            sizes[q0:q1])
+        exact_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
+        exact_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
+        rescore_shortlists(t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes, exact_d, exact_s)
+        out_s = np.full((nq, k), -1, dtype=DTYPE_SLOT)
+        out_d = np.full((nq, k), np.inf, dtype=DTYPE_VEC)
+        nxt = np.full(nq, np.inf, dtype=DTYPE_VEC)
+        # BLAS rounding bound: a few float32 ulps of the largest |q||x| term, times the dimension
+        x_max = float(np.sqrt(x_sq.max())) if x_sq is not None and n else float(np.linalg.norm(X, axis=1).max())
+        scale = (q_norm + x_max) ** 2 if t.metric == "euclidean" else q_norm * (1.0 if t.metric == "cosine" else x_max)
+        tol = 1e-5 * (t.dim ** 0.5) * scale + 1e-30
+        found = np.minimum(sizes, k)
+        boundary = heap_d.max(axis=1, initial=-np.inf)  # the worst BLAS distance kept in each shortlist
+        for i in range(nq):
+            f = int(found[i])
+            out_s[i, :f], out_d[i, :f] = exact_s[i, :f], exact_d[i, :f]
+            nxt[i] = exact_d[i, f] if f < sizes[i] else np.inf
+            full = sizes[i] == c
+            if full and f and exact_d[i, f - 1] + 2 * tol[i] >= boundary[i]:
+                row_d = np.full(k, np.inf, dtype=DTYPE_VEC)
+                row_s = np.full(k, -1, dtype=DTYPE_SLOT)
+                got, _, nd = topk_masked(t.metric_code, Q[i], q_inv[i], t.vectors, t.inv_norms, allowed, n, row_d,
+                                         row_s)
+                out_s[i], out_d[i], nxt[i] = row_s, row_d, nd
+            elif full:
+                nxt[i] = min(float(nxt[i]), float(boundary[i] - tol[i])) if f == sizes[i] else nxt[i]
+        n_allowed = int(np.count_nonzero(allowed[:n]))
+        return out_s, out_d, np.full(nq, n_allowed, dtype=np.int64), np.zeros(nq, dtype=np.int64), nxt
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef=None):
         slots, dists, n_dist, hops, _ = self.search_batch_with_boundary(queries, k, allowed)

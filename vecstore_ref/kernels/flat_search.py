@@ -9,7 +9,7 @@ see; :func:`ties_at` lists the tied slots).
 import numpy as np
 from numba import njit, prange
 
-from .distances import FASTMATH, distance
+from .distances import DOT, EUCLIDEAN, FASTMATH, distance
 from .heap import heap_sort_ascending, max_heap_push
 
 
@@ -93,3 +93,57 @@ def ties_at(metric, q, q_inv_norm, X, inv_norms, allowed, n_slots, value, out_sl
             out_slots[count] = s
             count += 1
     return count
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def merge_block(metric, IP, row0, q_sq, x_aux, allowed, heap_d, heap_s, sizes):
+    """Fold a block of BLAS inner products into per-query shortlist heaps (the big-batch path of the flat index).
+
+    Args:
+        IP: float32 (nq, b), inner products of every query (unit-normed under cosine) with rows ``row0 ..``.
+        q_sq: float32 (nq,), ``|q|^2`` (euclidean only).
+        x_aux: float32 (>= row0 + b,), ``|x|^2`` under euclidean, ``1/|x|`` under cosine, unused for dot.
+        allowed: bool (>= row0 + b,).
+        heap_d, heap_s: float32/int32 (nq, c), max-heaps of the best ``c`` so far; ``sizes`` int64 (nq,).
+    """
+    for i in prange(IP.shape[0]):
+        size = sizes[i]
+        hd = heap_d[i]
+        hs = heap_s[i]
+        for j in range(IP.shape[1]):
+            s = row0 + j
+            if not allowed[s]:
+                continue
+            if metric == EUCLIDEAN:
+                d = (q_sq[i] + x_aux[s]) - np.float32(2.0) * IP[i, j]
+            elif metric == DOT:
+                d = -IP[i, j]
+            else:
+                d = -(IP[i, j] * x_aux[s])
+            if size < hd.shape[0] or d < hd[0]:
+                size = max_heap_push(hd, hs, size, d, np.int32(s))
+        sizes[i] = size
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def rescore_shortlists(metric, Q, q_inv_norms, X, inv_norms, heap_s, sizes, out_d, out_s):
+    """Recompute the shortlisted candidates with the exact kernel distance and sort them by (distance, slot).
+
+    out_d, out_s: float32/int32 (nq, c); entries past ``sizes[i]`` are left as given (+inf / -1).
+    """
+    for i in prange(Q.shape[0]):
+        n = sizes[i]
+        for j in range(n):
+            out_s[i, j] = heap_s[i, j]
+            out_d[i, j] = distance(metric, Q[i], q_inv_norms[i], X, inv_norms, heap_s[i, j])
+        # insertion sort: shortlists are short (k + a small margin)
+        for a in range(1, n):
+            d = out_d[i, a]
+            s = out_s[i, a]
+            b = a - 1
+            while b >= 0 and (out_d[i, b] > d or (out_d[i, b] == d and out_s[i, b] > s)):
+                out_d[i, b + 1] = out_d[i, b]
+                out_s[i, b + 1] = out_s[i, b]
+                b -= 1
+            out_d[i, b + 1] = d
+            out_s[i, b + 1] = s

@@ -1,0 +1,107 @@
+"""The exact index: equal to a float64 brute force, batch equal to single bit for bit (both the per-query kernel and
+the BLAS shortlist path), boundary ties reported, masks respected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vecstore_ref.index.base import VectorTable
+from vecstore_ref.index.flat import BLAS_MIN_QUERIES, BLAS_MIN_ROWS, FlatIndex
+
+
+def table(x, metric):
+    t = VectorTable(x.shape[1], metric, len(x))
+    t.write(t.allocate(len(x)), x)
+    return t
+
+
+def brute(x, q, metric, allowed, k):
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    if metric == "euclidean":
+        d = ((x64 - q64) ** 2).sum(axis=1)
+    elif metric == "dot":
+        d = -(x64 @ q64)
+    else:
+        d = -(x64 @ q64) / (np.linalg.norm(x64, axis=1) * np.linalg.norm(q64))
+    idx = np.flatnonzero(allowed[: len(x)])
+    order = idx[np.lexsort((idx, d[idx]))]
+    return order[:k], d
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot", "cosine"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equals_float64_brute_force(metric, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(700, 12)).astype(np.float32)
+    t = table(x, metric)
+    f = FlatIndex(t)
+    allowed = rng.random(t.capacity) < 0.7
+    for q in rng.normal(size=(20, 12)).astype(np.float32):
+        slots, dists, stats = f.search(q, 10, allowed)
+        want, d64 = brute(x, q, metric, allowed, 10)
+        assert slots.tolist() == want.tolist() or np.allclose(np.sort(d64[slots]), np.sort(d64[want]), rtol=1e-5)
+        assert all(allowed[s] for s in slots)
+        assert stats.distance_computations == int(allowed[: len(x)].sum())
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot", "cosine"])
+def test_blas_batch_equals_single_query_bit_for_bit(metric):
+    rng = np.random.default_rng(3)
+    n = BLAS_MIN_ROWS + 1000
+    x = rng.normal(size=(n, 16)).astype(np.float32)
+    x[100:140] = x[7]  # duplicates: ties at the boundary
+    t = table(x, metric)
+    f = FlatIndex(t)
+    allowed = np.ones(t.capacity, dtype=bool)
+    allowed[::5] = False
+    qs = np.concatenate([rng.normal(size=(BLAS_MIN_QUERIES + 8, 16)), x[[7, 8, 9]]]).astype(np.float32)
+    slots, dists, _, _, nxt = f.search_batch_with_boundary(qs, 10, allowed)
+    for i, q in enumerate(qs):
+        s, d, _, nd = f.search_with_boundary(q, 10, allowed)
+        assert slots[i].tolist() == s.tolist()
+        assert dists[i].tobytes() == d.tobytes()
+        assert nxt[i] == nd
+
+
+def test_small_batch_kernel_path_equals_single():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    t = table(x, "cosine")
+    f = FlatIndex(t)
+    allowed = np.ones(t.capacity, dtype=bool)
+    qs = rng.normal(size=(5, 8)).astype(np.float32)
+    slots, dists, n_dist, hops = f.search_batch(qs, 300, allowed)
+    for i, q in enumerate(qs):
+        s, d, _ = f.search(q, 300, allowed)
+        assert slots[i].tolist() == s.tolist() and dists[i].tobytes() == d.tobytes()
+
+
+def test_boundary_ties_and_ties_at():
+    x = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [2, 0]], dtype=np.float32)
+    t = table(x, "euclidean")
+    f = FlatIndex(t)
+    allowed = np.ones(t.capacity, dtype=bool)
+    slots, dists, _, nd = f.search_with_boundary(np.array([1, 0], np.float32), 2, allowed)
+    assert slots.tolist() == [0, 1] and nd == dists[-1] == 0.0
+    assert f.ties_at(np.array([1, 0], np.float32), allowed, 0.0).tolist() == [0, 1, 2]
+
+
+def test_k_larger_than_allowed_and_empty_mask():
+    x = np.eye(4, dtype=np.float32)
+    t = table(x, "dot")
+    f = FlatIndex(t)
+    allowed = np.zeros(t.capacity, dtype=bool)
+    assert f.search(x[0], 10, allowed)[0].size == 0
+    allowed[:2] = True
+    assert sorted(f.search(x[0], 10**9, allowed)[0].tolist()) == [0, 1]
+
+
+def test_table_growth_is_seen():
+    t = VectorTable(3, "euclidean", 16)
+    f = FlatIndex(t)
+    for i in range(100):
+        s = t.allocate(1)
+        t.write(s, np.array([[i, 0, 0]], dtype=np.float32))
+    allowed = np.ones(t.capacity, dtype=bool)
+    assert f.search(np.array([99, 0, 0], np.float32), 1, allowed)[0].tolist() == [99]
