@@ -1,22 +1,41 @@
 """Metadata: what a record may carry, and the columnar layout that filters run on.
 
 A record's metadata is a flat ``dict[str, value]`` where a value is a str, int, finite float, bool, None, or a list
-(at most 1,024 items) of those scalars (SPEC section 1). No nesting beyond lists of scalars: that keeps every filter
-total and every column one-dimensional.
+(at most 1,024 items) of those scalars (SPEC section 1). Nothing nests deeper than a list of scalars: that keeps
+every filter total and every column one-dimensional. :func:`validate_metadata` enforces the rules and hands back a
+copy the store owns.
 
-:class:`MetadataColumns` stores, per field and per *kind* of value, one array indexed by slot:
+:class:`MetadataColumns` keeps the metadata of every slot twice: the dicts themselves (shared, never copied, so
+:meth:`MetadataColumns.get` can give back exactly what was set) and, per field, one array per *kind* of value the
+field has held, each indexed by slot and allocated on the first value of that kind:
 
-=========  ==============================================  =====================================
-kind       column                                          what filters do with it
-=========  ==============================================  =====================================
-``num``    float64 values + presence mask (int and float)  ``= != < <= > >=`` and ``IN``
-``bool``   int8: -1 absent, 0 false, 1 true                ``= !=`` and ``IN``
-``str``    object array of str (None where absent)         comparisons by code point, substring ``CONTAINS``
-``null``   bool: the field is present and set to null      ``= null``, ``!= null``
-``list``   an inverted index: (kind, value) -> slots       ``CONTAINS``
-=========  ==============================================  =====================================
+=========  =================================================  ==================  ==============================
+kind       array (capacity,)                                  "absent" sentinel   filters that read it
+=========  =================================================  ==================  ==============================
+``num``    float64 value (int and float alike)                NaN                 ``= != < <= > >=``, ``IN``
+``str``    int32 code into the field's vocabulary             -1                  comparisons, ``CONTAINS``
+``bool``   int8, 0 or 1                                       -1                  ``= !=``, ``IN``
+``null``   bool: the field is present and set to null         False               ``= null``, ``!= null``
+``list``   int64 version of the slot's current list           0                   ``CONTAINS``
+=========  =================================================  ==================  ==============================
 
-so a filter is a handful of vectorized numpy expressions, never a Python loop over records.
+NaN can mark absence because it is never a valid metadata value. Integers are held as float64, so numbers compare
+as doubles: integers beyond 2**53 round, and integers beyond the float range (up to 4,300 digits are accepted)
+compare as +/-infinity. The filter's pure-Python evaluator applies the same rule, so both agree.
+
+String codes index a per-field vocabulary in insertion order; an ordering comparison (``<`` ...) is evaluated once
+per distinct string (object comparison, i.e. by code point) and gathered by code, and so is a substring test.
+
+List items live in an inverted structure: parallel arrays ``pair_slot: int32``, ``pair_item: int32`` (a code for
+the item's ``(kind, value)``, numbers as float so 1 and 1.0 are one item) and ``pair_version: int64``. Writing a
+list gives the slot a fresh version; a pair is live only while ``list_version[pair_slot] == pair_version``, so
+overwriting or clearing a slot makes its old pairs stale in O(1). Stale pairs are dropped once they outnumber the
+live ones. ``CONTAINS`` is one vectorized scan of the pairs.
+
+Memory: every (field, kind) pair a store has ever seen costs its array for every slot (8 bytes for numbers and
+list versions, 4 for strings, 1 for booleans and nulls), plus 8 bytes per slot for the row references. A store of
+1M records with 20 fields of one kind each holds about 100-200 MB of columns; thousands of sparse fields over
+millions of slots would cost gigabytes, a documented limit of this layout (a sparse column would fix it).
 """
 
 from __future__ import annotations
@@ -29,217 +48,625 @@ import numpy as np
 from .config import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_METADATA_LIST_ITEMS
 from .errors import InvalidMetadataError
 
-KINDS = ("num", "bool", "str", "null", "list")
+KINDS = ("str", "num", "bool", "null", "list")
+_MAX_INT = 10**4300  # json.loads refuses ints of more than 4,300 digits (CPython's int_max_str_digits)
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+# --- validation ------------------------------------------------------------------------------------------------
 
 
-def _check_str(s: str, what: str) -> None:
+def _short(key: str) -> str:
+    """``repr`` of a key, cut to a readable length for error messages (repr also escapes lone surrogates)."""
+    return repr(key if len(key) <= 40 else key[:40] + "...")
+
+
+def _check_text(s: str, where: str) -> None:
     try:
         s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidMetadataError(f"{what} holds a lone surrogate; strings must be valid UTF-8") from None
+    except UnicodeEncodeError as exc:
+        raise InvalidMetadataError(f"{where} holds a lone surrogate at index {exc.start}; strings must be "
+                                   "valid UTF-8") from None
 
 
-def _check_scalar(value, key: str) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        _check_str(value, f"metadata[{key!r}]")
-        return
-    if type(value) is int:
-        if value.bit_length() > 4000 * 3:  # far beyond any JSON number a reader can parse back
-            raise InvalidMetadataError(f"metadata[{key!r}] is an integer too large to store")
-        return
-    if type(value) is float:
+def _check_scalar(value, where: str) -> int:
+    """Raise unless ``value`` is a storable scalar; return a lower bound of its JSON size in bytes."""
+    t = type(value)
+    if t is str:
+        _check_text(value, where)
+        return len(value) + 2
+    if t is bool or value is None:
+        return 4
+    if t is int:
+        if value >= _MAX_INT or value <= -_MAX_INT:
+            raise InvalidMetadataError(f"{where} is an integer of more than 4,300 digits, which JSON readers "
+                                       "refuse; store it as a string")
+        return 1
+    if t is float:
         if not math.isfinite(value):
-            raise InvalidMetadataError(f"metadata[{key!r}] is {value}; only finite numbers are stored")
-        return
-    raise InvalidMetadataError(
-        f"metadata[{key!r}] is a {type(value).__name__}; values must be str, int, float, bool, None "
-        "or a list of those (convert numpy scalars with .item())"
-    )
+            raise InvalidMetadataError(f"{where} is {value}; only finite numbers can be stored (NaN and "
+                                       "infinity are not JSON)")
+        return 1
+    if t is list or t is dict:
+        raise InvalidMetadataError(f"{where} is a nested {t.__name__}; values are scalars or lists of scalars")
+    hint = " (convert numpy scalars with .item())" if t.__module__ == "numpy" else ""
+    raise InvalidMetadataError(f"{where} is a {t.__module__}.{t.__qualname__}; values must be str, int, float, "
+                               f"bool, None or a list of those{hint}")
 
 
 def validate_metadata(md) -> dict | None:
-    """Check ``md`` against the rules of SPEC section 1 and return an owned copy (lists copied)."""
+    """Check ``md`` against SPEC section 1 and return a fresh copy the store can own.
+
+    Args:
+        md: None, or a dict whose keys are ``str`` of 1 to 256 characters and whose values are ``str``, ``int``,
+            finite ``float``, ``bool``, ``None``, or a ``list`` of at most 1,024 of those. Types must be exact:
+            numpy scalars, tuples, sets, bytes, datetimes and subclasses (e.g. ``IntEnum``) are refused, so what
+            is stored is what JSON gives back.
+
+    Returns:
+        None for None; otherwise a new dict (lists copied), so the caller mutating its own objects later cannot
+        change stored data.
+
+    Raises:
+        InvalidMetadataError: naming the offending key, for a wrong type, a lone surrogate, NaN or infinity, an
+            integer of more than 4,300 digits, a list too long, a nested container, or more than 64 KiB of JSON.
+    """
     if md is None:
         return None
     if not isinstance(md, dict):
         raise InvalidMetadataError(f"metadata must be a dict or None, got {type(md).__name__}")
-    out = {}
+    out: dict = {}
+    size = 2  # "{}"
     for key, value in md.items():
-        if not isinstance(key, str):
-            raise InvalidMetadataError(f"metadata keys must be str, got {type(key).__name__}")
+        if type(key) is not str:
+            raise InvalidMetadataError(f"metadata keys must be str, got {type(key).__name__} {key!r:.60}")
         if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
-            raise InvalidMetadataError(f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")
-        _check_str(key, "a metadata key")
-        if isinstance(value, list):
+            raise InvalidMetadataError(f"metadata key {_short(key)} has {len(key)} characters; keys are 1 to "
+                                       f"{MAX_METADATA_KEY_CHARS}")
+        _check_text(key, f"metadata key {_short(key)}")
+        where = f"metadata[{_short(key)}]"
+        if type(value) is list:
             if len(value) > MAX_METADATA_LIST_ITEMS:
-                raise InvalidMetadataError(f"metadata[{key!r}] has {len(value)} items; at most "
-                                           f"{MAX_METADATA_LIST_ITEMS} are allowed")
-            for item in value:
-                if isinstance(item, list):
-                    raise InvalidMetadataError(f"metadata[{key!r}] nests a list; only lists of scalars are stored")
-                _check_scalar(item, key)
+                raise InvalidMetadataError(f"{where} has {len(value)} items; at most {MAX_METADATA_LIST_ITEMS} "
+                                           "are allowed")
+            for i, item in enumerate(value):
+                size += _check_scalar(item, f"{where}[{i}]") + 1
             out[key] = list(value)
         else:
-            _check_scalar(value, key)
+            size += _check_scalar(value, where)
             out[key] = value
+        size += len(key) + 4
+        if size > MAX_METADATA_BYTES:  # a lower bound already over: stop before building a huge JSON string
+            raise InvalidMetadataError(f"metadata is over {MAX_METADATA_BYTES:,} bytes as JSON (at key "
+                                       f"{_short(key)}); store large payloads elsewhere")
     try:
         size = len(json.dumps(out, allow_nan=False, ensure_ascii=False).encode("utf-8"))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # unreachable after the checks above; kept as a safety net
         raise InvalidMetadataError(f"metadata is not JSON-serializable: {exc}") from None
     if size > MAX_METADATA_BYTES:
-        raise InvalidMetadataError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        raise InvalidMetadataError(f"metadata is {size:,} bytes as JSON; the limit is {MAX_METADATA_BYTES:,}")
     return out
 
 
+# --- kinds and numbers -----------------------------------------------------------------------------------------
+
+
 def kind_of(value) -> str:
+    """The kind of a stored value or filter literal: ``str``, ``num``, ``bool``, ``null`` or ``list``."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
+    t = type(value)
+    if t is bool:
         return "bool"
-    if isinstance(value, (int, float)):
+    if t is int or t is float:
         return "num"
-    if isinstance(value, str):
+    if t is str:
         return "str"
-    return "list"
+    if t is list:
+        return "list"
+    raise InvalidMetadataError(f"not a metadata value: {t.__name__}")
 
 
-def value_key(value):
-    """A hashable key under which a list item is indexed: numbers as float (1 and 1.0 are one value)."""
+def as_float(value) -> float:
+    """A number as the columns hold it: float64, integers beyond the float range as +/-infinity."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def item_key(value) -> tuple:
+    """The key under which a list item is indexed: numbers as float (1 and 1.0 are one item), bool apart."""
     k = kind_of(value)
-    return (k, float(value)) if k == "num" else (k, value)
+    return (k, as_float(value)) if k == "num" else (k, value)
 
 
-class _Field:
-    """The columns of one field, allocated per kind on first use."""
+def _grown(arr: np.ndarray | None, capacity: int, fill) -> np.ndarray | None:
+    if arr is None or arr.shape[0] >= capacity:
+        return arr
+    out = np.full(capacity, fill, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+def _floats(values: list) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:  # an int beyond the float range
+        return np.array([as_float(v) for v in values], dtype=np.float64)
+
+
+# --- one field -------------------------------------------------------------------------------------------------
+
+
+class FieldColumns:
+    """The arrays of one metadata field (layout in the module docstring). Mask methods return fresh arrays."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.num: np.ndarray | None = None
-        self.num_present: np.ndarray | None = None
-        self.bool: np.ndarray | None = None
-        self.str: np.ndarray | None = None
-        self.null: np.ndarray | None = None
-        self.list_present: np.ndarray | None = None
-        self.items: dict[tuple, set[int]] = {}  # list items -> slots holding them
         self.kinds: set[str] = set()
+        self.num: np.ndarray | None = None  # float64 (capacity,), NaN = absent
+        self.code: np.ndarray | None = None  # int32 (capacity,), -1 = absent
+        self.code_of: dict[str, int] = {}  # vocabulary: str -> code, in code order
+        self._vocab: np.ndarray = np.empty(0, dtype=object)  # object (len(code_of),), rebuilt lazily
+        self.flag: np.ndarray | None = None  # int8 (capacity,), -1 = absent
+        self.null: np.ndarray | None = None  # bool (capacity,)
+        self.list_version: np.ndarray | None = None  # int64 (capacity,), 0 = no list
+        self.item_of: dict[tuple, int] = {}  # item_key -> item code
+        self.pair_slot = np.empty(0, dtype=np.int32)
+        self.pair_item = np.empty(0, dtype=np.int32)
+        self.pair_version = np.empty(0, dtype=np.int64)
+        self.n_pairs = 0  # pairs in use (the arrays grow by doubling)
+        self.n_stale = 0  # pairs whose slot moved on to another list or none
+        self.next_version = 1
 
-    def reserve(self, capacity: int) -> None:
-        old = self.capacity
-        if capacity <= old:
-            return
-        for name, fill in (("num", np.nan), ("num_present", False), ("bool", -1), ("str", None), ("null", False),
-                           ("list_present", False)):
-            arr = getattr(self, name)
-            if arr is not None:
-                new = np.full(capacity, fill, dtype=arr.dtype)
-                new[:old] = arr
-                setattr(self, name, new)
-        self.capacity = capacity
-
-    def put(self, slot: int, value) -> None:
-        k = kind_of(value)
-        self.kinds.add(k)
-        if k == "num":
-            if self.num is None:
-                self.num = np.full(self.capacity, np.nan)
-                self.num_present = np.zeros(self.capacity, dtype=bool)
-            self.num[slot] = float(value)
-            self.num_present[slot] = True
-        elif k == "bool":
-            if self.bool is None:
-                self.bool = np.full(self.capacity, -1, dtype=np.int8)
-            self.bool[slot] = int(value)
-        elif k == "str":
-            if self.str is None:
-                self.str = np.full(self.capacity, None, dtype=object)
-            self.str[slot] = value
-        elif k == "null":
-            if self.null is None:
-                self.null = np.zeros(self.capacity, dtype=bool)
-            self.null[slot] = True
-        else:
-            if self.list_present is None:
-                self.list_present = np.zeros(self.capacity, dtype=bool)
-            self.list_present[slot] = True
-            for item in value:
-                self.items.setdefault(value_key(item), set()).add(slot)
-
-    def drop(self, slot: int, value) -> None:
-        k = kind_of(value)
-        if k == "num":
-            self.num[slot] = np.nan
-            self.num_present[slot] = False
-        elif k == "bool":
-            self.bool[slot] = -1
-        elif k == "str":
-            self.str[slot] = None
-        elif k == "null":
-            self.null[slot] = False
-        else:
-            self.list_present[slot] = False
-            for item in value:
-                slots = self.items.get(value_key(item))
-                if slots is not None:
-                    slots.discard(slot)
-
-
-class MetadataColumns:
-    """Columnar metadata by slot (see the module docstring)."""
-
-    def __init__(self, capacity: int = 1024):
-        self.capacity = max(1, int(capacity))
-        self.fields_: dict[str, _Field] = {}
-        self.rows: dict[int, dict] = {}  # slot -> the metadata set there (None is not stored)
+    # -- writing --
 
     def reserve(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
-        for f in self.fields_.values():
-            f.reserve(capacity)
+        self.num = _grown(self.num, capacity, np.nan)
+        self.code = _grown(self.code, capacity, -1)
+        self.flag = _grown(self.flag, capacity, -1)
+        self.null = _grown(self.null, capacity, False)
+        self.list_version = _grown(self.list_version, capacity, 0)
         self.capacity = capacity
 
-    def clear(self, slot: int) -> None:
-        old = self.rows.pop(slot, None)
-        if old:
+    def clear(self, slots: np.ndarray, kind: str, n_items: int = 0) -> None:
+        """Mark ``slots`` (int (m,)) absent in the ``kind`` array; ``n_items``: list items made stale."""
+        if kind == "num":
+            self.num[slots] = np.nan
+        elif kind == "str":
+            self.code[slots] = -1
+        elif kind == "bool":
+            self.flag[slots] = -1
+        elif kind == "null":
+            self.null[slots] = False
+        else:
+            self.list_version[slots] = 0
+            self.n_stale += n_items
+            if self.n_stale > max(4096, self.n_pairs - self.n_stale):
+                self._drop_stale_pairs()
+
+    def put_nums(self, slots: np.ndarray, values: list) -> None:
+        if self.num is None:
+            self.num = np.full(self.capacity, np.nan)
+        self.num[slots] = _floats(values)
+        self.kinds.add("num")
+
+    def put_strs(self, slots: np.ndarray, values: list) -> None:
+        if self.code is None:
+            self.code = np.full(self.capacity, -1, dtype=np.int32)
+        code_of = self.code_of
+        add = code_of.setdefault
+        self.code[slots] = [add(v, len(code_of)) for v in values]
+        self.kinds.add("str")
+
+    def put_bools(self, slots: np.ndarray, values: list) -> None:
+        if self.flag is None:
+            self.flag = np.full(self.capacity, -1, dtype=np.int8)
+        self.flag[slots] = values
+        self.kinds.add("bool")
+
+    def put_nulls(self, slots: np.ndarray) -> None:
+        if self.null is None:
+            self.null = np.zeros(self.capacity, dtype=bool)
+        self.null[slots] = True
+        self.kinds.add("null")
+
+    def put_lists(self, slots: list[int], lists: list[list]) -> None:
+        if self.list_version is None:
+            self.list_version = np.zeros(self.capacity, dtype=np.int64)
+        item_of = self.item_of
+        add = item_of.setdefault
+        pair_slots: list[int] = []
+        pair_items: list[int] = []
+        pair_versions: list[int] = []
+        versions = range(self.next_version, self.next_version + len(slots))
+        for slot, items, version in zip(slots, lists, versions):
+            for item in items:
+                pair_items.append(add(item_key(item), len(item_of)))
+            pair_slots.extend([slot] * len(items))
+            pair_versions.extend([version] * len(items))
+        self.list_version[slots] = versions
+        self.next_version += len(slots)
+        self._append_pairs(np.array(pair_slots, dtype=np.int32), np.array(pair_items, dtype=np.int32),
+                           np.array(pair_versions, dtype=np.int64))
+        self.kinds.add("list")
+
+    def _append_pairs(self, slots: np.ndarray, items: np.ndarray, versions: np.ndarray) -> None:
+        need = self.n_pairs + slots.shape[0]
+        if need > self.pair_slot.shape[0]:
+            cap = max(need, 2 * self.pair_slot.shape[0], 256)
+            for name in ("pair_slot", "pair_item", "pair_version"):
+                old = getattr(self, name)
+                new = np.empty(cap, dtype=old.dtype)
+                new[: self.n_pairs] = old[: self.n_pairs]
+                setattr(self, name, new)
+        self.pair_slot[self.n_pairs: need] = slots
+        self.pair_item[self.n_pairs: need] = items
+        self.pair_version[self.n_pairs: need] = versions
+        self.n_pairs = need
+
+    def _live_pairs(self) -> np.ndarray:
+        """bool (n_pairs,): which pairs belong to their slot's current list."""
+        n = self.n_pairs
+        return self.list_version[self.pair_slot[:n]] == self.pair_version[:n]
+
+    def _drop_stale_pairs(self) -> None:
+        live = self._live_pairs()
+        for name in ("pair_slot", "pair_item", "pair_version"):
+            setattr(self, name, getattr(self, name)[: self.n_pairs][live].copy())
+        self.n_pairs = int(live.sum())
+        self.n_stale = 0
+
+    def vocab(self) -> np.ndarray:
+        """object (n_codes,): the distinct strings of this field, indexed by code."""
+        n_old = self._vocab.shape[0]
+        if n_old < len(self.code_of):
+            tail = np.empty(len(self.code_of) - n_old, dtype=object)
+            tail[:] = list(self.code_of)[n_old:]
+            self._vocab = np.concatenate([self._vocab, tail])
+        return self._vocab
+
+    # -- reading --
+
+    def num_mask(self, op, value: float, m: int) -> np.ndarray:
+        """bool (m,): slots holding a number ``x`` with ``op(x, value)``; ``op`` a numpy comparison ufunc."""
+        if self.num is None:
+            return np.zeros(m, dtype=bool)
+        col = self.num[:m]
+        out = op(col, value)
+        if op is np.not_equal:
+            out &= ~np.isnan(col)  # NaN marks absence, and NaN != value is true
+        return out
+
+    def str_mask(self, op, value: str, m: int) -> np.ndarray:
+        """bool (m,): slots holding a string ``s`` with ``op(s, value)`` (code point order)."""
+        if self.code is None:
+            return np.zeros(m, dtype=bool)
+        codes = self.code[:m]
+        if op is np.equal or op is np.not_equal:
+            c = self.code_of.get(value)
+            if op is np.equal:
+                return codes == c if c is not None else np.zeros(m, dtype=bool)
+            return (codes >= 0) & (codes != c) if c is not None else codes >= 0
+        hit = np.zeros(len(self.code_of) + 1, dtype=bool)  # the last entry answers code -1 (absent)
+        hit[:-1] = op(self.vocab(), value)
+        return hit[codes]
+
+    def substring_mask(self, value: str, m: int) -> np.ndarray:
+        """bool (m,): slots holding a string that contains ``value``; one test per distinct string."""
+        if self.code is None:
+            return np.zeros(m, dtype=bool)
+        hit = np.zeros(len(self.code_of) + 1, dtype=bool)
+        hit[:-1] = np.fromiter((value in s for s in self.code_of), dtype=bool, count=len(self.code_of))
+        return hit[self.code[:m]]
+
+    def bool_mask(self, value: bool, negate: bool, m: int) -> np.ndarray:
+        """bool (m,): slots holding a boolean equal to ``value`` (or, with ``negate``, different from it)."""
+        if self.flag is None:
+            return np.zeros(m, dtype=bool)
+        col = self.flag[:m]
+        return (col >= 0) & (col != int(value)) if negate else col == int(value)
+
+    def null_mask(self, m: int) -> np.ndarray:
+        return np.zeros(m, dtype=bool) if self.null is None else self.null[:m].copy()
+
+    def non_null_mask(self, m: int) -> np.ndarray:
+        """bool (m,): slots where the field is present with any value but null (lists included)."""
+        out = np.zeros(m, dtype=bool)
+        if self.num is not None:
+            out |= ~np.isnan(self.num[:m])
+        if self.code is not None:
+            out |= self.code[:m] >= 0
+        if self.flag is not None:
+            out |= self.flag[:m] >= 0
+        if self.list_version is not None:
+            out |= self.list_version[:m] > 0
+        return out
+
+    def list_contains_mask(self, value, m: int) -> np.ndarray:
+        """bool (m,): slots holding a list with an item equal to ``value`` (same kind; 1 equals 1.0)."""
+        out = np.zeros(m, dtype=bool)
+        if self.list_version is None:
+            return out
+        code = self.item_of.get(item_key(value))
+        if code is None:
+            return out
+        n = self.n_pairs
+        sel = np.flatnonzero(self.pair_item[:n] == code)
+        slots = self.pair_slot[sel]
+        live = self.list_version[slots] == self.pair_version[sel]
+        slots = slots[live]
+        out[slots[slots < m]] = True
+        return out
+
+    # -- compaction --
+
+    def take(self, slots: np.ndarray, inverse: np.ndarray, capacity: int) -> FieldColumns | None:
+        """This field for the new numbering (slot ``slots[i]`` becomes ``i``); None if nothing is left.
+
+        Args:
+            slots: int64 (k,), distinct, each < self.capacity.
+            inverse: int64 (self.capacity,): new slot of each old slot, -1 if dropped.
+            capacity: capacity of the new instance (>= k).
+        """
+        k = slots.shape[0]
+        out = FieldColumns(capacity)
+
+        def gathered(arr, fill):
+            col = np.full(capacity, fill, dtype=arr.dtype)
+            col[:k] = arr[slots]
+            return col
+
+        if self.num is not None:
+            col = gathered(self.num, np.nan)
+            if not np.isnan(col[:k]).all():
+                out.num = col
+                out.kinds.add("num")
+        if self.code is not None:
+            codes = self.code[slots]
+            used = np.unique(codes[codes >= 0])
+            if used.size:
+                remap = np.full(len(self.code_of) + 1, -1, dtype=np.int32)  # last entry: -1 stays -1
+                remap[used] = np.arange(used.size, dtype=np.int32)
+                out.code = np.full(capacity, -1, dtype=np.int32)
+                out.code[:k] = remap[codes]
+                vocab = self.vocab()
+                out.code_of = {s: i for i, s in enumerate(vocab[used].tolist())}
+                out.kinds.add("str")
+        if self.flag is not None:
+            col = gathered(self.flag, -1)
+            if (col[:k] >= 0).any():
+                out.flag = col
+                out.kinds.add("bool")
+        if self.null is not None:
+            col = gathered(self.null, False)
+            if col[:k].any():
+                out.null = col
+                out.kinds.add("null")
+        if self.list_version is not None:
+            col = gathered(self.list_version, 0)
+            if (col[:k] > 0).any():
+                out.list_version = col
+                out.kinds.add("list")
+                n = self.n_pairs
+                keep = self._live_pairs() & (inverse[self.pair_slot[:n]] >= 0)
+                out.item_of = dict(self.item_of)
+                out.next_version = self.next_version
+                out._append_pairs(inverse[self.pair_slot[:n][keep]].astype(np.int32), self.pair_item[:n][keep],
+                                  self.pair_version[:n][keep])
+        return out if out.kinds else None
+
+
+# --- all fields ------------------------------------------------------------------------------------------------
+
+
+class MetadataColumns:
+    """Columnar metadata by slot, for vectorized filtering (layout in the module docstring).
+
+    ``set``/``set_many`` take ownership of the dicts they are given (they must come from
+    :func:`validate_metadata` and not be mutated afterwards); ``get`` returns a copy. Not thread-safe: the store
+    serializes access.
+
+    Persistence: :meth:`to_json_list` gives one JSON text per slot (None for a slot never set or cleared);
+    :meth:`from_json_list` rebuilds the columns from it. The store may equally persist the dicts itself and call
+    :meth:`set_many` on load; the columns are always derived data.
+    """
+
+    def __init__(self, capacity: int = 1024):
+        self.capacity = max(1, int(capacity))
+        self._fields: dict[str, FieldColumns] = {}
+        self._rows: list = [None] * self.capacity  # slot -> the dict set there (or None)
+        self._assigned = np.zeros(self.capacity, dtype=bool)  # set() and not clear()ed since
+
+    def __len__(self) -> int:
+        """Number of slots currently assigned (set and not cleared)."""
+        return int(np.count_nonzero(self._assigned))
+
+    def reserve(self, capacity: int) -> None:
+        """Make room for slots ``0 .. capacity-1`` (grows every column; amortize by doubling)."""
+        capacity = int(capacity)
+        if capacity <= self.capacity:
+            return
+        for f in self._fields.values():
+            f.reserve(capacity)
+        self._rows.extend([None] * (capacity - self.capacity))
+        self._assigned = _grown(self._assigned, capacity, False)
+        self.capacity = capacity
+
+    def _clear_rows(self, slots: list[int]) -> None:
+        """Remove what ``slots`` hold from the columns (the row references are left to the caller)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        stale: dict[str, int] = {}
+        rows = self._rows
+        for s in slots:
+            old = rows[s]
+            if not old:
+                continue
             for key, value in old.items():
-                self.fields_[key].drop(slot, value)
+                kind = kind_of(value)
+                groups.setdefault((key, kind), []).append(s)
+                if kind == "list":
+                    stale[key] = stale.get(key, 0) + len(value)
+        for (key, kind), group in groups.items():
+            self._fields[key].clear(np.array(group, dtype=np.int64), kind, stale.get(key, 0))
 
     def set(self, slot: int, md: dict | None) -> None:
-        """Replace the metadata of ``slot`` entirely."""
-        slot = int(slot)
-        if slot >= self.capacity:
-            self.reserve(max(slot + 1, 2 * self.capacity))
-        self.clear(slot)
-        if not md:
-            return
-        self.rows[slot] = md
-        for key, value in md.items():
-            f = self.fields_.get(key)
-            if f is None:
-                f = self.fields_[key] = _Field(self.capacity)
-            f.put(slot, value)
+        """Replace the metadata of ``slot`` entirely (``md`` from :func:`validate_metadata`, or None)."""
+        self.set_many(np.array([int(slot)], dtype=np.int64), [md])
 
     def set_many(self, slots: np.ndarray, mds: list) -> None:
-        if len(slots):
-            self.reserve(max(self.capacity, int(np.max(slots)) + 1))
-        for slot, md in zip(np.asarray(slots).tolist(), mds):
-            self.set(slot, md)
+        """Replace the metadata of many slots at once: the bulk-load path (one Python pass over the values).
+
+        Args:
+            slots: int (m,), each >= 0; a slot given twice keeps its last metadata.
+            mds: m dicts (from :func:`validate_metadata`) or None.
+        """
+        slot_list = np.asarray(slots, dtype=np.int64).tolist()
+        mds = list(mds)
+        if len(slot_list) != len(mds):
+            raise InvalidMetadataError(f"{len(slot_list)} slots but {len(mds)} metadata entries")
+        if not slot_list:
+            return
+        if min(slot_list) < 0:
+            raise InvalidMetadataError("slots must be >= 0")
+        top = max(slot_list) + 1
+        if top > self.capacity:
+            self.reserve(max(top, 2 * self.capacity))
+        latest = dict(zip(slot_list, mds))  # a repeated slot keeps its last metadata
+        slot_list = list(latest)
+        self._clear_rows(slot_list)
+        rows = self._rows
+        # One pass over every value, bucketed by field and kind: field -> (num slots, num values, str slots, ...)
+        buckets: dict[str, tuple[list, ...]] = {}
+        for s, md in latest.items():
+            rows[s] = md
+            if not md:
+                continue
+            for key, value in md.items():
+                b = buckets.get(key)
+                if b is None:
+                    b = buckets[key] = ([], [], [], [], [], [], [], [], [])
+                t = type(value)
+                if t is str:
+                    b[0].append(s)
+                    b[1].append(value)
+                elif t is int or t is float:
+                    b[2].append(s)
+                    b[3].append(value)
+                elif t is bool:
+                    b[4].append(s)
+                    b[5].append(value)
+                elif value is None:
+                    b[6].append(s)
+                elif t is list:
+                    b[7].append(s)
+                    b[8].append(value)
+                else:
+                    raise InvalidMetadataError(f"metadata[{_short(key)}] is a {t.__name__}; validate it first")
+        self._assigned[slot_list] = True
+        for key, (ss, sv, ns, nv, bs, bv, nulls, ls, lv) in buckets.items():
+            f = self._fields.get(key)
+            if f is None:
+                f = self._fields[key] = FieldColumns(self.capacity)
+            if ss:
+                f.put_strs(np.array(ss, dtype=np.int64), sv)
+            if ns:
+                f.put_nums(np.array(ns, dtype=np.int64), nv)
+            if bs:
+                f.put_bools(np.array(bs, dtype=np.int64), bv)
+            if nulls:
+                f.put_nulls(np.array(nulls, dtype=np.int64))
+            if ls:
+                f.put_lists(ls, lv)
+
+    def clear(self, slot: int) -> None:
+        """Forget ``slot``: it holds no metadata and no filter matches it."""
+        slot = int(slot)
+        if 0 <= slot < self.capacity:
+            self._clear_rows([slot])
+            self._rows[slot] = None
+            self._assigned[slot] = False
 
     def get(self, slot: int) -> dict | None:
-        md = self.rows.get(int(slot))
-        return None if md is None else {k: (list(v) if isinstance(v, list) else v) for k, v in md.items()}
+        """A copy of what was set at ``slot`` (None if nothing was)."""
+        slot = int(slot)
+        md = self._rows[slot] if 0 <= slot < self.capacity else None
+        return None if md is None else {k: (list(v) if type(v) is list else v) for k, v in md.items()}
 
     def fields(self) -> dict[str, set[str]]:
-        """Field name -> the kinds of value it has ever held."""
-        return {name: set(f.kinds) for name, f in self.fields_.items()}
+        """Field name -> the kinds (``str num bool null list``) it has held since the last :meth:`take`."""
+        return {name: set(f.kinds) for name, f in self._fields.items()}
 
-    def field(self, name: str) -> _Field | None:
-        return self.fields_.get(name)
+    def column(self, name: str) -> FieldColumns | None:
+        """The columns of field ``name``, or None if no slot ever held it."""
+        return self._fields.get(name)
+
+    def assigned(self, n_slots: int) -> np.ndarray:
+        """bool (n_slots,): slots that were set and not cleared (False beyond the capacity)."""
+        out = np.zeros(n_slots, dtype=bool)
+        m = min(n_slots, self.capacity)
+        out[:m] = self._assigned[:m]
+        return out
 
     def take(self, slots: np.ndarray) -> MetadataColumns:
-        """A new instance where slot i holds what ``slots[i]`` holds here (compaction renumbers slots)."""
-        out = MetadataColumns(max(1, len(slots)))
-        out.set_many(np.arange(len(slots)), [self.rows.get(int(s)) for s in slots])
+        """A compacted copy where slot ``i`` holds what ``slots[i]`` holds here (compaction renumbers slots).
+
+        Args:
+            slots: int (k,), distinct, each in ``[0, capacity)``.
+        """
+        slots = np.asarray(slots, dtype=np.int64).reshape(-1)
+        k = slots.shape[0]
+        if k and (slots.min() < 0 or slots.max() >= self.capacity):
+            raise InvalidMetadataError("take(): a slot is outside the columns")
+        if np.unique(slots).shape[0] != k:
+            raise InvalidMetadataError("take(): slots must be distinct")
+        out = MetadataColumns(max(1, k))
+        inverse = np.full(self.capacity, -1, dtype=np.int64)
+        inverse[slots] = np.arange(k, dtype=np.int64)
+        for name, f in self._fields.items():
+            g = f.take(slots, inverse, out.capacity)
+            if g is not None:
+                out._fields[name] = g
+        rows = self._rows
+        out._rows[:k] = [rows[s] for s in slots.tolist()]
+        out._assigned[:k] = self._assigned[slots]
         return out
+
+    def to_json_list(self, n_slots: int) -> list[str | None]:
+        """One JSON text per slot ``0 .. n_slots-1``: the metadata set there (``"null"`` for a slot set to None),
+        or None for a slot never set or cleared."""
+        out: list[str | None] = []
+        for s in range(int(n_slots)):
+            if s < self.capacity and self._assigned[s]:
+                out.append(json.dumps(self._rows[s], ensure_ascii=False, allow_nan=False))
+            else:
+                out.append(None)
+        return out
+
+    @classmethod
+    def from_json_list(cls, texts: list) -> MetadataColumns:
+        """Rebuild from :meth:`to_json_list` output; every entry is parsed and validated again.
+
+        Raises:
+            InvalidMetadataError: an entry that does not parse, or parses to invalid metadata (the caller turns
+                this into its own corruption error).
+        """
+        out = cls(max(1, len(texts)))
+        slots, mds = [], []
+        for s, text in enumerate(texts):
+            if text is None:
+                continue
+            try:
+                md = json.loads(text, parse_constant=_refuse_constant)
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise InvalidMetadataError(f"slot {s}: metadata is not JSON: {exc}") from None
+            slots.append(s)
+            mds.append(validate_metadata(md))
+        out.set_many(np.array(slots, dtype=np.int64), mds)
+        return out
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
