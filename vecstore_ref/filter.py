@@ -352,7 +352,7 @@ class _Parser:
                                 f"found {_found(t)}", t.pos)
 
 
-def parse_filter(text) -> Filter:
+def parse_filter(text: str) -> Filter:
     """Parse filter text into a :class:`Filter`.
 
     Args:

@@ -229,8 +229,27 @@ def link_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, 
                 merged_d[w] = merged_d[j]
                 merged_s[w] = merged_s[j]
                 w += 1
+        relink = in_batch_before[i] == 0 and deg0[node] > 0
+        if relink:  # remember the old links: a neighbour may be reachable only through this node
+            n_old = deg0[node]
+            old_links = links0[node, :n_old].copy()
         connect_new_element(metric, X, inv_norms, node, merged_d, merged_s, w, 0, m, links0, deg0, links_up, deg_up,
                             upper_row, scratch_d, scratch_s, scratch_keep)
+        if relink:
+            # Keep the old links the heuristic dropped while the list has room (layer 0 holds 2m, the heuristic
+            # picks at most m), so an update never cuts a neighbour off the graph.
+            for j in range(n_old):
+                o = old_links[j]
+                if deg0[node] >= 2 * m:
+                    break
+                present = o == node
+                for r in range(deg0[node]):
+                    if links0[node, r] == o:
+                        present = True
+                        break
+                if not present:
+                    links0[node, deg0[node]] = o
+                    deg0[node] += 1
         if level > max_level:
             ep = node
             max_level = level
