@@ -1,10 +1,15 @@
 """The file-system layer: every byte the store reads or writes goes through one of these objects.
 
 :class:`OSFileSystem` is the real thing, with the fsync discipline of ``docs/concepts/durability.md`` built in:
-``write_atomic`` writes a temp file in the same directory, fsyncs it, renames it over the target and fsyncs the
-directory. :class:`FaultFS` is the same with faults injected for tests, after LevelDB's ``fault_injection_test``:
-it fails the n-th operation of a kind (ENOSPC, EIO, short writes) and simulates a power cut by dropping every byte
-and every directory change that was not yet fsynced.
+:meth:`~OSFileSystem.write_atomic` writes a temp file in the same directory, fsyncs it, renames it over the target
+and fsyncs the directory, so that a crash leaves the old file or the new one, never a mix.
+
+:class:`FaultFS` is the same with faults injected for tests, after LevelDB's ``fault_injection_test``: it fails
+the n-th operation of a kind (ENOSPC, EIO, short writes) and simulates a power cut by dropping every byte and
+every directory change that was not yet made durable (see its docstring for exactly what it models).
+
+The store takes an explicit ``fs`` or uses the process-wide default (:func:`get_fs`, :func:`set_fs`,
+:func:`use_fs`). The file formats are in ``docs/concepts/storage-format.md``.
 """
 
 from __future__ import annotations
@@ -13,47 +18,82 @@ import contextlib
 import errno
 import hashlib
 import os
+import random
 import shutil
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from . import _crash
 
+TMP_SUFFIX = ".tmp"  # same as storage.format.TMP_SUFFIX (kept here so that _fs imports nothing from storage)
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _as_bytes_view(data) -> memoryview:
+    """A flat byte view of ``data`` (bytes, bytearray, memoryview or a C-contiguous numpy array), without a copy."""
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
 
 class AppendFile:
-    """A file opened for appending, with its logical size tracked by the writer."""
+    """A file opened for appending, whose logical end (``size``) the writer tracks.
+
+    Writes go to ``size`` with ``pwrite`` (not ``O_APPEND``), so that after a failed write the caller can
+    ``truncate(size_before)`` and the next write lands exactly there.
+    """
 
     def __init__(self, fs: OSFileSystem, path: str, create: bool = False):
-        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
-        if hasattr(os, "O_CLOEXEC"):
-            flags |= os.O_CLOEXEC
+        flags = os.O_WRONLY | _O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
         self._fs = fs
         self.path = path
         self.fd = os.open(path, flags, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        self.size = os.fstat(self.fd).st_size  # bytes; the logical end, where the next write goes
 
-    def write(self, data: bytes) -> None:
-        """Write all of ``data`` at the end; loops over short writes, raises OSError on failure."""
+    def write(self, data) -> None:
+        """Write all of ``data`` at :attr:`size`; loops over short writes. Raises OSError on failure.
+
+        After a failure :attr:`size` counts the bytes that did reach the file, so ``truncate`` can cut them off.
+        """
         self._fs._write_fd(self, data)
 
     def fsync(self) -> None:
         self._fs._fsync_fd(self)
 
     def truncate(self, size: int) -> None:
+        """Cut the file to ``size`` bytes (``ftruncate``) and move the logical end there. Not fsynced."""
         self._fs._ftruncate(self, size)
         self.size = size
 
     def close(self) -> None:
+        """Close the descriptor. Idempotent; does not fsync."""
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def __enter__(self) -> AppendFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class OSFileSystem:
-    """Plain POSIX I/O with the durability rules of the store."""
+    """Plain POSIX I/O with the durability rules of the store (Linux semantics: fsync a directory to make the
+    creation, rename or removal of its entries durable)."""
 
     # --- primitives FaultFS intercepts ---------------------------------------------------------------------------
 
-    def _write_fd(self, f: AppendFile, data: bytes) -> None:
-        view = memoryview(data)
+    def _write_fd(self, f: AppendFile, data) -> None:
+        view = _as_bytes_view(data)
         while view:
             n = os.pwrite(f.fd, view, f.size)
             if n <= 0:
@@ -67,9 +107,15 @@ class OSFileSystem:
     def _ftruncate(self, f: AppendFile, size: int) -> None:
         os.ftruncate(f.fd, size)
 
+    def _discard_tmp(self, path: str) -> None:
+        """Remove a temp file after a failed ``write_atomic`` (best effort, never raises)."""
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
     # --- the API the store uses ----------------------------------------------------------------------------------
 
     def open_append(self, path: str, create: bool = False) -> AppendFile:
+        """Open ``path`` for appending at its current end; ``create=True`` creates it and fails if it exists."""
         return AppendFile(self, path, create)
 
     def read_bytes(self, path: str) -> bytes:
@@ -77,22 +123,40 @@ class OSFileSystem:
             return f.read()
 
     def open_read(self, path: str):
+        """A binary file object for reading (``readinto``, ``seek``, ``fileno``)."""
         return open(path, "rb")
 
     def write_atomic(self, path: str, chunks, crash_prefix: str | None = None) -> int:
-        """Replace ``path`` with ``chunks`` so that a crash leaves the old file or the new one, never a mix."""
+        """Replace ``path`` with the concatenation of ``chunks`` so that a crash leaves the old file or the new one.
+
+        Steps: write ``path + ".tmp"`` in the same directory, fsync it, ``os.replace`` it over ``path``, fsync the
+        directory. With ``crash_prefix`` the crash points ``<prefix>.tmp_written``, ``.tmp_fsynced``, ``.renamed``
+        and ``.dir_fsynced`` are passed after each step. On any error the temp file is removed and the error
+        re-raised; if the error comes after the rename (the directory fsync), the new file is in place but not
+        known to be durable, which the caller must treat as a failed fsync.
+
+        Args:
+            path: the final file name.
+            chunks: one bytes-like object or an iterable of them (numpy arrays must be C-contiguous).
+            crash_prefix: name prefix of the crash points, or None for none.
+
+        Returns:
+            The number of bytes written.
+        """
         if isinstance(chunks, (bytes, bytearray, memoryview)):
             chunks = [chunks]
-        tmp = path + ".tmp"
+        tmp = path + TMP_SUFFIX
         written = 0
         f = None
         try:
             with contextlib.suppress(FileNotFoundError):
-                self.unlink(tmp)
+                self.unlink(tmp)  # a leftover of an earlier crash
             f = self.open_append(tmp, create=True)
             for chunk in chunks:
-                f.write(bytes(chunk) if not isinstance(chunk, bytes) else chunk)
-                written += len(chunk)
+                view = _as_bytes_view(chunk)
+                if view.nbytes:
+                    f.write(view)
+                    written += view.nbytes
             if crash_prefix:
                 _crash.crashpoint(f"{crash_prefix}.tmp_written")
             f.fsync()
@@ -108,8 +172,7 @@ class OSFileSystem:
         except BaseException:
             if f is not None:
                 f.close()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            self._discard_tmp(tmp)
             raise
         return written
 
@@ -120,7 +183,8 @@ class OSFileSystem:
         os.unlink(path)
 
     def fsync_dir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY)
+        """fsync a directory: makes the creations, renames and removals of its entries durable."""
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -135,14 +199,33 @@ class OSFileSystem:
     def isdir(self, path: str) -> bool:
         return os.path.isdir(path)
 
+    def isfile(self, path: str) -> bool:
+        """A regular file (symlinks not followed)."""
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            return False
+
     def makedirs(self, path: str) -> None:
+        """``os.makedirs(exist_ok=True)``, then fsync the parent of every directory it created."""
+        path = os.path.abspath(path)
+        missing = []
+        p = path
+        while not os.path.isdir(p):
+            missing.append(p)
+            parent = os.path.dirname(p)
+            if parent == p:
+                break
+            p = parent
         os.makedirs(path, exist_ok=True)
-        self.fsync_dir(os.path.dirname(os.path.abspath(path)))
+        for created in reversed(missing):
+            self.fsync_dir(os.path.dirname(created))
 
     def size(self, path: str) -> int:
         return os.stat(path).st_size
 
     def truncate(self, path: str, size: int) -> None:
+        """Cut ``path`` to ``size`` bytes and fsync it."""
         f = self.open_append(path)
         try:
             f.truncate(size)
@@ -158,6 +241,7 @@ _default_fs: OSFileSystem = OSFileSystem()
 
 
 def get_fs() -> OSFileSystem:
+    """The process-wide default file system (an :class:`OSFileSystem` unless a test replaced it)."""
     return _default_fs
 
 
@@ -167,7 +251,7 @@ def set_fs(fs: OSFileSystem) -> None:
 
 
 @contextlib.contextmanager
-def use_fs(fs: OSFileSystem):
+def use_fs(fs: OSFileSystem) -> Iterator[OSFileSystem]:
     """Make ``fs`` the process-wide default for the duration of a ``with`` block."""
     old = get_fs()
     set_fs(fs)
@@ -177,170 +261,312 @@ def use_fs(fs: OSFileSystem):
         set_fs(old)
 
 
+# --- fault injection -------------------------------------------------------------------------------------------
+
+FAULT_OPS = ("write", "fsync", "replace", "open", "truncate", "fsync_dir", "unlink", "read", "any")
+DROP_MODES = ("truncate", "zeros", "garbage", "random_prefix")
+
+
+@dataclass
+class _Fault:
+    op: str
+    at: int  # fires when the count of `op` (or of all ops, for "any") reaches this value
+    err: int
+    forever: bool
+    short: bool
+
+
+@dataclass
+class _Entry:
+    """One directory change not yet made durable by an fsync of its directory (undone by a power cut)."""
+
+    kind: str  # "create" | "rename" | "unlink"
+    path: str  # created / renamed-to / unlinked path
+    src: str | None = None  # rename: the old name
+    old: bytes | None = None  # rename: durable content of the file it replaced; unlink: durable content
+    old_synced: int | None = None  # rename: durable length of the renamed file under its old name
+
+    def dirs(self) -> set[str]:
+        out = {os.path.dirname(self.path)}
+        if self.src is not None:
+            out.add(os.path.dirname(self.src))
+        return out
+
+
 class FaultFS(OSFileSystem):
-    """An :class:`OSFileSystem` that fails on request and can simulate a power cut.
+    """An :class:`OSFileSystem` that fails on request and can simulate a power cut. For tests only.
 
-    Failures: ``fail("write", nth=3, err=errno.ENOSPC)`` makes the 3rd write from now raise (once, or every time
-    with ``forever=True``); ``short=True`` writes part of the data first, as a full disk does. Kinds: write, fsync,
-    replace, unlink, truncate, fsync_dir, open, any.
+    **Failures.** ``fail("write", nth=3, err=errno.ENOSPC)`` makes the 3rd write *from now* raise ``OSError(err)``
+    (once; with ``forever=True`` that one and every later one). ``short=True`` on "write" first writes part of the
+    data (half, at least one byte), then raises: a real short write followed by an error, as a full disk does.
+    Kinds: ``write``, ``fsync`` (file fsync), ``fsync_dir``, ``replace``, ``unlink``, ``truncate`` (ftruncate),
+    ``open`` (open for append or create), ``read`` (``read_bytes``/``open_read``), and ``any`` (the n-th operation
+    of any kind). ``ops_count`` counts operations per kind (and ``"any"``); ``injected`` counts fired faults.
 
-    Power loss: the object remembers, for every file it touched, how many bytes were fsynced, which files were
-    created and which renames were made since their directory was last fsynced. ``drop_unsynced()`` then rewrites
-    the real files to what a power cut would leave: each file cut to its fsynced length (``mode="random_prefix"``
-    keeps a random part of the unsynced bytes, ``"zeros"``/``"garbage"`` keeps their length but not their content),
-    files created since the last directory fsync deleted, renames not made durable undone.
+    **Power loss.** For every file it touched, the object tracks the *synced length* (bytes made durable by an
+    fsync of the file), and a journal of directory changes not yet made durable by an fsync of their directory:
+    files created, renames (with the durable content of a file the rename replaced) and unlinks (with the durable
+    content of the file removed). :meth:`drop_unsynced` then rewrites the real files to what a power cut would
+    leave, in this order:
+
+    1. the journal is undone newest first: renames are reversed (the replaced file comes back with its durable
+       content), unlinked files come back with their durable content, created files are deleted;
+    2. every tracked file is cut to its synced length, then, depending on ``mode``, gets back part of the bytes
+       written since: ``"truncate"`` none; ``"random_prefix"`` a random prefix of them as written;
+       ``"zeros"`` / ``"garbage"`` a random-length prefix (at least one byte) filled with zeros / random bytes,
+       as a file system does whose size update reached the disk before the data did.
+
+    What it does **not** model: reordering of writes *within* the synced part (an fsync is trusted); a failed
+    fsync losing bytes that were written before it (the synced length simply does not advance); truncations
+    (treated as durable at once, which matches how the log uses them: it only cuts bytes that were never
+    acknowledged); directories created by ``makedirs`` (it fsyncs their parents); renames across directories are
+    made durable by an fsync of either directory; files it never opened, created or renamed are left alone.
+    Call :meth:`drop_unsynced` only after abandoning every open handle (as a crash would), then reopen with any
+    file system.
     """
 
-    def __init__(self):
+    def __init__(self, track_unlinks: bool = True):
         self.ops_count: dict[str, int] = {}
-        self._faults: list[dict] = []
-        self.synced: dict[str, int] = {}  # path -> bytes known durable
-        self.new_files: set[str] = set()  # created, directory not fsynced since
-        self.pending_renames: list[tuple[str, str, bytes | None]] = []  # (src, dst, old content of dst)
         self.injected = 0
+        self.track_unlinks = track_unlinks
+        self.synced: dict[str, int] = {}  # absolute path -> bytes known durable
+        self.journal: list[_Entry] = []  # directory changes not yet fsynced, oldest first
+        self._faults: list[_Fault] = []
+        self._mu = threading.RLock()
 
-    def fail(self, op: str, nth: int = 1, err: int = errno.ENOSPC, forever: bool = False, short: bool = False):
-        self._faults.append({"op": op, "at": self.ops_count.get(op, 0) + nth, "err": err, "forever": forever,
-                             "short": short, "any_at": self.ops_count.get("any", 0) + nth})
+    # --- configuration ---------------------------------------------------------------------------------------
+
+    def fail(self, op: str, nth: int = 1, err: int = errno.ENOSPC, forever: bool = False,
+             short: bool = False) -> FaultFS:
+        """Fail the ``nth`` operation of kind ``op`` from now (1 = the next one); see the class docstring."""
+        if op not in FAULT_OPS:
+            raise ValueError(f"op must be one of {FAULT_OPS}; got {op!r}")
+        if isinstance(nth, bool) or not isinstance(nth, int) or nth < 1:
+            raise ValueError(f"nth must be an int >= 1; got {nth!r}")
+        if short and op not in ("write", "any"):
+            raise ValueError("short=True applies to writes only")
+        with self._mu:
+            self._faults.append(_Fault(op, self.ops_count.get(op, 0) + nth, err, forever, short))
         return self
 
     def clear_faults(self) -> None:
-        self._faults.clear()
+        with self._mu:
+            self._faults.clear()
 
-    def _tick(self, op: str, path: str):
-        """Count an operation; returns the fault dict that fires on it, or None."""
-        self.ops_count[op] = self.ops_count.get(op, 0) + 1
-        self.ops_count["any"] = self.ops_count.get("any", 0) + 1
+    @property
+    def new_files(self) -> set[str]:
+        """Paths created (or renamed into place) since their directory was last fsynced."""
+        with self._mu:
+            return {e.path for e in self.journal if e.kind in ("create", "rename")}
+
+    # --- counting and firing -----------------------------------------------------------------------------------
+
+    def _tick(self, op: str, path: str) -> _Fault | None:
+        """Count one operation; raise its fault if one fires (except a short write, which the caller handles)."""
+        self.ops_count[op] = n_op = self.ops_count.get(op, 0) + 1
+        self.ops_count["any"] = n_any = self.ops_count.get("any", 0) + 1
         for fault in self._faults:
-            if fault["op"] == op:
-                hit = self.ops_count[op] >= fault["at"] if fault["forever"] else self.ops_count[op] == fault["at"]
-            elif fault["op"] == "any":
-                n = self.ops_count["any"]
-                hit = n >= fault["any_at"] if fault["forever"] else n == fault["any_at"]
+            if fault.op == op:
+                n = n_op
+            elif fault.op == "any":
+                n = n_any
             else:
                 continue
-            if hit:
+            if n == fault.at or (fault.forever and n > fault.at):
                 self.injected += 1
-                return fault
+                if fault.short and op == "write":
+                    return fault
+                raise OSError(fault.err, os.strerror(fault.err), path)
         return None
 
-    def _raise(self, fault, path):
-        raise OSError(fault["err"], os.strerror(fault["err"]), path)
+    # --- intercepted primitives --------------------------------------------------------------------------------
 
-    def _write_fd(self, f: AppendFile, data: bytes) -> None:
-        fault = self._tick("write", f.path)
-        if fault is not None:
-            if fault["short"] and len(data) > 1:
-                super()._write_fd(f, data[: len(data) // 2])
-            self._raise(fault, f.path)
-        super()._write_fd(f, data)
+    def _write_fd(self, f: AppendFile, data) -> None:
+        with self._mu:
+            view = _as_bytes_view(data)
+            fault = self._tick("write", f.path)
+            if fault is not None:
+                if view.nbytes > 0:
+                    super()._write_fd(f, view[: max(1, view.nbytes // 2)])
+                raise OSError(fault.err, os.strerror(fault.err), f.path)
+            super()._write_fd(f, view)
 
     def _fsync_fd(self, f: AppendFile) -> None:
-        fault = self._tick("fsync", f.path)
-        if fault is not None:
-            self._raise(fault, f.path)
-        super()._fsync_fd(f)
-        self.synced[f.path] = f.size
+        with self._mu:
+            self._tick("fsync", f.path)
+            super()._fsync_fd(f)
+            self.synced[os.path.abspath(f.path)] = os.fstat(f.fd).st_size
 
     def _ftruncate(self, f: AppendFile, size: int) -> None:
-        fault = self._tick("truncate", f.path)
-        if fault is not None:
-            self._raise(fault, f.path)
-        super()._ftruncate(f, size)
-        if self.synced.get(f.path, 0) > size:
-            self.synced[f.path] = size
+        with self._mu:
+            self._tick("truncate", f.path)
+            super()._ftruncate(f, size)
+            key = os.path.abspath(f.path)
+            if self.synced.get(key, 0) > size:
+                self.synced[key] = size
+
+    def _discard_tmp(self, path: str) -> None:
+        with self._mu:
+            super()._discard_tmp(path)
+            key = os.path.abspath(path)
+            self.synced.pop(key, None)
+            self.journal = [e for e in self.journal if not (e.kind == "create" and e.path == key)]
 
     def open_append(self, path: str, create: bool = False) -> AppendFile:
-        fault = self._tick("open", path)
-        if fault is not None:
-            self._raise(fault, path)
-        f = super().open_append(path, create)
-        if create:
-            self.new_files.add(path)
-            self.synced[path] = 0
-        else:
-            self.synced.setdefault(path, f.size)
-        return f
+        with self._mu:
+            self._tick("open", path)
+            f = super().open_append(path, create)
+            key = os.path.abspath(path)
+            if create:
+                self.journal.append(_Entry("create", key))
+                self.synced[key] = 0
+            else:
+                self.synced.setdefault(key, f.size)  # existed before we watched it: taken as durable
+            return f
+
+    def read_bytes(self, path: str) -> bytes:
+        with self._mu:
+            self._tick("read", path)
+        return super().read_bytes(path)
+
+    def open_read(self, path: str):
+        with self._mu:
+            self._tick("read", path)
+        return super().open_read(path)
+
+    def _durable_content(self, key: str) -> bytes:
+        with open(key, "rb") as fh:
+            data = fh.read()
+        return data[: self.synced.get(key, len(data))]
 
     def replace(self, src: str, dst: str) -> None:
-        fault = self._tick("replace", dst)
-        if fault is not None:
-            self._raise(fault, dst)
-        old = None
-        if os.path.exists(dst):
-            with open(dst, "rb") as fh:
-                old = fh.read()
-        super().replace(src, dst)
-        self.pending_renames.append((src, dst, old))
-        self.synced[dst] = self.synced.pop(src, 0)
-        if src in self.new_files:
-            self.new_files.discard(src)
-            self.new_files.add(dst)
+        with self._mu:
+            self._tick("replace", dst)
+            s, d = os.path.abspath(src), os.path.abspath(dst)
+            old = self._durable_content(d) if os.path.isfile(d) else None
+            src_synced = self.synced.get(s)
+            super().replace(src, dst)
+            self.journal.append(_Entry("rename", d, src=s, old=old, old_synced=src_synced))
+            self.synced[d] = src_synced if src_synced is not None else os.path.getsize(d)
+            self.synced.pop(s, None)
 
     def unlink(self, path: str) -> None:
-        fault = self._tick("unlink", path)
-        if fault is not None:
-            self._raise(fault, path)
-        super().unlink(path)
-        self.synced.pop(path, None)
-        self.new_files.discard(path)
+        with self._mu:
+            self._tick("unlink", path)
+            key = os.path.abspath(path)
+            content = self._durable_content(key) if self.track_unlinks and os.path.isfile(key) else None
+            super().unlink(path)
+            self.synced.pop(key, None)
+            if content is not None:
+                self.journal.append(_Entry("unlink", key, old=content))
 
     def fsync_dir(self, path: str) -> None:
-        fault = self._tick("fsync_dir", path)
-        if fault is not None:
-            self._raise(fault, path)
-        super().fsync_dir(path)
-        here = os.path.abspath(path)
-        self.new_files = {p for p in self.new_files if os.path.dirname(os.path.abspath(p)) != here}
-        self.pending_renames = [r for r in self.pending_renames
-                                if os.path.dirname(os.path.abspath(r[1])) != here]
+        with self._mu:
+            self._tick("fsync_dir", path)
+            super().fsync_dir(path)
+            here = os.path.abspath(path)
+            self.journal = [e for e in self.journal if here not in e.dirs()]
 
-    def drop_unsynced(self, mode: str = "truncate", rng=None) -> None:
-        """Rewrite the real files to what a power cut would leave (see the class docstring)."""
-        import random
+    def rmtree(self, path: str) -> None:
+        with self._mu:
+            self._tick("unlink", path)
+            super().rmtree(path)
+            root = os.path.abspath(path) + os.sep
+            self.synced = {k: v for k, v in self.synced.items() if not k.startswith(root)}
+            self.journal = [e for e in self.journal if not e.path.startswith(root)]
 
-        rng = rng or random.Random(0)
-        for src, dst, old in reversed(self.pending_renames):
-            if os.path.exists(dst):
-                os.replace(dst, src)  # the new content goes back to its temp name (then dropped below)
-                self.new_files.add(src)
-            if old is not None:  # the file it replaced was durable: it comes back whole
-                with open(dst, "wb") as fh:
-                    fh.write(old)
-                self.synced[dst] = len(old)
-                self.new_files.discard(dst)
-        self.pending_renames = []
-        for path in list(self.new_files):
+    # --- power loss --------------------------------------------------------------------------------------------
+
+    def drop_unsynced(self, mode: str = "truncate", rng: random.Random | int | None = None) -> None:
+        """Rewrite the real files to what a power cut would leave (see the class docstring), then start afresh:
+        afterwards everything on disk counts as durable and the journal is empty.
+
+        Args:
+            mode: ``"truncate"``, ``"random_prefix"``, ``"zeros"`` or ``"garbage"``.
+            rng: a ``random.Random``, a seed, or None (seed 0): which prefix lengths and garbage bytes.
+        """
+        if mode not in DROP_MODES:
+            raise ValueError(f"mode must be one of {DROP_MODES}; got {mode!r}")
+        if not isinstance(rng, random.Random):
+            rng = random.Random(0 if rng is None else rng)
+        with self._mu:
+            for entry in reversed(self.journal):
+                self._undo(entry)
+            self.journal = []
+            for key, durable in sorted(self.synced.items()):
+                if not os.path.isfile(key):
+                    continue
+                size = os.path.getsize(key)
+                if size <= durable:
+                    continue
+                unsynced = size - durable
+                with open(key, "r+b") as fh:
+                    if mode == "truncate":
+                        fh.truncate(durable)
+                    elif mode == "random_prefix":
+                        fh.truncate(durable + rng.randint(0, unsynced))
+                    else:
+                        keep = rng.randint(1, unsynced)
+                        fh.truncate(durable + keep)
+                        fh.seek(durable)
+                        fh.write(b"\0" * keep if mode == "zeros" else rng.randbytes(keep))
+            self.synced = {k: os.path.getsize(k) for k in self.synced if os.path.isfile(k)}
+
+    def _undo(self, e: _Entry) -> None:
+        if e.kind == "create":
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            self.synced.pop(path, None)
-        self.new_files = set()
-        for path, durable in self.synced.items():
-            if not os.path.exists(path):
-                continue
-            size = os.path.getsize(path)
-            if size <= durable:
-                continue
-            with open(path, "r+b") as fh:
-                if mode == "random_prefix":
-                    fh.truncate(durable + rng.randint(0, size - durable))
-                elif mode == "zeros":
-                    fh.seek(durable)
-                    fh.write(b"\0" * (size - durable))
-                elif mode == "garbage":
-                    fh.seek(durable)
-                    fh.write(bytes(rng.getrandbits(8) for _ in range(size - durable)))
+                os.unlink(e.path)
+            self.synced.pop(e.path, None)
+        elif e.kind == "unlink":
+            if not os.path.exists(e.path):
+                with open(e.path, "wb") as fh:
+                    fh.write(e.old or b"")
+                self.synced[e.path] = len(e.old or b"")
+        elif e.kind == "rename":
+            if os.path.exists(e.path):
+                os.replace(e.path, e.src)  # the renamed file goes back to its old name
+                if e.old_synced is not None:
+                    self.synced[e.src] = e.old_synced
                 else:
-                    fh.truncate(durable)
+                    self.synced.pop(e.src, None)
+            self.synced.pop(e.path, None)
+            if e.old is not None:  # the file the rename replaced was durable: it comes back
+                with open(e.path, "wb") as fh:
+                    fh.write(e.old)
+                self.synced[e.path] = len(e.old)
 
 
 def dir_digest(root: str) -> list[tuple[str, int, str]]:
-    """``(relative path, size, sha256)`` of every file under ``root``, sorted: equal digests, unchanged tree."""
-    out = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
+    """``(relative path, size, sha256 hex)`` of every entry under ``root``, sorted: equal digests, unchanged tree.
+
+    Skips nothing: regular files by content; directories as ``("<rel>/", 0, "dir")``; symlinks (not followed) as
+    ``(rel, 0, "symlink:<target>")``; anything else as ``(rel, 0, "special:<mode>")``. Errors propagate.
+    """
+    out: list[tuple[str, int, str]] = []
+
+    def onerror(exc: OSError) -> None:
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        for name in _entries(dirnames, filenames):
             full = os.path.join(dirpath, name)
-            with open(full, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            out.append((os.path.relpath(full, root), os.path.getsize(full), digest))
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out.append((rel, 0, "symlink:" + os.readlink(full)))
+            elif stat.S_ISDIR(st.st_mode):
+                out.append((rel + "/", 0, "dir"))
+            elif stat.S_ISREG(st.st_mode):
+                h = hashlib.sha256()
+                with open(full, "rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        h.update(block)
+                out.append((rel, st.st_size, h.hexdigest()))
+            else:
+                out.append((rel, 0, f"special:{stat.S_IFMT(st.st_mode):o}"))
     return sorted(out)
+
+
+def _entries(dirnames: list[str], filenames: list[str]) -> Iterable[str]:
+    yield from dirnames
+    yield from filenames

@@ -598,7 +598,7 @@ class VecStore(QueryMethods):
             self._check_writable()
             self._checkpoint(self._state)
 
-    def _checkpoint(self, state: StoreState) -> None:
+    def _checkpoint(self, state: StoreState, compacting: bool = False) -> None:
         """Snapshot ``state`` at the current seq, rotate the log, swap the manifest, then delete old files.
 
         Until the new manifest is durable the old snapshot and logs stay valid and complete, so a crash at any
@@ -625,6 +625,8 @@ class VecStore(QueryMethods):
         next_number = layout.parse_segment_name(old_logs[-1]) + 1
         try:
             write_snapshot(fs, self.path, name, header, arrays)
+            if compacting:
+                _crash.crashpoint("compact.snapshot_written")
             new_seg = create_segment(fs, self.path, next_number)
             new_writer = LogWriter(fs, new_seg, seq + 1)
         except OSError as exc:  # nothing referenced changed: the store goes on with its old files
@@ -636,7 +638,7 @@ class VecStore(QueryMethods):
         except BaseException:
             new_writer.close()
             raise
-        _crash.crashpoint("snapshot.log_rotated")
+        _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.log_rotated")
         old_writer = self._writer
         self._writer = new_writer
         old_writer.close()
@@ -692,7 +694,7 @@ class VecStore(QueryMethods):
         t0 = time.perf_counter()
         new_state, removed = self._state.compacted(self._now())
         _crash.crashpoint("compact.state_built")
-        self._checkpoint(new_state)
+        self._checkpoint(new_state, compacting=True)
         self._state = new_state
         ms = (time.perf_counter() - t0) * 1e3
         self._last_compaction = {"removed_count": removed, "duration_ms": ms, "at": time.time()}

@@ -1,47 +1,82 @@
-"""Format constants of the store's files: magics, versions, struct layouts, record types, name patterns.
+"""Format constants of the store's files: magics, versions, struct layouts, offsets, record types, name patterns.
 
-Constants only, like LevelDB's ``log_format.h``; the grammar, offset tables and a worked example are in
-``docs/concepts/storage-format.md``.
+Constants only, like LevelDB's ``log_format.h``. The grammar, the offset tables and a worked example are in
+``docs/concepts/storage-format.md``; the code that reads and writes these bytes is in ``storage/log.py``,
+``storage/records.py``, ``storage/snapshot.py``, ``storage/manifest.py`` and ``storage/layout.py``. Every offset
+the code uses is named here, so that no magic number hides inside a slice.
+
+All integers are little-endian.
 """
 
 import struct
 
+# The one format version of every file this library writes. A file with a higher version raises
+# UnsupportedFormatError and is never modified; version 0 is invalid.
 FORMAT_VERSION = 1
 
 # --- log segments: log-00000001.vsl -------------------------------------------------------------------------------
 LOG_MAGIC = b"VSREFLOG"
-# header: magic (8) | u32 format version | u32 CRC32 of the first 12 bytes
+# header := magic (8) | u32 format version | u32 CRC32 of the first 12 bytes
 LOG_HEADER = struct.Struct("<8sII")
 LOG_HEADER_SIZE = LOG_HEADER.size  # 16 bytes
-# record: u32 payload length | u32 CRC32(type byte + seq + payload) | u8 type | u64 seq | payload
+LOG_HEADER_MAGIC_OFFSET = 0
+LOG_HEADER_VERSION_OFFSET = 8
+LOG_HEADER_CRC_OFFSET = 12
+LOG_HEADER_CRC_COVERS = 12  # the CRC covers bytes [0, 12): magic and version
+
+# record := u32 payload length | u32 CRC32 | u8 type | u64 seq | payload
 RECORD_HEADER = struct.Struct("<IIBQ")
-RECORD_HEADER_SIZE = RECORD_HEADER.size  # 17 bytes
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 17 bytes (packed, no padding)
 RECORD_LEN_OFFSET = 0
 RECORD_CRC_OFFSET = 4
 RECORD_TYPE_OFFSET = 8
 RECORD_SEQ_OFFSET = 9
-MAX_RECORD_BYTES = 1 << 30  # 1 GiB: lengths above this are corruption, never an allocation
+RECORD_PAYLOAD_OFFSET = 17
+# The CRC (zlib.crc32) covers type byte + seq + payload: bytes [RECORD_CRC_START, 17 + length) of the record.
+RECORD_CRC_START = RECORD_TYPE_OFFSET
+MAX_RECORD_BYTES = 1 << 30  # 1 GiB: a longer length field is corruption, never an allocation
 
 RECORD_BATCH = 1  # the effects of one API call or one batch (storage/records.py)
-RECORD_TYPES = (RECORD_BATCH,)
+RECORD_TYPES = frozenset({RECORD_BATCH})
 
 # --- batch payload (storage/records.py) ---------------------------------------------------------------------------
 # u32 JSON length | u32 number of vectors | u32 dim (0 = none) | JSON (UTF-8) | n * dim float32 little-endian
 BATCH_PAYLOAD_HEADER = struct.Struct("<III")
+BATCH_JSON_LEN_OFFSET = 0
+BATCH_N_VECTORS_OFFSET = 4
+BATCH_DIM_OFFSET = 8
+BATCH_JSON_OFFSET = 12
+BATCH_MAX_DIM = 65_536  # SPEC s.1: dim is 1 .. 65,536
 
 # --- snapshots: snap-0000000000000042.vss --------------------------------------------------------------------------
 SNAPSHOT_MAGIC = b"VSREFSNP"
-# header: magic (8) | u32 format version | u32 JSON header length | JSON | zero padding to 64 | arrays | SHA-256 (32)
+# fixed header := magic (8) | u32 format version | u32 JSON header length; then the JSON header, zero padding to
+# SNAPSHOT_ALIGN, the arrays (each starting at a multiple of SNAPSHOT_ALIGN), and the SHA-256 trailer.
 SNAPSHOT_HEADER = struct.Struct("<8sII")
-SNAPSHOT_ALIGN = 64
-SNAPSHOT_TRAILER_SIZE = 32
+SNAPSHOT_HEADER_SIZE = SNAPSHOT_HEADER.size  # 16 bytes
+SNAPSHOT_MAGIC_OFFSET = 0
+SNAPSHOT_VERSION_OFFSET = 8
+SNAPSHOT_JSON_LEN_OFFSET = 12
+SNAPSHOT_JSON_OFFSET = 16
+SNAPSHOT_ALIGN = 64  # bytes: array data starts on a cache-line boundary (relative to the data block)
+SNAPSHOT_TRAILER_SIZE = 32  # SHA-256 of every byte before it
+SNAPSHOT_MIN_SIZE = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE
 SNAPSHOT_MAX_HEADER_BYTES = 64 * 2**20  # 64 MiB of JSON header at most
-SNAPSHOT_DTYPES = ("uint8", "int8", "int32", "int64", "float32", "float64", "bool", "uint16", "uint32")
+# Plain numeric dtypes only: no object arrays, no structured dtypes, nothing that could need pickle.
+SNAPSHOT_DTYPES = ("uint8", "int8", "int32", "int64", "float32", "float64", "bool")
 
 # --- manifest ------------------------------------------------------------------------------------------------------
-MANIFEST_NAME = "MANIFEST"
+# line 1: "VSREF-MANIFEST <version>"; line 2: compact JSON; line 3: CRC32 of line 2 (UTF-8) as 8 lower-case hex digits
 MANIFEST_MAGIC = "VSREF-MANIFEST"
+MANIFEST_MAX_BYTES = 16 * 2**20  # 16 MiB: a manifest is a few hundred bytes; anything huge is not ours
+
+# --- names in a store directory (storage/layout.py) -------------------------------------------------------------
+MANIFEST_NAME = "MANIFEST"
 LOCK_NAME = "LOCK"
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "log-", ".vsl"
+SEGMENT_DIGITS = 8  # log-00000001.vsl
 SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX = "snap-", ".vss"
-TMP_SUFFIX = ".tmp"
+SNAPSHOT_DIGITS = 16  # snap-0000000000000042.vss
+TMP_SUFFIX = ".tmp"  # write_atomic's temp file: <final name>.tmp, in the same directory
+SEGMENT_NAME_PATTERN = r"log-([0-9]{8})\.vsl"  # ASCII digits only: \d would also match "０"
+SNAPSHOT_NAME_PATTERN = r"snap-([0-9]{16})\.vss"

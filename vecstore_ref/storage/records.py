@@ -1,6 +1,6 @@
 """The payload of a ``RECORD_BATCH`` log record: the effects of one API call or one batch.
 
-Layout (little-endian, see ``docs/concepts/storage-format.md``)::
+Layout (little-endian; see ``docs/concepts/storage-format.md``, constants in ``storage/format.py``)::
 
     u32 json_len | u32 n_vectors | u32 dim (0 = none) | JSON (UTF-8, json_len bytes) | n_vectors * dim float32
 
@@ -12,7 +12,8 @@ and makes no decisions:
     {"op": "update_metadata", "id", "metadata"}
     {"op": "set_expiry", "id", "expires_at"}
 
-No pickle: a hostile file can at worst fail to decode.
+No pickle: a hostile payload can at worst fail to decode, with :class:`RecordDecodeError`, which the store reports
+as a :class:`~vecstore_ref.errors.CorruptLogError` naming the segment and offset.
 """
 
 from __future__ import annotations
@@ -22,70 +23,123 @@ import math
 
 import numpy as np
 
-from ..errors import StorageError
-from .format import BATCH_PAYLOAD_HEADER
+from ..errors import InvalidArgumentError, StorageError
+from .format import BATCH_MAX_DIM, BATCH_PAYLOAD_HEADER, MAX_RECORD_BYTES
 
-_FIELDS = {
-    "upsert": ("id", "row", "metadata", "expires_at"),
-    "delete": ("id",),
-    "soft_delete": ("id",),
-    "restore": ("id",),
-    "expire": ("id",),
-    "update_metadata": ("id", "metadata"),
-    "set_expiry": ("id", "expires_at"),
+# op name -> the keys its dict holds besides "op" (exactly these: a missing or extra key is a decode error)
+OP_FIELDS: dict[str, frozenset[str]] = {
+    "upsert": frozenset({"id", "row", "metadata", "expires_at"}),
+    "delete": frozenset({"id"}),
+    "soft_delete": frozenset({"id"}),
+    "restore": frozenset({"id"}),
+    "expire": frozenset({"id"}),
+    "update_metadata": frozenset({"id", "metadata"}),
+    "set_expiry": frozenset({"id", "expires_at"}),
 }
+_KEYS = {name: fields | {"op"} for name, fields in OP_FIELDS.items()}
+_HEAD = BATCH_PAYLOAD_HEADER.size
 
 
 class RecordDecodeError(StorageError):
-    """A CRC-valid record whose payload does not decode: the store reports it as a corrupt log."""
+    """A CRC-valid record whose payload does not decode; the store reports it as a corrupt log."""
 
     code = "record_decode"
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"non-finite number {name} in a record")
+
+
 def encode_batch(dim: int | None, ops: list[dict], vectors: np.ndarray | None) -> bytes:
-    text = json.dumps(ops, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Encode one batch of effects.
+
+    Args:
+        dim: the store's dimension, or None while it has none (then ``vectors`` must be empty or None).
+        ops: effect dicts, as listed in the module docstring; ``row`` indexes ``vectors``.
+        vectors: float32-castable, shape (n_vectors, dim), or None.
+
+    Raises:
+        InvalidArgumentError: shapes disagree, or the ops are not JSON-serialisable (NaN, a set ...).
+    """
     if vectors is None or len(vectors) == 0:
         n, block = 0, b""
     else:
         vec = np.ascontiguousarray(vectors, dtype="<f4")
-        n, block = vec.shape[0], vec.tobytes()
-        dim = vec.shape[1]
-    return BATCH_PAYLOAD_HEADER.pack(len(text), n, dim or 0) + text + block
+        if vec.ndim != 2 or (dim is not None and vec.shape[1] != dim):
+            raise InvalidArgumentError(f"vectors of shape {vec.shape} do not match dim {dim}")
+        n, dim = vec.shape[0], vec.shape[1]
+        block = vec.tobytes()
+    if dim is not None and not (1 <= dim <= BATCH_MAX_DIM):
+        raise InvalidArgumentError(f"dim must be 1..{BATCH_MAX_DIM}; got {dim}")
+    try:
+        text = json.dumps(ops, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise InvalidArgumentError(f"batch effects are not serialisable: {exc}") from None
+    payload = BATCH_PAYLOAD_HEADER.pack(len(text), n, dim or 0) + text + block
+    if len(payload) > MAX_RECORD_BYTES:
+        raise InvalidArgumentError(f"a batch encodes to {len(payload)} bytes; a log record holds at most "
+                                   f"{MAX_RECORD_BYTES}")
+    return payload
+
+
+def _bad(msg: str, index: int | None = None) -> RecordDecodeError:
+    return RecordDecodeError(msg if index is None else f"effect {index}: {msg}")
+
+
+def _check_expiry(value, index: int) -> None:
+    if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+        raise _bad("expires_at is not a finite number or null", index)
 
 
 def decode_batch(payload: bytes) -> tuple[int | None, list[dict], np.ndarray | None]:
-    """``(dim, ops, vectors)``; raises :class:`RecordDecodeError` on anything malformed."""
-    head = BATCH_PAYLOAD_HEADER.size
-    if len(payload) < head:
-        raise RecordDecodeError("batch payload shorter than its header")
+    """Decode and validate a batch payload.
+
+    Returns:
+        ``(dim, ops, vectors)``: dim or None; the effect dicts; float32 (n_vectors, dim), C-contiguous and owned
+        (not a view of ``payload``), or None when the batch carries no vector.
+
+    Raises:
+        RecordDecodeError: sizes inconsistent, JSON invalid (including NaN/Infinity literals), an unknown op, a
+            missing, extra or mistyped field, a row outside the vector block, a non-finite vector value.
+    """
+    if len(payload) < _HEAD:
+        raise _bad(f"batch payload of {len(payload)} bytes is shorter than its {_HEAD}-byte header")
     json_len, n, dim = BATCH_PAYLOAD_HEADER.unpack_from(payload, 0)
-    if head + json_len > len(payload) or (n and not dim):
-        raise RecordDecodeError("batch payload lengths out of bounds")
-    expected = head + json_len + 4 * n * dim
+    if dim > BATCH_MAX_DIM or (n and not dim):
+        raise _bad(f"batch payload announces {n} vectors of dim {dim}")
+    expected = _HEAD + json_len + 4 * n * dim  # Python ints: no overflow
     if expected != len(payload):
-        raise RecordDecodeError(f"batch payload is {len(payload)} bytes; its header says {expected}")
+        raise _bad(f"batch payload is {len(payload)} bytes; its header says {expected}")
     try:
-        ops = json.loads(payload[head : head + json_len].decode("utf-8"))
+        ops = json.loads(payload[_HEAD : _HEAD + json_len].decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise RecordDecodeError(f"batch JSON does not parse: {exc}") from None
-    if not isinstance(ops, list):
-        raise RecordDecodeError("batch JSON is not a list")
-    for op in ops:
-        if not isinstance(op, dict) or op.get("op") not in _FIELDS:
-            raise RecordDecodeError(f"unknown effect {op!r:.80}")
-        fields = _FIELDS[op["op"]]
-        if set(op) != {"op", *fields} or not isinstance(op["id"], str) or not op["id"]:
-            raise RecordDecodeError(f"malformed {op['op']} effect")
-        if "row" in op and not (isinstance(op["row"], int) and 0 <= op["row"] < n):
-            raise RecordDecodeError("upsert effect points outside the vector block")
-        if "metadata" in op and not (op["metadata"] is None or isinstance(op["metadata"], dict)):
-            raise RecordDecodeError("metadata is not an object")
-        if "expires_at" in op:
-            e = op["expires_at"]
-            if e is not None and (isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)):
-                raise RecordDecodeError("expires_at is not a finite number")
+        raise _bad(f"batch JSON does not parse: {exc}") from None
+    if type(ops) is not list:
+        raise _bad("batch JSON is not a list")
+    for i, op in enumerate(ops):
+        if type(op) is not dict:
+            raise _bad("not an object", i)
+        name = op.get("op")
+        keys = _KEYS.get(name) if type(name) is str else None
+        if keys is None:
+            raise _bad(f"unknown op {name!r:.60}", i)
+        if op.keys() != keys:
+            raise _bad(f"{name} must have exactly the keys {sorted(keys)}; has {sorted(op)}", i)
+        id_ = op["id"]
+        if type(id_) is not str or not id_:
+            raise _bad(f"{name} has an id that is not a non-empty string", i)
+        if name == "upsert":
+            row = op["row"]
+            if type(row) is not int or not 0 <= row < n:
+                raise _bad(f"upsert row {row!r:.30} is outside the block of {n} vectors", i)
+        if "metadata" in keys and op["metadata"] is not None and type(op["metadata"]) is not dict:
+            raise _bad(f"{name} metadata is not an object or null", i)
+        if "expires_at" in keys:
+            _check_expiry(op["expires_at"], i)
     vectors = None
     if n:
-        vectors = np.frombuffer(payload, dtype="<f4", count=n * dim, offset=head + json_len).reshape(n, dim)
-        vectors = vectors.astype(np.float32)
+        vectors = np.frombuffer(payload, dtype="<f4", count=n * dim, offset=_HEAD + json_len)
+        vectors = vectors.astype(np.float32).reshape(n, dim)  # a native-order copy
+        if not np.isfinite(vectors).all():
+            raise _bad("the vector block holds a non-finite value")
     return (dim or None), ops, vectors
