@@ -130,8 +130,8 @@ def _number(text: str, start: int) -> tuple[object, int]:
         frac_start = i
         while i < n and text[i] in _DIGITS:
             i += 1
-        if n_int == 0 and i == frac_start:
-            raise FilterSyntaxError("a number needs at least one digit", start)
+        if n_int == 0 and i == frac_start:  # a lone sign or dot: not the start of a number after all
+            raise FilterSyntaxError(f"unexpected character {text[start]!r}", start)
     elif n_int == 0:
         raise FilterSyntaxError(f"unexpected character {text[start]!r}", start)
     if i < n and text[i] in "eE":

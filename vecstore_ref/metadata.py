@@ -50,50 +50,67 @@ from .errors import InvalidMetadataError
 
 KINDS = ("str", "num", "bool", "null", "list")
 _MAX_INT = 10**4300  # json.loads refuses ints of more than 4,300 digits (CPython's int_max_str_digits)
-_SCALAR_TYPES = (str, int, float, bool, type(None))
+# Per-slot arrays of a field: attribute -> (the "absent" sentinel, the kind it holds, dtype).
+_COLUMNS = {"num": (np.nan, "num", np.float64), "code": (-1, "str", np.int32), "flag": (-1, "bool", np.int8),
+            "null": (False, "null", np.bool_), "list_version": (0, "list", np.int64)}
+_ATTR_OF_KIND = {kind: attr for attr, (_, kind, _) in _COLUMNS.items()}
+_BUCKET_OF_TYPE = {str: 0, int: 1, float: 1, bool: 2, type(None): 3, list: 4}  # order of the put_* calls
 
 # --- validation ------------------------------------------------------------------------------------------------
 
 
-def _short(key: str) -> str:
-    """``repr`` of a key, cut to a readable length for error messages (repr also escapes lone surrogates)."""
+def _key_repr(key: str) -> str:
+    """``repr`` of a key for error messages: long keys cut, lone surrogates escaped."""
     return repr(key if len(key) <= 40 else key[:40] + "...")
 
 
-def _check_text(s: str, where: str) -> None:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidMetadataError(f"{where} holds a lone surrogate at index {exc.start}; strings must be "
-                                   "valid UTF-8") from None
+def _where(key: str, index: int | None = None) -> str:
+    """``metadata['key']``, or ``metadata['key'][3]`` for a list item."""
+    return f"metadata[{_key_repr(key)}]" + ("" if index is None else f"[{index}]")
 
 
-def _check_scalar(value, where: str) -> int:
-    """Raise unless ``value`` is a storable scalar; return a lower bound of its JSON size in bytes."""
+def _check_text(s: str, where) -> None:
+    if not s.isascii():  # only non-ASCII text can hold a lone surrogate
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidMetadataError(f"{where()} holds a lone surrogate at index {exc.start}; strings must be "
+                                       "valid UTF-8") from None
+
+
+def _check_scalar(value, key: str, index: int | None = None) -> int:
+    """Raise unless ``value`` is a storable scalar; return an upper bound of its JSON size in bytes.
+
+    The bound lets :func:`validate_metadata` skip the JSON encoding for the usual small dict: a character costs at
+    most 6 bytes (``\\u0001``; non-ASCII is at most 4 bytes of UTF-8), a float at most 24 (``repr``), an int
+    about ``bit_length * log10(2)`` digits plus a sign.
+    """
     t = type(value)
     if t is str:
-        _check_text(value, where)
-        return len(value) + 2
+        _check_text(value, lambda: _where(key, index))
+        return 6 * len(value) + 2
     if t is bool or value is None:
-        return 4
+        return 5
     if t is int:
         if value >= _MAX_INT or value <= -_MAX_INT:
-            raise InvalidMetadataError(f"{where} is an integer of more than 4,300 digits, which JSON readers "
-                                       "refuse; store it as a string")
-        return 1
+            raise InvalidMetadataError(f"{_where(key, index)} is an integer of more than 4,300 digits, which JSON "
+                                       "readers refuse; store it as a string")
+        return (value.bit_length() * 78) // 256 + 3  # 78/256 > log10(2): digits, plus sign and rounding
     if t is float:
         if not math.isfinite(value):
-            raise InvalidMetadataError(f"{where} is {value}; only finite numbers can be stored (NaN and "
-                                       "infinity are not JSON)")
-        return 1
+            raise InvalidMetadataError(f"{_where(key, index)} is {value}; only finite numbers can be stored (NaN "
+                                       "and infinity are not JSON)")
+        return 24
     if t is list or t is dict:
-        raise InvalidMetadataError(f"{where} is a nested {t.__name__}; values are scalars or lists of scalars")
+        raise InvalidMetadataError(f"{_where(key, index)} is a nested {t.__name__}; values are scalars or lists "
+                                   "of scalars")
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
     hint = " (convert numpy scalars with .item())" if t.__module__ == "numpy" else ""
-    raise InvalidMetadataError(f"{where} is a {t.__module__}.{t.__qualname__}; values must be str, int, float, "
-                               f"bool, None or a list of those{hint}")
+    raise InvalidMetadataError(f"{_where(key, index)} is a {name}; values must be exactly str, int, float, bool, "
+                               f"None or a list of those{hint}")
 
 
-def validate_metadata(md) -> dict | None:
+def validate_metadata(md: object) -> dict | None:
     """Check ``md`` against SPEC section 1 and return a fresh copy the store can own.
 
     Args:
@@ -115,35 +132,39 @@ def validate_metadata(md) -> dict | None:
     if not isinstance(md, dict):
         raise InvalidMetadataError(f"metadata must be a dict or None, got {type(md).__name__}")
     out: dict = {}
-    size = 2  # "{}"
+    upper = 2  # an upper bound of the JSON size: "{}" + entries
+    chars = 0  # a lower bound: characters of keys and string values
     for key, value in md.items():
         if type(key) is not str:
             raise InvalidMetadataError(f"metadata keys must be str, got {type(key).__name__} {key!r:.60}")
         if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
-            raise InvalidMetadataError(f"metadata key {_short(key)} has {len(key)} characters; keys are 1 to "
-                                       f"{MAX_METADATA_KEY_CHARS}")
-        _check_text(key, f"metadata key {_short(key)}")
-        where = f"metadata[{_short(key)}]"
+            raise InvalidMetadataError(f"metadata key {_key_repr(key)} has {len(key)} characters; keys are 1 "
+                                       f"to {MAX_METADATA_KEY_CHARS}")
+        _check_text(key, lambda k=key: f"metadata key {_key_repr(k)}")
         if type(value) is list:
             if len(value) > MAX_METADATA_LIST_ITEMS:
-                raise InvalidMetadataError(f"{where} has {len(value)} items; at most {MAX_METADATA_LIST_ITEMS} "
-                                           "are allowed")
+                raise InvalidMetadataError(f"{_where(key)} has {len(value)} items; at most "
+                                           f"{MAX_METADATA_LIST_ITEMS} are allowed")
+            upper += 2
             for i, item in enumerate(value):
-                size += _check_scalar(item, f"{where}[{i}]") + 1
+                upper += _check_scalar(item, key, i) + 2
+                if type(item) is str:
+                    chars += len(item)
             out[key] = list(value)
         else:
-            size += _check_scalar(value, where)
+            upper += _check_scalar(value, key)
+            if type(value) is str:
+                chars += len(value)
             out[key] = value
-        size += len(key) + 4
-        if size > MAX_METADATA_BYTES:  # a lower bound already over: stop before building a huge JSON string
-            raise InvalidMetadataError(f"metadata is over {MAX_METADATA_BYTES:,} bytes as JSON (at key "
-                                       f"{_short(key)}); store large payloads elsewhere")
-    try:
+        upper += 6 * len(key) + 6  # quotes, ": ", ", "
+        chars += len(key)
+        if chars > MAX_METADATA_BYTES:  # over the limit already: stop before encoding a huge JSON string
+            raise InvalidMetadataError(f"metadata is over {MAX_METADATA_BYTES:,} bytes as JSON (at "
+                                       f"{_where(key)}); store large payloads elsewhere")
+    if upper > MAX_METADATA_BYTES:  # only then is the exact size worth computing
         size = len(json.dumps(out, allow_nan=False, ensure_ascii=False).encode("utf-8"))
-    except (ValueError, TypeError) as exc:  # unreachable after the checks above; kept as a safety net
-        raise InvalidMetadataError(f"metadata is not JSON-serializable: {exc}") from None
-    if size > MAX_METADATA_BYTES:
-        raise InvalidMetadataError(f"metadata is {size:,} bytes as JSON; the limit is {MAX_METADATA_BYTES:,}")
+        if size > MAX_METADATA_BYTES:
+            raise InvalidMetadataError(f"metadata is {size:,} bytes as JSON; the limit is {MAX_METADATA_BYTES:,}")
     return out
 
 
@@ -188,6 +209,11 @@ def _grown(arr: np.ndarray | None, capacity: int, fill) -> np.ndarray | None:
     return out
 
 
+def _present(attr: str, col: np.ndarray) -> np.ndarray:
+    """bool, same shape: which entries of the column ``attr`` hold a value."""
+    return ~np.isnan(col) if attr == "num" else col != _COLUMNS[attr][0]
+
+
 def _floats(values: list) -> np.ndarray:
     try:
         return np.array(values, dtype=np.float64)
@@ -224,58 +250,46 @@ class FieldColumns:
     def reserve(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
-        self.num = _grown(self.num, capacity, np.nan)
-        self.code = _grown(self.code, capacity, -1)
-        self.flag = _grown(self.flag, capacity, -1)
-        self.null = _grown(self.null, capacity, False)
-        self.list_version = _grown(self.list_version, capacity, 0)
+        for attr, (absent, _, _) in _COLUMNS.items():
+            setattr(self, attr, _grown(getattr(self, attr), capacity, absent))
         self.capacity = capacity
+
+    def _column(self, attr: str) -> np.ndarray:
+        """The array ``attr``, allocated (all absent) on the first value of its kind."""
+        arr = getattr(self, attr)
+        if arr is None:
+            absent, kind, dtype = _COLUMNS[attr]
+            arr = np.full(self.capacity, absent, dtype=dtype)
+            setattr(self, attr, arr)
+            self.kinds.add(kind)
+        return arr
 
     def clear(self, slots: np.ndarray, kind: str, n_items: int = 0) -> None:
         """Mark ``slots`` (int (m,)) absent in the ``kind`` array; ``n_items``: list items made stale."""
-        if kind == "num":
-            self.num[slots] = np.nan
-        elif kind == "str":
-            self.code[slots] = -1
-        elif kind == "bool":
-            self.flag[slots] = -1
-        elif kind == "null":
-            self.null[slots] = False
-        else:
-            self.list_version[slots] = 0
+        attr = _ATTR_OF_KIND[kind]
+        getattr(self, attr)[slots] = _COLUMNS[attr][0]
+        if kind == "list":
             self.n_stale += n_items
             if self.n_stale > max(4096, self.n_pairs - self.n_stale):
                 self._drop_stale_pairs()
 
     def put_nums(self, slots: np.ndarray, values: list) -> None:
-        if self.num is None:
-            self.num = np.full(self.capacity, np.nan)
-        self.num[slots] = _floats(values)
-        self.kinds.add("num")
+        self._column("num")[slots] = _floats(values)
 
     def put_strs(self, slots: np.ndarray, values: list) -> None:
-        if self.code is None:
-            self.code = np.full(self.capacity, -1, dtype=np.int32)
         code_of = self.code_of
         add = code_of.setdefault
-        self.code[slots] = [add(v, len(code_of)) for v in values]
-        self.kinds.add("str")
+        self._column("code")[slots] = [add(v, len(code_of)) for v in values]
 
     def put_bools(self, slots: np.ndarray, values: list) -> None:
-        if self.flag is None:
-            self.flag = np.full(self.capacity, -1, dtype=np.int8)
-        self.flag[slots] = values
-        self.kinds.add("bool")
+        self._column("flag")[slots] = values
 
-    def put_nulls(self, slots: np.ndarray) -> None:
-        if self.null is None:
-            self.null = np.zeros(self.capacity, dtype=bool)
-        self.null[slots] = True
-        self.kinds.add("null")
+    def put_nulls(self, slots: np.ndarray, values: list) -> None:
+        self._column("null")[slots] = True
 
-    def put_lists(self, slots: list[int], lists: list[list]) -> None:
-        if self.list_version is None:
-            self.list_version = np.zeros(self.capacity, dtype=np.int64)
+    def put_lists(self, slots: np.ndarray, lists: list[list]) -> None:
+        slots = slots.tolist()
+        list_version = self._column("list_version")
         item_of = self.item_of
         add = item_of.setdefault
         pair_slots: list[int] = []
@@ -287,11 +301,10 @@ class FieldColumns:
                 pair_items.append(add(item_key(item), len(item_of)))
             pair_slots.extend([slot] * len(items))
             pair_versions.extend([version] * len(items))
-        self.list_version[slots] = versions
+        list_version[slots] = versions
         self.next_version += len(slots)
         self._append_pairs(np.array(pair_slots, dtype=np.int32), np.array(pair_items, dtype=np.int32),
                            np.array(pair_versions, dtype=np.int64))
-        self.kinds.add("list")
 
     def _append_pairs(self, slots: np.ndarray, items: np.ndarray, versions: np.ndarray) -> None:
         need = self.n_pairs + slots.shape[0]
@@ -375,14 +388,10 @@ class FieldColumns:
     def non_null_mask(self, m: int) -> np.ndarray:
         """bool (m,): slots where the field is present with any value but null (lists included)."""
         out = np.zeros(m, dtype=bool)
-        if self.num is not None:
-            out |= ~np.isnan(self.num[:m])
-        if self.code is not None:
-            out |= self.code[:m] >= 0
-        if self.flag is not None:
-            out |= self.flag[:m] >= 0
-        if self.list_version is not None:
-            out |= self.list_version[:m] > 0
+        for attr in ("num", "code", "flag", "list_version"):
+            col = getattr(self, attr)
+            if col is not None:
+                out |= _present(attr, col[:m])
         return out
 
     def list_contains_mask(self, value, m: int) -> np.ndarray:
@@ -413,49 +422,28 @@ class FieldColumns:
         """
         k = slots.shape[0]
         out = FieldColumns(capacity)
-
-        def gathered(arr, fill):
-            col = np.full(capacity, fill, dtype=arr.dtype)
+        for attr, (absent, kind, _) in _COLUMNS.items():
+            arr = getattr(self, attr)
+            if arr is None or not _present(attr, arr[slots]).any():
+                continue
+            col = np.full(capacity, absent, dtype=arr.dtype)
             col[:k] = arr[slots]
-            return col
-
-        if self.num is not None:
-            col = gathered(self.num, np.nan)
-            if not np.isnan(col[:k]).all():
-                out.num = col
-                out.kinds.add("num")
-        if self.code is not None:
-            codes = self.code[slots]
+            setattr(out, attr, col)
+            out.kinds.add(kind)
+        if out.code is not None:  # keep only the strings still used, renumbered in their old order
+            codes = out.code[:k]
             used = np.unique(codes[codes >= 0])
-            if used.size:
-                remap = np.full(len(self.code_of) + 1, -1, dtype=np.int32)  # last entry: -1 stays -1
-                remap[used] = np.arange(used.size, dtype=np.int32)
-                out.code = np.full(capacity, -1, dtype=np.int32)
-                out.code[:k] = remap[codes]
-                vocab = self.vocab()
-                out.code_of = {s: i for i, s in enumerate(vocab[used].tolist())}
-                out.kinds.add("str")
-        if self.flag is not None:
-            col = gathered(self.flag, -1)
-            if (col[:k] >= 0).any():
-                out.flag = col
-                out.kinds.add("bool")
-        if self.null is not None:
-            col = gathered(self.null, False)
-            if col[:k].any():
-                out.null = col
-                out.kinds.add("null")
-        if self.list_version is not None:
-            col = gathered(self.list_version, 0)
-            if (col[:k] > 0).any():
-                out.list_version = col
-                out.kinds.add("list")
-                n = self.n_pairs
-                keep = self._live_pairs() & (inverse[self.pair_slot[:n]] >= 0)
-                out.item_of = dict(self.item_of)
-                out.next_version = self.next_version
-                out._append_pairs(inverse[self.pair_slot[:n][keep]].astype(np.int32), self.pair_item[:n][keep],
-                                  self.pair_version[:n][keep])
+            remap = np.full(len(self.code_of) + 1, -1, dtype=np.int32)  # the last entry maps -1 to -1
+            remap[used] = np.arange(used.size, dtype=np.int32)
+            out.code[:k] = remap[codes]
+            out.code_of = {s: i for i, s in enumerate(self.vocab()[used].tolist())}
+        if out.list_version is not None:  # live pairs of kept slots, renumbered; versions and item codes kept
+            n = self.n_pairs
+            keep = self._live_pairs() & (inverse[self.pair_slot[:n]] >= 0)
+            out.item_of = dict(self.item_of)
+            out.next_version = self.next_version
+            out._append_pairs(inverse[self.pair_slot[:n][keep]].astype(np.int32), self.pair_item[:n][keep],
+                              self.pair_version[:n][keep])
         return out if out.kinds else None
 
 
@@ -536,50 +524,32 @@ class MetadataColumns:
             self.reserve(max(top, 2 * self.capacity))
         latest = dict(zip(slot_list, mds))  # a repeated slot keeps its last metadata
         slot_list = list(latest)
-        self._clear_rows(slot_list)
-        rows = self._rows
-        # One pass over every value, bucketed by field and kind: field -> (num slots, num values, str slots, ...)
+        # One pass over every value, bucketed by field and kind, before anything changes (a value of an unknown
+        # type raises here and leaves the columns as they were). Per field: 5 lists of slots (one per kind, in
+        # _BUCKET_OF_TYPE order) then 5 lists of the matching values.
         buckets: dict[str, tuple[list, ...]] = {}
         for s, md in latest.items():
-            rows[s] = md
-            if not md:
-                continue
-            for key, value in md.items():
+            for key, value in (md or {}).items():
                 b = buckets.get(key)
                 if b is None:
-                    b = buckets[key] = ([], [], [], [], [], [], [], [], [])
-                t = type(value)
-                if t is str:
-                    b[0].append(s)
-                    b[1].append(value)
-                elif t is int or t is float:
-                    b[2].append(s)
-                    b[3].append(value)
-                elif t is bool:
-                    b[4].append(s)
-                    b[5].append(value)
-                elif value is None:
-                    b[6].append(s)
-                elif t is list:
-                    b[7].append(s)
-                    b[8].append(value)
-                else:
-                    raise InvalidMetadataError(f"metadata[{_short(key)}] is a {t.__name__}; validate it first")
+                    b = buckets[key] = ([], [], [], [], [], [], [], [], [], [])
+                i = _BUCKET_OF_TYPE.get(type(value))
+                if i is None:
+                    raise InvalidMetadataError(f"{_where(key)} is a {type(value).__name__}; validate it first")
+                b[i].append(s)
+                b[i + 5].append(value)
+        self._clear_rows(slot_list)
+        rows = self._rows
+        for s, md in latest.items():
+            rows[s] = md
         self._assigned[slot_list] = True
-        for key, (ss, sv, ns, nv, bs, bv, nulls, ls, lv) in buckets.items():
+        for key, b in buckets.items():
             f = self._fields.get(key)
             if f is None:
                 f = self._fields[key] = FieldColumns(self.capacity)
-            if ss:
-                f.put_strs(np.array(ss, dtype=np.int64), sv)
-            if ns:
-                f.put_nums(np.array(ns, dtype=np.int64), nv)
-            if bs:
-                f.put_bools(np.array(bs, dtype=np.int64), bv)
-            if nulls:
-                f.put_nulls(np.array(nulls, dtype=np.int64))
-            if ls:
-                f.put_lists(ls, lv)
+            for i, put in enumerate((f.put_strs, f.put_nums, f.put_bools, f.put_nulls, f.put_lists)):
+                if b[i]:
+                    put(np.array(b[i], dtype=np.int64), b[i + 5])
 
     def clear(self, slot: int) -> None:
         """Forget ``slot``: it holds no metadata and no filter matches it."""
