@@ -1,22 +1,25 @@
 """HNSW: the approximate index (Malkov & Yashunin 2018), as Python orchestration over Numba kernels.
 
-The graph is a handful of arrays indexed by slot (the kernels' docstrings give the layouts):
+The graph is a handful of arrays indexed by slot, sized to the vector table's capacity:
 
 ==============  ==============================  ==========================================================
 array           dtype, shape                    meaning
 ==============  ==============================  ==========================================================
 ``levels``      int8 (capacity,)                a node's top layer; -1 = not in the graph
-``links0``      int32 (capacity, 2m)            layer-0 neighbours, -1 = empty
-``deg0``        int32 (capacity,)               how many of them are set
-``upper_row``   int32 (capacity,)               the node's row in ``links_up`` (-1 for level-0 nodes)
-``links_up``    int32 (rows, MAX_LEVEL, m)      neighbours on layers 1.., for the ~1/m nodes that reach them
-``deg_up``      int32 (rows, MAX_LEVEL)         their counts
-``deleted``     bool (capacity,)                marked deleted: traversed, never returned
+``links0``      int32 (capacity, 2m)            layer-0 neighbours, packed first, -1 = empty
+``up_offset``   int32 (capacity,)               first row in ``links_up`` of a node with level >= 1, else -1
+``links_up``    int32 (rows, m)                 layers 1.. (row ``up_offset[node] + l - 1`` for layer l)
+``deleted``     uint8 (capacity,)               1 = marked deleted: traversed, never returned
 ==============  ==============================  ==========================================================
 
-Levels are drawn here, in Python, from ``np.random.Generator(seed)`` (``floor(-ln(U) / ln(m))``), and passed to
-the kernels as arrays, so the same inserts with the same seed give the same graph. The generator's state is saved
-with the graph. The parameter guide is ``docs/concepts/hnsw.md``.
+plus two scalars, the entry point ``ep`` and the top layer ``max_level``. Only about one node in ``m`` has upper
+layers, so ``links_up`` holds ``n / (m - 1)`` rows on average. The kernels are in
+:mod:`vecstore_ref.kernels.hnsw_search` and :mod:`vecstore_ref.kernels.hnsw_build`; how it all works, and how to
+choose the parameters, is in ``docs/concepts/hnsw.md``.
+
+Levels are drawn here, in Python, from ``np.random.Generator(seed)`` (``floor(-ln(U) / ln(m))``) in insertion order
+and passed to the kernels as arrays; the generator's state is saved with the graph, so the same inserts with the
+same seed give the same graph, before and after a save and load, and for any thread count.
 """
 
 from __future__ import annotations
@@ -26,11 +29,19 @@ import math
 import numpy as np
 
 from ..config import HNSWParams
-from ..errors import CorruptSnapshotError
-from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, query_inv_norm
+from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
+from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable
 
-MAX_LEVEL = 16  # P(level >= 16) = m**-16: never reached in practice; draws are clamped to 15
-BUILD_BATCH = 512  # nodes whose neighbour searches run in parallel before they are linked in order
+MAX_LEVEL = 15  # levels are int8; P(level > 15) = m**-16 is never met in practice, and draws are clamped to it
+BUILD_BATCH = 512  # nodes whose neighbour searches run in parallel before their links are applied in order
+SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes were (re)linked since the last
+# A filtered search scans the allowed nodes exactly when allowed**2 <= EXACT_SCAN_FACTOR * nodes * ef * m (and at
+# most half the nodes are allowed): see HNSWIndex.scan_limit.
+EXACT_SCAN_FACTOR = 1.0
+FORMAT_VERSION = 1
+
+_EMPTY_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
+_EMPTY_DISTS = np.zeros(0, dtype=DTYPE_VEC)
 
 
 def _threads() -> int:
@@ -39,31 +50,51 @@ def _threads() -> int:
     return max(1, get_num_threads())
 
 
+_SEARCH = None
+
+
+def _search_kernels():
+    """:mod:`vecstore_ref.kernels.hnsw_search`, imported on first use (numba loads only when a search runs)."""
+    global _SEARCH
+    if _SEARCH is None:
+        from ..kernels import hnsw_search
+
+        _SEARCH = hnsw_search
+    return _SEARCH
+
+
 class HNSWIndex:
+    """Hierarchical Navigable Small World graph over the slots of a :class:`VectorTable`.
+
+    ``add`` inserts new slots and relinks slots whose vector changed, ``remove`` marks slots deleted (still walked
+    through, never returned, until compaction builds a new index), ``search``/``search_batch`` answer top-k queries
+    among an allowed mask.
+    """
+
     kind = "hnsw"
 
     def __init__(self, table: VectorTable, params: HNSWParams):
+        if not isinstance(params, HNSWParams):
+            raise InvalidArgumentTypeError(f"params must be HNSWParams, got {type(params).__name__}")
         self.table = table
         self.params = params
         self.m = params.m
         self._rng = np.random.default_rng(params.seed)
-        self._level_mult = 1.0 / math.log(max(2, self.m))
+        self._level_mult = 1.0 / math.log(self.m)
         self.ep = -1
         self.max_level = -1
         self.n_nodes = 0
-        self.n_upper = 0
+        self.n_up_rows = 0
+        self._unswept = 0  # nodes (re)linked since the last reachability sweep
         self._cap = 0
         self.levels = np.zeros(0, dtype=np.int8)
         self.links0 = np.zeros((0, 2 * self.m), dtype=DTYPE_SLOT)
-        self.deg0 = np.zeros(0, dtype=np.int32)
-        self.upper_row = np.zeros(0, dtype=DTYPE_SLOT)
-        self.deleted = np.zeros(0, dtype=bool)
-        self.links_up = np.full((16, MAX_LEVEL, self.m), -1, dtype=DTYPE_SLOT)
-        self.deg_up = np.zeros((16, MAX_LEVEL), dtype=np.int32)
-        self._visited = np.zeros((1, 0), dtype=np.uint32)
-        self._tags = np.zeros(1, dtype=np.uint32)
-        self._scratch_d = np.zeros(0, dtype=DTYPE_VEC)
-        self._scratch_s = np.zeros(0, dtype=DTYPE_SLOT)
+        self.up_offset = np.zeros(0, dtype=DTYPE_SLOT)
+        self.deleted = np.zeros(0, dtype=np.uint8)
+        self.links_up = np.full((16, self.m), -1, dtype=DTYPE_SLOT)
+        self.exact_scan_factor = EXACT_SCAN_FACTOR
+        self._n_scratch = 1
+        self._room = max(64, params.ef_search)  # W's room after the candidate heap in each scratch row
         self._grow()
 
     # --- storage ----------------------------------------------------------------------------------------------
@@ -82,319 +113,474 @@ class HNSWIndex:
 
         self.levels = grown(self.levels, -1, cap)
         self.links0 = grown(self.links0, -1, (cap, 2 * self.m))
-        self.deg0 = grown(self.deg0, 0, cap)
-        self.upper_row = grown(self.upper_row, -1, cap)
-        self.deleted = grown(self.deleted, False, cap)
-        visited = np.zeros((self._visited.shape[0], cap), dtype=np.uint32)
-        visited[:, :old] = self._visited[:, :old]
-        self._visited = visited
-        self._scratch_d = np.empty(cap, dtype=DTYPE_VEC)
-        self._scratch_s = np.empty(cap, dtype=DTYPE_SLOT)
+        self.up_offset = grown(self.up_offset, -1, cap)
+        self.deleted = grown(self.deleted, 0, cap)
         self._cap = cap
+        self._alloc_scratch(self._n_scratch, self._room)
 
-    def _visited_rows(self, n: int) -> None:
-        if self._visited.shape[0] < n:
-            visited = np.zeros((n, self._cap), dtype=np.uint32)
-            visited[: self._visited.shape[0]] = self._visited
-            tags = np.zeros(n, dtype=np.uint32)
-            tags[: self._tags.shape[0]] = self._tags
-            self._visited, self._tags = visited, tags
+    def _alloc_scratch(self, n_threads: int, room: int) -> None:
+        """Per-thread search buffers: an epoch visited array, and a row holding the candidate heap (capacity
+        entries) followed by the result heap (``room`` entries)."""
+        cap = self._cap
+        self._n_scratch, self._room = n_threads, room
+        self._visited = np.zeros((n_threads, cap), dtype=np.uint16)
+        self._tags = np.zeros(n_threads, dtype=np.int64)
+        self._sd = np.empty((n_threads, cap + room), dtype=DTYPE_VEC)
+        self._ss = np.empty((n_threads, cap + room), dtype=DTYPE_SLOT)
+        self._visited0, self._sd0, self._ss0 = self._visited[0], self._sd[0], self._ss[0]
 
-    def _upper_rows(self, n_new: int) -> np.ndarray:
-        """Allocate ``n_new`` rows of the upper-layer arrays; returns their numbers."""
-        need = self.n_upper + n_new
+    def _scratch(self, n_threads: int, ef: int = 0) -> None:
+        if n_threads > self._n_scratch or ef > self._room:
+            self._alloc_scratch(max(n_threads, self._n_scratch), max(ef, self._room))
+
+    def _alloc_up_rows(self, n_new: int) -> int:
+        """Reserve ``n_new`` rows of ``links_up``; returns the first."""
+        first = self.n_up_rows
+        need = first + n_new
         if need > self.links_up.shape[0]:
-            size = max(need, 2 * self.links_up.shape[0])
-            links = np.full((size, MAX_LEVEL, self.m), -1, dtype=DTYPE_SLOT)
-            links[: self.n_upper] = self.links_up[: self.n_upper]
-            deg = np.zeros((size, MAX_LEVEL), dtype=np.int32)
-            deg[: self.n_upper] = self.deg_up[: self.n_upper]
-            self.links_up, self.deg_up = links, deg
-        rows = np.arange(self.n_upper, need, dtype=DTYPE_SLOT)
-        self.n_upper = need
-        return rows
+            rows = np.full((max(need, 2 * self.links_up.shape[0]), self.m), -1, dtype=DTYPE_SLOT)
+            rows[:first] = self.links_up[:first]
+            self.links_up = rows
+        self.n_up_rows = need
+        return first
 
     def _draw_levels(self, n: int) -> np.ndarray:
         u = 1.0 - self._rng.random(n)  # in (0, 1]
-        return np.minimum(np.floor(-np.log(u) * self._level_mult), MAX_LEVEL - 1).astype(np.int8)
+        return np.minimum(np.floor(-np.log(u) * self._level_mult), MAX_LEVEL).astype(np.int8)
 
-    # --- the Index protocol -----------------------------------------------------------------------------------
+    # --- the Index protocol: updates --------------------------------------------------------------------------
+
+    def _slots_arg(self, slots) -> np.ndarray:
+        s = np.asarray(slots)
+        if s.ndim != 1 or not (s.size == 0 or np.issubdtype(s.dtype, np.integer)):
+            raise InvalidArgumentTypeError("slots must be a 1-D array of integers")
+        s = s.astype(DTYPE_SLOT, copy=False)
+        if s.size and (int(s.min()) < 0 or int(s.max()) >= self.table.n_slots):
+            raise InvalidArgumentError(f"slots must be in [0, {self.table.n_slots}), the table's used slots")
+        return s
 
     def add(self, slots: np.ndarray) -> None:
-        """Insert new slots (INSERT, Alg. 1) and relink slots already in the graph whose vectors changed."""
-        self._grow()
-        slots = np.asarray(slots, dtype=DTYPE_SLOT)
+        """Insert new slots (INSERT, Alg. 1) and relink slots already in the graph whose vectors changed.
+
+        The slots are linked in the given order (a repeated slot once, at its first place), in batches of
+        ``BUILD_BATCH`` whose neighbour searches run in parallel; a big add is the fast bulk-build path.
+        """
+        slots = self._slots_arg(slots)
         if slots.size == 0:
             return
-        self.deleted[slots] = False
-        in_graph = self.levels[slots] >= 0
-        new = slots[~in_graph]
+        self._grow()
+        _, first = np.unique(slots, return_index=True)
+        if first.size != slots.size:
+            slots = slots[np.sort(first)]
+        node_levels = self.levels[slots].copy()
+        is_new = node_levels < 0
+        new = slots[is_new]
         if new.size:
             lv = self._draw_levels(new.size)
-            high = new[lv > 0]
-            if high.size:
-                self.upper_row[high] = self._upper_rows(high.size)
-            for start in range(0, new.size, BUILD_BATCH):
-                self._insert_batch(new[start : start + BUILD_BATCH], lv[start : start + BUILD_BATCH], True)
-            self.n_nodes += new.size
-        old = slots[in_graph]
-        for start in range(0, old.size, BUILD_BATCH):
-            chunk = old[start : start + BUILD_BATCH]
-            self._insert_batch(chunk, self.levels[chunk].copy(), False)
-        if slots.size >= BUILD_BATCH:
+            node_levels[is_new] = lv
+            high = lv > 0
+            if high.any():
+                first_row = self._alloc_up_rows(int(lv[high].sum(dtype=np.int64)))
+                starts = first_row + np.cumsum(lv[high], dtype=np.int64) - lv[high]
+                self.up_offset[new[high]] = starts.astype(DTYPE_SLOT)
+        self.deleted[slots] = 0
+        is_new_u8 = is_new.astype(np.uint8)
+        for start in range(0, slots.size, BUILD_BATCH):
+            end = start + BUILD_BATCH
+            self._insert_batch(slots[start:end], node_levels[start:end], is_new_u8[start:end])
+        self.n_nodes += int(new.size)
+        self._unswept += int(slots.size)
+        if self._unswept * SWEEP_EVERY >= self.n_nodes:
             self.repair_connectivity()
 
-    def _reachable(self) -> np.ndarray:
-        """bool (n_slots,): nodes reachable from the entry point on layer 0 (breadth-first, vectorized)."""
-        n = self.table.n_slots
-        seen = np.zeros(n, dtype=bool)
-        if self.ep < 0:
-            return seen
-        seen[self.ep] = True
-        frontier = np.array([self.ep])
-        while frontier.size:
-            nb = self.links0[frontier]
-            nb = np.unique(nb[nb >= 0])
-            nb = nb[~seen[nb]]
-            seen[nb] = True
-            frontier = nb
-        return seen
-
-    def repair_connectivity(self, max_rounds: int = 8) -> int:
-        """Give every live node that the heuristic's pruning left unreachable an in-link from its nearest
-        reachable node (replacing that node's farthest link). Returns how many links were added.
-
-        Pruning in SELECT-NEIGHBORS-HEURISTIC can drop a node's last in-link; such a node can never be found.
-        hnswlib leaves them; a reference that promises ``check_integrity()`` repairs them after bulk inserts.
-        """
-        added = 0
-        n = self.table.n_slots
-        for _ in range(max_rounds):
-            live = (self.levels[:n] >= 0) & ~self.deleted[:n]
-            lost = np.flatnonzero(live & ~self._reachable())
-            if lost.size == 0:
-                break
-            allowed = self._reachable()
-            allowed_full = np.zeros(self._cap, dtype=bool)
-            allowed_full[:n] = allowed
-            X = self.table.vectors
-            for u in lost.tolist():
-                slots, _, _ = self.search(X[u], 16, allowed_full, ef=self.params.ef_construction)
-                if slots.size == 0:
-                    continue
-                spare = slots[self.deg0[slots] < 2 * self.m]  # prefer a near node with room: nothing is displaced
-                w = int(spare[0]) if spare.size else int(slots[0])
-                deg = int(self.deg0[w])
-                if deg < 2 * self.m:
-                    self.links0[w, deg] = u
-                    self.deg0[w] = deg + 1
-                else:
-                    row = self.links0[w, :deg]
-                    far = int(np.argmax(((X[row] - X[w]) ** 2).sum(axis=1)))
-                    self.links0[w, far] = u
-                added += 1
-        return added
-
-    def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, are_new: bool) -> None:
-        from ..kernels.hnsw_build import link_batch, search_candidates_batch
+    def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, is_new: np.ndarray) -> None:
+        """The three phases of a batch insert (see :mod:`vecstore_ref.kernels.hnsw_build`)."""
+        from ..kernels.hnsw_build import connect_back, plan_links, write_links
 
         t = self.table
+        m = self.m
         b = nodes.size
-        ef = max(self.params.ef_construction, self.m)
-        cand_d = np.empty((b, ef), dtype=DTYPE_VEC)
-        cand_s = np.empty((b, ef), dtype=DTYPE_SLOT)
-        cand_n = np.zeros(b, dtype=np.int64)
-        counters = np.zeros((max(1, min(_threads(), b)), 2), dtype=np.int64)
-        if self.ep >= 0:
-            n_chunks = counters.shape[0]
-            self._visited_rows(n_chunks)
-            search_candidates_batch(t.metric_code, t.vectors, t.inv_norms, self.links0, self.deg0, self.links_up,
-                                    self.deg_up, self.upper_row, self.ep, self.max_level, nodes, ef,
-                                    self._visited[:n_chunks], self._tags[:n_chunks], cand_d, cand_s, cand_n,
-                                    counters)
-        before = np.full(b, 1 if are_new else 0, dtype=np.int8)
-        ep, max_level, tag = link_batch(t.metric_code, t.vectors, t.inv_norms, self.links0, self.deg0, self.links_up,
-                                        self.deg_up, self.upper_row, self.levels, self.ep, self.max_level, nodes,
-                                        node_levels.astype(np.int8), cand_d, cand_s, cand_n, before, self.m, ef,
-                                        self._visited[0], self._tags[0], counters[0])
-        self.ep, self.max_level, self._tags[0] = int(ep), int(max_level), tag
+        per_node = node_levels.astype(np.int64) + 1
+        fwd_off = np.cumsum(per_node) - per_node
+        n_rows = int(fwd_off[-1] + per_node[-1])
+        fwd = np.full((n_rows, m), -1, dtype=DTYPE_SLOT)
+        fwd_n = np.zeros(n_rows, dtype=np.int32)
+        n_threads = max(1, min(_threads(), b))
+        self._scratch(n_threads)
+        if self.ep >= 0 or b > 1:
+            plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
+                       self.deleted, self.ep, self.max_level, nodes, node_levels, is_new, m,
+                       max(self.params.ef_construction, m), self._visited[:n_threads], self._tags,
+                       self._sd[:n_threads], self._ss[:n_threads], fwd, fwd_n, fwd_off)
+        ep, max_level = write_links(self.links0, self.links_up, self.up_offset, self.levels, self.ep, self.max_level,
+                                    nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
+        self.ep, self.max_level = int(ep), int(max_level)
+        # Reverse links, grouped by (layer, target) so that each target's list is updated by one thread.
+        n_links = fwd_n.astype(np.int64)
+        if not n_links.any():
+            return
+        row_level = np.arange(n_rows, dtype=np.int64) - np.repeat(fwd_off, per_node)
+        targets = fwd[np.arange(m)[None, :] < fwd_n[:, None]]
+        sources = np.repeat(np.repeat(nodes, per_node), n_links)
+        key = np.repeat(row_level, n_links) * self._cap + targets
+        order = np.argsort(key, kind="stable")
+        key, sources = key[order], sources[order]
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        group_start = np.append(starts, key.size).astype(np.int64)
+        group_key = key[starts]
+        connect_back(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
+                     group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
+                     np.ascontiguousarray(sources), int(np.diff(group_start).max()), n_threads)
 
     def remove(self, slots: np.ndarray) -> None:
         """Mark deleted: excluded from results, still used for traversal until compaction rebuilds the graph."""
-        self.deleted[np.asarray(slots, dtype=DTYPE_SLOT)] = True
+        slots = self._slots_arg(slots)
+        self._grow()
+        self.deleted[slots] = 1
 
     @property
     def n_deleted(self) -> int:
-        return int(np.count_nonzero(self.deleted[: self.table.n_slots] & (self.levels[: self.table.n_slots] >= 0)))
+        n = self.table.n_slots
+        return int(np.count_nonzero((self.deleted[:n] != 0) & (self.levels[:n] >= 0)))
+
+    def repair_connectivity(self, max_rounds: int = 8) -> int:
+        """Link every live node that layer 0 no longer reaches from the entry point; returns the links added.
+
+        SELECT-NEIGHBORS-HEURISTIC may drop a node's last incoming link when it shrinks a full list, and such a
+        node can never be found. This sweep (a breadth-first search, O(n * m)) finds them and links each from its
+        nearest reachable node. :meth:`add` runs it by itself once ``n_nodes / SWEEP_EVERY`` nodes have been
+        (re)linked since the last sweep, which amortizes it to a few percent of the insert cost.
+        """
+        from ..kernels.hnsw_build import reachable_from, repair_reachability
+
+        self._unswept = 0
+        if self.ep < 0:
+            return 0
+        self._grow()
+        t = self.table
+        n = t.n_slots
+        total = 0
+        queue = np.empty(self._cap, dtype=DTYPE_SLOT)
+        for _ in range(max_rounds):
+            seen = np.zeros(self._cap, dtype=bool)
+            reachable_from(self.links0, np.array([self.ep], dtype=DTYPE_SLOT), seen, queue)
+            lost = np.flatnonzero((self.levels[:n] >= 0) & (self.deleted[:n] == 0) & ~seen[:n]).astype(DTYPE_SLOT)
+            if lost.size == 0:
+                break
+            added, replaced = repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up,
+                                                  self.up_offset, self.deleted, self.ep, self.max_level, lost,
+                                                  max(self.params.ef_construction, self.m), seen, queue,
+                                                  self._visited0, self._tags, self._sd0, self._ss0)
+            total += int(added)
+            if replaced == 0:
+                break
+        return total
+
+    # --- the Index protocol: search ---------------------------------------------------------------------------
+
+    # Arrays reach the kernels C-contiguous and writable, so each kernel is compiled for one set of types only.
+
+    def _query(self, query) -> np.ndarray:
+        q = query
+        if not (type(q) is np.ndarray and q.dtype == DTYPE_VEC and q.ndim == 1 and q.flags.c_contiguous
+                and q.flags.writeable):
+            q = np.array(q, dtype=DTYPE_VEC, order="C")
+            if q.ndim != 1:
+                raise InvalidArgumentError(f"query must be 1-D, got shape {q.shape}")
+        if q.shape[0] != self.table.dim:
+            raise InvalidArgumentError(f"query has {q.shape[0]} dimensions, the table {self.table.dim}")
+        return q
+
+    def _mask(self, allowed) -> np.ndarray:
+        if not (type(allowed) is np.ndarray and allowed.dtype == np.bool_ and allowed.ndim == 1
+                and allowed.flags.c_contiguous and allowed.flags.writeable):
+            allowed = np.array(allowed, dtype=np.bool_, order="C")
+            if allowed.ndim != 1:
+                raise InvalidArgumentError("allowed must be a 1-D bool mask")
+        if allowed.shape[0] < self.table.n_slots:
+            raise InvalidArgumentError(f"allowed has {allowed.shape[0]} entries, fewer than the "
+                                       f"{self.table.n_slots} slots")
+        return allowed
+
+    def scan_limit(self, ef: int) -> int:
+        """The most allowed nodes for which a search scans them exactly instead of walking the graph.
+
+        A filtered walk fills ``W`` only after visiting about ``ef / selectivity`` nodes (~m distances each); an
+        exact scan costs one sequential distance per allowed node. With ``a`` of ``n`` nodes allowed the scan wins
+        about when ``a * a <= exact_scan_factor * n * ef * m``: at 100k nodes, ef=64 and m=16 that is up to ~10k
+        allowed nodes (10%). ``exact_scan_factor = 0`` always walks (-1 is returned).
+        """
+        if self.exact_scan_factor <= 0:
+            return -1
+        return min(int(math.sqrt(self.exact_scan_factor * self.n_nodes * ef * self.m)), self.n_nodes // 2)
 
     def _ef(self, k: int, ef: int | None) -> int:
-        return max(int(ef or self.params.ef_search), int(k), 1)
+        """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of nodes."""
+        e = max(int(ef) if ef else self.params.ef_search, k)
+        return max(1, min(e, self.n_nodes))
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
-        """K-NN-SEARCH (Alg. 5) for one query among ``allowed`` slots; ``(slots, dists, SearchStats)``."""
-        from ..kernels.hnsw_search import knn_search
+        """K-NN-SEARCH (Alg. 5) for one query among the ``allowed`` live slots.
 
-        t = self.table
+        Args:
+            query: float32 (dim,).
+            k: results wanted; fewer come back if fewer nodes are allowed.
+            allowed: bool (>= n_slots,): the slots that may be returned (all nodes are walked through).
+            ef: search width (default ``params.ef_search``; at least ``k`` is used).
+
+        Returns:
+            ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k, best first by (distance, slot).
+        """
         k = min(int(k), self.n_nodes)
-        if k <= 0 or self.ep < 0:
-            return np.zeros(0, DTYPE_SLOT), np.zeros(0, DTYPE_VEC), SearchStats()
-        self._grow()
-        ef = self._ef(k, ef)
-        q = np.ascontiguousarray(query, dtype=DTYPE_VEC)
-        res_d = np.empty(ef, dtype=DTYPE_VEC)
-        res_s = np.empty(ef, dtype=DTYPE_SLOT)
-        counters = np.zeros(2, dtype=np.int64)
-        tag = self._tags[0] + np.uint32(1)
-        if tag == 0:
-            self._visited[0, :] = 0
-            tag = np.uint32(1)
-        self._tags[0] = tag
-        found = knn_search(t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms, self.links0,
-                           self.deg0, self.links_up, self.deg_up, self.upper_row, self.ep, self.max_level, allowed,
-                           self._visited[0], tag, self._scratch_d, self._scratch_s, res_d, res_s, counters)
-        n = min(found, k)
-        return res_s[:n].copy(), res_d[:n].copy(), SearchStats(int(counters[0]), int(counters[1]))
+        if k <= 0:
+            return _EMPTY_SLOTS, _EMPTY_DISTS, SearchStats()
+        t = self.table
+        if t.capacity != self._cap:
+            self._grow()
+        q = self._query(query)
+        allowed = self._mask(allowed)
+        e = self._ef(k, ef)
+        if e > self._room:
+            self._scratch(1, e)
+        found, n_dist, hops = _search_kernels().knn_search(
+            t.metric_code, q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
+            self.deleted, allowed, self.ep, self.max_level, k, e, self._visited0, self._tags, 0, self._sd0,
+            self._ss0, self.scan_limit(e))
+        cap = self._cap
+        return self._ss0[cap:cap + found].copy(), self._sd0[cap:cap + found].copy(), SearchStats(n_dist, hops)
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
-        """K-NN-SEARCH for every row of ``queries`` in parallel; padded ``(slots, dists, n_dist, hops)``."""
-        from ..kernels.hnsw_search import knn_search_batch
+        """K-NN-SEARCH for every row of ``queries`` (float32 (nq, dim)), the queries spread over the threads.
 
+        Returns:
+            ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
+            (nq,), hops int64 (nq,))`` with ``w = min(k, n_slots)``; row i equals ``search(queries[i], ...)``.
+        """
         t = self.table
-        Q = np.ascontiguousarray(queries, dtype=DTYPE_VEC)
+        Q = queries
+        if not (type(Q) is np.ndarray and Q.dtype == DTYPE_VEC and Q.flags.c_contiguous and Q.flags.writeable):
+            Q = np.array(Q, dtype=DTYPE_VEC, order="C")
+        if Q.ndim != 2 or Q.shape[1] != t.dim:
+            raise InvalidArgumentError(f"queries must have shape (nq, {t.dim}), got {Q.shape}")
         nq = Q.shape[0]
-        kk = max(0, min(int(k), self.n_nodes))
-        out_d = np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
-        out_s = np.full((nq, kk), -1, dtype=DTYPE_SLOT)
-        counters = np.zeros((nq, 2), dtype=np.int64)
-        if nq and kk and self.ep >= 0:
-            self._grow()
-            if t.metric == "cosine":
-                inv = (1.0 / np.linalg.norm(Q.astype(np.float64), axis=1)).astype(DTYPE_VEC)
-            else:
-                inv = np.ones(nq, dtype=DTYPE_VEC)
-            n_chunks = max(1, min(_threads(), nq))
-            self._visited_rows(n_chunks)
-            found = np.zeros(nq, dtype=np.int64)
-            knn_search_batch(t.metric_code, Q, inv, t.vectors, t.inv_norms, self.links0, self.deg0, self.links_up,
-                             self.deg_up, self.upper_row, self.ep, self.max_level, allowed,
-                             self._visited[:n_chunks], self._tags[:n_chunks], self._ef(kk, ef), out_d, out_s, found,
-                             counters)
-        return out_s, out_d, counters[:, 0].copy(), counters[:, 1].copy()
+        w = max(0, min(int(k), t.n_slots))
+        out_d = np.full((nq, w), np.inf, dtype=DTYPE_VEC)
+        out_s = np.full((nq, w), -1, dtype=DTYPE_SLOT)
+        n_dist = np.zeros(nq, dtype=np.int64)
+        hops = np.zeros(nq, dtype=np.int64)
+        kk = min(w, self.n_nodes)
+        if nq == 0 or kk == 0:
+            return out_s, out_d, n_dist, hops
+        self._grow()
+        allowed = self._mask(allowed)
+        n_threads = max(1, min(_threads(), nq))
+        e = self._ef(kk, ef)
+        self._scratch(n_threads, e)
+        res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
+        res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
+        _search_kernels().knn_search_batch(
+            t.metric_code, Q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
+            self.deleted, allowed, self.ep, self.max_level, e, self._visited[:n_threads], self._tags,
+            self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e), res_d, res_s, n_dist, hops)
+        if kk != w:
+            out_d[:, :kk], out_s[:, :kk] = res_d, res_s
+        return out_s, out_d, n_dist, hops
 
     # --- persistence ------------------------------------------------------------------------------------------
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)`` for a snapshot: JSON values, and numeric arrays covering the table's used slots."""
         n = self.table.n_slots
-        meta = {"params": self.params.to_dict(), "ep": self.ep, "max_level": self.max_level,
-                "n_nodes": self.n_nodes, "n_upper": self.n_upper, "rng": self._rng.bit_generator.state}
-        arrays = {"levels": self.levels[:n], "links0": self.links0[:n], "deg0": self.deg0[:n],
-                  "upper_row": self.upper_row[:n], "deleted": self.deleted[:n],
-                  "links_up": self.links_up[: self.n_upper], "deg_up": self.deg_up[: self.n_upper]}
+        self._grow()
+        state = self._rng.bit_generator.state
+        meta = {"format": FORMAT_VERSION, "m": self.m, "ep": self.ep, "max_level": self.max_level,
+                "n_nodes": self.n_nodes, "n_up_rows": self.n_up_rows, "unswept": self._unswept,
+                "rng": {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
+                        "inc": str(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]),
+                        "uinteger": int(state["uinteger"])}}
+        arrays = {"levels": self.levels[:n].copy(), "links0": self.links0[:n].copy(),
+                  "up_offset": self.up_offset[:n].copy(), "deleted": self.deleted[:n].copy(),
+                  "links_up": self.links_up[: self.n_up_rows].copy()}
         return meta, arrays
 
     @classmethod
     def from_arrays(cls, table: VectorTable, params: HNSWParams, meta: dict, arrays: dict) -> HNSWIndex:
-        """Load a saved graph, checking every shape and bound first (a bad graph must never reach a kernel)."""
+        """Load a saved graph without rebuilding it, after checking every shape and bound.
+
+        A graph that fails a check raises :class:`CorruptSnapshotError`: no bad index ever reaches a kernel.
+        """
         idx = cls(table, params)
-        n = table.n_slots
         try:
-            levels, links0, deg0 = arrays["levels"], arrays["links0"], arrays["deg0"]
-            upper_row, deleted = arrays["upper_row"], arrays["deleted"]
-            links_up, deg_up = arrays["links_up"], arrays["deg_up"]
-            n_upper, ep, max_level = int(meta["n_upper"]), int(meta["ep"]), int(meta["max_level"])
-            ok = (
-                levels.shape == (n,) and links0.shape == (n, 2 * idx.m) and deg0.shape == (n,)
-                and upper_row.shape == (n,) and deleted.shape == (n,)
-                and links_up.shape == (n_upper, MAX_LEVEL, idx.m) and deg_up.shape == (n_upper, MAX_LEVEL)
-                and -1 <= ep < n and -1 <= max_level < MAX_LEVEL
-                and ((levels >= -1) & (levels < MAX_LEVEL)).all()
-                and ((deg0 >= 0) & (deg0 <= 2 * idx.m)).all() and ((deg_up >= 0) & (deg_up <= idx.m)).all()
-                and ((links0 >= -1) & (links0 < n)).all() and ((links_up >= -1) & (links_up < n)).all()
-                and ((upper_row >= -1) & (upper_row < n_upper)).all()
-                and ((levels <= 0) | (upper_row >= 0)).all()
-                and (ep < 0 or levels[ep] == max_level)
-            )
-            if ok:
-                # Every link inside a node's degree must point at a node in the graph.
-                used0 = np.arange(2 * idx.m)[None, :] < deg0[:, None]
-                targets = links0[used0]
-                ok = bool((targets >= 0).all() and (levels[targets] >= 0).all())
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CorruptSnapshotError(f"the saved HNSW graph is malformed: {exc}") from None
-        if not ok:
-            raise CorruptSnapshotError("the saved HNSW graph has out-of-range shapes or links")
-        idx.levels[:n], idx.links0[:n], idx.deg0[:n] = levels, links0, deg0
-        idx.upper_row[:n], idx.deleted[:n] = upper_row, deleted
-        idx._upper_rows(n_upper)
-        idx.links_up[:n_upper], idx.deg_up[:n_upper] = links_up, deg_up
-        idx.ep, idx.max_level = ep, max_level
-        idx.n_nodes = int(np.count_nonzero(levels >= 0))
-        if "rng" in meta:
-            try:
-                idx._rng.bit_generator.state = meta["rng"]
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CorruptSnapshotError(f"the saved HNSW generator state is malformed: {exc}") from None
+            fields = _validate_saved_graph(meta, arrays, table.n_slots, params.m)
+            idx._rng.bit_generator.state = {
+                "bit_generator": meta["rng"]["bit_generator"],
+                "state": {"state": int(meta["rng"]["state"]), "inc": int(meta["rng"]["inc"])},
+                "has_uint32": int(meta["rng"]["has_uint32"]), "uinteger": int(meta["rng"]["uinteger"])}
+        except CorruptSnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise CorruptSnapshotError(f"the saved HNSW graph is malformed: {exc!r}") from None
+        n = table.n_slots
+        idx.levels[:n] = arrays["levels"]
+        idx.links0[:n] = arrays["links0"]
+        idx.up_offset[:n] = arrays["up_offset"]
+        idx.deleted[:n] = arrays["deleted"]
+        idx._alloc_up_rows(fields["n_up_rows"])
+        idx.links_up[: fields["n_up_rows"]] = arrays["links_up"]
+        idx.ep, idx.max_level = fields["ep"], fields["max_level"]
+        idx.n_nodes, idx._unswept = fields["n_nodes"], fields["unswept"]
         return idx
 
     def memory_bytes(self) -> int:
-        """Bytes held by the graph (not the vectors, which the store's table holds)."""
-        return int(sum(a.nbytes for a in (self.levels, self.links0, self.deg0, self.upper_row, self.deleted))
-                   + self.links_up[: self.n_upper].nbytes + self.deg_up[: self.n_upper].nbytes)
+        """Bytes held by the graph arrays (not the vectors, which the table holds, nor per-thread scratch)."""
+        return int(self.levels.nbytes + self.links0.nbytes + self.up_offset.nbytes + self.deleted.nbytes
+                   + self.links_up.nbytes)
 
     # --- diagnostics ------------------------------------------------------------------------------------------
 
     def check_integrity(self) -> list[str]:
         """Problems found in the graph (an empty list means none): self-links, duplicate links, degrees out of
-        bounds, links to slots outside the graph, and live nodes not reachable from the entry point on layer 0."""
-        problems: list[str] = []
-        n = self.table.n_slots
-        in_graph = self.levels[:n] >= 0
-        nodes = np.flatnonzero(in_graph)
-        if self.n_nodes != nodes.size:
-            problems.append(f"n_nodes is {self.n_nodes} but {nodes.size} slots are in the graph")
-        layers = [(0, self.links0[:n], self.deg0[:n], 2 * self.m, nodes)]
-        for level in range(1, MAX_LEVEL):
-            members = nodes[self.levels[nodes] >= level]
-            if members.size == 0:
-                break
-            rows = self.upper_row[members]
-            layers.append((level, self.links_up[rows, level - 1], self.deg_up[rows, level - 1], self.m, members))
-        for level, links, deg, max_deg, members in layers:
-            links_m = links[members] if level == 0 else links
-            deg_m = deg[members] if level == 0 else deg
-            if (deg_m > max_deg).any() or (deg_m < 0).any():
-                problems.append(f"layer {level}: degree out of [0, {max_deg}]")
-                continue
-            used = np.arange(links_m.shape[1])[None, :] < deg_m[:, None]
-            if (links_m[used] < 0).any() or (links_m[~used] != -1).any():
-                problems.append(f"layer {level}: link slots and degrees disagree")
-                continue
-            if (links_m == members[:, None]).any():
-                problems.append(f"layer {level}: a node links to itself")
-            s = np.sort(np.where(used, links_m, -1), axis=1)
-            if ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any():
-                problems.append(f"layer {level}: duplicate links")
-            targets = links_m[used]
-            if targets.size and ((targets >= n) | ~in_graph[np.minimum(targets, n - 1)]).any():
-                problems.append(f"layer {level}: a link points outside the graph")
-            if targets.size and (self.levels[targets] < level).any():
-                problems.append(f"layer {level}: a link points at a node below this layer")
-        if nodes.size:
-            if self.ep < 0 or not in_graph[self.ep]:
-                problems.append("the entry point is not in the graph")
-                return problems
-            seen = np.zeros(n, dtype=bool)
-            seen[self.ep] = True
-            frontier = np.array([self.ep])
-            while frontier.size:
-                nb = self.links0[frontier]
-                nb = nb[nb >= 0]
-                nb = nb[~seen[nb]]
-                nb = np.unique(nb)
-                seen[nb] = True
-                frontier = nb
-            live = in_graph & ~self.deleted[:n]
-            unreachable = int(np.count_nonzero(live & ~seen))
-            if unreachable:
-                problems.append(f"{unreachable} live nodes are not reachable from the entry point on layer 0")
+        bounds, links to slots outside the graph or below the layer, a bad entry point, and live nodes not
+        reachable from the entry point on layer 0."""
+        return _graph_problems(self)
+
+
+# --- checks on raw graph arrays -------------------------------------------------------------------------------------
+
+def _int_field(meta: dict, name: str, lo: int, hi: int) -> int:
+    v = meta[name]
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise CorruptSnapshotError(f"the saved HNSW graph has {name}={v!r}, expected an int in [{lo}, {hi}]")
+    return v
+
+
+def _array(arrays: dict, name: str, dtype, shape: tuple) -> np.ndarray:
+    a = arrays[name]
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape:
+        got = (getattr(a, "dtype", type(a).__name__), getattr(a, "shape", None))
+        raise CorruptSnapshotError(f"the saved HNSW array {name!r} is {got}, expected {np.dtype(dtype)} {shape}")
+    return a
+
+
+def _validate_saved_graph(meta: dict, arrays: dict, n: int, m: int) -> dict:
+    """Check a saved graph against the table's ``n`` slots and ``m``; returns its scalar fields.
+
+    Every value a kernel uses as an index is bounds-checked here (links, row offsets, the entry point, and on
+    layer l that every linked node reaches layer l, since its row there is looked up), so a corrupt or hostile
+    snapshot raises :class:`CorruptSnapshotError` instead of reaching compiled code.
+    """
+    if meta.get("format") != FORMAT_VERSION:
+        raise CorruptSnapshotError(f"unknown HNSW graph format {meta.get('format')!r}")
+    if _int_field(meta, "m", 2, 256) != m:
+        raise CorruptSnapshotError(f"the saved HNSW graph has m={meta['m']}, the store's parameters m={m}")
+    n_up_rows = _int_field(meta, "n_up_rows", 0, max(0, n * MAX_LEVEL))
+    levels = _array(arrays, "levels", np.int8, (n,))
+    links0 = _array(arrays, "links0", DTYPE_SLOT, (n, 2 * m))
+    up_offset = _array(arrays, "up_offset", DTYPE_SLOT, (n,))
+    deleted = _array(arrays, "deleted", np.uint8, (n,))
+    links_up = _array(arrays, "links_up", DTYPE_SLOT, (n_up_rows, m))
+    fields = {"n_up_rows": n_up_rows, "unswept": _int_field(meta, "unswept", 0, 2**62),
+              "n_nodes": _int_field(meta, "n_nodes", 0, n), "ep": _int_field(meta, "ep", -1, n - 1),
+              "max_level": _int_field(meta, "max_level", -1, MAX_LEVEL)}
+    if ((levels < -1) | (levels > MAX_LEVEL)).any() or (deleted > 1).any():
+        raise CorruptSnapshotError("the saved HNSW graph has levels or deletion flags out of range")
+    in_graph = levels >= 0
+    if int(in_graph.sum()) != fields["n_nodes"]:
+        raise CorruptSnapshotError("the saved HNSW graph's node count does not match its levels")
+    ep, max_level = fields["ep"], fields["max_level"]
+    if fields["n_nodes"] == 0:
+        if ep != -1 or max_level != -1:
+            raise CorruptSnapshotError("an empty saved HNSW graph has an entry point")
+    elif ep < 0 or levels[ep] != max_level or max_level != int(levels.max()):
+        raise CorruptSnapshotError("the saved HNSW entry point is not a node of the top layer")
+    problem = _link_problem(links0, levels, 0, np.flatnonzero(in_graph), n)
+    if problem is None and ((links0 != -1).any(axis=1) & ~in_graph).any():
+        problem = "a slot outside the graph has layer-0 links"
+    high = np.flatnonzero(levels >= 1)
+    lv = levels[high].astype(np.int64)
+    first = up_offset[high].astype(np.int64)
+    if problem is None and ((first < 0) | (first + lv > n_up_rows)).any():
+        problem = "an upper-layer row offset is out of range"
+    if problem is None and (up_offset[levels < 1] != -1).any():
+        problem = "a node without upper layers has a row offset"
+    if problem is None and high.size:
+        rows = np.repeat(first - np.cumsum(lv) + lv, lv) + np.arange(int(lv.sum()))
+        if np.unique(rows).size != rows.size:
+            problem = "two nodes share an upper-layer row"
+        layer = np.arange(rows.size) - np.repeat(np.cumsum(lv) - lv, lv) + 1
+        for level in range(1, MAX_LEVEL + 1):
+            at = layer == level
+            if problem is None and at.any():
+                problem = _link_problem(links_up[rows[at]], levels, level, np.repeat(high, lv)[at], n)
+    if problem is not None:
+        raise CorruptSnapshotError(f"the saved HNSW graph is inconsistent: {problem}")
+    return fields
+
+
+def _link_problem(rows: np.ndarray, levels: np.ndarray, level: int, owners: np.ndarray, n: int) -> str | None:
+    """The first structural problem of neighbour ``rows`` (one per node of ``owners``) on ``level``, or None."""
+    if rows.size == 0:
+        return None
+    if level == 0:
+        rows = rows[owners]
+    if ((rows < -1) | (rows >= n)).any():
+        return f"layer {level}: a link points outside the table"
+    used = rows >= 0
+    if (used[:, 1:] & ~used[:, :-1]).any():
+        return f"layer {level}: a neighbour list has a gap"
+    targets = rows[used]
+    if (levels[targets] < level).any():
+        return f"layer {level}: a link points at a node that is not on this layer"
+    if (rows == owners[:, None]).any():
+        return f"layer {level}: a node links to itself"
+    s = np.sort(rows, axis=1)
+    if ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any():
+        return f"layer {level}: a neighbour list repeats a node"
+    return None
+
+
+def _graph_problems(idx: HNSWIndex) -> list[str]:
+    """What :meth:`HNSWIndex.check_integrity` reports, collected over every layer."""
+    from ..kernels.hnsw_build import reachable_from
+
+    n = idx.table.n_slots
+    levels = idx.levels[:n]
+    in_graph = levels >= 0
+    nodes = np.flatnonzero(in_graph)
+    problems: list[str] = []
+    if idx.n_nodes != nodes.size:
+        problems.append(f"n_nodes is {idx.n_nodes} but {nodes.size} slots are in the graph")
+    p = _link_problem(idx.links0[:n], levels, 0, nodes, n)
+    if p:
+        problems.append(p)
+    if ((idx.links0[:n] != -1).any(axis=1) & ~in_graph).any():
+        problems.append("a slot outside the graph has layer-0 links")
+    for level in range(1, MAX_LEVEL + 1):
+        members = nodes[levels[nodes] >= level]
+        if members.size == 0:
+            break
+        rows = idx.up_offset[members].astype(np.int64) + level - 1
+        if ((rows < 0) | (rows >= idx.n_up_rows)).any():
+            problems.append(f"layer {level}: a row offset is out of range")
+            continue
+        p = _link_problem(idx.links_up[rows], levels, level, members, n)
+        if p:
+            problems.append(p)
+    if nodes.size == 0:
+        if idx.ep != -1:
+            problems.append("an empty graph has an entry point")
         return problems
+    if not (0 <= idx.ep < n and in_graph[idx.ep]):
+        problems.append("the entry point is not in the graph")
+        return problems
+    if levels[idx.ep] != idx.max_level or idx.max_level != int(levels.max()):
+        problems.append("the entry point is not on the top layer")
+    if (idx.links0[:n] >= n).any():
+        problems.append("reachability not checked: layer-0 links point outside the table")
+        return problems
+    seen = np.zeros(idx.links0.shape[0], dtype=bool)
+    reachable_from(idx.links0, np.array([idx.ep], dtype=DTYPE_SLOT), seen, np.empty(seen.size, dtype=DTYPE_SLOT))
+    lost = int(np.count_nonzero(in_graph & (idx.deleted[:n] == 0) & ~seen[:n]))
+    if lost:
+        problems.append(f"{lost} live nodes are not reachable from the entry point on layer 0")
+    return problems

@@ -1,34 +1,59 @@
-"""HNSW construction kernels (Malkov & Yashunin 2018): neighbour selection, linking, and batched insertion.
+"""HNSW construction kernels (Malkov & Yashunin 2018): neighbour selection, linking, batched insertion, repair.
 
-Insertion runs in two phases so that both cores help (STYLE 2.2, point 6):
+The arrays are those of :mod:`vecstore_ref.kernels.hnsw_search`. INSERT (Alg. 1) runs on a batch of nodes in three
+phases, so that both cores work and the graph stays a deterministic function of the inserts and the seed:
 
-1. :func:`search_candidates_batch` (parallel, read-only): for every node of a batch, descend the current graph and
-   run SEARCH-LAYER on layer 0 with ``ef_construction``, keeping the candidates.
-2. :func:`link_batch` (serial, in insertion order): add the batch's earlier members to each node's candidates (they
-   were not in the graph during phase 1), choose neighbours with the heuristic, link both ways, and insert the rare
-   nodes of level >= 1 into the upper layers the classic way.
+1. :func:`plan_links` (parallel, reads the graph only): for each node, the greedy descent and SEARCH-LAYER with
+   ``ef_construction`` on each of its layers (Alg. 1 lines 5-9), merged with the batch's *earlier* members (which a
+   one-at-a-time insert would have found in the graph, but which are not in it yet), then
+   SELECT-NEIGHBORS-HEURISTIC (Alg. 4) picks the node's ``m`` links per layer (Alg. 1 line 10).
+2. :func:`write_links` (serial, batch order): write those links (Alg. 1 line 11) and move the entry point when a
+   node tops the graph (Alg. 1 lines 17-18).
+3. :func:`connect_back` (parallel over target nodes): add the reverse links, and shrink every list that
+   overflows with the same heuristic (Alg. 1 lines 11-16). Each target is handled by one thread, all of its
+   incoming links at once, so the outcome does not depend on the thread count.
 
-Applying links in order keeps the graph identical to a deterministic function of the input and the seed.
+The heuristic may leave a node with no incoming link, and an update may cut a path. :func:`reachable_from` and
+:func:`repair_reachability` find the live nodes that layer 0 no longer reaches from the entry point and link each
+from its nearest reachable node.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .distances import FASTMATH, distance_between_rows
-from .heap import heap_sort_ascending, max_heap_push
-from .hnsw_search import greedy_descend, search_layer
+from .distances import FASTMATH
+from .hnsw_search import (
+    NO_REFCOUNT,
+    greedy_descend,
+    max_push,
+    max_sort,
+    next_tag,
+    row_distance,
+    rows_distance,
+    search_layer,
+)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, inline="always")
+def layer_links(links0, links_up, up_offset, node, level):
+    """The neighbour row of ``node`` on ``level`` (a view, -1 after the last neighbour)."""
+    if level == 0:
+        return links0[node]
+    return links_up[up_offset[node] + level - 1]
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
 def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max_keep, out_s):
-    """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates/keepPruned).
+    """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates and keepPrunedConnections).
 
-    Walk the candidates from the closest; keep one only if it is closer to the base node than to every neighbour
-    kept so far, which spreads links in all directions instead of clustering them.
+    Walk the candidates from the closest and keep one only if it is closer to the base node than to every node kept
+    so far. A candidate that a kept neighbour already "covers" is skipped, which spreads the links in all
+    directions instead of bunching them inside one cluster, and keeps clustered data navigable.
 
     Args:
-        cand_d, cand_s: float32/int32 (>= n_cand,), candidates sorted ascending by distance to the base node.
-        out_s: int32 (>= max_keep,), receives the kept slots.
+        cand_d, cand_s: float32/int32 (>= n_cand,), candidates sorted best first by (distance to base, slot).
+        max_keep: the most links kept.
+        out_s: int32 (>= max_keep,), receives the kept slots in the order kept (closest first).
 
     Returns:
         How many were kept (<= max_keep).
@@ -39,7 +64,7 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
         d_e = cand_d[i]
         good = True
         for j in range(kept):
-            if distance_between_rows(metric, X, inv_norms, e, out_s[j]) < d_e:
+            if rows_distance(metric, X, inv_norms, e, out_s[j]) < d_e:
                 good = False
                 break
         if good:
@@ -50,207 +75,285 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
     return kept
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def add_link(metric, X, inv_norms, links, deg, node, new, max_deg, scratch_d, scratch_s, scratch_keep):
-    """Link ``node -> new`` in one layer's adjacency (``links``: int32 (.., max_deg) row of node, ``deg`` a 1-element
-    view). If the list is full, shrink it with the heuristic over the old neighbours plus ``new`` (Alg. 1 lines
-    13-16)."""
-    n = deg[0]
-    for j in range(n):
-        if links[j] == new:
-            return
-    if n < max_deg:
-        links[n] = new
-        deg[0] = n + 1
-        return
-    size = 0
-    for j in range(n):
-        size = max_heap_push(scratch_d, scratch_s, size,
-                             distance_between_rows(metric, X, inv_norms, node, links[j]), links[j])
-    size = max_heap_push(scratch_d, scratch_s, size, distance_between_rows(metric, X, inv_norms, node, new), new)
-    heap_sort_ascending(scratch_d, scratch_s, size)
-    kept = select_neighbors_heuristic(metric, X, inv_norms, scratch_d, scratch_s, size, max_deg, scratch_keep)
-    for j in range(kept):
-        links[j] = scratch_keep[j]
-    for j in range(kept, max_deg):
-        links[j] = -1
-    deg[0] = kept
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
+              is_new, i, m, visited, tags, t, cand_d, cand_s, pending, res_d, res_s, merged_d, merged_s, fwd, fwd_n,
+              fwd_off, no_filter):
+    """Phase 1 for batch member ``i``: its candidates on each of its layers, and the links the heuristic keeps.
 
+    Alg. 1 lines 5-10: descend greedily to the node's level, then on each of its layers run SEARCH-LAYER with
+    ``ef_construction = res_d.shape[0]`` from the closest node found so far, add the batch's earlier members of that
+    layer (exact distances), keep the best ``ef_construction`` and select ``m`` links with the heuristic.
+    A node already in the graph (its vector changed) is walked through like any other but never chosen as its own
+    neighbour.
 
-@njit(cache=True, fastmath=FASTMATH)
-def connect_new_element(metric, X, inv_norms, node, cand_d, cand_s, n_cand, level, m, links0, deg0, links_up,
-                        deg_up, upper_row, scratch_d, scratch_s, scratch_keep):
-    """Alg. 1 lines 10-16 on one layer: choose ``node``'s neighbours among the sorted candidates and link both ways.
-
-    Layer 0 keeps up to ``2m`` links per node, upper layers ``m`` (as hnswlib's maxM0 / maxM).
+    Writes ``fwd[fwd_off[i] + l, :fwd_n[...]]`` for each layer ``l`` of the node.
     """
-    max_deg = 2 * m if level == 0 else m
-    chosen = np.empty(m, dtype=np.int32)
-    kept = select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, m, chosen)
-    if level == 0:
-        row_links = links0[node]
-        row_deg = deg0[node : node + 1]
-    else:
-        r = upper_row[node]
-        row_links = links_up[r, level - 1]
-        row_deg = deg_up[r, level - 1 : level]
-    row_deg[0] = 0
-    for j in range(kept):
-        row_links[j] = chosen[j]
-    for j in range(kept, row_links.shape[0]):
-        row_links[j] = -1
-    row_deg[0] = kept
-    for j in range(kept):
-        other = chosen[j]
-        if level == 0:
-            add_link(metric, X, inv_norms, links0[other], deg0[other : other + 1], other, node, max_deg, scratch_d,
-                     scratch_s, scratch_keep)
-        else:
-            r = upper_row[other]
-            add_link(metric, X, inv_norms, links_up[r, level - 1], deg_up[r, level - 1 : level], other, node,
-                     max_deg, scratch_d, scratch_s, scratch_keep)
+    node = nodes[i]
+    level = np.int64(node_levels[i])
+    q = X[node]
+    q_inv = inv_norms[node]
+    cur = ep
+    cur_d = np.float32(0.0)
+    top = -1  # the highest layer both the graph and the node have
+    if ep >= 0:
+        cur_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
+        cur, cur_d, _, _ = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, cur_d, max_level,
+                                          level)
+        top = min(level, max_level)
+    for lc in range(level, -1, -1):
+        n_w = 0
+        tag = 0
+        if lc <= top:
+            tag = next_tag(visited, tags, t)
+            n_w, _, _ = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, lc, cur, cur_d,
+                                     res_d, res_s, cand_d, cand_s, pending, visited, tag, no_filter, deleted,
+                                     np.bool_(False), np.int64(node))
+            if n_w > 0:
+                cur = res_s[0]
+                cur_d = res_d[0]
+        size = 0
+        for j in range(n_w):
+            size = max_push(merged_d, merged_s, size, res_d[j], res_s[j])
+        for j in range(i):
+            other = nodes[j]
+            if node_levels[j] < lc or other == node:
+                continue
+            if is_new[j] == 0 and tag > 0 and visited[other] == tag:
+                dup = False  # a relinked earlier member is in the graph: the walk may have found it already
+                for r in range(n_w):
+                    if res_s[r] == other:
+                        dup = True
+                        break
+                if dup:
+                    continue
+            d = rows_distance(metric, X, inv_norms, node, other)
+            size = max_push(merged_d, merged_s, size, d, other)
+        max_sort(merged_d, merged_s, size)
+        row = fwd_off[i] + lc
+        fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, merged_d, merged_s, size, m, fwd[row])
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def search_candidates_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level, nodes,
-                            ef, visited, tags, out_d, out_s, out_n, counters):
-    """Phase 1: for each of ``nodes`` (int32 (b,)), the ``ef`` closest nodes on layer 0 of the current graph.
+def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels, is_new,
+               m, ef, visited, tags, cand_d, cand_s, fwd, fwd_n, fwd_off):
+    """Phase 1 of a batch insert (parallel, the graph is only read): :func:`plan_node` for every member.
 
-    Read-only on the graph, so the nodes spread over threads (one contiguous chunk, one visited array each).
-    A node already in the graph (a relink after its vector changed) is traversed like any other, since its old links
-    may be the only way to some nodes, but it never becomes its own candidate.
-    Outputs: ``out_d``/``out_s`` (b, ef) sorted ascending, ``out_n`` (b,).
+    Args:
+        nodes: int32 (b,), the batch in insertion order; node_levels: int8 (b,); is_new: uint8 (b,), 0 = relink.
+        ep, max_level: the graph's entry point and top layer before the batch (-1, -1 for an empty graph).
+        ef: ef_construction.
+        visited: uint16 (threads, capacity); tags: int64 (threads,); cand_d/cand_s: (threads, capacity) scratch.
+        fwd: int32 (rows, m), -1 filled; member i's row for layer l is ``fwd_off[i] + l`` (fwd_off: int64 (b,)).
+        fwd_n: int32 (rows,), receives how many links each row holds.
     """
     b = nodes.shape[0]
-    n_chunks = visited.shape[0]
-    cap = X.shape[0]
-    for t in prange(n_chunks):
-        lo = t * b // n_chunks
-        hi = (t + 1) * b // n_chunks
-        cand_d = np.empty(cap, dtype=np.float32)
-        cand_s = np.empty(cap, dtype=np.int32)
+    n_threads = visited.shape[0]
+    for t in prange(n_threads):
         res_d = np.empty(ef, dtype=np.float32)
         res_s = np.empty(ef, dtype=np.int32)
-        tag = tags[t]
-        dummy = np.ones(1, dtype=np.bool_)
-        local = np.zeros(2, dtype=np.int64)
-        for i in range(lo, hi):
-            node = nodes[i]
-            q = X[node]
-            q_inv = inv_norms[node]
-            tag += np.uint32(1)
-            if tag == 0:
-                visited[t, :] = 0
-                tag = np.uint32(1)
-            cur, cur_d = greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row,
-                                        ep, max_level, 0, local)
-            n = search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, cur, cur_d, 0,
-                             dummy, False, visited[t], tag, cand_d, cand_s, res_d, res_s, local)
-            w = 0
-            for j in range(n):
-                if res_s[j] != node:
-                    out_d[i, w] = res_d[j]
-                    out_s[i, w] = res_s[j]
-                    w += 1
-            out_n[i] = w
-        tags[t] = tag
-        counters[t, 0] += local[0]
-        counters[t, 1] += local[1]
+        merged_d = np.empty(ef, dtype=np.float32)
+        merged_s = np.empty(ef, dtype=np.int32)
+        pending = np.empty(links0.shape[1], dtype=np.int32)
+        no_filter = np.ones(1, dtype=np.bool_)
+        for i in range(t, b, n_threads):  # round-robin: later members cost more (more earlier members)
+            plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
+                      is_new, i, m, visited[t], tags, np.int64(t), cand_d[t], cand_s[t], pending, res_d, res_s, merged_d,
+                      merged_s, fwd, fwd_n, fwd_off, no_filter)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def link_batch(metric, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, levels, ep, max_level, nodes,
-               node_levels, cand_d, cand_s, cand_n, in_batch_before, m, ef, visited, tag, counters):
-    """Phase 2: link the batch's nodes in order; returns the new ``(entry point, max level, visited tag)``.
+@njit(cache=True)
+def write_links(links0, links_up, up_offset, levels, ep, max_level, nodes, node_levels, is_new, fwd, fwd_n, fwd_off):
+    """Phase 2 (serial, batch order): set each member's own links (Alg. 1 line 11) and the entry point (lines 17-18).
 
-    For node i, its phase-1 candidates are merged with the batch members before it (``in_batch_before`` > 0 means
-    they are new this batch), then the heuristic picks its layer-0 links. Nodes with level >= 1 are also inserted
-    into the upper layers the classic way (greedy descent, SEARCH-LAYER per layer, connect).
+    A relinked node keeps the old links the heuristic dropped while its list has room (the heuristic picks at most
+    ``m`` of layer 0's ``2m``), so an update does not cut off a node that was reached through it.
+
+    Returns:
+        The new ``(entry point, max level)``.
     """
-    cap = X.shape[0]
-    heap_cap = 4 * m + 2
-    scratch_d = np.empty(heap_cap, dtype=np.float32)
-    scratch_s = np.empty(heap_cap, dtype=np.int32)
-    scratch_keep = np.empty(heap_cap, dtype=np.int32)
-    merged_d = np.empty(ef, dtype=np.float32)
-    merged_s = np.empty(ef, dtype=np.int32)
-    big_d = np.empty(cap, dtype=np.float32)
-    big_s = np.empty(cap, dtype=np.int32)
-    res_d = np.empty(ef, dtype=np.float32)
-    res_s = np.empty(ef, dtype=np.int32)
-    dummy = np.ones(1, dtype=np.bool_)
-    b = nodes.shape[0]
-    for i in range(b):
+    for i in range(nodes.shape[0]):
         node = nodes[i]
         level = node_levels[i]
-        levels[node] = level
-        if ep < 0:  # the very first node: it is the graph
-            ep = node
-            max_level = level
-            deg0[node] = 0
-            continue
-        q = X[node]
-        q_inv = inv_norms[node]
-        # Upper layers: the classic insertion (few nodes reach them).
-        cur, cur_d = greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep,
-                                    max_level, level, counters)
-        for lc in range(min(level, max_level), 0, -1):
-            tag += np.uint32(1)
-            if tag == 0:
-                visited[:] = 0
-                tag = np.uint32(1)
-            n = search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, cur, cur_d,
-                             lc, dummy, False, visited, tag, big_d, big_s, res_d, res_s, counters)
-            w = 0  # a relinked node can find itself: never link a node to itself
+        for lc in range(level + 1):
+            row = layer_links(links0, links_up, up_offset, node, lc)
+            src = fwd[fwd_off[i] + lc]
+            n = fwd_n[fwd_off[i] + lc]
+            old = row.copy()
             for j in range(n):
-                if res_s[j] != node:
-                    res_d[w] = res_d[j]
-                    res_s[w] = res_s[j]
-                    w += 1
-            n = w
-            if n > 0:
-                connect_new_element(metric, X, inv_norms, node, res_d, res_s, n, lc, m, links0, deg0, links_up,
-                                    deg_up, upper_row, scratch_d, scratch_s, scratch_keep)
-                cur = res_s[0]
-                cur_d = res_d[0]
-        # Layer 0: phase-1 candidates plus the batch's earlier members, best ef of them.
-        size = 0
-        for j in range(cand_n[i]):
-            size = max_heap_push(merged_d, merged_s, size, cand_d[i, j], cand_s[i, j])
-        for j in range(i):
-            if in_batch_before[j] > 0 and nodes[j] != node:
-                d = distance_between_rows(metric, X, inv_norms, node, nodes[j])
-                counters[0] += 1
-                size = max_heap_push(merged_d, merged_s, size, d, nodes[j])
-        heap_sort_ascending(merged_d, merged_s, size)
-        w = 0  # drop duplicates (a relinked node can appear both ways)
-        for j in range(size):
-            if merged_s[j] != node and (w == 0 or merged_s[j] != merged_s[w - 1] or merged_d[j] != merged_d[w - 1]):
-                merged_d[w] = merged_d[j]
-                merged_s[w] = merged_s[j]
-                w += 1
-        relink = in_batch_before[i] == 0 and deg0[node] > 0
-        if relink:  # remember the old links: a neighbour may be reachable only through this node
-            n_old = deg0[node]
-            old_links = links0[node, :n_old].copy()
-        connect_new_element(metric, X, inv_norms, node, merged_d, merged_s, w, 0, m, links0, deg0, links_up, deg_up,
-                            upper_row, scratch_d, scratch_s, scratch_keep)
-        if relink:
-            # Keep the old links the heuristic dropped while the list has room (layer 0 holds 2m, the heuristic
-            # picks at most m), so an update never cuts a neighbour off the graph.
-            for j in range(n_old):
-                o = old_links[j]
-                if deg0[node] >= 2 * m:
-                    break
-                present = o == node
-                for r in range(deg0[node]):
-                    if links0[node, r] == o:
-                        present = True
+                row[j] = src[j]
+            for j in range(n, row.shape[0]):
+                row[j] = -1
+            if is_new[i] == 0:
+                for j in range(old.shape[0]):
+                    o = old[j]
+                    if o < 0 or n >= row.shape[0]:
                         break
-                if not present:
-                    links0[node, deg0[node]] = o
-                    deg0[node] += 1
+                    present = o == node
+                    for r in range(n):
+                        if row[r] == o:
+                            present = True
+                            break
+                    if not present:
+                        row[n] = o
+                        n += 1
+        levels[node] = level
         if level > max_level:
             ep = node
             max_level = level
-    return ep, max_level, tag
+    return ep, max_level
+
+
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sources, buf_d, buf_s, keep):
+    """Alg. 1 lines 11-16 for one target: link ``u -> s`` for every ``s`` of ``sources`` on ``level``.
+
+    If the list would exceed its bound (2m on layer 0, m above), the old and new neighbours are ranked by distance
+    to ``u`` and the heuristic keeps at most the bound.
+    """
+    row = layer_links(links0, links_up, up_offset, u, level)
+    max_deg = row.shape[0]
+    n = 0
+    while n < max_deg and row[n] >= 0:
+        buf_s[n] = row[n]
+        n += 1
+    for j in range(sources.shape[0]):
+        s = sources[j]
+        if s == u:
+            continue
+        present = False
+        for r in range(n):
+            if buf_s[r] == s:
+                present = True
+                break
+        if not present:
+            buf_s[n] = s
+            n += 1
+    if n <= max_deg:
+        for j in range(n):
+            row[j] = buf_s[j]
+        return
+    size = 0
+    heap_d = buf_d[:n]
+    heap_s = keep[:n]
+    for j in range(n):
+        size = max_push(heap_d, heap_s, size, rows_distance(metric, X, inv_norms, u, buf_s[j]), buf_s[j])
+    max_sort(heap_d, heap_s, size)
+    kept = select_neighbors_heuristic(metric, X, inv_norms, heap_d, heap_s, size, max_deg, row)
+    for j in range(kept, max_deg):
+        row[j] = -1
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def connect_back(metric, X, inv_norms, links0, links_up, up_offset, group_level, group_node, group_start, sources,
+                 max_group, n_threads):
+    """Phase 3 (parallel over targets): :func:`connect_one` for every group of reverse links.
+
+    Args:
+        group_level, group_node: int64/int32 (g,), the layer and target node of each group.
+        group_start: int64 (g + 1,), group j's sources are ``sources[group_start[j]:group_start[j + 1]]``.
+        sources: int32, the new neighbours of each target, in batch order.
+        max_group: the largest group (sizes the per-thread buffers).
+    """
+    g = group_node.shape[0]
+    width = links0.shape[1] + max_group
+    for t in prange(n_threads):
+        buf_d = np.empty(width, dtype=np.float32)
+        buf_s = np.empty(width, dtype=np.int32)
+        keep = np.empty(width, dtype=np.int32)
+        for j in range(t, g, n_threads):
+            connect_one(metric, X, inv_norms, links0, links_up, up_offset, group_level[j], group_node[j],
+                        sources[group_start[j]:group_start[j + 1]], buf_d, buf_s, keep)
+
+
+@njit(cache=True)
+def reachable_from(links0, sources, seen, queue):
+    """Breadth-first search on layer 0 from ``sources`` (int32), marking ``seen`` (bool (capacity,)).
+
+    Nodes already seen are not expanded again, so a call extends an earlier search. ``queue``: int32 (capacity,)
+    scratch. Returns how many nodes were newly marked.
+    """
+    head = 0
+    tail = 0
+    for j in range(sources.shape[0]):
+        s = sources[j]
+        if not seen[s]:
+            seen[s] = True
+            queue[tail] = s
+            tail += 1
+    while head < tail:
+        c = queue[head]
+        head += 1
+        row = links0[c]
+        for j in range(row.shape[0]):
+            e = row[j]
+            if e < 0:
+                break
+            if not seen[e]:
+                seen[e] = True
+                queue[tail] = e
+                tail += 1
+    return tail
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def repair_reachability(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, lost, ef, seen,
+                        queue, visited, tags, cand_d, cand_s):
+    """Link every node of ``lost`` (int32, live nodes layer 0 does not reach) from its nearest reachable node.
+
+    For each lost node still unseen: walk the graph towards its vector keeping only reachable nodes (``seen``) in
+    ``W``; the closest of them with a free link slot gets a link to it, else the closest one replaces its farthest
+    link (which may cut another node off: the caller then searches again). The nodes the new link reaches are
+    marked seen.
+
+    Returns:
+        ``(links added, links replaced)``.
+    """
+    added = 0
+    replaced = 0
+    res_d = np.empty(ef, dtype=np.float32)
+    res_s = np.empty(ef, dtype=np.int32)
+    pending = np.empty(links0.shape[1], dtype=np.int32)
+    one = np.empty(1, dtype=np.int32)
+    max_deg = links0.shape[1]
+    for idx in range(lost.shape[0]):
+        u = lost[idx]
+        if seen[u]:
+            continue
+        q = X[u]
+        q_inv = inv_norms[u]
+        ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
+        cur, cur_d, _, _ = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d, max_level,
+                                          np.int64(0))
+        if not seen[cur]:
+            cur = ep
+            cur_d = ep_d
+        tag = next_tag(visited, tags, 0)
+        n_w, _, _ = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, np.int64(0), cur, cur_d,
+                                 res_d, res_s, cand_d, cand_s, pending, visited, tag, seen, deleted, np.bool_(True),
+                                 np.int64(u))
+        w = ep if n_w == 0 else res_s[0]
+        for j in range(n_w):
+            if links0[res_s[j], max_deg - 1] < 0:
+                w = res_s[j]
+                break
+        row = links0[w]
+        if row[max_deg - 1] < 0:
+            n = 0
+            while row[n] >= 0:
+                n += 1
+            row[n] = u
+        else:
+            far = 0
+            far_d = np.float32(-np.inf)
+            for j in range(max_deg):
+                d = rows_distance(metric, X, inv_norms, w, row[j])
+                if d > far_d:
+                    far_d = d
+                    far = j
+            row[far] = u
+            replaced += 1
+        added += 1
+        one[0] = u
+        reachable_from(links0, one, seen, queue)
+    return added, replaced

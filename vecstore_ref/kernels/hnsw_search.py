@@ -1,153 +1,451 @@
-"""HNSW search kernels (Malkov & Yashunin 2018): greedy descent over the upper layers, then SEARCH-LAYER.
+"""HNSW search kernels (Malkov & Yashunin 2018): greedy descent, SEARCH-LAYER, K-NN-SEARCH, and its batch form.
 
-The graph is plain arrays (see :mod:`vecstore_ref.index.hnsw`):
+The graph is plain arrays, owned and allocated by :mod:`vecstore_ref.index.hnsw`:
 
-- ``links0``: int32 (capacity, 2m), layer-0 neighbours, ``deg0``: int32 (capacity,) how many are set;
-- ``links_up``: int32 (rows, MAX_LEVEL, m) and ``deg_up``: int32 (rows, MAX_LEVEL), the layers above 0 for the
-  few nodes that reach them; ``upper_row``: int32 (capacity,), a node's row there or -1.
+==============  ==============================  ==========================================================
+array           dtype, shape                    meaning
+==============  ==============================  ==========================================================
+``links0``      int32 (capacity, 2m)            layer-0 neighbours of each slot, packed first, -1 = empty
+``links_up``    int32 (rows, m)                 layers 1.. for the ~1/m nodes that reach them, packed the same
+``up_offset``   int32 (capacity,)               node's row for layer ``l >= 1`` is ``up_offset[node] + l - 1``
+``levels``      int8 (capacity,)                a node's top layer; -1 = not in the graph
+``deleted``     uint8 (capacity,)               1 = marked deleted: traversed, never returned
+==============  ==============================  ==========================================================
 
-Every search returns work counters through ``counters`` (int64 (2,): distance computations, hops), which the cost
-model and ``query_explain`` are built on. Visited sets are epoch arrays (uint32 (capacity,)): a node is visited when
-``visited[node] == tag``, so a new search only bumps the tag instead of clearing an array.
+A neighbour list ends at its first -1, so the hot loop needs no degree array. Work counters (distance
+computations, hops = nodes whose neighbour list was scanned) are returned by every kernel: the cost model and
+``query_explain`` are built on them.
+
+Visited sets are epoch arrays (uint16 (capacity,), one per thread, preallocated by the caller): a node is visited
+when ``visited[node] == tag``, so a new search bumps the tag instead of clearing the array; only when the tag wraps
+is the array zeroed (once per 65,535 searches).
+
+Two things decide the speed of a graph walk:
+
+- Memory latency. Every distance reads a vector from a random row, so SEARCH-LAYER scans a neighbour list in two
+  passes: the first marks the unvisited neighbours and requests all of their rows at once (software prefetch), the
+  second computes the distances while those rows arrive.
+- Reference counting. Numba counts references to every array a compiled function receives, with atomic
+  instructions; in the per-distance loop that was a third of the search time. The walk kernels therefore allocate
+  nothing and are compiled without it (``NO_REFCOUNT``), and the steps of their hot loops (:func:`row_distance`,
+  the heap operations) are ``inline="always"`` copies of :func:`vecstore_ref.kernels.distances.distance` and
+  :mod:`vecstore_ref.kernels.heap`: the same operations in the same order, so rankings and ties agree with the
+  flat index.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from .distances import FASTMATH, distance
-from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push
+from .distances import COSINE, DOT, EUCLIDEAN, FASTMATH
 from .prefetch import prefetch_row
+
+# Kernels that allocate nothing are compiled without Numba's reference counting of arrays (NRT): otherwise every
+# array a compiled function receives, and every inlined helper's array argument, costs an atomic increment and
+# decrement, which measured at a third of the search time. Such a kernel must not create or return an array.
+NO_REFCOUNT = {"_nrt": False}
+
+TAG_MAX = 65535  # the largest uint16 epoch; the visited array is cleared when a tag would pass it
+LINE_FLOATS = 16  # float32 values per 64-byte cache line: a row is prefetched one line at a time
+
+MASK_SAMPLE = 256  # mask entries sampled (evenly spaced) to rule out the dense case in O(1)
+
+
+# --- inlined steps of the hot loops -----------------------------------------------------------------------------
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def row_distance(metric, q, q_inv, X, inv_norms, i):
+    """Distance (lower is better) from query ``q`` (float32 (d,)) to row ``i`` of ``X``: ``distances.distance``."""
+    s = np.float32(0.0)
+    if metric == EUCLIDEAN:
+        for j in range(q.shape[0]):
+            t = q[j] - X[i, j]
+            s += t * t
+        return s
+    for j in range(q.shape[0]):
+        s += q[j] * X[i, j]
+    if metric == DOT:
+        return -s
+    return -(s * q_inv) * inv_norms[i]
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def rows_distance(metric, X, inv_norms, a, b):
+    """Distance between stored rows ``a`` and ``b``: ``distances.distance_between_rows``."""
+    s = np.float32(0.0)
+    if metric == EUCLIDEAN:
+        for j in range(X.shape[1]):
+            t = X[a, j] - X[b, j]
+            s += t * t
+        return s
+    for j in range(X.shape[1]):
+        s += X[a, j] * X[b, j]
+    if metric == DOT:
+        return -s
+    return -(s * inv_norms[a]) * inv_norms[b]
 
 
 @njit(cache=True, inline="always")
-def neighbours(links0, deg0, links_up, deg_up, upper_row, node, level):
-    """The neighbour list of ``node`` on ``level`` (a view, no copy)."""
-    if level == 0:
-        return links0[node, : deg0[node]]
-    row = upper_row[node]
-    return links_up[row, level - 1, : deg_up[row, level - 1]]
+def worse(d1, s1, d2, s2):
+    """True if entry 1 ranks after entry 2 (larger distance, then larger slot)."""
+    return d1 > d2 or (d1 == d2 and s1 > s2)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, top_level,
-                   stop_level, counters):
+@njit(cache=True, inline="always")
+def max_sift_down(dists, slots, size, d, s):
+    """Put ``(d, s)`` at the top of a max-heap of ``size`` entries and sift it down (``heap.max_heap_replace_top``)."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and worse(dists[left + 1], slots[left + 1], dists[left], slots[left]):
+            child = left + 1
+        if worse(dists[child], slots[child], d, s):
+            dists[i] = dists[child]
+            slots[i] = slots[child]
+            i = child
+        else:
+            break
+    dists[i] = d
+    slots[i] = s
+
+
+@njit(cache=True, inline="always")
+def max_push(dists, slots, size, d, s):
+    """Offer ``(d, s)`` to a max-heap of capacity ``dists.shape[0]`` (the best entries, worst on top); new size."""
+    if size < dists.shape[0]:
+        i = size
+        while i > 0:
+            parent = (i - 1) >> 1
+            if worse(d, s, dists[parent], slots[parent]):
+                dists[i] = dists[parent]
+                slots[i] = slots[parent]
+                i = parent
+            else:
+                break
+        dists[i] = d
+        slots[i] = s
+        return size + 1
+    if worse(dists[0], slots[0], d, s):
+        max_sift_down(dists, slots, size, d, s)
+    return size
+
+
+@njit(cache=True, inline="always")
+def max_sort(dists, slots, size):
+    """Sort a max-heap's ``size`` entries in place, best (smallest (distance, slot)) first."""
+    n = size
+    while n > 1:
+        d = dists[0]
+        s = slots[0]
+        n -= 1
+        max_sift_down(dists, slots, n, dists[n], slots[n])
+        dists[n] = d
+        slots[n] = s
+
+
+@njit(cache=True, inline="always")
+def min_push(dists, slots, size, d, s):
+    """Push onto a min-heap (closest on top); the caller guarantees room. Returns the new size."""
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 1
+        if worse(dists[parent], slots[parent], d, s):
+            dists[i] = dists[parent]
+            slots[i] = slots[parent]
+            i = parent
+        else:
+            break
+    dists[i] = d
+    slots[i] = s
+    return size + 1
+
+
+@njit(cache=True, inline="always")
+def min_pop(dists, slots, size):
+    """Pop the closest entry of a non-empty min-heap; returns ``(distance, slot, new size)``."""
+    d_top = dists[0]
+    s_top = slots[0]
+    size -= 1
+    if size > 0:
+        d = dists[size]
+        s = slots[size]
+        i = 0
+        while True:
+            left = 2 * i + 1
+            if left >= size:
+                break
+            child = left
+            if left + 1 < size and worse(dists[left], slots[left], dists[left + 1], slots[left + 1]):
+                child = left + 1
+            if worse(d, s, dists[child], slots[child]):
+                dists[i] = dists[child]
+                slots[i] = slots[child]
+                i = child
+            else:
+                break
+        dists[i] = d
+        slots[i] = s
+    return d_top, s_top, size
+
+
+@njit(cache=True, inline="always")
+def next_tag(visited, tags, t):
+    """Start a new search epoch on ``visited`` (uint16 (capacity,)) for thread ``t``; returns the tag to use.
+
+    ``tags``: int64 (threads,), the last tag used per thread.
+    """
+    tag = tags[t] + 1
+    if tag > TAG_MAX:
+        visited[:] = 0
+        tag = 1
+    tags[t] = tag
+    return tag
+
+
+# --- the steps of the paper -------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+def greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d, top_level, stop_level):
     """Greedy search with ef = 1 from ``top_level`` down to ``stop_level + 1`` (Alg. 5 lines 1-5, Alg. 1 lines 5-7).
 
-    Returns ``(entry point for stop_level, its distance)``.
+    On each upper layer, move to the closest neighbour as long as one is closer than the current node.
+
+    Args:
+        q: the query, float32 (d,); q_inv its ``1/|q|`` under cosine.
+        ep, ep_d: the entry point and its distance to ``q``.
+        top_level, stop_level: layers ``top_level .. stop_level + 1`` are walked (none if equal).
+
+    Returns:
+        ``(node, distance, distance computations, hops)``: the entry point for layer ``stop_level``.
     """
     cur = ep
-    cur_d = distance(metric, q, q_inv, X, inv_norms, cur)
-    counters[0] += 1
+    cur_d = ep_d
+    n_dist = 0
+    hops = 0
+    width = links_up.shape[1]
     for level in range(top_level, stop_level, -1):
         changed = True
         while changed:
             changed = False
-            counters[1] += 1
-            nbrs = neighbours(links0, deg0, links_up, deg_up, upper_row, cur, level)
-            for j in range(nbrs.shape[0]):
-                cand = nbrs[j]
-                d = distance(metric, q, q_inv, X, inv_norms, cand)
-                counters[0] += 1
-                if d < cur_d:
+            hops += 1
+            r = up_offset[cur] + level - 1
+            for j in range(width):
+                e = links_up[r, j]
+                if e < 0:
+                    break
+                d = row_distance(metric, q, q_inv, X, inv_norms, e)
+                n_dist += 1
+                if d < cur_d or (d == cur_d and e < cur):
                     cur_d = d
-                    cur = cand
+                    cur = e
                     changed = True
-    return cur, cur_d
+    return cur, cur_d, n_dist, hops
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, ep_d, level,
-                 allowed, use_mask, visited, tag, cand_d, cand_s, res_d, res_s, counters):
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+def search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, level, ep, ep_d, res_d, res_s,
+                 cand_d, cand_s, pending, visited, tag, allowed, deleted, use_filter, exclude):
     """SEARCH-LAYER (Alg. 2): best-first search from ``ep`` keeping the ``ef = res_d.shape[0]`` closest nodes.
 
-    With ``use_mask`` only nodes with ``allowed[node]`` enter the result set ``W``, but every node is traversed,
-    so filtered and deleted nodes still lead the way to matching ones.
+    ``C`` (candidates to expand) is a min-heap, ``W`` (results) a max-heap whose top is the worst kept result; the
+    walk stops when the closest candidate is farther than the worst result of a full ``W``. With ``use_filter``,
+    only nodes with ``allowed[node]`` and not ``deleted[node]`` enter ``W``, but every node is traversed, so
+    filtered-out and deleted nodes still lead the way (a ``W`` that is not full never stops the walk).
 
     Args:
-        cand_d, cand_s: float32/int32 scratch of capacity >= the number of nodes (the candidate min-heap ``C``).
-        res_d, res_s: float32/int32 (ef,), the result max-heap ``W``; filled best first on return.
-        visited: uint32 (capacity,), epoch array; ``tag`` marks this search.
+        level: the layer searched.
+        ep, ep_d: the entry point and its distance to ``q``; the caller has not marked it visited.
+        res_d, res_s: float32/int32 (ef,), receive ``W`` sorted best first by (distance, slot).
+        cand_d, cand_s: float32/int32 (>= nodes in the graph,), scratch for ``C``.
+        pending: int32 (>= 2m,), scratch for one neighbour list's unvisited nodes.
+        visited, tag: the epoch array (uint16 (capacity,)) and this search's tag.
+        allowed: bool (>= n_slots,), read only with ``use_filter``.
+        deleted: uint8 (capacity,), read only with ``use_filter``.
+        exclude: a slot never put in ``W`` (a node being relinked must not find itself), or -1.
 
     Returns:
-        The number of results in ``res_d``/``res_s``.
+        ``(results in W, distance computations, hops)``.
     """
     ef = res_d.shape[0]
+    cosine = metric == COSINE
+    Xf = X.reshape(-1)  # the same memory, one float per index: lets the prefetch name every line of a row
+    dim = X.shape[1]
+    links = links0 if level == 0 else links_up
+    width = links.shape[1]
     n_cand = 0
     n_res = 0
+    n_dist = 0
+    hops = 0
     visited[ep] = tag
-    n_cand = min_heap_push(cand_d, cand_s, n_cand, ep_d, ep)
-    if (not use_mask) or allowed[ep]:
-        n_res = max_heap_push(res_d, res_s, n_res, ep_d, ep)
+    n_cand = min_push(cand_d, cand_s, n_cand, ep_d, ep)
+    if ep != exclude and ((not use_filter) or (allowed[ep] and deleted[ep] == 0)):
+        n_res = max_push(res_d, res_s, n_res, ep_d, ep)
     while n_cand > 0:
-        c_d, c, n_cand = min_heap_pop(cand_d, cand_s, n_cand)
+        c_d, c, n_cand = min_pop(cand_d, cand_s, n_cand)
         if n_res >= ef and c_d > res_d[0]:
             break  # the closest candidate is farther than the worst result: W cannot improve
-        counters[1] += 1
-        nbrs = neighbours(links0, deg0, links_up, deg_up, upper_row, c, level)
-        n_nbrs = nbrs.shape[0]
-        if n_nbrs > 0:
-            prefetch_row(X, nbrs[0])
-        for j in range(n_nbrs):
-            if j + 1 < n_nbrs:
-                prefetch_row(X, nbrs[j + 1])  # fetch the next vector while this distance is computed
-            e = nbrs[j]
-            if visited[e] == tag:
-                continue
-            visited[e] = tag
-            d = distance(metric, q, q_inv, X, inv_norms, e)
-            counters[0] += 1
-            if n_res < ef or d < res_d[0]:
-                if n_cand < cand_d.shape[0]:
-                    n_cand = min_heap_push(cand_d, cand_s, n_cand, d, e)
-                if (not use_mask) or allowed[e]:
-                    n_res = max_heap_push(res_d, res_s, n_res, d, e)
-    heap_sort_ascending(res_d, res_s, n_res)
-    return n_res
+        hops += 1
+        r = c if level == 0 else up_offset[c] + level - 1
+        # Pass 1: mark the unvisited neighbours and request their rows all at once.
+        n_new = 0
+        for j in range(width):
+            e = links[r, j]
+            if e < 0:
+                break
+            if visited[e] != tag:
+                visited[e] = tag
+                pending[n_new] = e
+                n_new += 1
+                base = e * dim
+                for o in range(0, dim, LINE_FLOATS):
+                    prefetch_row(Xf, base + o)
+                if cosine:
+                    prefetch_row(inv_norms, e)
+        # Pass 2: distances, while the rows arrive.
+        for j in range(n_new):
+            e = pending[j]
+            d = row_distance(metric, q, q_inv, X, inv_norms, e)
+            n_dist += 1
+            if n_res < ef or worse(res_d[0], res_s[0], d, e):
+                n_cand = min_push(cand_d, cand_s, n_cand, d, e)
+                if level == 0:
+                    prefetch_row(links0, cand_s[0])  # the next node to expand, most likely
+                if e != exclude and ((not use_filter) or (allowed[e] and deleted[e] == 0)):
+                    n_res = max_push(res_d, res_s, n_res, d, e)
+    max_sort(res_d, res_s, n_res)
+    return n_res, n_dist, hops
+
+
+@njit(cache=True)
+def inv_norm(metric, q):
+    """``1/|q|`` of a query under cosine (summed in float64, in order), 1 for the other metrics."""
+    if metric != COSINE:
+        return np.float32(1.0)
+    s = 0.0
+    for j in range(q.shape[0]):
+        v = np.float64(q[j])
+        s += v * v
+    return np.float32(1.0 / np.sqrt(s))
+
+
+@njit(cache=True)
+def count_allowed(allowed, n_slots, limit):
+    """How many of ``allowed[:n_slots]`` are set, counted in blocks (which vectorize) until past ``limit``."""
+    c = 0
+    for start in range(0, n_slots, 4096):
+        for s in range(start, min(start + 4096, n_slots)):
+            c += allowed[s]
+        if c > limit:
+            break
+    return c
+
+
+@njit(cache=True)
+def prefer_exact(allowed, scan_limit):
+    """True when the mask allows at most ``scan_limit`` slots, so that scanning them beats a filtered walk.
+
+    An evenly spaced sample of the mask settles the dense case (every unfiltered query) in O(1); only a mask that
+    looks sparse is counted. ``allowed``: bool (capacity,) (the caller cuts the mask to the capacity).
+    """
+    n_slots = allowed.shape[0]
+    step = max(1, n_slots // MASK_SAMPLE)
+    hits = 0
+    total = 0
+    for s in range(0, n_slots, step):
+        total += 1
+        hits += allowed[s]
+    if hits * n_slots > 2 * scan_limit * total:
+        return False  # the sample puts the allowed count at more than twice the limit
+    return count_allowed(allowed, n_slots, scan_limit) <= scan_limit
+
+
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, res_s):
+    """Top ``res_d.shape[0]`` of the allowed, live nodes by scanning them all (the sparse-filter path).
+
+    Returns ``(results, distance computations)``; results sorted best first by (distance, slot), exactly as the
+    flat index ranks them.
+    """
+    n_res = 0
+    n_dist = 0
+    for s in range(min(allowed.shape[0], levels.shape[0])):
+        if allowed[s] and deleted[s] == 0 and levels[s] >= 0:
+            d = row_distance(metric, q, q_inv, X, inv_norms, s)
+            n_dist += 1
+            n_res = max_push(res_d, res_s, n_res, d, s)
+    max_sort(res_d, res_s, n_res)
+    return n_res, n_dist
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def knn_search(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level, allowed,
-               visited, tag, cand_d, cand_s, res_d, res_s, counters):
-    """K-NN-SEARCH (Alg. 5): descend greedily to layer 0, then SEARCH-LAYER there with the allowed mask.
+def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level, k, ef,
+               visited, tags, t, scratch_d, scratch_s, scan_limit):
+    """K-NN-SEARCH (Alg. 5) for one query: greedy descent to layer 0, then SEARCH-LAYER there with the mask.
 
-    Returns the number of results written to ``res_d``/``res_s`` (best first; the caller keeps the first k).
+    When the mask allows few nodes, they are scanned exactly instead: a filtered walk must visit about
+    ``ef / selectivity`` nodes to fill ``W``, while the scan costs one sequential distance per allowed node.
+
+    Args:
+        q: the query, float32 (d,), C-contiguous.
+        allowed: bool (>= n_slots,): the slots that may be returned; deleted nodes never are.
+        k, ef: results wanted and search width, ``1 <= k <= ef``.
+        visited, tags, t: the thread's epoch array (uint16 (capacity,)), the tags (int64 (threads,)), the thread.
+        scratch_d, scratch_s: float32/int32 (capacity + ef,): the candidate heap ``C`` in the first ``capacity``
+            entries, then ``W``; the results are left at ``[capacity, capacity + found)``, best first.
+        scan_limit: scan exactly if at most this many slots are allowed (decided here, see
+            :func:`prefer_exact`); -1 = always walk, -2 = always scan.
+
+    Returns:
+        ``(results found (<= k), distance computations, hops)``.
     """
-    cur, cur_d = greedy_descend(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep,
-                                max_level, 0, counters)
-    return search_layer(metric, q, q_inv, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, cur, cur_d, 0,
-                        allowed, True, visited, tag, cand_d, cand_s, res_d, res_s, counters)
+    cap = levels.shape[0]
+    res_d = scratch_d[cap:cap + ef]
+    res_s = scratch_s[cap:cap + ef]
+    q_inv = inv_norm(metric, q)
+    if scan_limit == -2 or (scan_limit >= 0 and prefer_exact(allowed[:cap], scan_limit)):
+        found, n_dist = exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d[:k], res_s[:k])
+        return found, n_dist, 0
+    ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
+    # np.int64() / np.bool_() keep constant arguments from being typed as literals, so that one compiled
+    # greedy_descend and search_layer serve every caller (each literal would compile another copy).
+    layer0 = np.int64(0)
+    cur, cur_d, n_dist, hops = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d,
+                                              max_level, layer0)
+    tag = next_tag(visited, tags, t)
+    pending = np.empty(links0.shape[1], dtype=np.int32)
+    found, nd, nh = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, layer0, cur, cur_d,
+                                 res_d, res_s, scratch_d[:cap], scratch_s[:cap], pending, visited, tag, allowed,
+                                 deleted, np.bool_(True), np.int64(-1))
+    return min(found, k), n_dist + nd + 1, hops + nh
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def knn_search_batch(metric, Q, q_invs, X, inv_norms, links0, deg0, links_up, deg_up, upper_row, ep, max_level,
-                     allowed, visited, tags, ef, out_d, out_s, out_found, out_counters):
-    """:func:`knn_search` for every row of ``Q``, the queries split into one contiguous chunk per thread.
+def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level,
+                     ef, visited, tags, scratch_d, scratch_s, scan_limit, out_d, out_s, out_dist, out_hops):
+    """:func:`knn_search` for every row of ``Q`` (float32 (nq, d)), the queries dealt round-robin to threads.
 
-    ``visited``: uint32 (n_chunks, capacity) and ``tags``: uint32 (n_chunks,), one epoch array per chunk.
-    Outputs: ``out_d``/``out_s`` (nq, k), ``out_found`` (nq,), ``out_counters`` int64 (nq, 2).
+    Args:
+        visited: uint16 (threads, capacity); tags: int64 (threads,);
+        scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef), one row per thread.
+        scan_limit: as for :func:`knn_search`, decided once for the whole batch (one mask).
+        out_d, out_s: float32/int32 (nq, k), filled with +inf/-1 by the caller; results written best first.
+        out_dist, out_hops: int64 (nq,), the work counters per query.
     """
     nq = Q.shape[0]
-    n_chunks = visited.shape[0]
     k = out_d.shape[1]
-    cap = X.shape[0]
-    for t in prange(n_chunks):
-        lo = t * nq // n_chunks
-        hi = (t + 1) * nq // n_chunks
-        cand_d = np.empty(cap, dtype=np.float32)
-        cand_s = np.empty(cap, dtype=np.int32)
-        res_d = np.empty(ef, dtype=np.float32)
-        res_s = np.empty(ef, dtype=np.int32)
-        tag = tags[t]
-        for i in range(lo, hi):
-            tag += np.uint32(1)
-            if tag == 0:
-                visited[t, :] = 0
-                tag = np.uint32(1)
-            found = knn_search(metric, Q[i], q_invs[i], X, inv_norms, links0, deg0, links_up, deg_up, upper_row,
-                               ep, max_level, allowed, visited[t], tag, cand_d, cand_s, res_d, res_s,
-                               out_counters[i])
-            m = min(found, k)
-            out_d[i, :m] = res_d[:m]
-            out_s[i, :m] = res_s[:m]
-            out_found[i] = m
-        tags[t] = tag
+    cap = levels.shape[0]
+    n_threads = visited.shape[0]
+    if scan_limit >= 0:
+        scan_limit = -2 if prefer_exact(allowed[:cap], scan_limit) else -1
+    for t in prange(n_threads):
+        for i in range(t, nq, n_threads):
+            found, nd, nh = knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels, deleted,
+                                       allowed, ep, max_level, k, ef, visited[t], tags, np.int64(t), scratch_d[t],
+                                       scratch_s[t], scan_limit)
+            for j in range(found):
+                out_d[i, j] = scratch_d[t, cap + j]
+                out_s[i, j] = scratch_s[t, cap + j]
+            out_dist[i] = nd
+            out_hops[i] = nh
