@@ -1,0 +1,365 @@
+"""One adapter per library, so every benchmark drives vecstore_ref and its peers through the same five calls.
+
+Each adapter answers in row numbers of the base matrix (int64, -1 where fewer than k were found) and controls its
+own library's threads: builds and batches get the thread count they are given, single queries get one thread.
+BLAS pools (numpy's, faiss's) are limited by the caller around a whole timed pass (:func:`benchmarks.blas_threads`),
+never per call: entering a threadpoolctl limit costs about a millisecond.
+
+=====================  =====================================================================================
+adapter                parameters (the same graph size and build effort for every HNSW)
+=====================  =====================================================================================
+``vecstore_ref hnsw``  ``HNSWParams(m=16, ef_construction=200)``; threads through ``numba.set_num_threads``
+``hnswlib``            ``M=16, ef_construction=200``; ``num_threads``
+``faiss hnsw``         ``IndexHNSWFlat(d, 16)``, ``efConstruction=200``; ``faiss.omp_set_num_threads``
+``usearch``            ``connectivity=16, expansion_add=200``, f32; ``threads=`` per call
+``vecstore_ref flat``  ``FlatIndex``; numba threads and BLAS threads
+``faiss flat``         ``IndexFlatIP`` (``IndexFlatL2`` for euclidean)
+``numpy``              ``Q @ X.T`` + ``argpartition`` + sort of the k
+=====================  =====================================================================================
+
+Cosine peers that lack it natively (faiss) get unit-normalized vectors and inner product, which ranks the same;
+their queries are normalized once before timing (:meth:`Peer.prepare`), which only favours the peer.
+Memory is "raw vectors + links": vecstore_ref's table rows plus :meth:`HNSWIndex.memory_bytes`; for the peers, the
+size of the serialized index (hnswlib ``index_file_size``, faiss ``serialize_index``, usearch
+``serialized_length``), which holds exactly the vectors, links and per-node bookkeeping.
+
+Peers are optional (``pip install -e ".[bench]"``); :func:`make` raises ImportError for one that is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from . import set_numba_threads
+
+M = 16
+EF_CONSTRUCTION = 200
+GRAPH_PEERS = ("vecstore_ref hnsw", "hnswlib", "faiss hnsw", "usearch")
+EXACT_PEERS = ("vecstore_ref flat", "faiss flat", "numpy")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+
+
+class Peer:
+    """The interface: ``build`` once, then ``set_ef`` / ``search_one`` / ``search_batch``; ``memory_bytes``."""
+
+    name = "?"
+    exact = False
+
+    def __init__(self, metric: str):
+        self.metric = metric
+
+    def warmup(self, dim: int) -> None:
+        """Compile or load anything lazily compiled, so builds and searches time only the work."""
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        raise NotImplementedError
+
+    def prepare(self, Q: np.ndarray) -> np.ndarray:
+        """Queries in the form the library wants (done once, outside timing); the default keeps them as they are."""
+        return Q
+
+    def set_ef(self, ef: int) -> None:
+        """Search width; exact peers ignore it."""
+
+    def single_thread(self) -> None:
+        """Put the library in one-thread mode for a loop of :meth:`search_one` calls."""
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        raise NotImplementedError
+
+
+# --- vecstore_ref ------------------------------------------------------------------------------------------------
+
+def _table(x: np.ndarray, metric: str):
+    from vecstore_ref.index.base import VectorTable
+
+    t = VectorTable(x.shape[1], metric, x.shape[0])
+    t.write(t.allocate(x.shape[0]), x)
+    return t
+
+
+class VecstoreHNSW(Peer):
+    name = "vecstore_ref hnsw"
+
+    def __init__(self, metric: str, m: int = M, ef_construction: int = EF_CONSTRUCTION):
+        super().__init__(metric)
+        from vecstore_ref.config import HNSWParams
+
+        self.params = HNSWParams(m=m, ef_construction=ef_construction, ef_search=64, seed=0)
+        self.ef = 64
+
+    def warmup(self, dim: int) -> None:
+        from vecstore_ref.index.hnsw import HNSWIndex
+
+        rng = np.random.default_rng(7)
+        x = rng.standard_normal((600, dim), dtype=np.float32)
+        t = _table(x, self.metric)
+        h = HNSWIndex(t, self.params)
+        h.add(np.arange(600, dtype=np.int32))
+        allowed = np.ones(t.capacity, dtype=bool)
+        h.search(x[0], 10, allowed, 16)
+        h.search_batch(x[:4], 10, allowed, 16)
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        from vecstore_ref.index.hnsw import HNSWIndex
+
+        set_numba_threads(threads)
+        self.n = x.shape[0]
+        self.table = _table(x, self.metric)
+        self.index = HNSWIndex(self.table, self.params)
+        self.allowed = np.ones(self.table.capacity, dtype=bool)
+        self.index.add(np.arange(self.n, dtype=np.int32))
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = ef
+
+    def single_thread(self) -> None:
+        set_numba_threads(1)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(q, k, self.allowed, self.ef)[0]
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        set_numba_threads(threads)
+        return self.index.search_batch(Q, k, self.allowed, self.ef)[0]
+
+    def memory_bytes(self) -> int:
+        t = self.table
+        return int(t.vectors[: self.n].nbytes + t.inv_norms[: self.n].nbytes + self.index.memory_bytes())
+
+
+class VecstoreFlat(Peer):
+    name = "vecstore_ref flat"
+    exact = True
+
+    def warmup(self, dim: int) -> None:
+        from vecstore_ref.index.flat import FlatIndex
+
+        x = np.random.default_rng(7).standard_normal((600, dim), dtype=np.float32)
+        f = FlatIndex(_table(x, self.metric))
+        allowed = np.ones(f.table.capacity, dtype=bool)
+        f.search(x[0], 10, allowed)
+        f.search_batch(x[:4], 10, allowed)
+        f.search_batch(x[:300], 10, allowed)  # big batches take the BLAS shortlist path
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        from vecstore_ref.index.flat import FlatIndex
+
+        self.n = x.shape[0]
+        self.table = _table(x, self.metric)
+        self.index = FlatIndex(self.table)
+        self.allowed = np.ones(self.table.capacity, dtype=bool)
+
+    def single_thread(self) -> None:
+        set_numba_threads(1)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(q, k, self.allowed)[0]
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        set_numba_threads(threads)
+        return self.index.search_batch(Q, k, self.allowed)[0]
+
+    def memory_bytes(self) -> int:
+        return int(self.table.vectors[: self.n].nbytes + self.table.inv_norms[: self.n].nbytes)
+
+
+# --- peers -------------------------------------------------------------------------------------------------------
+
+class Hnswlib(Peer):
+    name = "hnswlib"
+
+    def __init__(self, metric: str):
+        super().__init__(metric)
+        import hnswlib
+
+        self._lib = hnswlib
+        self.space = {"cosine": "cosine", "dot": "ip", "euclidean": "l2"}[metric]
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        self.index = self._lib.Index(space=self.space, dim=x.shape[1])
+        self.index.init_index(max_elements=x.shape[0], M=M, ef_construction=EF_CONSTRUCTION, random_seed=0)
+        self.index.set_num_threads(threads)
+        self.index.add_items(x, np.arange(x.shape[0]))
+
+    def set_ef(self, ef: int) -> None:
+        self.index.set_ef(ef)
+
+    def single_thread(self) -> None:
+        self.index.set_num_threads(1)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.knn_query(q, k=k)[0][0].astype(np.int64)
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        self.index.set_num_threads(threads)
+        return self.index.knn_query(Q, k=k)[0].astype(np.int64)
+
+    def memory_bytes(self) -> int:
+        try:
+            return int(self.index.index_file_size())
+        except AttributeError:  # older hnswlib: save and measure
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "index.bin")
+                self.index.save_index(path)
+                return os.path.getsize(path)
+
+
+class _Faiss(Peer):
+    def __init__(self, metric: str):
+        super().__init__(metric)
+        import faiss
+
+        self._lib = faiss
+        self.mt = faiss.METRIC_L2 if metric == "euclidean" else faiss.METRIC_INNER_PRODUCT
+
+    def _prep(self, x: np.ndarray) -> np.ndarray:
+        return _unit(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+
+    def single_thread(self) -> None:
+        self._lib.omp_set_num_threads(1)
+
+    def prepare(self, Q: np.ndarray) -> np.ndarray:
+        return self._prep(Q)  # unit-normalized for cosine, outside timing: the most favourable setup for faiss
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(q[None, :], k)[1][0]
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        self._lib.omp_set_num_threads(threads)
+        return self.index.search(Q, k)[1]
+
+    def memory_bytes(self) -> int:
+        return int(len(self._lib.serialize_index(self.index)))
+
+
+class FaissHNSW(_Faiss):
+    name = "faiss hnsw"
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        self._lib.omp_set_num_threads(threads)
+        self.index = self._lib.IndexHNSWFlat(x.shape[1], M, self.mt)
+        self.index.hnsw.efConstruction = EF_CONSTRUCTION
+        self.index.add(self._prep(x))
+
+    def set_ef(self, ef: int) -> None:
+        self.index.hnsw.efSearch = ef
+
+
+class FaissFlat(_Faiss):
+    name = "faiss flat"
+    exact = True
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        d = x.shape[1]
+        self.index = self._lib.IndexFlatL2(d) if self.metric == "euclidean" else self._lib.IndexFlatIP(d)
+        self.index.add(self._prep(x))
+
+
+class Usearch(Peer):
+    name = "usearch"
+
+    def __init__(self, metric: str):
+        super().__init__(metric)
+        from usearch.index import Index
+
+        self._cls = Index
+        self.m = {"cosine": "cos", "dot": "ip", "euclidean": "l2sq"}[metric]
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        self.n = x.shape[0]
+        self.index = self._cls(ndim=x.shape[1], metric=self.m, dtype="f32", connectivity=M,
+                               expansion_add=EF_CONSTRUCTION)
+        self.index.add(np.arange(self.n), x, threads=threads)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.expansion_search = ef
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        out = keys.astype(np.int64)
+        out[(keys >= self.n)] = -1  # usearch pads missing results with a sentinel key
+        return out
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self._rows(self.index.search(q, k, threads=1).keys)
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        return self._rows(self.index.search(Q, k, threads=threads).keys)
+
+    def memory_bytes(self) -> int:
+        return int(self.index.serialized_length)
+
+
+class NumpyFlat(Peer):
+    name = "numpy"
+    exact = True
+    CHUNK = 256  # queries per matmul: bounds the (chunk, n) score matrix
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        self.x = _unit(x) if self.metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
+        self.sq = (self.x * self.x).sum(axis=1) if self.metric == "euclidean" else None
+
+    def _topk(self, Q: np.ndarray, k: int) -> np.ndarray:
+        if self.metric == "cosine":
+            Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+        s = Q @ self.x.T  # higher is better
+        if self.sq is not None:
+            s = 2 * s - self.sq[None, :]  # -|x - q|^2 + |q|^2
+        k = min(k, s.shape[1])
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1).astype(np.int64)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self._topk(q[None, :], k)[0]
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        return np.concatenate([self._topk(Q[i:i + self.CHUNK], k) for i in range(0, len(Q), self.CHUNK)])
+
+    def memory_bytes(self) -> int:
+        return int(self.x.nbytes)
+
+
+_ADAPTERS = {cls.name: cls for cls in (VecstoreHNSW, Hnswlib, FaissHNSW, Usearch, VecstoreFlat, FaissFlat,
+                                       NumpyFlat)}
+
+
+def make(name: str, metric: str) -> Peer:
+    """The adapter called ``name`` (see the module table). Raises ImportError when its library is missing."""
+    try:
+        cls = _ADAPTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown peer {name!r}; known: {', '.join(_ADAPTERS)}") from None
+    return cls(metric)
+
+
+def available(names, metric: str) -> tuple[list[Peer], list[str]]:
+    """Adapters for the installed ones among ``names``, and the names that were skipped (not installed)."""
+    peers, skipped = [], []
+    for name in names:
+        try:
+            peers.append(make(name, metric))
+        except ImportError:
+            skipped.append(name)
+    return peers, skipped
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of ``truth`` (int (nq, k)) present in the same row of ``found`` (-1 ignored)."""
+    k = truth.shape[1]
+    hits = 0
+    for f, t in zip(found, truth):
+        hits += len(set(f[:k].tolist()) & set(t.tolist()))
+    return hits / truth.size
