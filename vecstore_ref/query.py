@@ -22,6 +22,7 @@ from .cost import estimate, explain
 from .errors import InvalidArgumentTypeError
 from .filter import Filter, parse_filter
 from .index.base import DTYPE_SLOT, scores_from_distances
+from .state import copy_metadata
 from .types import BatchQueryResult, Neighbor, Query
 from .validation import validate_ef, validate_k, validate_vector, validate_vectors
 
@@ -106,10 +107,13 @@ class QueryMethods:
         return new_slots, new_dists
 
     def _neighbors(self, slots, dists) -> list[Neighbor]:
+        """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
         st = self._state
-        scores = scores_from_distances(self._metric, dists)
-        out = [Neighbor(st.ids[s], float(sc), st.metadata(s)) for s, sc in zip(slots.tolist(), scores.tolist())]
-        out.sort(key=lambda n: (-n.score, n.id))
+        scores = scores_from_distances(self._metric, dists).tolist()
+        metas = [None if md is None else copy_metadata(md) for md in st.meta[slots].tolist()]
+        out = list(map(Neighbor, st.ids[slots].tolist(), scores, metas))
+        if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
+            out.sort(key=lambda n: (-n.score, n.id))
         return out
 
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:

@@ -242,7 +242,7 @@ class StoreState:
 
     def metadata(self, slot: int) -> dict | None:
         md = self.meta[slot]
-        return None if md is None else {k: (list(v) if isinstance(v, list) else v) for k, v in md.items()}
+        return None if md is None else copy_metadata(md)
 
     # --- snapshots --------------------------------------------------------------------------------------------
 
@@ -358,3 +358,8 @@ class StoreState:
             new.columns.set_many(slots, list(new.meta[: keep.size]))
             new.index.add(slots)
         return new, int(removed)
+
+
+def copy_metadata(md: dict) -> dict:
+    """A copy a caller may change without changing the store (values are scalars or lists of scalars)."""
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in md.items()}

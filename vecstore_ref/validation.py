@@ -61,8 +61,11 @@ def _as_array(values: object, what: str) -> np.ndarray:
 
 
 def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.float32:  # the common case: a copy, and no cast that could overflow
+        out = np.array(arr, order="C")
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         bad = np.argwhere(~np.isfinite(out))[0]
         where = "" if out.ndim == 1 else f" (row {bad[0]})"
@@ -70,12 +73,22 @@ def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
             f"{what}{where} holds NaN or infinity after the cast to float32 "
             "(values beyond +-3.4e38 overflow); every value must be finite"
         )
-    if out is arr or np.shares_memory(out, arr):
+    if out is arr or (arr.dtype != np.float32 and np.shares_memory(out, arr)):
         out = out.copy()
     return out
 
 
+# A vector whose float64 squared norm lies in this range passes the cosine check below without computing it twice:
+# no square can overflow float32, and (with dim <= MAX_DIM) some square is a normal float32, so the float32 sum is
+# finite and non-zero. Every query vector takes this path; only vectors near the limits take the full check.
+_SAFE_SQUARED_NORM = (1e-30, 1e38)
+
+
 def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
+    if vectors.ndim == 1:
+        v = vectors.astype(np.float64)
+        if _SAFE_SQUARED_NORM[0] < float(v @ v) < _SAFE_SQUARED_NORM[1]:
+            return
     rows = np.atleast_2d(vectors)
     norms = np.linalg.norm(rows.astype(np.float64), axis=1)
     with np.errstate(over="ignore", under="ignore"):
