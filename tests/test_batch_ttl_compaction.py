@@ -39,6 +39,49 @@ def test_batch_ops_apply_in_order_and_report_failures(store_path):
         assert s.batch_execute([]).to_dict()["succeeded"] == 0
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_batch_vector_checks_agree_with_single_upserts(tmp_path, metric):
+    """Upsert vectors of a batch are validated together; each op must still succeed or fail as it would alone."""
+    vectors = [
+        np.array([1, 2, 3, 4], dtype=np.float32),
+        [1.0, 0.0, 0.0, 0.0],  # a list: checked on its own
+        np.array([1, 2, 3], dtype=np.float32),  # wrong dimension
+        np.array([np.nan, 1, 1, 1], dtype=np.float32),
+        np.array([1e300, 1, 1, 1]),  # overflows float32
+        np.zeros(4, dtype=np.float32),  # no direction under cosine
+        np.array([1e-20, 0, 0, 0], dtype=np.float32),  # tiny: its float32 square underflows
+        np.array([3e38, 3e38, 0, 0], dtype=np.float32),  # huge: its float32 square overflows
+        np.array([2e-15, 0, 0, 0], dtype=np.float32),  # near the cosine limits: left to the one-by-one check
+        np.array([7, 8, 9, 10], dtype=np.int64),
+        np.array([True, False, True, True]),  # bools are not numbers here
+        np.arange(8, dtype=np.float32)[::2],  # a strided view
+    ]
+    ops = [vs.Upsert(f"v{i}", v) for i, v in enumerate(vectors)]
+    with vs.VecStore.open(str(tmp_path / "batch"), dim=4, metric=metric, index="flat") as s:
+        result = s.batch_execute(ops)
+        batch_failed = {e.index: e.type for e in result.errors}
+        batch_vectors = {r.id: r.vector.tolist() for r in map(s.get, s.ids())}
+    single_failed = {}
+    with vs.VecStore.open(str(tmp_path / "single"), dim=4, metric=metric, index="flat") as s:
+        for i, op in enumerate(ops):
+            try:
+                s.upsert(op.id, op.vector)
+            except vs.VecStoreError as exc:
+                single_failed[i] = type(exc).__name__
+        single_vectors = {r.id: r.vector.tolist() for r in map(s.get, s.ids())}
+    assert batch_failed == single_failed
+    assert {2, 3, 4, 10} <= set(batch_failed)
+    assert batch_vectors == single_vectors
+
+
+def test_batch_dimension_comes_from_its_first_upsert(tmp_path):
+    with vs.VecStore.open(str(tmp_path / "s"), metric="euclidean", index="flat") as s:  # no dim yet
+        result = s.batch_execute([vs.Upsert("a", [1.0, 2.0]), vs.Upsert("b", np.ones(3, dtype=np.float32)),
+                                  vs.Upsert("c", np.ones(2, dtype=np.float32))])
+        assert [e.index for e in result.errors] == [1]
+        assert s.stats().dim == 2 and sorted(s.ids()) == ["a", "c"]
+
+
 def test_batch_is_one_log_record(store_path):
     with open_flat(store_path) as s:
         seq_before = s.stats().last_seq

@@ -23,7 +23,7 @@ from .errors import (
 )
 
 MIN_COSINE_NORM = 1e-30  # below this (computed in float64) a vector has no direction
-_ACCEPTED_KINDS = "fiu"  # float, signed and unsigned int; ints above 2**24 lose precision in float32
+ACCEPTED_VECTOR_KINDS = "fiu"  # float, signed and unsigned int; ints above 2**24 lose precision in float32
 
 
 def validate_id(id_: object) -> str:
@@ -54,7 +54,7 @@ def _as_array(values: object, what: str) -> np.ndarray:
         arr = np.asarray(values)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise DimensionMismatchError(f"{what} is not a rectangular array of numbers: {exc}") from None
-    if arr.dtype.kind not in _ACCEPTED_KINDS:
+    if arr.dtype.kind not in ACCEPTED_VECTOR_KINDS:
         kind = {"b": "bool", "U": "str", "S": "bytes", "O": "object", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
         raise InvalidVectorTypeError(f"{what} must hold real numbers, got {kind} values")
     return arr
