@@ -22,7 +22,14 @@ from .errors import InvalidBatchError, NotFoundError, VecStoreError
 from .metadata import validate_metadata
 from .state import FREE, LIVE, SOFT, StoreState
 from .types import BatchError, Delete, Restore, SetTTL, SoftDelete, UpdateMetadata, Upsert
-from .validation import ACCEPTED_VECTOR_KINDS, validate_dim, validate_id, validate_ttl, validate_vector
+from .validation import (
+    ACCEPTED_VECTOR_KINDS,
+    cosine_norms_clearly_valid,
+    validate_dim,
+    validate_id,
+    validate_ttl,
+    validate_vector,
+)
 
 _OP_TYPES = (Upsert, Delete, SoftDelete, Restore, UpdateMetadata, SetTTL)
 
@@ -131,9 +138,7 @@ def _check_upsert_vectors_together(ops: list, dim: int | None, metric: str) -> d
         rows = np.stack([ops[i].vector for i in picked]).astype(np.float32, copy=False)
         ok = np.isfinite(rows).all(axis=1)
         if metric == "cosine":
-            # float32 sums within a relative 1e-5 of the float64 norm; far inside the limits validate_vector uses
-            sq = np.einsum("ij,ij->i", rows, rows)
-            ok &= (sq > 2e-30) & (sq < 5e37)
+            ok &= cosine_norms_clearly_valid(rows)
     return {i: rows[r] for r, i in enumerate(picked) if ok[r]}
 
 

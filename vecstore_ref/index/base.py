@@ -65,8 +65,8 @@ class VectorTable:
         """Store ``vectors`` (float32 (n, dim)) at ``slots`` and refresh their inverse norms."""
         self.vectors[slots] = vectors
         if self.metric == "cosine":
-            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-            self.inv_norms[slots] = (1.0 / norms).astype(DTYPE_VEC)
+            v = vectors.astype(np.float64)
+            self.inv_norms[slots] = (1.0 / np.sqrt(np.einsum("ij,ij->i", v, v))).astype(DTYPE_VEC)
 
 
 @dataclass
