@@ -81,9 +81,13 @@ class Record:
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Neighbor:
-    """One query result: higher ``score`` is better for every metric."""
+    """One query result: higher ``score`` is better for every metric.
+
+    Not frozen: a query builds k of them per call, a frozen dataclass costs three times as much to build, and each
+    result is the caller's own copy (its metadata too), so changing it changes nothing in the store.
+    """
 
     id: str
     score: float
