@@ -144,6 +144,34 @@ def test_query_batch_matches_single(store_path, rng):
         assert batch.n_found.tolist() == [7] * 20
 
 
+@pytest.mark.parametrize("index,metric,flt", [
+    ("flat", "euclidean", None),                # flat plan, ties at the k-th place
+    ("flat", "dot", "g < 3"),                   # filtered scan
+    ("hnsw", "cosine", None),                   # graph walk
+    ("hnsw", "euclidean", "g = 1"),             # few matches: filtered scan under HNSW
+    ("hnsw", "euclidean", "g != 9"),            # many matches: filtered walk
+])
+def test_query_batch_equals_single_queries_on_every_plan(tmp_path, rng, index, metric, flt):
+    base = random_vectors(rng, 400, 8)
+    vecs = np.concatenate([base, base[:60]])  # duplicates: equal scores that only the id can order
+    ids = [f"r{i:03d}" for i in range(400)] + [f"d{i:03d}" for i in range(60)]
+    order = rng.permutation(len(ids))  # slots do not follow id order
+    qs = np.concatenate([base[:10], random_vectors(rng, 10, 8)])
+    with vs.VecStore.open(str(tmp_path / "s"), dim=8, metric=metric, index=index) as s:
+        s.upsert_many([ids[i] for i in order], vecs[order], [{"g": int(i % 10)} for i in order])
+        for k in (1, 7, 50):
+            batch = s.query_batch(qs, k=k, filter=flt, ef=200)
+            for i, q in enumerate(qs):
+                single = s.query(q, k=k, filter=flt, ef=200)
+                n = len(single)
+                assert batch.n_found[i] == n
+                assert batch.ids[i, :n].tolist() == [h.id for h in single]
+                assert batch.scores[i, :n].tolist() == [np.float32(h.score) for h in single]
+                assert all(x is None for x in batch.ids[i, n:]) and np.all(batch.scores[i, n:] == -np.inf)
+        few = s.query_batch(qs[:2], k=20, filter="g = 1 AND g = 2")
+        assert few.n_found.tolist() == [0, 0]
+
+
 def test_upsert_many_rejects_bad_row_and_writes_nothing(store_path):
     from vecstore_ref._fs import dir_digest
 

@@ -116,6 +116,24 @@ class QueryMethods:
             out.sort(key=lambda n: (-n.score, n.id))
         return out
 
+    def _fill_batch_result(self, slots, dists, ids, scores, n_found) -> None:
+        """Write a batch's results, rows ordered by (distance, slot) and padded with -1, into the result arrays.
+
+        Whole-matrix operations; only the rare rows with equal scores are re-sorted (by id) one by one.
+        """
+        st = self._state
+        found = slots >= 0
+        kk = slots.shape[1]
+        n_found[:] = found.sum(axis=1)
+        sc = scores_from_distances(self._metric, dists)
+        scores[:, :kk] = np.where(found, sc, -np.inf)
+        ids[:, :kk] = np.where(found, st.ids[np.maximum(slots, 0)], None)
+        tied = ((sc[:, 1:] == sc[:, :-1]) & found[:, 1:]).any(axis=1)
+        for i in np.flatnonzero(tied).tolist():
+            n = int(n_found[i])
+            order = sorted(range(n), key=lambda j: (-scores[i, j], ids[i, j]))
+            ids[i, :n], scores[i, :n] = ids[i, order], scores[i, order]
+
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
         """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a :class:`Query`."""
         vector, k, flt, ef = self._unpack_query(q, k, filter, ef)
@@ -158,25 +176,18 @@ class QueryMethods:
             kk = min(k, n_allowed)
             if plan in ("hnsw", "filtered-hnsw"):
                 slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
-                rows = [(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]) for i in range(nq)]
             elif plan == "flat":
                 slots, dists, _, _, nxt = st.index.search_batch_with_boundary(mat, kk, allowed)
-                rows = []
-                for i in range(nq):
-                    s_i, d_i = slots[i][slots[i] >= 0], dists[i][slots[i] >= 0]
-                    if len(s_i) == kk and nxt[i] == d_i[-1]:  # a tie at the k-th place: broken by id
-                        s_i, d_i = self._resolve_boundary_ties(st.index, mat[i], allowed, s_i, d_i)
-                    rows.append((s_i, d_i))
+                full = slots[:, -1] >= 0
+                for i in np.flatnonzero(full & (nxt == dists[:, -1])).tolist():  # a tie at the k-th place
+                    slots[i], dists[i] = self._resolve_boundary_ties(st.index, mat[i], allowed, slots[i], dists[i])
             else:
-                rows = []
+                slots = np.full((nq, kk), -1, dtype=DTYPE_SLOT)
+                dists = np.full((nq, kk), np.inf, dtype=np.float32)
                 for i in range(nq):
                     s, d, _ = self._search_one(mat[i], kk, allowed, n_allowed, plan, ef)
-                    rows.append((s, d))
-            for i, (s, d) in enumerate(rows):
-                neighbors = self._neighbors(s, d)
-                n_found[i] = len(neighbors)
-                ids[i, : len(neighbors)] = [n.id for n in neighbors]
-                scores[i, : len(neighbors)] = [n.score for n in neighbors]
+                    slots[i, : len(s)], dists[i, : len(s)] = s, d
+            self._fill_batch_result(slots, dists, ids, scores, n_found)
             return BatchQueryResult(ids, scores, n_found)
 
     def estimate_query(self, q, k: int = 10, filter=None, ef: int | None = None):
