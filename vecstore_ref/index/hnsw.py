@@ -33,7 +33,7 @@ from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgument
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable
 
 MAX_LEVEL = 15  # levels are int8; P(level > 15) = m**-16 is never met in practice, and draws are clamped to it
-BUILD_BATCH = 512  # nodes whose neighbour searches run in parallel before their links are applied in order
+BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
 SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes were (re)linked since the last
 # A filtered search scans the allowed nodes exactly when allowed**2 <= EXACT_SCAN_FACTOR * nodes * ef * m (and at
 # most half the nodes are allowed): see HNSWIndex.scan_limit.
