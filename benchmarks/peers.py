@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
-class Peer:
+class Peer(ABC):
     """The interface: ``build`` once, then ``set_ef`` / ``search_one`` / ``search_batch``; ``memory_bytes``."""
 
     name = "?"
@@ -56,9 +57,11 @@ class Peer:
 
     def warmup(self, dim: int) -> None:
         """Compile or load anything lazily compiled, so builds and searches time only the work."""
+        return None  # nothing to do unless an adapter says otherwise
 
+    @abstractmethod
     def build(self, x: np.ndarray, threads: int) -> None:
-        raise NotImplementedError
+        """Implemented by every adapter."""
 
     def prepare(self, Q: np.ndarray) -> np.ndarray:
         """Queries in the form the library wants (done once, outside timing); the default keeps them as they are."""
@@ -66,18 +69,23 @@ class Peer:
 
     def set_ef(self, ef: int) -> None:
         """Search width; exact peers ignore it."""
+        return None  # nothing to do unless an adapter says otherwise
 
     def single_thread(self) -> None:
         """Put the library in one-thread mode for a loop of :meth:`search_one` calls."""
+        return None  # nothing to do unless an adapter says otherwise
 
+    @abstractmethod
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        raise NotImplementedError
+        """Implemented by every adapter."""
 
+    @abstractmethod
     def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
-        raise NotImplementedError
+        """Implemented by every adapter."""
 
+    @abstractmethod
     def memory_bytes(self) -> int:
-        raise NotImplementedError
+        """Implemented by every adapter."""
 
 
 # --- vecstore_ref ------------------------------------------------------------------------------------------------
