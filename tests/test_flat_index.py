@@ -64,6 +64,38 @@ def test_blas_batch_equals_single_query_bit_for_bit(metric):
         assert nxt[i] == nd
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "dot", "cosine"])
+@pytest.mark.parametrize("threadpoolctl_installed", [True, False])
+def test_blas_batch_over_many_blocks_equals_single(monkeypatch, metric, threadpoolctl_installed):
+    """Several query and row blocks, a row block with nothing allowed, clustered rows (most chunks screened out),
+    duplicates at the boundary, k beyond what some blocks hold; with and without threadpoolctl."""
+    import sys
+
+    import vecstore_ref.index.flat as flat_module
+
+    if not threadpoolctl_installed:
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails: BLAS keeps its own threads
+        monkeypatch.setattr(flat_module, "_BLAS_CONTROLLER", None)
+    monkeypatch.setattr(flat_module, "BLAS_BLOCK_ROWS", 1000)
+    monkeypatch.setattr(flat_module, "BLAS_BLOCK_QUERIES", 40)
+    rng = np.random.default_rng(11)
+    centers = rng.normal(size=(8, 16)) * 4
+    x = (centers[rng.integers(0, 8, 4500)] + rng.normal(size=(4500, 16))).astype(np.float32)
+    x[2000:2030] = x[5]  # duplicates: ties at the boundary
+    t = table(x, metric)
+    f = FlatIndex(t)
+    allowed = rng.random(t.capacity) < 0.9
+    allowed[1000:2000] = False  # a whole row block with nothing allowed
+    qs = np.concatenate([centers[rng.integers(0, 8, 90)] + rng.normal(size=(90, 16)), x[[5, 6]]]).astype(np.float32)
+    for k in (1, 10, 40):
+        slots, dists, _, _, nxt = f.search_batch_with_boundary(qs, k, allowed)
+        for i, q in enumerate(qs):
+            s, d, _, nd = f.search_with_boundary(q, k, allowed)
+            assert slots[i].tolist() == s.tolist()
+            assert dists[i].tobytes() == d.tobytes()
+            assert nxt[i] == nd
+
+
 def test_small_batch_kernel_path_equals_single():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(300, 8)).astype(np.float32)

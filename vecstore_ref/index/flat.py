@@ -6,6 +6,9 @@ is always consistent, and it is the oracle that every recall figure of the HNSW 
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, query_inv_norm
@@ -14,8 +17,34 @@ BLAS_MIN_QUERIES = 32  # below this the per-query kernel is as fast and needs no
 BLAS_MIN_ROWS = 4096
 BLAS_MAX_K = 256
 BLAS_MARGIN = 16  # extra shortlist entries that absorb BLAS rounding before the exact rescore
-BLAS_BLOCK_ROWS = 16384
+BLAS_BLOCK_ROWS = 2048  # a block of inner products (queries x rows) is 4 MiB: it stays in cache for the merge
 BLAS_BLOCK_QUERIES = 512
+
+
+def _threads() -> int:
+    from numba import get_num_threads
+
+    return max(1, get_num_threads())
+
+
+_BLAS_CONTROLLER = None
+
+
+def _blas_on_calling_thread():
+    """A context in which a BLAS call runs on the thread that makes it, or a no-op without threadpoolctl.
+
+    The batch search runs one matrix product per core from its own thread; BLAS's own thread pool on top of that
+    would put two threads on every core (measured 1.4x slower). Limiting it needs threadpoolctl, an optional
+    dependency (``pip install vecstore-ref[fast]``). The limit is process-wide while it lasts.
+    """
+    global _BLAS_CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()  # finds the BLAS libraries once (about a millisecond)
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 class FlatIndex:
@@ -105,9 +134,10 @@ class FlatIndex:
     def _blas_batch(self, Q: np.ndarray, k: int, allowed: np.ndarray):
         """Exact top-k for many queries at matrix-multiply speed.
 
-        1. Distances of a block of queries to a block of rows come from one float32 matmul (BLAS), and a prange
+        1. Distances of a block of queries to a block of rows come from one float32 matmul (BLAS), and a Numba
            kernel keeps the best ``k + BLAS_MARGIN`` of them per query (the top-k selection, not the matmul, is the
-           real cost of exact search, so it stays in Numba).
+           real cost of exact search, so it stays in Numba). Each core's Python thread runs both for its own slice
+           of the queries (see :func:`~vecstore_ref.kernels.flat_search.merge_block` for why not ``prange``).
         2. The shortlist is rescored with the very kernel distance of the single-query path and sorted.
         3. A query whose rescored k-th distance comes within BLAS rounding of the shortlist's boundary (something
            outside might still belong in) is answered again by the exact scan. So results equal the single-query
@@ -132,15 +162,23 @@ class FlatIndex:
         heap_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
         heap_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
         sizes = np.zeros(nq, dtype=np.int64)
-        for r0 in range(0, n, BLAS_BLOCK_ROWS):
-            r1 = min(n, r0 + BLAS_BLOCK_ROWS)
-            if not allowed[r0:r1].any():
-                continue
-            for q0 in range(0, nq, BLAS_BLOCK_QUERIES):
-                q1 = min(nq, q0 + BLAS_BLOCK_QUERIES)
-                ip = np.ascontiguousarray(Qn[q0:q1] @ X[r0:r1].T, dtype=DTYPE_VEC)
-                merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1], heap_s[q0:q1],
-                            sizes[q0:q1])
+
+        def shortlist(first: int, stop: int) -> None:
+            """One thread's share: queries ``first .. stop`` against every block of rows."""
+            for q0 in range(first, stop, BLAS_BLOCK_QUERIES):
+                q1 = min(stop, q0 + BLAS_BLOCK_QUERIES)
+                for r0 in range(0, n, BLAS_BLOCK_ROWS):
+                    r1 = min(n, r0 + BLAS_BLOCK_ROWS)
+                    if allowed[r0:r1].any():
+                        ip = np.ascontiguousarray(Qn[q0:q1] @ X[r0:r1].T, dtype=DTYPE_VEC)
+                        merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1],
+                                    heap_s[q0:q1], sizes[q0:q1])
+
+        n_threads = min(_threads(), nq)
+        cuts = np.linspace(0, nq, n_threads + 1).astype(np.int64).tolist()
+        with _blas_on_calling_thread(), ThreadPoolExecutor(n_threads) as pool:
+            for share in [pool.submit(shortlist, cuts[j], cuts[j + 1]) for j in range(n_threads)]:
+                share.result()
         exact_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
         exact_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
         rescore_shortlists(t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes, exact_d, exact_s)
