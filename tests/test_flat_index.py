@@ -75,7 +75,6 @@ def test_blas_batch_over_many_blocks_equals_single(monkeypatch, metric, threadpo
 
     if not threadpoolctl_installed:
         monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails: BLAS keeps its own threads
-        monkeypatch.setattr(flat_module, "_BLAS_CONTROLLER", None)
     monkeypatch.setattr(flat_module, "BLAS_BLOCK_ROWS", 1000)
     monkeypatch.setattr(flat_module, "BLAS_BLOCK_QUERIES", 40)
     rng = np.random.default_rng(11)
@@ -94,6 +93,41 @@ def test_blas_batch_over_many_blocks_equals_single(monkeypatch, metric, threadpo
             assert slots[i].tolist() == s.tolist()
             assert dists[i].tobytes() == d.tobytes()
             assert nxt[i] == nd
+
+
+def test_overlapping_batch_searches_restore_the_blas_thread_count():
+    """Two threads searching at once share the BLAS limit; when both are done BLAS has its threads back."""
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+
+    before = blas_threads()
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(BLAS_MIN_ROWS + 500, 16)).astype(np.float32)
+    f = FlatIndex(table(x, "dot"))
+    allowed = np.ones(f.table.capacity, dtype=bool)
+    qs = rng.normal(size=(BLAS_MIN_QUERIES * 4, 16)).astype(np.float32)
+    want = f.search_batch(qs, 5, allowed)[0]
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(5):
+                results.append(f.search_batch(qs, 5, allowed)[0])
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert len(results) == 15 and all(np.array_equal(r, want) for r in results)
+    assert blas_threads() == before
 
 
 def test_small_batch_kernel_path_equals_single():

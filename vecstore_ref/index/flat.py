@@ -6,7 +6,7 @@ is always consistent, and it is the oracle that every recall figure of the HNSW 
 
 from __future__ import annotations
 
-import contextlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,24 +27,46 @@ def _threads() -> int:
     return max(1, get_num_threads())
 
 
-_BLAS_CONTROLLER = None
-
-
-def _blas_on_calling_thread():
-    """A context in which a BLAS call runs on the thread that makes it, or a no-op without threadpoolctl.
+class _BlasOnCallingThread:
+    """While any batch search runs, BLAS calls run on the thread that makes them (needs threadpoolctl).
 
     The batch search runs one matrix product per core from its own thread; BLAS's own thread pool on top of that
     would put two threads on every core (measured 1.4x slower). Limiting it needs threadpoolctl, an optional
-    dependency (``pip install vecstore-ref[fast]``). The limit is process-wide while it lasts.
+    dependency (``pip install vecstore-ref[fast]``); without it this is a no-op. The limit is process-wide, so
+    overlapping searches (two stores queried from two threads) share one limit: the first to enter sets it, the
+    last to leave restores the original setting.
     """
-    global _BLAS_CONTROLLER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return contextlib.nullcontext()
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()  # finds the BLAS libraries once (about a millisecond)
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._controller = None  # threadpoolctl's view of the loaded BLAS libraries, found once (about 1 ms)
+        self._limiter = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:
+                    ThreadpoolController = None
+                if ThreadpoolController is not None:
+                    if self._controller is None:
+                        self._controller = ThreadpoolController()
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+        return False
+
+
+_blas_on_calling_thread = _BlasOnCallingThread()
 
 
 class FlatIndex:
@@ -176,7 +198,7 @@ class FlatIndex:
 
         n_threads = min(_threads(), nq)
         cuts = np.linspace(0, nq, n_threads + 1).astype(np.int64).tolist()
-        with _blas_on_calling_thread(), ThreadPoolExecutor(n_threads) as pool:
+        with _blas_on_calling_thread, ThreadPoolExecutor(n_threads) as pool:
             for share in [pool.submit(shortlist, cuts[j], cuts[j + 1]) for j in range(n_threads)]:
                 share.result()
         exact_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
