@@ -2,6 +2,8 @@
 
 Heaps are tuples of arrays plus a size held by the caller (as in pynndescent): no objects, no allocation inside
 the kernels. Entries are ordered by ``(dist, slot)`` so that equal distances resolve the same way every time.
+Every operation is ``inline="always"``: it runs inside the hot loops of the search kernels, where a call would
+cost more than the operation (and, in the kernels compiled without reference counting, add it back).
 
 - A *max-heap* keeps the best ``cap`` entries seen so far with the worst of them at index 0: the result list of a
   top-k scan, the ``W`` set of HNSW's search layer.
@@ -13,12 +15,12 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _worse(d1, s1, d2, s2):
+def worse(d1, s1, d2, s2):
     """True if entry 1 ranks after entry 2 (larger distance, then larger slot)."""
     return d1 > d2 or (d1 == d2 and s1 > s2)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def max_heap_push(dists, slots, size, d, s):
     """Offer ``(d, s)`` to a max-heap of capacity ``dists.shape[0]``; returns the new size.
 
@@ -30,7 +32,7 @@ def max_heap_push(dists, slots, size, d, s):
         size += 1
         while i > 0:  # sift up
             parent = (i - 1) >> 1
-            if _worse(d, s, dists[parent], slots[parent]):
+            if worse(d, s, dists[parent], slots[parent]):
                 dists[i] = dists[parent]
                 slots[i] = slots[parent]
                 i = parent
@@ -39,13 +41,13 @@ def max_heap_push(dists, slots, size, d, s):
         dists[i] = d
         slots[i] = s
         return size
-    if not _worse(dists[0], slots[0], d, s):
+    if not worse(dists[0], slots[0], d, s):
         return size
     max_heap_replace_top(dists, slots, size, d, s)
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def max_heap_replace_top(dists, slots, size, d, s):
     """Put ``(d, s)`` at the top of a non-empty max-heap and sift it down."""
     i = 0
@@ -55,9 +57,9 @@ def max_heap_replace_top(dists, slots, size, d, s):
             break
         right = left + 1
         child = left
-        if right < size and _worse(dists[right], slots[right], dists[left], slots[left]):
+        if right < size and worse(dists[right], slots[right], dists[left], slots[left]):
             child = right
-        if _worse(dists[child], slots[child], d, s):
+        if worse(dists[child], slots[child], d, s):
             dists[i] = dists[child]
             slots[i] = slots[child]
             i = child
@@ -67,7 +69,7 @@ def max_heap_replace_top(dists, slots, size, d, s):
     slots[i] = s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def max_heap_pop(dists, slots, size):
     """Remove the top (worst) entry; returns the new size. The removed entry is not returned."""
     size -= 1
@@ -76,7 +78,7 @@ def max_heap_pop(dists, slots, size):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def heap_sort_ascending(dists, slots, size):
     """Sort the first ``size`` entries of a max-heap in place, best (smallest ``(dist, slot)``) first."""
     n = size
@@ -88,14 +90,14 @@ def heap_sort_ascending(dists, slots, size):
         slots[n] = s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def min_heap_push(dists, slots, size, d, s):
     """Push onto a min-heap; the caller guarantees ``size < dists.shape[0]``. Returns the new size."""
     i = size
     size += 1
     while i > 0:
         parent = (i - 1) >> 1
-        if _worse(dists[parent], slots[parent], d, s):
+        if worse(dists[parent], slots[parent], d, s):
             dists[i] = dists[parent]
             slots[i] = slots[parent]
             i = parent
@@ -106,7 +108,7 @@ def min_heap_push(dists, slots, size, d, s):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def min_heap_pop(dists, slots, size):
     """Pop the closest entry of a non-empty min-heap; returns ``(dist, slot, new_size)``."""
     d_top = dists[0]
@@ -122,9 +124,9 @@ def min_heap_pop(dists, slots, size):
                 break
             right = left + 1
             child = left
-            if right < size and _worse(dists[left], slots[left], dists[right], slots[right]):
+            if right < size and worse(dists[left], slots[left], dists[right], slots[right]):
                 child = right
-            if _worse(d, s, dists[child], slots[child]):
+            if worse(d, s, dists[child], slots[child]):
                 dists[i] = dists[child]
                 slots[i] = slots[child]
                 i = child

@@ -22,11 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from .distances import FASTMATH
+from .heap import heap_sort_ascending, max_heap_push
 from .hnsw_search import (
     NO_REFCOUNT,
     greedy_descend,
-    max_push,
-    max_sort,
     next_tag,
     row_distance,
     rows_distance,
@@ -114,7 +113,7 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
                 cur_d = res_d[0]
         size = 0
         for j in range(n_w):
-            size = max_push(merged_d, merged_s, size, res_d[j], res_s[j])
+            size = max_heap_push(merged_d, merged_s, size, res_d[j], res_s[j])
         for j in range(i):
             other = nodes[j]
             if node_levels[j] < lc or other == node:
@@ -128,8 +127,8 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
                 if dup:
                     continue
             d = rows_distance(metric, X, inv_norms, node, other)
-            size = max_push(merged_d, merged_s, size, d, other)
-        max_sort(merged_d, merged_s, size)
+            size = max_heap_push(merged_d, merged_s, size, d, other)
+        heap_sort_ascending(merged_d, merged_s, size)
         row = fwd_off[i] + lc
         fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, merged_d, merged_s, size, m, fwd[row])
 
@@ -237,8 +236,8 @@ def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sou
     heap_d = buf_d[:n]
     heap_s = keep[:n]
     for j in range(n):
-        size = max_push(heap_d, heap_s, size, rows_distance(metric, X, inv_norms, u, buf_s[j]), buf_s[j])
-    max_sort(heap_d, heap_s, size)
+        size = max_heap_push(heap_d, heap_s, size, rows_distance(metric, X, inv_norms, u, buf_s[j]), buf_s[j])
+    heap_sort_ascending(heap_d, heap_s, size)
     kept = select_neighbors_heuristic(metric, X, inv_norms, heap_d, heap_s, size, max_deg, row)
     for j in range(kept, max_deg):
         row[j] = -1

@@ -27,16 +27,17 @@ Two things decide the speed of a graph walk:
   second computes the distances while those rows arrive.
 - Reference counting. Numba counts references to every array a compiled function receives, with atomic
   instructions; in the per-distance loop that was a third of the search time. The walk kernels therefore allocate
-  nothing and are compiled without it (``NO_REFCOUNT``), and the steps of their hot loops (:func:`row_distance`,
-  the heap operations) are ``inline="always"`` copies of :func:`vecstore_ref.kernels.distances.distance` and
-  :mod:`vecstore_ref.kernels.heap`: the same operations in the same order, so rankings and ties agree with the
-  flat index.
+  nothing and are compiled without it (``NO_REFCOUNT``), and the steps of their hot loops are inlined: the heap
+  operations of :mod:`vecstore_ref.kernels.heap` are ``inline="always"``, and :func:`row_distance` is an
+  ``inline="always"`` copy of :func:`vecstore_ref.kernels.distances.distance` (the same operations in the same
+  order, so rankings and ties agree with the flat index).
 """
 
 import numpy as np
 from numba import njit, prange
 
 from .distances import COSINE, DOT, EUCLIDEAN, FASTMATH
+from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .prefetch import prefetch_row
 
 # Kernels that allocate nothing are compiled without Numba's reference counting of arrays (NRT): otherwise every
@@ -82,112 +83,6 @@ def rows_distance(metric, X, inv_norms, a, b):
     if metric == DOT:
         return -s
     return -(s * inv_norms[a]) * inv_norms[b]
-
-
-@njit(cache=True, inline="always")
-def worse(d1, s1, d2, s2):
-    """True if entry 1 ranks after entry 2 (larger distance, then larger slot)."""
-    return d1 > d2 or (d1 == d2 and s1 > s2)
-
-
-@njit(cache=True, inline="always")
-def max_sift_down(dists, slots, size, d, s):
-    """Put ``(d, s)`` at the top of a max-heap of ``size`` entries and sift it down (``heap.max_heap_replace_top``)."""
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            break
-        child = left
-        if left + 1 < size and worse(dists[left + 1], slots[left + 1], dists[left], slots[left]):
-            child = left + 1
-        if worse(dists[child], slots[child], d, s):
-            dists[i] = dists[child]
-            slots[i] = slots[child]
-            i = child
-        else:
-            break
-    dists[i] = d
-    slots[i] = s
-
-
-@njit(cache=True, inline="always")
-def max_push(dists, slots, size, d, s):
-    """Offer ``(d, s)`` to a max-heap of capacity ``dists.shape[0]`` (the best entries, worst on top); new size."""
-    if size < dists.shape[0]:
-        i = size
-        while i > 0:
-            parent = (i - 1) >> 1
-            if worse(d, s, dists[parent], slots[parent]):
-                dists[i] = dists[parent]
-                slots[i] = slots[parent]
-                i = parent
-            else:
-                break
-        dists[i] = d
-        slots[i] = s
-        return size + 1
-    if worse(dists[0], slots[0], d, s):
-        max_sift_down(dists, slots, size, d, s)
-    return size
-
-
-@njit(cache=True, inline="always")
-def max_sort(dists, slots, size):
-    """Sort a max-heap's ``size`` entries in place, best (smallest (distance, slot)) first."""
-    n = size
-    while n > 1:
-        d = dists[0]
-        s = slots[0]
-        n -= 1
-        max_sift_down(dists, slots, n, dists[n], slots[n])
-        dists[n] = d
-        slots[n] = s
-
-
-@njit(cache=True, inline="always")
-def min_push(dists, slots, size, d, s):
-    """Push onto a min-heap (closest on top); the caller guarantees room. Returns the new size."""
-    i = size
-    while i > 0:
-        parent = (i - 1) >> 1
-        if worse(dists[parent], slots[parent], d, s):
-            dists[i] = dists[parent]
-            slots[i] = slots[parent]
-            i = parent
-        else:
-            break
-    dists[i] = d
-    slots[i] = s
-    return size + 1
-
-
-@njit(cache=True, inline="always")
-def min_pop(dists, slots, size):
-    """Pop the closest entry of a non-empty min-heap; returns ``(distance, slot, new size)``."""
-    d_top = dists[0]
-    s_top = slots[0]
-    size -= 1
-    if size > 0:
-        d = dists[size]
-        s = slots[size]
-        i = 0
-        while True:
-            left = 2 * i + 1
-            if left >= size:
-                break
-            child = left
-            if left + 1 < size and worse(dists[left], slots[left], dists[left + 1], slots[left + 1]):
-                child = left + 1
-            if worse(d, s, dists[child], slots[child]):
-                dists[i] = dists[child]
-                slots[i] = slots[child]
-                i = child
-            else:
-                break
-        dists[i] = d
-        slots[i] = s
-    return d_top, s_top, size
 
 
 @njit(cache=True, inline="always")
@@ -279,11 +174,11 @@ def search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, le
     n_dist = 0
     hops = 0
     visited[ep] = tag
-    n_cand = min_push(cand_d, cand_s, n_cand, ep_d, ep)
+    n_cand = min_heap_push(cand_d, cand_s, n_cand, ep_d, ep)
     if ep != exclude and ((not use_filter) or (allowed[ep] and deleted[ep] == 0)):
-        n_res = max_push(res_d, res_s, n_res, ep_d, ep)
+        n_res = max_heap_push(res_d, res_s, n_res, ep_d, ep)
     while n_cand > 0:
-        c_d, c, n_cand = min_pop(cand_d, cand_s, n_cand)
+        c_d, c, n_cand = min_heap_pop(cand_d, cand_s, n_cand)
         if n_res >= ef and c_d > res_d[0]:
             break  # the closest candidate is farther than the worst result: W cannot improve
         hops += 1
@@ -309,12 +204,12 @@ def search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, le
             d = row_distance(metric, q, q_inv, X, inv_norms, e)
             n_dist += 1
             if n_res < ef or worse(res_d[0], res_s[0], d, e):
-                n_cand = min_push(cand_d, cand_s, n_cand, d, e)
+                n_cand = min_heap_push(cand_d, cand_s, n_cand, d, e)
                 if level == 0:
                     prefetch_row(links0, cand_s[0])  # the next node to expand, most likely
                 if e != exclude and ((not use_filter) or (allowed[e] and deleted[e] == 0)):
-                    n_res = max_push(res_d, res_s, n_res, d, e)
-    max_sort(res_d, res_s, n_res)
+                    n_res = max_heap_push(res_d, res_s, n_res, d, e)
+    heap_sort_ascending(res_d, res_s, n_res)
     return n_res, n_dist, hops
 
 
@@ -374,8 +269,8 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, 
         if allowed[s] and deleted[s] == 0 and levels[s] >= 0:
             d = row_distance(metric, q, q_inv, X, inv_norms, s)
             n_dist += 1
-            n_res = max_push(res_d, res_s, n_res, d, s)
-    max_sort(res_d, res_s, n_res)
+            n_res = max_heap_push(res_d, res_s, n_res, d, s)
+    heap_sort_ascending(res_d, res_s, n_res)
     return n_res, n_dist
 
 
