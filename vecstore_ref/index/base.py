@@ -119,3 +119,10 @@ def scores_from_distances(metric: str, distances: np.ndarray) -> np.ndarray:
     if metric == "euclidean":
         return -np.sqrt(np.maximum(d, DTYPE_VEC(0.0)))
     return -d
+
+
+def numba_threads() -> int:
+    """The threads Numba's parallel kernels use (``numba.set_num_threads``); the batch paths split work by it."""
+    from numba import get_num_threads
+
+    return max(1, get_num_threads())

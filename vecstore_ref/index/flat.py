@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, query_inv_norm
+from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads, query_inv_norm
 
 BLAS_MIN_QUERIES = 32  # below this the per-query kernel is as fast and needs no second pass
 BLAS_MIN_ROWS = 4096
@@ -19,12 +19,6 @@ BLAS_MAX_K = 256
 BLAS_MARGIN = 16  # extra shortlist entries that absorb BLAS rounding before the exact rescore
 BLAS_BLOCK_ROWS = 2048  # a block of inner products (queries x rows) is 4 MiB: it stays in cache for the merge
 BLAS_BLOCK_QUERIES = 512
-
-
-def _threads() -> int:
-    from numba import get_num_threads
-
-    return max(1, get_num_threads())
 
 
 class _BlasOnCallingThread:
@@ -196,7 +190,7 @@ class FlatIndex:
                         merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1],
                                     heap_s[q0:q1], sizes[q0:q1])
 
-        n_threads = min(_threads(), nq)
+        n_threads = min(numba_threads(), nq)
         cuts = np.linspace(0, nq, n_threads + 1).astype(np.int64).tolist()
         with _blas_on_calling_thread, ThreadPoolExecutor(n_threads) as pool:
             for share in [pool.submit(shortlist, cuts[j], cuts[j + 1]) for j in range(n_threads)]:

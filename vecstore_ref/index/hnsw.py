@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import HNSWParams
 from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
-from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable
+from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads
 
 MAX_LEVEL = 15  # levels are int8; P(level > 15) = m**-16 is never met in practice, and draws are clamped to it
 BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
@@ -42,12 +42,6 @@ FORMAT_VERSION = 1
 
 _EMPTY_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
 _EMPTY_DISTS = np.zeros(0, dtype=DTYPE_VEC)
-
-
-def _threads() -> int:
-    from numba import get_num_threads
-
-    return max(1, get_num_threads())
 
 
 _SEARCH = None
@@ -205,7 +199,7 @@ class HNSWIndex:
         n_rows = int(fwd_off[-1] + per_node[-1])
         fwd = np.full((n_rows, m), -1, dtype=DTYPE_SLOT)
         fwd_n = np.zeros(n_rows, dtype=np.int32)
-        n_threads = max(1, min(_threads(), b))
+        n_threads = max(1, min(numba_threads(), b))
         self._scratch(n_threads)
         if self.ep >= 0 or b > 1:
             plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
@@ -373,7 +367,7 @@ class HNSWIndex:
             return out_s, out_d, n_dist, hops
         self._grow()
         allowed = self._mask(allowed)
-        n_threads = max(1, min(_threads(), nq))
+        n_threads = max(1, min(numba_threads(), nq))
         e = self._ef(kk, ef)
         self._scratch(n_threads, e)
         res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
