@@ -95,6 +95,26 @@ def test_blas_batch_over_many_blocks_equals_single(monkeypatch, metric, threadpo
             assert nxt[i] == nd
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "dot", "cosine"])
+def test_near_duplicates_beyond_the_shortlist_fall_back_to_the_exact_scan(metric):
+    """Hundreds of rows within float32 rounding of each other: BLAS ranks them differently from the exact kernel, so
+    the true top k may lie outside the k + margin shortlist. The batch must notice and still equal single queries."""
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=16).astype(np.float32)
+    x = rng.normal(size=(BLAS_MIN_ROWS + 200, 16)).astype(np.float32)
+    x[:400] = base * (1 + rng.normal(size=(400, 1)).astype(np.float32) * 1e-6)  # same direction, norms differ
+    x[400:800] = base + rng.normal(size=(400, 16)).astype(np.float32) * 1e-6
+    t = table(x, metric)
+    f = FlatIndex(t)
+    allowed = np.ones(t.capacity, dtype=bool)
+    qs = (base + rng.normal(size=(BLAS_MIN_QUERIES, 16)) * 1e-3).astype(np.float32)
+    slots, dists, _, _, nxt = f.search_batch_with_boundary(qs, 10, allowed)
+    for i, q in enumerate(qs):
+        s, d, _, nd = f.search_with_boundary(q, 10, allowed)
+        assert slots[i].tolist() == s.tolist()
+        assert dists[i].tobytes() == d.tobytes()
+
+
 def test_overlapping_batch_searches_restore_the_blas_thread_count():
     """Two threads searching at once share the BLAS limit; when both are done BLAS has its threads back."""
     import threading

@@ -198,28 +198,26 @@ class FlatIndex:
         exact_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
         exact_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
         rescore_shortlists(t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes, exact_d, exact_s)
-        out_s = np.full((nq, k), -1, dtype=DTYPE_SLOT)
-        out_d = np.full((nq, k), np.inf, dtype=DTYPE_VEC)
-        nxt = np.full(nq, np.inf, dtype=DTYPE_VEC)
         # BLAS rounding bound: a few float32 ulps of the largest |q||x| term, times the dimension
         x_max = float(np.sqrt(x_sq.max())) if x_sq is not None and n else float(np.linalg.norm(X, axis=1).max())
         scale = (q_norm + x_max) ** 2 if t.metric == "euclidean" else q_norm * (1.0 if t.metric == "cosine" else x_max)
         tol = 1e-5 * (t.dim ** 0.5) * scale + 1e-30
+        rows = np.arange(nq)
         found = np.minimum(sizes, k)
-        boundary = heap_d.max(axis=1, initial=-np.inf)  # the worst BLAS distance kept in each shortlist
-        for i in range(nq):
-            f = int(found[i])
-            out_s[i, :f], out_d[i, :f] = exact_s[i, :f], exact_d[i, :f]
-            nxt[i] = exact_d[i, f] if f < sizes[i] else np.inf
-            full = sizes[i] == c
-            if full and f and exact_d[i, f - 1] + 2 * tol[i] >= boundary[i]:
-                row_d = np.full(k, np.inf, dtype=DTYPE_VEC)
-                row_s = np.full(k, -1, dtype=DTYPE_SLOT)
-                got, _, nd = topk_masked(t.metric_code, Q[i], q_inv[i], t.vectors, t.inv_norms, allowed, n, row_d,
-                                         row_s)
-                out_s[i], out_d[i], nxt[i] = row_s, row_d, nd
-            elif full:
-                nxt[i] = min(float(nxt[i]), float(boundary[i] - tol[i])) if f == sizes[i] else nxt[i]
+        kept = np.arange(k)[None, :] < found[:, None]
+        out_s = np.where(kept, exact_s[:, :k], -1).astype(DTYPE_SLOT)
+        out_d = np.where(kept, exact_d[:, :k], np.inf).astype(DTYPE_VEC)
+        nxt = np.where(found < sizes, exact_d[rows, np.minimum(found, c - 1)], np.inf).astype(DTYPE_VEC)
+        # A full shortlist whose k-th exact distance comes within rounding of its worst BLAS distance may have left
+        # out a row that belongs in the top k: those (rare) queries are scanned exactly.
+        boundary = heap_d.max(axis=1, initial=-np.inf)
+        kth = exact_d[rows, np.maximum(found - 1, 0)]
+        unsure = (sizes == c) & (found > 0) & (kth + 2 * tol >= boundary)
+        for i in np.flatnonzero(unsure).tolist():
+            row_d = np.full(k, np.inf, dtype=DTYPE_VEC)
+            row_s = np.full(k, -1, dtype=DTYPE_SLOT)
+            _, _, nxt[i] = topk_masked(t.metric_code, Q[i], q_inv[i], t.vectors, t.inv_norms, allowed, n, row_d, row_s)
+            out_s[i], out_d[i] = row_s, row_d
         n_allowed = int(np.count_nonzero(allowed[:n]))
         return out_s, out_d, np.full(nq, n_allowed, dtype=np.int64), np.zeros(nq, dtype=np.int64), nxt
 
