@@ -89,6 +89,14 @@ class StoreState:
         self._grow(self.table.capacity)
         return slots
 
+    def _allocate_one(self) -> int:
+        """One fresh slot; the cheap path of a batch's loop (the arrays grow only when the table is full)."""
+        t = self.table
+        if t.n_slots < t.capacity:
+            t.n_slots += 1
+            return t.n_slots - 1
+        return int(self._allocate(1)[0])
+
     # --- visibility -------------------------------------------------------------------------------------------
 
     def has_expired(self, now: float) -> bool:
@@ -157,7 +165,7 @@ class StoreState:
             slot = self.slot_of.get(id_, -1)
             if kind == "upsert":
                 if slot < 0:
-                    slot = int(self._allocate(1)[0])
+                    slot = self._allocate_one()
                     self.slot_of[id_] = slot
                     self.ids[slot] = id_
                 else:

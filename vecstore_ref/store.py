@@ -82,12 +82,19 @@ def _index_factory(kind: str, params: HNSWParams):
             except ImportError:  # pragma: no cover - a build without the graph index answers exactly
                 HNSWIndex = None
             if HNSWIndex is not None:
-                return HNSWIndex(table, params)
+                return HNSWIndex(table, params, background=True)
         from .index.flat import FlatIndex
 
         return FlatIndex(table)
 
     return make
+
+
+def _close_index(state) -> None:
+    """Stop the index's background thread, if it has one (an HNSW index links new vectors in the background)."""
+    close = getattr(getattr(state, "index", None), "close", None)
+    if close is not None:
+        close()
 
 
 class VecStore(QueryMethods):
@@ -153,6 +160,8 @@ class VecStore(QueryMethods):
         try:
             self._recover(dim, metric, index, hnsw, repair)
         except BaseException as exc:
+            if getattr(self, "_state", None) is not None:
+                _close_index(self._state)
             if self._writer is not None:
                 self._writer.close()
             if self._dir_lock is not None:
@@ -279,7 +288,7 @@ class VecStore(QueryMethods):
             stored = HNSWParams.from_dict(meta.get("params", {})) if "params" in meta else self._hnsw
             params = HNSWParams(stored.m, stored.ef_construction, self._hnsw.ef_search, stored.seed)
             self._hnsw = params
-            return HNSWIndex.from_arrays(table, params, meta, arrays)
+            return HNSWIndex.from_arrays(table, params, meta, arrays, background=True)
         from .index.flat import FlatIndex
 
         return FlatIndex.from_arrays(table, meta, arrays)
@@ -323,6 +332,7 @@ class VecStore(QueryMethods):
                 if self._writer is not None and self._poisoned is None and not self._writer.poisoned:
                     self._writer.sync()
             finally:
+                _close_index(self._state)
                 if self._writer is not None:
                     self._writer.close()
                 if self._dir_lock is not None:
@@ -694,8 +704,13 @@ class VecStore(QueryMethods):
         t0 = time.perf_counter()
         new_state, removed = self._state.compacted(self._now())
         _crash.crashpoint("compact.state_built")
-        self._checkpoint(new_state, compacting=True)
-        self._state = new_state
+        try:
+            self._checkpoint(new_state, compacting=True)
+        except BaseException:
+            _close_index(new_state)
+            raise
+        old, self._state = self._state, new_state
+        _close_index(old)
         ms = (time.perf_counter() - t0) * 1e3
         self._last_compaction = {"removed_count": removed, "duration_ms": ms, "at": time.time()}
         return removed, ms
@@ -725,8 +740,20 @@ class VecStore(QueryMethods):
                 compaction_config=self._compaction_config.to_dict(), last_compaction=self._last_compaction,
                 recovery_report=self.recovery_report.to_dict(), format_version=FORMAT_VERSION,
                 durability=self._durability, read_only=self._read_only or self._poisoned is not None,
-                last_seq=self._last_seq,
+                last_seq=self._last_seq, unindexed=int(getattr(index, "n_unlinked", 0)),
             )
+
+    def flush_index(self) -> int:
+        """Link every vector still waiting into the HNSW graph now, in the calling thread; returns how many.
+
+        Writes do not wait for graph linking: a background thread does it, and until then queries scan the waiting
+        vectors exactly (``stats().unindexed`` says how many). Call this after a bulk load to pay the linking at a
+        time of your choosing, e.g. before measuring query speed. A flat index has nothing to link (returns 0).
+        """
+        with self._lock:
+            self._check_open()
+            link = getattr(self._state.index, "link_queued", None)
+            return int(link()) if link is not None else 0
 
     def verify(self) -> VerifyReport:
         """Read every file and check every checksum. Changes nothing."""

@@ -273,6 +273,7 @@ class StoreStats:
     durability: str
     read_only: bool
     last_seq: int
+    unindexed: int = 0  # vectors written but not linked into the HNSW graph yet (queries scan them exactly)
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))

@@ -25,12 +25,14 @@ same seed give the same graph, before and after a save and load, and for any thr
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
 from ..config import HNSWParams
 from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads
+from .link_queue import LinkQueue, start_linker
 
 MAX_LEVEL = 15  # levels are int8; P(level > 15) = m**-16 is never met in practice, and draws are clamped to it
 BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
@@ -39,6 +41,9 @@ SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes
 # most half the nodes are allowed): see HNSWIndex.scan_limit.
 EXACT_SCAN_FACTOR = 1.0
 FORMAT_VERSION = 1
+# With background linking, a write that finds more than this many vectors waiting links the excess itself, so
+# that the exact scan every query makes of the waiting vectors stays short (65,536 x 128 floats: ~2 ms).
+MAX_UNLINKED = 65_536
 
 _EMPTY_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
 _EMPTY_DISTS = np.zeros(0, dtype=DTYPE_VEC)
@@ -63,15 +68,24 @@ class HNSWIndex:
     ``add`` inserts new slots and relinks slots whose vector changed, ``remove`` marks slots deleted (still walked
     through, never returned, until compaction builds a new index), ``search``/``search_batch`` answer top-k queries
     among an allowed mask.
+
+    With ``background=True`` (the store's setting), ``add`` only queues the slots (:mod:`.link_queue`) and a
+    daemon thread links them; searches scan the queued slots exactly until then. Otherwise ``add`` links at once.
+    Every method may be called from any thread: the graph arrays change only under ``self.lock``.
     """
 
     kind = "hnsw"
 
-    def __init__(self, table: VectorTable, params: HNSWParams):
+    def __init__(self, table: VectorTable, params: HNSWParams, *, background: bool = False):
         if not isinstance(params, HNSWParams):
             raise InvalidArgumentTypeError(f"params must be HNSWParams, got {type(params).__name__}")
         self.table = table
         self.params = params
+        self.background = bool(background)
+        self.max_unlinked = MAX_UNLINKED
+        self.lock = threading.RLock()  # held while the graph arrays are read or changed
+        self._queue = LinkQueue()
+        self._linker: threading.Thread | None = None
         self.m = params.m
         self._rng = np.random.default_rng(params.seed)
         self._level_mult = 1.0 / math.log(self.m)
@@ -157,15 +171,60 @@ class HNSWIndex:
         """Insert new slots (INSERT, Alg. 1) and relink slots already in the graph whose vectors changed.
 
         The slots are linked in the given order (a repeated slot once, at its first place), in batches of
-        ``BUILD_BATCH`` whose neighbour searches run in parallel; a big add is the fast bulk-build path.
+        ``BUILD_BATCH`` whose neighbour searches run in parallel; a big add is the fast bulk-build path. In the
+        background mode they are queued, and linked here only beyond ``max_unlinked`` waiting slots.
         """
         slots = self._slots_arg(slots)
         if slots.size == 0:
             return
+        if slots.size > 1:
+            _, first = np.unique(slots, return_index=True)
+            if first.size != slots.size:
+                slots = slots[np.sort(first)]
+        self._queue.push(slots)
+        if not self.background:
+            self.link_queued()
+            return
+        if self._linker is None or not self._linker.is_alive():
+            self._linker = start_linker(self, self._queue)
+        excess = len(self._queue) - self.max_unlinked
+        if excess > 0:
+            self.link_queued(excess)
+
+    def link_queued(self, max_nodes: int | None = None) -> int:
+        """Link up to ``max_nodes`` (None = all) of the oldest queued slots into the graph; returns how many."""
+        with self.lock:
+            chunk = self._sync(max_nodes)
+            if chunk.size:
+                self._link(chunk)
+            return int(chunk.size)
+
+    @property
+    def n_unlinked(self) -> int:
+        """Slots written but not linked yet: queries scan them exactly."""
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Stop the linker thread (what it has not linked stays queued; the store's log still holds it)."""
+        self._queue.close()
+        linker, self._linker = self._linker, None
+        if linker is not None and linker is not threading.current_thread():
+            linker.join()
+
+    def _sync(self, max_nodes: int | None = 0) -> np.ndarray:
+        """Apply what the queue gathered since the last call (under ``self.lock``); returns the chunk to link, and
+        keeps the slots still waiting in ``self._waiting``."""
         self._grow()
-        _, first = np.unique(slots, return_index=True)
-        if first.size != slots.size:
-            slots = slots[np.sort(first)]
+        taken = self._queue.take(max_nodes)
+        if taken.to_mark.size:
+            self.deleted[taken.to_mark] = 1  # not returned by a walk until (re)linked, see link_queue
+        if taken.to_delete.size:
+            self.deleted[taken.to_delete] = 1
+        self._waiting = taken.waiting
+        return taken.chunk
+
+    def _link(self, slots: np.ndarray) -> None:
+        """Link distinct ``slots`` now, in order (under ``self.lock``)."""
         node_levels = self.levels[slots].copy()
         is_new = node_levels < 0
         new = slots[is_new]
@@ -185,7 +244,7 @@ class HNSWIndex:
         self.n_nodes += int(new.size)
         self._unswept += int(slots.size)
         if self._unswept * SWEEP_EVERY >= self.n_nodes:
-            self.repair_connectivity()
+            self._repair()
 
     def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, is_new: np.ndarray) -> None:
         """The three phases of a batch insert (see :mod:`vecstore_ref.kernels.hnsw_build`)."""
@@ -229,21 +288,35 @@ class HNSWIndex:
     def remove(self, slots: np.ndarray) -> None:
         """Mark deleted: excluded from results, still used for traversal until compaction rebuilds the graph."""
         slots = self._slots_arg(slots)
-        self._grow()
-        self.deleted[slots] = 1
+        self._queue.remove(slots)
+        if not self.background:
+            with self.lock:
+                self._sync()
 
     @property
     def n_deleted(self) -> int:
-        n = self.table.n_slots
-        return int(np.count_nonzero((self.deleted[:n] != 0) & (self.levels[:n] >= 0)))
+        """Nodes in the graph marked deleted (not counting those waiting for a relink)."""
+        with self.lock:
+            self._sync()
+            n = self.table.n_slots
+            dead = (self.deleted[:n] != 0) & (self.levels[:n] >= 0)
+            dead[self._waiting] = False
+            return int(np.count_nonzero(dead))
 
     def repair_connectivity(self, max_rounds: int = 8) -> int:
+        """Link everything queued, then :meth:`_repair` the graph's reachability; returns the links added."""
+        with self.lock:
+            self.link_queued()
+            return self._repair(max_rounds)
+
+    def _repair(self, max_rounds: int = 8) -> int:
         """Link every live node that layer 0 no longer reaches from the entry point; returns the links added.
 
         SELECT-NEIGHBORS-HEURISTIC may drop a node's last incoming link when it shrinks a full list, and such a
         node can never be found. This sweep (a breadth-first search, O(n * m)) finds them and links each from its
-        nearest reachable node. :meth:`add` runs it by itself once ``n_nodes / SWEEP_EVERY`` nodes have been
-        (re)linked since the last sweep, which amortizes it to a few percent of the insert cost.
+        nearest reachable node. Linking runs it by itself once ``n_nodes / SWEEP_EVERY`` nodes have been
+        (re)linked since the last sweep, which amortizes it to a few percent of the insert cost. Runs under
+        ``self.lock``; the table may grow meanwhile (the linker thread does not hold the store's lock).
         """
         from ..kernels.hnsw_build import reachable_from, repair_reachability
 
@@ -252,7 +325,7 @@ class HNSWIndex:
             return 0
         self._grow()
         t = self.table
-        n = t.n_slots
+        n = min(t.n_slots, self._cap)
         total = 0
         queue = np.empty(self._cap, dtype=DTYPE_SLOT)
         for _ in range(max_rounds):
@@ -309,9 +382,16 @@ class HNSWIndex:
         return min(int(math.sqrt(self.exact_scan_factor * self.n_nodes * ef * self.m)), self.n_nodes // 2)
 
     def _ef(self, k: int, ef: int | None) -> int:
-        """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of nodes."""
+        """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of nodes (or k)."""
         e = max(int(ef) if ef else self.params.ef_search, k)
-        return max(1, min(e, self.n_nodes))
+        return max(1, min(e, max(self.n_nodes, k)))
+
+    def _unlinked_for_search(self) -> np.ndarray:
+        """The queued slots a search scans exactly (under ``self.lock``), after applying the queue's changes."""
+        if self._queue.idle:
+            return _EMPTY_SLOTS
+        self._sync()
+        return self._waiting
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
         """K-NN-SEARCH (Alg. 5) for one query among the ``allowed`` live slots.
@@ -325,23 +405,25 @@ class HNSWIndex:
         Returns:
             ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k, best first by (distance, slot).
         """
-        k = min(int(k), self.n_nodes)
-        if k <= 0:
-            return _EMPTY_SLOTS, _EMPTY_DISTS, SearchStats()
-        t = self.table
-        if t.capacity != self._cap:
-            self._grow()
-        q = self._query(query)
-        allowed = self._mask(allowed)
-        e = self._ef(k, ef)
-        if e > self._room:
-            self._scratch(1, e)
-        found, n_dist, hops = _search_kernels().knn_search(
-            t.metric_code, q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
-            self.deleted, allowed, self.ep, self.max_level, k, e, self._visited0, self._tags, 0, self._sd0,
-            self._ss0, self.scan_limit(e))
-        cap = self._cap
-        return self._ss0[cap:cap + found].copy(), self._sd0[cap:cap + found].copy(), SearchStats(n_dist, hops)
+        with self.lock:
+            unlinked = self._unlinked_for_search()
+            k = min(int(k), self.n_nodes + unlinked.size)
+            if k <= 0:
+                return _EMPTY_SLOTS, _EMPTY_DISTS, SearchStats()
+            t = self.table
+            if t.capacity != self._cap:
+                self._grow()
+            q = self._query(query)
+            allowed = self._mask(allowed)
+            e = self._ef(k, ef)
+            if e > self._room:
+                self._scratch(1, e)
+            found, n_dist, hops = _search_kernels().knn_search(
+                t.metric_code, q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
+                self.deleted, allowed, self.ep, self.max_level, k, e, self._visited0, self._tags, 0, self._sd0,
+                self._ss0, self.scan_limit(e), unlinked)
+            cap = self._cap
+            return self._ss0[cap:cap + found].copy(), self._sd0[cap:cap + found].copy(), SearchStats(n_dist, hops)
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
         """K-NN-SEARCH for every row of ``queries`` (float32 (nq, dim)), the queries spread over the threads.
@@ -362,20 +444,22 @@ class HNSWIndex:
         out_s = np.full((nq, w), -1, dtype=DTYPE_SLOT)
         n_dist = np.zeros(nq, dtype=np.int64)
         hops = np.zeros(nq, dtype=np.int64)
-        kk = min(w, self.n_nodes)
-        if nq == 0 or kk == 0:
-            return out_s, out_d, n_dist, hops
-        self._grow()
-        allowed = self._mask(allowed)
-        n_threads = max(1, min(numba_threads(), nq))
-        e = self._ef(kk, ef)
-        self._scratch(n_threads, e)
-        res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
-        res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
-        _search_kernels().knn_search_batch(
-            t.metric_code, Q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
-            self.deleted, allowed, self.ep, self.max_level, e, self._visited[:n_threads], self._tags,
-            self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e), res_d, res_s, n_dist, hops)
+        with self.lock:
+            unlinked = self._unlinked_for_search()
+            kk = min(w, self.n_nodes + unlinked.size)
+            if nq == 0 or kk == 0:
+                return out_s, out_d, n_dist, hops
+            self._grow()
+            allowed = self._mask(allowed)
+            n_threads = max(1, min(numba_threads(), nq))
+            e = self._ef(kk, ef)
+            self._scratch(n_threads, e)
+            res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
+            res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
+            _search_kernels().knn_search_batch(
+                t.metric_code, Q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
+                self.deleted, allowed, self.ep, self.max_level, e, self._visited[:n_threads], self._tags,
+                self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e), unlinked, res_d, res_s, n_dist, hops)
         if kk != w:
             out_d[:, :kk], out_s[:, :kk] = res_d, res_s
         return out_s, out_d, n_dist, hops
@@ -383,7 +467,14 @@ class HNSWIndex:
     # --- persistence ------------------------------------------------------------------------------------------
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """``(meta, arrays)`` for a snapshot: JSON values, and numeric arrays covering the table's used slots."""
+        """``(meta, arrays)`` for a snapshot: JSON values, and numeric arrays covering the table's used slots.
+
+        Everything queued is linked first: a saved graph holds every vector of the table."""
+        with self.lock:
+            self.link_queued()
+            return self._to_arrays()
+
+    def _to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         n = self.table.n_slots
         self._grow()
         state = self._rng.bit_generator.state
@@ -398,12 +489,13 @@ class HNSWIndex:
         return meta, arrays
 
     @classmethod
-    def from_arrays(cls, table: VectorTable, params: HNSWParams, meta: dict, arrays: dict) -> HNSWIndex:
+    def from_arrays(cls, table: VectorTable, params: HNSWParams, meta: dict, arrays: dict, *,
+                    background: bool = False) -> HNSWIndex:
         """Load a saved graph without rebuilding it, after checking every shape and bound.
 
         A graph that fails a check raises :class:`CorruptSnapshotError`: no bad index ever reaches a kernel.
         """
-        idx = cls(table, params)
+        idx = cls(table, params, background=background)
         try:
             fields = _validate_saved_graph(meta, arrays, table.n_slots, params.m)
             idx._rng.bit_generator.state = {
@@ -436,7 +528,9 @@ class HNSWIndex:
         """Problems found in the graph (an empty list means none): self-links, duplicate links, degrees out of
         bounds, links to slots outside the graph or below the layer, a bad entry point, and live nodes not
         reachable from the entry point on layer 0."""
-        return _graph_problems(self)
+        with self.lock:
+            self.link_queued()
+            return _graph_problems(self)
 
 
 # --- checks on raw graph arrays -------------------------------------------------------------------------------------

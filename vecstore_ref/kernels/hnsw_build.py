@@ -133,7 +133,7 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
         fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, merged_d, merged_s, size, m, fwd[row])
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels, is_new,
                m, ef, visited, tags, cand_d, cand_s, fwd, fwd_n, fwd_off):
     """Phase 1 of a batch insert (parallel, the graph is only read): :func:`plan_node` for every member.
@@ -161,7 +161,7 @@ def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, m
                       merged_s, fwd, fwd_n, fwd_off, no_filter)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def write_links(links0, links_up, up_offset, levels, ep, max_level, nodes, node_levels, is_new, fwd, fwd_n, fwd_off):
     """Phase 2 (serial, batch order): set each member's own links (Alg. 1 line 11) and the entry point (lines 17-18).
 
@@ -243,7 +243,7 @@ def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sou
         row[j] = -1
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def connect_back(metric, X, inv_norms, links0, links_up, up_offset, group_level, group_node, group_start, sources,
                  max_group, n_threads):
     """Phase 3 (parallel over targets): :func:`connect_one` for every group of reverse links.
@@ -265,7 +265,7 @@ def connect_back(metric, X, inv_norms, links0, links_up, up_offset, group_level,
                         sources[group_start[j]:group_start[j + 1]], buf_d, buf_s, keep)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reachable_from(links0, sources, seen, queue):
     """Breadth-first search on layer 0 from ``sources`` (int32), marking ``seen`` (bool (capacity,)).
 
@@ -295,7 +295,7 @@ def reachable_from(links0, sources, seen, queue):
     return tail
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
 def repair_reachability(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, lost, ef, seen,
                         queue, visited, tags, cand_d, cand_s):
     """Link every node of ``lost`` (int32, live nodes layer 0 does not reach) from its nearest reachable node.

@@ -274,13 +274,39 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, 
     return n_res, n_dist
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def fold_unlinked(metric, q, q_inv, X, inv_norms, allowed, unlinked, res_d, res_s, found, heap_d, heap_s):
+    """Merge the exact distances of the ``unlinked`` slots into the graph's sorted results ``res[:found]``.
+
+    Vectors written but not linked yet (see :mod:`vecstore_ref.index.link_queue`) are not in the graph, or sit in
+    it marked deleted until their relink; a query scans them one by one. ``heap_d``/``heap_s`` (k entries, scratch)
+    hold a max-heap of the best k; the merged list is left sorted in ``res[:k]``. Returns ``(found, distances)``.
+    """
+    n = 0
+    for j in range(min(found, heap_d.shape[0])):
+        n = max_heap_push(heap_d, heap_s, n, res_d[j], res_s[j])
+    n_dist = 0
+    for i in range(unlinked.shape[0]):
+        s = unlinked[i]
+        if allowed[s]:
+            d = row_distance(metric, q, q_inv, X, inv_norms, s)
+            n_dist += 1
+            n = max_heap_push(heap_d, heap_s, n, d, s)
+    heap_sort_ascending(heap_d, heap_s, n)
+    for j in range(n):
+        res_d[j] = heap_d[j]
+        res_s[j] = heap_s[j]
+    return n, n_dist
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
 def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level, k, ef,
-               visited, tags, t, scratch_d, scratch_s, scan_limit):
+               visited, tags, t, scratch_d, scratch_s, scan_limit, unlinked):
     """K-NN-SEARCH (Alg. 5) for one query: greedy descent to layer 0, then SEARCH-LAYER there with the mask.
 
     When the mask allows few nodes, they are scanned exactly instead: a filtered walk must visit about
     ``ef / selectivity`` nodes to fill ``W``, while the scan costs one sequential distance per allowed node.
+    The ``unlinked`` slots (written, not linked yet) are scanned exactly and merged in (:func:`fold_unlinked`).
 
     Args:
         q: the query, float32 (d,), C-contiguous.
@@ -291,6 +317,7 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
             entries, then ``W``; the results are left at ``[capacity, capacity + found)``, best first.
         scan_limit: scan exactly if at most this many slots are allowed (decided here, see
             :func:`prefer_exact`); -1 = always walk, -2 = always scan.
+        unlinked: int32 (p,), slots outside the graph's results to scan exactly (usually empty).
 
     Returns:
         ``(results found (<= k), distance computations, hops)``.
@@ -299,32 +326,44 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
     res_d = scratch_d[cap:cap + ef]
     res_s = scratch_s[cap:cap + ef]
     q_inv = inv_norm(metric, q)
-    if scan_limit == -2 or (scan_limit >= 0 and prefer_exact(allowed[:cap], scan_limit)):
+    found = 0
+    n_dist = 0
+    hops = 0
+    if ep < 0:
+        pass  # an empty graph: only unlinked slots can be found
+    elif scan_limit == -2 or (scan_limit >= 0 and prefer_exact(allowed[:cap], scan_limit)):
         found, n_dist = exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d[:k], res_s[:k])
-        return found, n_dist, 0
-    ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
-    # np.int64() / np.bool_() keep constant arguments from being typed as literals, so that one compiled
-    # greedy_descend and search_layer serve every caller (each literal would compile another copy).
-    layer0 = np.int64(0)
-    cur, cur_d, n_dist, hops = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d,
-                                              max_level, layer0)
-    tag = next_tag(visited, tags, t)
-    pending = np.empty(links0.shape[1], dtype=np.int32)
-    found, nd, nh = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, layer0, cur, cur_d,
-                                 res_d, res_s, scratch_d[:cap], scratch_s[:cap], pending, visited, tag, allowed,
-                                 deleted, np.bool_(True), np.int64(-1))
-    return min(found, k), n_dist + nd + 1, hops + nh
+    else:
+        ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
+        # np.int64() / np.bool_() keep constant arguments from being typed as literals, so that one compiled
+        # greedy_descend and search_layer serve every caller (each literal would compile another copy).
+        layer0 = np.int64(0)
+        cur, cur_d, n_dist, hops = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d,
+                                                  max_level, layer0)
+        tag = next_tag(visited, tags, t)
+        pending = np.empty(links0.shape[1], dtype=np.int32)
+        found, nd, nh = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, layer0, cur,
+                                     cur_d, res_d, res_s, scratch_d[:cap], scratch_s[:cap], pending, visited, tag,
+                                     allowed, deleted, np.bool_(True), np.int64(-1))
+        n_dist += nd + 1
+        hops += nh
+    if unlinked.shape[0] > 0:
+        found, nd = fold_unlinked(metric, q, q_inv, X, inv_norms, allowed, unlinked, res_d, res_s, found,
+                                  scratch_d[:k], scratch_s[:k])
+        n_dist += nd
+    return min(found, k), n_dist, hops
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level,
-                     ef, visited, tags, scratch_d, scratch_s, scan_limit, out_d, out_s, out_dist, out_hops):
+                     ef, visited, tags, scratch_d, scratch_s, scan_limit, unlinked, out_d, out_s, out_dist, out_hops):
     """:func:`knn_search` for every row of ``Q`` (float32 (nq, d)), the queries dealt round-robin to threads.
 
     Args:
         visited: uint16 (threads, capacity); tags: int64 (threads,);
         scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef), one row per thread.
         scan_limit: as for :func:`knn_search`, decided once for the whole batch (one mask).
+        unlinked: as for :func:`knn_search`.
         out_d, out_s: float32/int32 (nq, k), filled with +inf/-1 by the caller; results written best first.
         out_dist, out_hops: int64 (nq,), the work counters per query.
     """
@@ -338,7 +377,7 @@ def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, level
         for i in range(t, nq, n_threads):
             found, nd, nh = knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels, deleted,
                                        allowed, ep, max_level, k, ef, visited[t], tags, np.int64(t), scratch_d[t],
-                                       scratch_s[t], scan_limit)
+                                       scratch_s[t], scan_limit, unlinked)
             for j in range(found):
                 out_d[i, j] = scratch_d[t, cap + j]
                 out_s[i, j] = scratch_s[t, cap + j]
