@@ -229,3 +229,32 @@ def test_concurrent_writers_and_readers_while_the_thread_links(tmp_path):
             if i % 250:
                 hits += s.query(x[i], k=1)[0].id == f"d{i}"
         assert hits >= 0.95 * sum(1 for i in range(1, 4000, 97) if i % 250)
+
+
+def test_a_chunk_whose_linking_fails_waits_again_and_stays_visible(paused, monkeypatch):
+    x, qs = clustered(800, 8, seed=13)
+    t = table_with(x)
+    h = HNSWIndex(t, HNSWParams(m=8), background=True)
+    h.add(np.arange(300, dtype=np.int32))
+    h.link_queued()
+    h.add(np.arange(300, 800, dtype=np.int32))
+    real = HNSWIndex._insert_batch
+    calls = []
+
+    def failing(self, *a):
+        calls.append(1)
+        if len(calls) == 2:  # the first BUILD_BATCH is linked, the second fails
+            raise MemoryError("injected")
+        return real(self, *a)
+
+    monkeypatch.setattr(HNSWIndex, "_insert_batch", failing)
+    with pytest.raises(MemoryError):
+        h.link_queued()
+    assert h.n_unlinked == 500 and h.n_nodes == int((h.levels >= 0).sum())
+    allowed = all_allowed(t)
+    for q in qs[:10]:
+        got = h.search(q, 10, allowed, ef=800)[0].tolist()
+        assert got == exact_topk(x, q, "euclidean", 10)
+    monkeypatch.setattr(HNSWIndex, "_insert_batch", real)
+    assert h.link_queued() == 500
+    assert h.n_nodes == 800 and h.check_integrity() == []

@@ -154,8 +154,8 @@ def _plan_one(op, plan: BatchPlan, view, overlay: dict, metric: str, now: float,
         else:
             vec = validate_vector(op.vector, plan.dim, metric)
             dim = plan.dim
-        md = validate_metadata(op.metadata)
-        ttl = validate_ttl(op.ttl, allow_none=True)
+        md = None if op.metadata is None else validate_metadata(op.metadata)
+        ttl = None if op.ttl is None else validate_ttl(op.ttl)
         expires_at = None if ttl is None else now + ttl
         plan.dim = dim
         plan.effects.append({"op": "upsert", "id": id_, "row": len(plan.vectors), "metadata": md,

@@ -155,6 +155,8 @@ class StoreState:
         """
         if dim is not None and self.dim is None:
             self.set_dim(dim)
+        if len(ops) > 1 and self._insert_new(ops, vectors):
+            return
         n_before = self.n_slots
         written: dict[int, int] = {}  # slot -> row of `vectors`
         meta_changed: set[int] = set()
@@ -224,6 +226,39 @@ class StoreState:
         old_killed = [s for s in killed if s < n_before or s in written]
         if old_killed and self.index is not None:
             self.index.remove(np.asarray(sorted(set(old_killed)), dtype=DTYPE_SLOT))
+
+    def _insert_new(self, ops: list[dict], vectors: np.ndarray) -> bool:
+        """A bulk load's record: upserts of distinct ids the store does not hold, applied with array operations.
+
+        Returns False (nothing changed) for any other record, which the general loop of :meth:`apply` handles.
+        """
+        if any(op["op"] != "upsert" for op in ops):
+            return False
+        ids = [op["id"] for op in ops]
+        slot_of = self.slot_of
+        if len(set(ids)) != len(ids) or any(i in slot_of for i in ids):
+            return False
+        n = len(ops)
+        slots = self._allocate(n)
+        rows = np.fromiter((op["row"] for op in ops), dtype=np.int64, count=n)
+        metas = [op["metadata"] for op in ops]
+        slot_of.update(zip(ids, slots.tolist()))
+        self.ids[slots] = ids
+        self.meta[slots] = metas
+        self.state[slots] = LIVE
+        self.live[slots] = True
+        self.n_live += n
+        expires = np.fromiter((NO_EXPIRY if op["expires_at"] is None else float(op["expires_at"]) for op in ops),
+                              dtype=np.float64, count=n)
+        self.expires[slots] = expires
+        finite = np.isfinite(expires)
+        if finite.any():
+            self.n_ttl += int(finite.sum())
+            self.min_expiry = min(self.min_expiry, float(expires[finite].min()))
+        self.table.write(slots, vectors[rows])
+        self.index.add(slots)
+        self.columns.set_many(slots, metas)
+        return True
 
     def _unmark(self, slot: int) -> None:
         """Take a mapped slot out of the live/soft counts (before it changes state)."""

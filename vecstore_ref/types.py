@@ -131,7 +131,7 @@ class BatchQueryResult:
 # --- batch operations -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Upsert:
     id: Any
     vector: Any
@@ -142,7 +142,7 @@ class Upsert:
         return f"upsert({self.id})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delete:
     id: Any
 
@@ -150,7 +150,7 @@ class Delete:
         return f"delete({self.id})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SoftDelete:
     id: Any
 
@@ -158,7 +158,7 @@ class SoftDelete:
         return f"soft_delete({self.id})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Restore:
     id: Any
 
@@ -166,7 +166,7 @@ class Restore:
         return f"restore({self.id})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateMetadata:
     id: Any
     metadata: Any
@@ -175,7 +175,7 @@ class UpdateMetadata:
         return f"update_metadata({self.id})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SetTTL:
     id: Any
     ttl: Any

@@ -86,6 +86,7 @@ class HNSWIndex:
         self.lock = threading.RLock()  # held while the graph arrays are read or changed
         self._queue = LinkQueue()
         self._linker: threading.Thread | None = None
+        self._in_flight = 0  # slots taken from the queue and being linked
         self.m = params.m
         self._rng = np.random.default_rng(params.seed)
         self._level_mult = 1.0 / math.log(self.m)
@@ -196,13 +197,21 @@ class HNSWIndex:
         with self.lock:
             chunk = self._sync(max_nodes)
             if chunk.size:
-                self._link(chunk)
+                self._in_flight = int(chunk.size)
+                try:
+                    self._link(chunk)
+                except BaseException:  # e.g. MemoryError: the chunk waits again, so queries still scan it
+                    self.n_nodes = int(np.count_nonzero(self.levels >= 0))
+                    self._queue.push(chunk, front=True)
+                    raise
+                finally:
+                    self._in_flight = 0
             return int(chunk.size)
 
     @property
     def n_unlinked(self) -> int:
-        """Slots written but not linked yet: queries scan them exactly."""
-        return len(self._queue)
+        """Slots written but not linked yet (queued, or being linked right now)."""
+        return len(self._queue) + self._in_flight
 
     def close(self) -> None:
         """Stop the linker thread (what it has not linked stays queued; the store's log still holds it)."""

@@ -78,8 +78,11 @@ class LinkQueue:
             self._queued = grown
         return self._queued
 
-    def push(self, slots: np.ndarray) -> None:
-        """Queue distinct ``slots`` (int32) whose vectors were just written; a slot already waiting keeps its place."""
+    def push(self, slots: np.ndarray, front: bool = False) -> None:
+        """Queue distinct ``slots`` (int32) whose vectors were just written; a slot already waiting keeps its place.
+
+        ``front=True`` puts them before the others (a chunk whose linking failed goes back where it was).
+        """
         if slots.size == 0:
             return
         with self._cond:
@@ -87,7 +90,10 @@ class LinkQueue:
             new = slots[flags[slots] == 0]
             flags[new] = 1
             self._n += int(new.size)
-            self._fifo.append(new)
+            if front:
+                self._fifo.insert(0, new)
+            else:
+                self._fifo.append(new)
             self._to_mark.append(slots)
             self._waiting_stale = True
             if self._n == new.size or self._n >= LINK_CHUNK:
