@@ -274,7 +274,7 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, 
     return n_res, n_dist
 
 
-@njit(cache=True, inline="always", fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
 def fold_unlinked(metric, q, q_inv, X, inv_norms, allowed, unlinked, res_d, res_s, found, heap_d, heap_s):
     """Merge the exact distances of the ``unlinked`` slots into the graph's sorted results ``res[:found]``.
 
