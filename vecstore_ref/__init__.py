@@ -18,6 +18,7 @@ from .errors import *  # noqa: F403 - the error tree is part of the public API
 from .errors import __all__ as _error_names
 from .filter import Filter, parse_filter
 from .maintenance import Maintenance
+from .namespaces import BackupInfo, NamespaceManager, Quotas
 from .store import VecStore
 from .types import (
     BatchError,
@@ -46,6 +47,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "VecStore",
+    "NamespaceManager",
+    "Quotas",
+    "BackupInfo",
     "Query",
     "Record",
     "Neighbor",

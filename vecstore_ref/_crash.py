@@ -48,6 +48,11 @@ CRASH_POINTS: tuple[str, ...] = (
     "compact.snapshot_written",
     "compact.manifest_swapped",
     "compact.old_files_unlinked",
+    # namespaces (namespaces.py)
+    "backup.files_written",  # the backup's files and BACKUP.json are in its temporary directory
+    "restore.staged",  # the backup is copied and verified in a staging directory
+    "restore.generation_renamed",  # the staging directory is the next generation; NAMESPACE.json names the old
+    "restore.switched",  # NAMESPACE.json names the new generation; the old one is not removed yet
 )
 
 ENV_CRASH_AT = "VECSTORE_CRASH_AT"

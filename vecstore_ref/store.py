@@ -148,6 +148,7 @@ class VecStore(QueryMethods):
         self._flusher: threading.Thread | None = None
         self._flush_stop = threading.Event()
         self._dirty = False
+        self._quota = None  # a namespace's Quotas (vecstore_ref.namespaces), checked before each log append
         self.recovery_report = RecoveryReport()
 
         if not self._fs.isdir(self.path):
@@ -394,6 +395,8 @@ class VecStore(QueryMethods):
         were (the writer truncates back); a failed fsync poisons the store (PostgreSQL's lesson: never retry).
         """
         payload = encode_batch(dim, effects, vectors)
+        if self._quota is not None:
+            self._quota.check(self, effects, len(payload))
         _crash.crashpoint("batch.before_append")
         try:
             seq = self._writer.append(RECORD_BATCH, payload, sync=self._durability == "fsync")

@@ -1,0 +1,311 @@
+"""Namespaces, quotas, backups, restore, export and import (SPEC section 7)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from datetime import timezone
+
+import numpy as np
+import pytest
+
+import vecstore_ref as vs
+from vecstore_ref._fs import dir_digest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def vecs(n, dim=8, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def visible_state(store):
+    return {i: (store.get(i).vector.tobytes(), store.get(i).metadata) for i in store}
+
+
+@pytest.fixture
+def mgr(tmp_path):
+    m = vs.NamespaceManager(tmp_path / "root")
+    yield m
+    m.close()
+
+
+def test_create_get_list_delete(mgr):
+    s = mgr.create_namespace("docs", dim=8, index="flat")
+    assert mgr.get_namespace("docs") is s  # one shared handle
+    mgr.create_namespace("img", dim=4)
+    assert mgr.list_namespaces() == ["docs", "img"]
+    s.upsert("a", vecs(1)[0])
+    with pytest.raises(vs.AlreadyExistsError):
+        mgr.create_namespace("docs", dim=8)
+    mgr.delete_namespace("docs")
+    assert mgr.list_namespaces() == ["img"]
+    with pytest.raises(vs.NotFoundError):
+        mgr.get_namespace("docs")
+    with pytest.raises(vs.StoreClosedError):
+        s.upsert("b", vecs(1)[0])
+    with pytest.raises(vs.NotFoundError):
+        mgr.delete_namespace("docs")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "-x", "x" * 65, "a b", "é", 5, None, "/abs"])
+def test_bad_names_raise_and_write_nothing(mgr, name):
+    before = dir_digest(mgr.root)
+    with pytest.raises(vs.InvalidNameError):
+        mgr.create_namespace(name, dim=4)
+    with pytest.raises(vs.InvalidNameError):
+        mgr.get_namespace(name)
+    assert dir_digest(mgr.root) == before
+
+
+def test_symlinked_namespace_is_refused(mgr, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, os.path.join(mgr.root, "evil"))
+    with pytest.raises(vs.InvalidNameError):
+        mgr.get_namespace("evil")
+    assert "evil" not in mgr.list_namespaces()
+
+
+def test_namespaces_survive_a_new_manager(tmp_path):
+    with vs.NamespaceManager(tmp_path / "r") as m:
+        m.create_namespace("a", dim=8, quotas=vs.Quotas(max_vectors=3)).upsert_many(["x", "y"], vecs(2))
+    with vs.NamespaceManager(tmp_path / "r") as m:
+        s = m.get_namespace("a")
+        assert sorted(s) == ["x", "y"]
+        s.upsert("z", vecs(1, seed=2)[0])
+        with pytest.raises(vs.QuotaExceededError):  # the quota was persisted
+            s.upsert("w", vecs(1, seed=3)[0])
+
+
+def test_vector_quota_refuses_the_write_and_changes_nothing(mgr):
+    s = mgr.create_namespace("q", dim=8, quotas=vs.Quotas(max_vectors=5))
+    s.upsert_many([f"d{i}" for i in range(5)], vecs(5))
+    before = dir_digest(os.path.join(mgr.root, "q"))
+    with pytest.raises(vs.QuotaExceededError):
+        s.upsert("d9", vecs(1, seed=9)[0])
+    with pytest.raises(vs.QuotaExceededError):
+        s.batch_execute([vs.Upsert("n1", vecs(1)[0]), vs.Upsert("n2", vecs(1)[0])])
+    assert dir_digest(os.path.join(mgr.root, "q")) == before and len(s) == 5
+    s.upsert("d0", vecs(1, seed=5)[0])  # replacing a record holds no more
+    res = s.batch_execute([vs.Delete("d1"), vs.Upsert("n1", vecs(1)[0])])  # one out, one in
+    assert res.succeeded == 2 and len(s) == 5
+
+
+def test_bytes_quota(mgr):
+    s = mgr.create_namespace("b", dim=64, quotas=vs.Quotas(max_bytes=20_000))
+    s.upsert_many([f"d{i}" for i in range(20)], vecs(20, 64))
+    with pytest.raises(vs.QuotaExceededError):
+        s.upsert_many([f"e{i}" for i in range(100)], vecs(100, 64))
+    assert len(s) == 20
+
+
+def test_bad_quotas_are_typed_errors(mgr):
+    with pytest.raises(vs.InvalidArgumentError):
+        mgr.create_namespace("x", dim=4, quotas=vs.Quotas(max_vectors=-1))
+    with pytest.raises(TypeError):
+        mgr.create_namespace("x", dim=4, quotas=vs.Quotas(max_bytes="10"))
+    assert mgr.list_namespaces() == []
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_backup_mutate_restore_gives_the_state_at_backup_time(mgr, index):
+    s = mgr.create_namespace("n", dim=8, index=index)
+    s.upsert_many([f"d{i}" for i in range(50)], vecs(50), [{"i": i} for i in range(50)])
+    s.soft_delete("d3")
+    info = mgr.backup_namespace("n", "b1")
+    assert info.count == 50 and info.dim == 8 and info.created_at.tzinfo == timezone.utc
+    expected = visible_state(s)
+    s.delete("d1")
+    s.upsert("new", vecs(1, seed=4)[0])
+    s.update_metadata("d2", {"changed": True})
+    s.compact()
+    mgr.restore_namespace("n", "b1")
+    with pytest.raises(vs.StoreClosedError):
+        s.upsert("x", vecs(1)[0])  # handles taken before a restore are closed
+    r = mgr.get_namespace("n")
+    assert visible_state(r) == expected
+    assert r.get("d3", include_deleted=True).deleted
+    assert r.query(vecs(50)[7], k=1)[0].id == "d7"
+    r.upsert("after", vecs(1, seed=8)[0])  # and it is writable
+    assert len(os.listdir(os.path.join(mgr.root, "n"))) == 3  # NAMESPACE.json, one generation, backups
+
+
+def test_list_backups_newest_first_and_delete(mgr):
+    s = mgr.create_namespace("n", dim=8)
+    for i, name in enumerate(["first", "second", "third"]):
+        s.upsert(f"d{i}", vecs(1, seed=i)[0])
+        mgr.backup_namespace("n", name)
+    listed = mgr.list_namespace_backups("n")
+    assert [b[0] for b in listed] == ["third", "second", "first"]
+    assert [b[2] for b in listed] == [3, 2, 1]
+    with pytest.raises(vs.AlreadyExistsError):
+        mgr.backup_namespace("n", "first")
+    mgr.delete_namespace_backup("n", "second")
+    assert [b[0] for b in mgr.list_namespace_backups("n")] == ["third", "first"]
+    with pytest.raises(vs.NotFoundError):
+        mgr.restore_namespace("n", "second")
+    with pytest.raises(vs.InvalidNameError):
+        mgr.backup_namespace("n", "../escape")
+
+
+def test_a_corrupt_backup_is_refused_and_the_namespace_is_unchanged(mgr):
+    s = mgr.create_namespace("n", dim=8)
+    s.upsert_many(["a", "b"], vecs(2))
+    mgr.backup_namespace("n", "b1")
+    s.upsert("c", vecs(1, seed=3)[0])
+    bdir = os.path.join(mgr.root, "n", "backups", "b1")
+    log = sorted(f for f in os.listdir(bdir) if f.startswith("log-"))[0]
+    with open(os.path.join(bdir, log), "r+b") as f:
+        f.seek(-3, os.SEEK_END)
+        f.write(b"\xff\xff\xff")
+    with pytest.raises(vs.BackupCorruptError):
+        mgr.restore_namespace("n", "b1")
+    assert sorted(mgr.get_namespace("n")) == ["a", "b", "c"]
+    assert not [d for d in os.listdir(os.path.join(mgr.root, "n")) if d.startswith(".staging")]
+
+
+def test_backup_is_online_and_holds_every_acknowledged_write(mgr):
+    s = mgr.create_namespace("n", dim=8, durability="none")
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            s.upsert(f"w{i}", vecs(1, seed=i)[0])
+            acked.append(f"w{i}")
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while len(acked) < 50:
+        pass
+    before = list(acked)
+    mgr.backup_namespace("n", "live")
+    stop.set()
+    t.join()
+    mgr.restore_namespace("n", "live")
+    restored = set(mgr.get_namespace("n"))
+    assert set(before) <= restored <= set(acked)
+
+
+def test_export_import_round_trip(mgr, tmp_path):
+    s = mgr.create_namespace("n", dim=8)
+    s.upsert_many(["a", "b", "c"], vecs(3), [{"k": 1}, None, {"k": 3}])
+    mgr.backup_namespace("n", "b1")
+    expected = visible_state(s)
+    archive = tmp_path / "b1.tar"
+    mgr.export_backup("n", "b1", archive)
+    mgr.create_namespace("m", dim=8)
+    info = mgr.import_backup("m", archive, "imported")
+    assert info.count == 3
+    mgr.restore_namespace("m", "imported")
+    assert visible_state(mgr.get_namespace("m")) == expected
+    buf = io.BytesIO()
+    mgr.export_backup("n", "b1", buf)
+    buf.seek(0)
+    mgr.import_backup("m", buf, "from-memory")
+    with pytest.raises(vs.AlreadyExistsError):
+        mgr.import_backup("m", archive, "imported")
+
+
+def _tar_with(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, data in members:
+            ti = tarfile.TarInfo(name)
+            if kind == "file":
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+            elif kind == "symlink":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = data
+                tar.addfile(ti)
+            elif kind == "dir":
+                ti.type = tarfile.DIRTYPE
+                tar.addfile(ti)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("members", [
+    [("../evil", "file", b"x")],
+    [("/etc/evil", "file", b"x")],
+    [("sub/file", "file", b"x")],
+    [("link", "symlink", "/etc/passwd")],
+    [("adir", "dir", None)],
+])
+def test_unsafe_archives_are_refused_and_write_nothing(mgr, members):
+    mgr.create_namespace("n", dim=4)
+    before = dir_digest(mgr.root)
+    with pytest.raises(vs.UnsafeArchiveError):
+        mgr.import_backup("n", _tar_with(members), "bad")
+    assert dir_digest(mgr.root) == before
+
+
+def test_archives_that_are_not_backups_are_refused(mgr):
+    mgr.create_namespace("n", dim=4)
+    before = dir_digest(mgr.root)
+    with pytest.raises(vs.BackupCorruptError):
+        mgr.import_backup("n", _tar_with([("MANIFEST", "file", b"junk")]), "bad")
+    with pytest.raises(vs.BackupCorruptError):
+        mgr.import_backup("n", io.BytesIO(b"not a tar at all" * 100), "bad")
+    with pytest.raises(vs.UnsafeArchiveError):
+        mgr.import_backup("n", _tar_with([("BACKUP.json", "file", b"x" * 100)]), "bad", max_bytes=10)
+    assert dir_digest(mgr.root) == before
+
+
+RESTORE_CHILD = r"""
+import sys, numpy as np, vecstore_ref as vs
+m = vs.NamespaceManager(sys.argv[1])
+m.restore_namespace("n", "b1")
+"""
+
+
+@pytest.mark.parametrize("point", ["restore.staged", "restore.generation_renamed", "restore.switched"])
+def test_kill_during_restore_leaves_the_whole_old_or_the_whole_new_namespace(tmp_path, point):
+    root = tmp_path / "r"
+    with vs.NamespaceManager(root) as m:
+        s = m.create_namespace("n", dim=8, index="flat")
+        s.upsert_many(["a", "b"], vecs(2))
+        m.backup_namespace("n", "b1")
+        at_backup = visible_state(s)
+        s.upsert_many(["c", "d"], vecs(2, seed=1))
+        before_restore = visible_state(s)
+    env = dict(os.environ, VECSTORE_CRASH_AT=point)
+    out = subprocess.run([sys.executable, "-c", RESTORE_CHILD, str(root)], env=env, cwd=HERE, capture_output=True)
+    assert out.returncode == -9, out.stderr[-2000:]
+    with vs.NamespaceManager(root) as m:
+        got = visible_state(m.get_namespace("n"))
+        assert got == (at_backup if point == "restore.switched" else before_restore)  # the commit is the switch
+        gens = [d for d in os.listdir(root / "n") if d.startswith("store-") or d.startswith(".staging")]
+        assert len(gens) == 1  # leftovers removed
+
+
+BACKUP_CHILD = r"""
+import sys, vecstore_ref as vs
+m = vs.NamespaceManager(sys.argv[1])
+m.backup_namespace("n", "b1")
+"""
+
+
+def test_kill_during_backup_leaves_no_backup_and_the_store_untouched(tmp_path):
+    root = tmp_path / "r"
+    with vs.NamespaceManager(root) as m:
+        s = m.create_namespace("n", dim=8, index="flat")
+        s.upsert_many(["a", "b"], vecs(2))
+        state = visible_state(s)
+    env = dict(os.environ, VECSTORE_CRASH_AT="backup.files_written")
+    out = subprocess.run([sys.executable, "-c", BACKUP_CHILD, str(root)], env=env, cwd=HERE, capture_output=True)
+    assert out.returncode == -9, out.stderr[-2000:]
+    with vs.NamespaceManager(root) as m:
+        assert m.list_namespace_backups("n") == []
+        assert visible_state(m.get_namespace("n")) == state
+        assert os.listdir(root / "n" / "backups") == []  # the interrupted copy was removed
+        info = m.backup_namespace("n", "b1")  # the name is free: the interrupted one never got it
+        assert info.count == 2
