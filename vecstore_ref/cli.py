@@ -74,6 +74,19 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from .http_api import serve
+    except ImportError:
+        print('error: the HTTP server needs the [server] extra: pip install "vecstore-ref[server]"', file=sys.stderr)
+        return 2
+    serve(args.data, host=args.host, port=args.port, token=args.token)
+    return 0
+
+
 def _print(args, obj) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj, indent=2, default=str))
@@ -95,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=5000, help="number of vectors (default 5000)")
     d.add_argument("--dim", type=int, default=64, help="dimension (default 64)")
     d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("serve", help="the HTTP API over the namespaces under DATA (needs the [server] extra)")
+    v.add_argument("--data", default="./data", help="root directory of the namespaces (default ./data)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every route (or set "
+                                                 "VECSTORE_TOKEN)")
+    v.set_defaults(func=cmd_serve)
 
     def store_cmd(name, func, help_, read_only_default=False):
         c = sub.add_parser(name, help=help_)

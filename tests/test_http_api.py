@@ -1,0 +1,188 @@
+"""The HTTP API (SPEC section 8) through FastAPI's test client: routes, error bodies, limits, token."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from vecstore_ref._fs import dir_digest  # noqa: E402
+from vecstore_ref.http_api import create_app  # noqa: E402
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(str(tmp_path / "data"))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.root = str(tmp_path / "data")
+        yield c
+    app.state.manager.close()
+
+
+def post(c, url, body, **kw):
+    return c.post(url, content=json.dumps(body), headers={"content-type": "application/json"}, **kw)
+
+
+def test_write_query_and_record_routes(client):
+    assert client.get("/healthz").json() == {"ok": True}
+    assert post(client, "/v1/upsert", {"id": "a", "vector": [1, 0, 0], "metadata": {"lang": "en"}}).json() == \
+        {"ok": True}
+    r = post(client, "/v1/batch-execute", {"operations": [
+        {"op": "upsert", "id": "b", "vector": [0.9, 0.1, 0], "metadata": {"lang": "de"}},
+        {"op": "upsert", "id": "c", "vector": [0, 1, 0], "ttl": 3600},
+        {"op": "delete", "id": "nope"},
+        {"op": "soft_delete", "id": "c"},
+        {"op": "restore", "id": "c"},
+        {"op": "upsert", "id": "d", "vector": [True, 0, 0]},
+    ]}).json()
+    assert r["succeeded"] == 4 and r["failed"] == 2 and [e["index"] for e in r["errors"]] == [2, 5]
+    res = post(client, "/v1/query", {"vector": [1, 0, 0], "limit": 2}).json()["results"]
+    assert [h["id"] for h in res] == ["a", "b"] and res[0]["metadata"] == {"lang": "en"}
+    res = post(client, "/v1/query", {"vector": [1, 0, 0], "k": 5, "filter": "lang = 'de'"}).json()["results"]
+    assert [h["id"] for h in res] == ["b"]
+    est = post(client, "/v1/query-estimate", {"vector": [1, 0, 0], "limit": 2}).json()
+    assert est["valid"] is True and est["plan"] in ("flat", "hnsw")
+    exp = post(client, "/v1/query-explain", {"vector": [1, 0, 0], "limit": 2}).json()
+    assert exp["neighbors"][0]["id"] == "a"
+    assert client.get("/v1/records/a").json()["id"] == "a"
+    assert post(client, "/v1/records/a/soft-delete", {}).json() == {"changed": True}
+    assert post(client, "/v1/records/a/restore", {}).json() == {"changed": True}
+    r = client.put("/v1/records/a/metadata", content=json.dumps({"metadata": {"lang": "fr"}}),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200 and client.get("/v1/records/a").json()["metadata"] == {"lang": "fr"}
+    r = client.put("/v1/records/a/ttl", content=json.dumps({"ttl": 100}), headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert client.delete("/v1/records/b").json() == {"ok": True}
+    assert post(client, "/v1/expire", {}).json() == {"expired": 0}
+    st = client.get("/v1/stats").json()
+    assert st["visible"] == 2 and st["dim"] == 3
+    c = post(client, "/v1/compact", {"if_needed": False}).json()
+    assert c["triggered"] is True and c["removed_count"] == 1
+    assert post(client, "/v1/compact", {"if_needed": True}).json()["triggered"] is False
+    assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
+
+
+def test_namespace_and_backup_routes(client):
+    assert client.get("/v1/namespaces").json() == {"namespaces": ["default"]}
+    r = post(client, "/v1/namespaces", {"name": "img", "dim": 2, "index": "flat", "quotas": {"max_vectors": 2}})
+    assert r.status_code == 200
+    assert post(client, "/v1/namespaces", {"name": "img"}).status_code == 409
+    assert post(client, "/v1/namespaces/img/upsert", {"id": "x", "vector": [1, 2]}).status_code == 200
+    assert post(client, "/v1/namespaces/img/upsert", {"id": "y", "vector": [2, 1]}).status_code == 200
+    r = post(client, "/v1/namespaces/img/upsert", {"id": "z", "vector": [2, 2]})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "QuotaExceededError"
+    b = post(client, "/v1/namespaces/img/backups", {"name": "b1"}).json()
+    assert b["count"] == 2
+    client.delete("/v1/namespaces/img/records/x")
+    assert [x["name"] for x in client.get("/v1/namespaces/img/backups").json()["backups"]] == ["b1"]
+    assert post(client, "/v1/namespaces/img/backups/b1/restore", {}).status_code == 200
+    assert client.get("/v1/namespaces/img/records/x").status_code == 200
+    assert client.delete("/v1/namespaces/img/backups/b1").json() == {"ok": True}
+    assert client.delete("/v1/namespaces/img").json() == {"ok": True}
+    assert client.get("/v1/namespaces/img/stats").status_code == 404
+    assert post(client, "/v1/namespaces", {"name": "../x"}).status_code == 400
+
+
+@pytest.mark.parametrize("raw", [
+    b"{not json", b'{"id": "a", "vector": [NaN, 1, 2]}', b'{"id": "a", "vector": [Infinity, 1, 2]}',
+    b'{"id": "a", "id": "b", "vector": [1, 2, 3]}', b'[1, 2]', b'"text"', b'\xff\xfe',
+    b'{"id": 5, "vector": [1, 2, 3]}', b'{"id": "a", "vector": "abc"}', b'{"id": "a", "vector": [true, 1, 2]}',
+    b'{"id": "a"}', b'{"id": "a", "vector": [1, 2, 3], "ttl": -1}', b'{"id": "a", "vector": [1, 2, 3], "ttl": true}',
+    b'{"id": "a", "vector": [1, 2, 3], "metadata": {"k": {"nested": 1}}}', b'{"id": "", "vector": [1, 2, 3]}',
+    b'{"id": "a", "vector": [1e39, 1, 2]}',
+])
+def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, raw):
+    post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
+    before = dir_digest(client.root)
+    r = client.post("/v1/upsert", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert set(err) == {"type", "message"} and "Traceback" not in r.text and client.root not in r.text
+    assert dir_digest(client.root) == before
+
+
+@pytest.mark.parametrize("body", [
+    {"vector": [1, 2, 3], "limit": 0}, {"vector": [1, 2, 3], "limit": True}, {"vector": [1, 2, 3], "limit": "5"},
+    {"vector": [1, 2], "limit": 3}, {"vector": [1, 2, 3], "filter": "lang = "}, {"vector": [0, 0, 0]},
+    {"vector": [1, 2, 3], "ef": -4}, {"vector": [1, 2, 3], "limit": 2, "k": 2}, {"limit": 3},
+])
+def test_bad_queries_get_400(client, body):
+    post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
+    r = post(client, "/v1/query", body)
+    assert r.status_code == 400, r.text
+    assert "error" in r.json()
+
+
+def test_not_found_conflict_and_unknown_routes(client):
+    r = client.get("/v1/records/missing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"
+    assert client.get("/v1/no-such-route").status_code == 404
+    assert "error" in client.get("/v1/no-such-route").json()
+    assert client.get("/v1/upsert").status_code == 405
+    assert post(client, "/v1/batch-execute", {"operations": [{"op": "explode", "id": "a"}]}).status_code == 400
+
+
+def test_content_type_and_size_limits(tmp_path):
+    app = create_app(str(tmp_path / "d"), max_body_bytes=1000)
+    with TestClient(app) as c:
+        r = c.post("/v1/upsert", content=b'{"id": "a", "vector": [1]}', headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and "error" in r.json()
+        big = json.dumps({"id": "a", "vector": [0.5] * 1000})
+        r = c.post("/v1/upsert", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "error" in r.json()
+        r = c.post("/v1/upsert", content=iter([big.encode()]), headers={"content-type": "application/json"})
+        assert r.status_code == 413  # chunked, without a length: counted while read
+    app.state.manager.close()
+
+
+def test_bearer_token_on_every_route(tmp_path):
+    app = create_app(str(tmp_path / "d"), token="s3cret")
+    with TestClient(app) as c:
+        assert c.get("/healthz").status_code == 401
+        assert c.get("/v1/stats", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/v1/stats", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    app.state.manager.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_binds_localhost_and_answers(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vecstore_ref", "serve", "--data", str(tmp_path / "data"),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert json.loads(r.read()) == {"ok": True}
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/upsert", method="POST",
+                                     data=json.dumps({"id": "a", "vector": [1, 2]}).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read()) == {"ok": True}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert os.path.isdir(tmp_path / "data" / "default")
