@@ -309,3 +309,29 @@ def test_kill_during_backup_leaves_no_backup_and_the_store_untouched(tmp_path):
         assert os.listdir(root / "n" / "backups") == []  # the interrupted copy was removed
         info = m.backup_namespace("n", "b1")  # the name is free: the interrupted one never got it
         assert info.count == 2
+
+
+def _rewrite_manifest(path, **changes):
+    import json as _json
+
+    with open(path) as f:
+        info = _json.load(f)
+    info.update(changes)
+    with open(path, "w") as f:
+        _json.dump(info, f)
+
+
+def test_a_backup_from_the_future_or_with_a_lying_manifest_is_refused(mgr):
+    s = mgr.create_namespace("n", dim=8)
+    s.upsert_many(["a", "b"], vecs(2))
+    mgr.backup_namespace("n", "future")
+    mgr.backup_namespace("n", "liar")
+    bdir = os.path.join(mgr.root, "n", "backups")
+    _rewrite_manifest(os.path.join(bdir, "future", "BACKUP.json"), format=99)
+    _rewrite_manifest(os.path.join(bdir, "liar", "BACKUP.json"), count=5)
+    s.upsert("c", vecs(1, seed=5)[0])
+    with pytest.raises(vs.UnsupportedFormatError):
+        mgr.restore_namespace("n", "future")
+    with pytest.raises(vs.BackupCorruptError):
+        mgr.restore_namespace("n", "liar")
+    assert sorted(mgr.get_namespace("n")) == ["a", "b", "c"]

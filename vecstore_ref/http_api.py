@@ -149,8 +149,8 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
                   description="An embedded vector store over HTTP. Errors: {\"error\": {\"type\", \"message\"}}.")
     app.state.manager = manager
 
-    def error(status: int, type_: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status)
+    def error(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
     @app.exception_handler(VecStoreError)
     async def library_error(request, exc: VecStoreError):
@@ -158,7 +158,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
-        return error(exc.status_code, "HTTPError", str(exc.detail))
+        return error(exc.status_code, "HTTPError", str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request, exc):
@@ -177,7 +177,9 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
                 return error(401, "Unauthorized", "a valid bearer token is required")
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+            if length is not None and not length.isdigit():
+                return error(400, "InvalidInputError", "Content-Length must be a non-negative integer")
+            if length is not None and int(length) > max_body_bytes:
                 return error(413, "PayloadTooLarge", f"the body is over {max_body_bytes:,} bytes")
             chunks, size = [], 0
             async for chunk in request.stream():

@@ -47,6 +47,7 @@ from .errors import (
     QuotaExceededError,
     StorageError,
     UnsafeArchiveError,
+    UnsupportedFormatError,
 )
 from .storage.manifest import read_manifest
 
@@ -377,7 +378,12 @@ class NamespaceManager:
                 for f in info["files"]:
                     _copy_verified(os.path.join(source, f["name"]), os.path.join(staging, f["name"]), f)
                 self._fs.fsync_dir(staging)
-                VecStore.open(staging, read_only=True).close()  # it opens: the store's own checks pass
+                with VecStore.open(staging, read_only=True) as staged:  # it opens: the store's own checks pass
+                    held = staged._state.n_live + staged._state.n_soft
+                    if held != info["count"] or staged._state.dim != info["dim"]:
+                        raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim "
+                                                 f"{staged._state.dim}; its manifest says {info['count']} of dim "
+                                                 f"{info['dim']}")
                 _crash.crashpoint("restore.staged")
                 cfg = self._read_config(path)
                 new_gen = _next_generation(cfg["store"])
@@ -501,8 +507,12 @@ def _read_backup_manifest(directory: str) -> dict:
             raise BackupCorruptError(f"{path} is not a regular file of a sane size")
         with open(path, "rb") as f:
             info = json.loads(f.read())
-        if info.get("format") != FORMAT_VERSION:
-            raise BackupCorruptError(f"{path}: unknown backup format {info.get('format')!r}")
+        fmt = info.get("format")
+        if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT_VERSION:
+            raise UnsupportedFormatError(f"{path}: backup format {fmt} is newer than this library's "
+                                         f"{FORMAT_VERSION}")
+        if fmt != FORMAT_VERSION:
+            raise BackupCorruptError(f"{path}: unknown backup format {fmt!r}")
         datetime.fromisoformat(info["created_at"])
         int(info["count"])
         files = info["files"]
@@ -520,6 +530,8 @@ def _read_backup_manifest(directory: str) -> dict:
         return info
     except FileNotFoundError:
         raise BackupCorruptError(f"{directory} has no {BACKUP_FILE}") from None
+    except (BackupCorruptError, UnsupportedFormatError):
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
