@@ -19,6 +19,7 @@ from .errors import __all__ as _error_names
 from .filter import Filter, parse_filter
 from .maintenance import Maintenance
 from .namespaces import BackupInfo, NamespaceManager, Quotas
+from .sharding import ShardedStore
 from .store import VecStore
 from .types import (
     BatchError,
@@ -48,6 +49,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "VecStore",
     "NamespaceManager",
+    "ShardedStore",
     "Quotas",
     "BackupInfo",
     "Query",
