@@ -122,3 +122,27 @@ def test_export_then_import_gives_the_same_records(tmp_path):
             f.write(b"tampered\n")
         with pytest.raises(vs.BackupCorruptError):
             b.import_(tmp_path / "exp")
+
+
+def test_ray_actors_hold_the_shards(tmp_path):
+    ray = pytest.importorskip("ray")
+    ids, x = data(200, seed=6)
+    try:
+        with vs.ShardedStore.open(tmp_path / "sh", 3, executor="ray", dim=8, index="flat", durability="none") as sh, \
+                vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none") as one:
+            assert sh.upsert_many(ids, x) == 200
+            one.upsert_many(ids, x)
+            q = x[17]
+            assert [(n.id, n.score) for n in sh.query(q, k=5)] == [(n.id, n.score) for n in one.query(q, k=5)]
+            res = sh.batch_execute([vs.Delete("doc-1"), vs.Delete("nope"), vs.SoftDelete("doc-2")])
+            assert res.succeeded == 2 and [e.index for e in res.errors] == [1]
+            assert len(sh) == 198 and "doc-3" in sh
+            with pytest.raises(vs.NotFoundError):
+                sh.get("doc-1")
+            with pytest.raises(vs.StoreLockedError):  # the actor holds the shard's directory lock
+                vs.VecStore.open(tmp_path / "sh" / "shard-0000")
+            sh.export(tmp_path / "exp")
+        with vs.ShardedStore.open(tmp_path / "sh") as again:  # the actors released the locks
+            assert len(again) == 198
+    finally:
+        ray.shutdown()

@@ -42,24 +42,19 @@ def export_records(stores: list, path) -> dict:
     if os.path.exists(os.path.join(path, MANIFEST)):
         raise InvalidArgumentError(f"{path} already holds an export")
     os.makedirs(path, exist_ok=True)
-    locks = [s._lock for s in stores]
+    from .store import VecStore
+
+    local = [s for s in stores if isinstance(s, VecStore)]
+    locks = [s._lock for s in local]  # in-process stores: all locks at once, one consistent picture
     for lk in locks:
         lk.acquire()
     try:
-        parts = []
-        for s in stores:
-            s._check_open()
-            st = s._state
-            if st.dim is None:
-                continue
-            n = st.n_slots
-            slots = np.flatnonzero(st.visible_mask(s._now())[:n])
-            parts.append((st.ids[slots].tolist(), st.table.vectors[slots].copy(), st.meta[slots].tolist(),
-                          st.expires[slots].tolist(), st.dim))
-        metric = stores[0]._metric if stores else "cosine"
+        got = [s._visible_records() for s in stores]  # a remote shard: consistent per shard
     finally:
         for lk in reversed(locks):
             lk.release()
+    parts = [(g["ids"], g["vectors"], g["metadata"], g["expires_at"], g["dim"]) for g in got if g["dim"] is not None]
+    metric = got[0]["metric"] if got else "cosine"
     dims = {p[4] for p in parts}
     if len(dims) > 1:
         raise InvalidArgumentError(f"the stores hold different dimensions {sorted(dims)}")

@@ -14,7 +14,8 @@ top-k record that lives on it, so with the flat index the merge is exact.
 
 The fan-out runs on an executor: anything with ``submit(fn, *args) -> Future`` (``concurrent.futures``). The
 default is a thread pool with one thread per shard; the store kernels release the GIL, so shards search in
-parallel.
+parallel. ``executor="ray"`` (the ``[ray]`` extra) puts each shard in its own Ray actor, which opens the shard's
+directory and holds its lock (:mod:`vecstore_ref.ray_shards`); the thread pool then waits on the actors.
 
 Not atomic across shards: a batch that touches several shards is one atomic record *per shard*. After a crash each
 shard holds all or none of its part.
@@ -58,8 +59,18 @@ def shard_of(id_: str, n_shards: int) -> int:
 class ShardedStore:
     """Records spread over ``n_shards`` :class:`~vecstore_ref.store.VecStore` directories under ``path``."""
 
-    def __init__(self, path, n_shards: int | None = None, *, executor: Executor | None = None, **open_options):
+    def __init__(self, path, n_shards: int | None = None, *, executor: Executor | str | None = None,
+                 **open_options):
+        import time
+
         from .store import VecStore
+
+        use_ray = executor == "ray"
+        if isinstance(executor, str) and not use_ray:
+            raise InvalidArgumentError(f"executor must be an Executor, None or 'ray', got {executor!r}")
+        if use_ray:
+            executor = None
+        self._clock = open_options.get("clock") or time.time
 
         self.path = os.path.abspath(os.fspath(path))
         cfg_path = os.path.join(self.path, SHARDS_FILE)
@@ -99,7 +110,13 @@ class ShardedStore:
         self.shards: list = []
         try:
             for i in range(self.n_shards):
-                self.shards.append(VecStore.open(os.path.join(self.path, f"shard-{i:04d}"), **open_options))
+                shard_path = os.path.join(self.path, f"shard-{i:04d}")
+                if use_ray:
+                    from .ray_shards import RayShard
+
+                    self.shards.append(RayShard(shard_path, open_options))
+                else:
+                    self.shards.append(VecStore.open(shard_path, **open_options))
         except BaseException:
             self.close()
             raise
@@ -192,8 +209,8 @@ class ShardedStore:
         parts = [np.flatnonzero(owner == s) for s in range(self.n_shards)]
         from .validation import validate_vectors
 
-        first = self.shards[0]
-        validate_vectors(mat, first._state.dim, first._metric)  # one check for all shards: all or nothing
+        first = self.shards[0].stats()
+        validate_vectors(mat, first.dim, first.metric)  # one check for all shards: all or nothing
 
         def load(shard, rows):
             if rows.size == 0:
@@ -320,7 +337,7 @@ class ShardedStore:
         n = 0
         for ids, vectors, metadatas, expires in read_export(path, batch_size):
             ops = []
-            now = self.shards[0]._now()
+            now = self._clock()
             for i, id_ in enumerate(ids):
                 ttl = None if expires[i] is None else expires[i] - now
                 if ttl is not None and ttl <= 0:

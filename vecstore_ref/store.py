@@ -597,6 +597,20 @@ class VecStore(QueryMethods):
     def ids(self) -> list[str]:
         return list(iter(self))
 
+    def _visible_records(self) -> dict:
+        """Every visible record as arrays (ids, float32 vectors, metadata, expires_at), read under the lock: what
+        an export writes (see :mod:`vecstore_ref.export`)."""
+        with self._lock:
+            self._check_open()
+            st = self._state
+            if st.dim is None:
+                return {"dim": None, "metric": self._metric, "ids": [], "vectors": None, "metadata": [],
+                        "expires_at": []}
+            slots = np.flatnonzero(st.visible_mask(self._now())[: st.n_slots])
+            return {"dim": st.dim, "metric": self._metric, "ids": st.ids[slots].tolist(),
+                    "vectors": st.table.vectors[slots].copy(), "metadata": st.meta[slots].tolist(),
+                    "expires_at": st.expires[slots].tolist()}
+
     def deleted_count(self) -> int:
         """Records compaction would remove: soft-deleted + expired + hard-deleted not yet reclaimed."""
         with self._lock:
