@@ -124,6 +124,16 @@ def test_bad_queries_get_400(client, body):
     assert "error" in r.json()
 
 
+def test_no_server_path_in_error_bodies(client, monkeypatch):
+    post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
+    mgr = client.app.state.manager
+    closed = mgr.get_namespace("default")
+    closed.close()  # a closed store's error message names its directory
+    monkeypatch.setattr(mgr, "get_namespace", lambda ns: closed)
+    r = client.get("/v1/records/seed")
+    assert r.status_code >= 400 and client.root not in r.text and "<data>" in r.text
+
+
 def test_not_found_conflict_and_unknown_routes(client):
     r = client.get("/v1/records/missing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"

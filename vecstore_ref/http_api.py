@@ -149,7 +149,10 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
                   description="An embedded vector store over HTTP. Errors: {\"error\": {\"type\", \"message\"}}.")
     app.state.manager = manager
 
+    root = manager.root
+
     def error(status: int, type_: str, message: str, headers: dict | None = None) -> JSONResponse:
+        message = message.replace(root, "<data>")  # no server path in a response
         return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
     @app.exception_handler(VecStoreError)
