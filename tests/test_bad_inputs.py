@@ -124,3 +124,20 @@ def test_open_options(tmp_path):
             vs.VecStore.open(p, **kw)
     with pytest.raises(vs.InvalidArgumentError):
         vs.HNSWParams(m=1)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+@pytest.mark.parametrize("bad", [[np.nan, 1, 2], [np.inf, 1, 2], [1e39, 1, 2], [0.0, 0.0, 0.0], [1e-30, 0, 0],
+                                 [3e38, 3e38, 0]])
+def test_float32_query_fast_path_refuses_what_the_full_check_refuses(tmp_path, metric, bad):
+    from vecstore_ref.validation import validate_query_vector, validate_vector
+
+    with np.errstate(over="ignore"):
+        q = np.array(bad, dtype=np.float64).astype(np.float32)  # 1e39 becomes inf here, as it would for a user
+    try:
+        validate_vector(q, 3, metric)
+    except vs.VecStoreError as exc:
+        with pytest.raises(type(exc)):
+            validate_query_vector(q, 3, metric)
+    else:
+        assert np.array_equal(validate_query_vector(q, 3, metric), q)

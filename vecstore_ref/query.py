@@ -24,7 +24,7 @@ from .filter import Filter, parse_filter
 from .index.base import DTYPE_SLOT, scores_from_distances
 from .state import copy_metadata
 from .types import BatchQueryResult, Neighbor, Query
-from .validation import validate_ef, validate_k, validate_vector, validate_vectors
+from .validation import validate_ef, validate_k, validate_query_vector, validate_vector, validate_vectors
 
 FILTERED_SCAN_MAX_ROWS = 4096  # below this many matching rows an exact scan beats a filtered graph walk
 FILTERED_SCAN_MAX_FRACTION = 0.05
@@ -146,7 +146,7 @@ class QueryMethods:
             if st.dim is None:
                 validate_vector(vector, None, self._metric, "query vector")
                 return []
-            vec = validate_vector(vector, st.dim, self._metric, "query vector")
+            vec = validate_query_vector(vector, st.dim, self._metric)
             allowed, n_allowed = self._allowed(flt)
             if n_allowed == 0:
                 return []

@@ -141,6 +141,20 @@ def validate_vector(vector: object, dim: int | None, metric: str, what: str = "v
     return out
 
 
+def validate_query_vector(vector: object, dim: int | None, metric: str, what: str = "query vector") -> np.ndarray:
+    """:func:`validate_vector` for a query, without its copy when ``vector`` is a float32 array of the store's
+    dimension: a query is read, never kept. One float32 dot product then settles both checks: it is finite only if
+    every value is, and under cosine it is far inside the norm limits. Anything else takes the full path."""
+    if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1 and dim is not None
+            and vector.shape[0] == dim and vector.flags.c_contiguous):
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = float(np.dot(vector, vector))
+        lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-1.0, math.inf)
+        if lo < sq < hi:  # NaN fails both comparisons
+            return vector
+    return validate_vector(vector, dim, metric, what)
+
+
 def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = "vectors") -> np.ndarray:
     """A matrix of vectors -> float32 (n, dim), C-contiguous, owned; errors name the first bad row."""
     arr = _as_array(vectors, what)
