@@ -208,6 +208,121 @@ def bad_inputs(root: str) -> dict:
     return {"bad_inputs": tried, "typed_errors": typed, "disk_changes": changed}
 
 
+HTTP_BAD_BODIES = [
+    b"{not json", b'{"id": "a", "vector": [NaN, 1, 2, 3]}', b'{"id": "a", "vector": [Infinity, 1, 2, 3]}',
+    b'{"id": "a", "id": "b", "vector": [1, 2, 3, 4]}', b"[1, 2]", b'"text"', b"\xff\xfe", b"",
+    b'{"id": 5, "vector": [1, 2, 3, 4]}', b'{"id": "a", "vector": "abcd"}', b'{"id": "a", "vector": [true, 1, 2, 3]}',
+    b'{"id": "a"}', b'{"id": "a", "vector": [1, 2, 3]}', b'{"id": "a", "vector": [1, 2, 3, 4], "ttl": -1}',
+    b'{"id": "a", "vector": [1, 2, 3, 4], "metadata": {"k": {"nested": 1}}}', b'{"id": "", "vector": [1, 2, 3, 4]}',
+    b'{"id": "a", "vector": [1e39, 1, 2, 3]}', b'{"id": "a", "vector": [0, 0, 0, 0]}',
+    b'{"id": "\\ud800", "vector": [1, 2, 3, 4]}',
+]
+HTTP_BAD_QUERIES = [{"vector": [1, 2, 3, 4], "limit": 0}, {"vector": [1, 2, 3, 4], "limit": True},
+                    {"vector": [1, 2, 3, 4], "limit": "5"}, {"vector": [1, 2], "limit": 3},
+                    {"vector": [1, 2, 3, 4], "filter": "x = "}, {"vector": [1, 2, 3, 4], "filter": "(" * 10_000},
+                    {"vector": [1, 2, 3, 4], "ef": -4}, {"limit": 3}]
+
+
+def http_bad_inputs(root: str) -> dict:
+    """Bad bodies and queries sent to the HTTP API: 4xx with a JSON error, no 5xx, nothing changed on disk."""
+    try:
+        import json
+
+        from fastapi.testclient import TestClient
+
+        from vecstore_ref.http_api import create_app
+    except ImportError:
+        return {"skipped": True}
+    data = os.path.join(root, "http")
+    app = create_app(data)
+    tried = client_errors = server_errors = changed = 0
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.post("/v1/upsert", content=b'{"id": "seed", "vector": [1, 2, 3, 4]}',
+               headers={"content-type": "application/json"})
+        requests = [("/v1/upsert", b, "application/json") for b in HTTP_BAD_BODIES]
+        requests += [("/v1/query", json.dumps(q).encode(), "application/json") for q in HTTP_BAD_QUERIES]
+        requests += [("/v1/batch-execute", b'{"operations": [{"op": "explode", "id": "a"}]}', "application/json"),
+                     ("/v1/batch-execute", b'{"operations": 5}', "application/json"),
+                     ("/v1/upsert", b'{"id": "a", "vector": [1, 2, 3, 4]}', "text/plain"),
+                     ("/v1/namespaces", b'{"name": "../x"}', "application/json"),
+                     ("/v1/namespaces/nope/upsert", b'{"id": "a", "vector": [1, 2, 3, 4]}', "application/json")]
+        for url, body, ctype in requests:
+            before = dir_digest(data)
+            r = c.post(url, content=body, headers={"content-type": ctype})
+            tried += 1
+            ok_body = "error" in r.json() and data not in r.text and "Traceback" not in r.text
+            client_errors += 400 <= r.status_code < 500 and ok_body
+            server_errors += r.status_code >= 500
+            changed += dir_digest(data) != before
+    app.state.manager.close()
+    return {"skipped": False, "tried": tried, "client_errors": client_errors, "server_errors": server_errors,
+            "disk_changes": changed}
+
+
+def path_safety(root: str) -> dict:
+    """Traversal names and hostile archives against the namespace manager: files written outside its root."""
+    import io
+    import tarfile
+
+    base = os.path.join(root, "paths")
+    data = os.path.join(base, "root")
+    os.makedirs(base)
+    outside = os.path.join(base, "outside")
+    os.makedirs(outside)
+    m = vs.NamespaceManager(data)
+    m.create_namespace("ns", dim=4)
+    os.symlink(outside, os.path.join(data, "planted"))
+    names = ["../x", "/etc/x", "a/b", "", ".", "..", "a\x00b", "x" * 300, "\uff0e\uff0e\uff0f", "a ", "planted",
+             "../outside", "ns/../../x", "~", "a\\b"]
+
+    def digest_outside():
+        return [e for e in dir_digest(base) if not e[0].startswith("root/")]
+
+    before = digest_outside()
+    refused = calls = 0
+    for n in names:
+        tries = [lambda n=n: m.create_namespace(n, dim=4), lambda n=n: m.get_namespace(n),
+                 lambda n=n: m.delete_namespace(n)]
+        if n != "planted":  # a fine backup name: the symbolic link is a namespace's
+            tries.append(lambda n=n: m.backup_namespace("ns", n))
+        for call in tries:
+            calls += 1
+            try:
+                call()
+            except (vs.InvalidNameError, vs.NotFoundError):
+                refused += 1
+
+    def tar_of(members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, kind in members:
+                ti = tarfile.TarInfo(name)
+                if kind == "file":
+                    ti.size = 3
+                    tar.addfile(ti, io.BytesIO(b"abc"))
+                else:
+                    ti.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "device": tarfile.CHRTYPE,
+                               "dir": tarfile.DIRTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+                    ti.linkname = "/etc/passwd"
+                    tar.addfile(ti)
+        buf.seek(0)
+        return buf
+
+    archives = [[("../evil", "file")], [("/tmp/evil", "file")], [("sub/evil", "file")], [("link", "symlink")],
+                [("hard", "hardlink")], [("dev", "device")], [("d", "dir")], [("fifo", "fifo")],
+                [("BACKUP.json", "file")], [("MANIFEST", "file"), ("MANIFEST", "file")]]
+    archive_refused = 0
+    for i, members in enumerate(archives):
+        try:
+            m.import_backup("ns", tar_of(members), f"bad{i}")
+        except (vs.UnsafeArchiveError, vs.BackupCorruptError):
+            archive_refused += 1
+    m.close()
+    written_outside = len(set(digest_outside()) ^ set(before))
+    return {"names": len(names), "name_calls": calls, "names_refused": refused,
+            "archives": len(archives), "archives_refused": archive_refused, "written_outside": written_outside}
+
+
 def model_programs(examples: int) -> dict:
     from hypothesis import settings
     from test_stateful_store import DotStoreMachine, HNSWStoreMachine, StoreMachine
@@ -233,6 +348,8 @@ def main(argv=None) -> int:
         io = io_faults(root, range(1, 31) if a.full else (1, 2, 3, 5, 8))
         pl = power_loss(root, 200 if a.full else 24)
         bi = bad_inputs(root)
+        hb = http_bad_inputs(root)
+        ps = path_safety(root)
         mb = model_programs(200 if a.full else 20)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -249,10 +366,21 @@ def main(argv=None) -> int:
     print(f"- I/O errors: {io['runs']} runs, {io['faults_injected']} ENOSPC/EIO/short-write/fsync faults injected; "
           f"{io['state_mismatches']} runs where the reopened store differed from what was acknowledged")
     print(f"- bad inputs: {bi['bad_inputs']} tried; {bi['typed_errors']} typed errors; {bi['disk_changes']} disk changes")
+    if hb["skipped"]:
+        print("- bad HTTP inputs: skipped (install the [server] extra and httpx)")
+    else:
+        print(f"- bad HTTP inputs: {hb['tried']} tried; {hb['client_errors']} answered 4xx with a JSON error; "
+              f"{hb['server_errors']} 5xx; {hb['disk_changes']} disk changes")
+    print(f"- path safety: {ps['names']} traversal names, {ps['names_refused']}/{ps['name_calls']} calls refused; "
+          f"{ps['archives']} hostile archives, {ps['archives_refused']} refused; {ps['written_outside']} files "
+          "written outside the root")
     print(f"- model-based: hypothesis stateful, {mb['machines']} machines x {mb['programs'] // 3} programs x "
           f"{mb['steps_per_program']} steps, 0 failures ({mb['seconds']:.0f} s)")
     bad = cp["lost_or_failed"] + pl["runs_with_loss"] + co["silent"] + io["state_mismatches"] + bi["disk_changes"]
     bad += tt["offsets"] - tt["opened_truncated_reported"] + bi["bad_inputs"] - bi["typed_errors"]
+    bad += ps["written_outside"] + ps["archives"] - ps["archives_refused"] + ps["name_calls"] - ps["names_refused"]
+    if not hb["skipped"]:
+        bad += hb["server_errors"] + hb["disk_changes"] + hb["tried"] - hb["client_errors"]
     return 1 if bad else 0
 
 
