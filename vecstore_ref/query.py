@@ -79,13 +79,12 @@ class QueryMethods:
 
     def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
         """Run one query on the chosen plan; returns (slots, dists, stats)."""
-        from .index.flat import FlatIndex
-
         st = self._state
         if plan in ("hnsw", "filtered-hnsw"):
             slots, dists, stats = st.index.search(vec, k, allowed, ef)
             self._cost.observe_hnsw(stats.distance_computations, max(ef or self._hnsw.ef_search, k))
             return slots, dists, stats
+        from .index.flat import FlatIndex
         flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
         if plan == "filtered-scan":
             candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
@@ -110,8 +109,9 @@ class QueryMethods:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
         st = self._state
         scores = scores_from_distances(self._metric, dists).tolist()
-        metas = [None if md is None else copy_metadata(md) for md in st.meta[slots].tolist()]
-        out = list(map(Neighbor, st.ids[slots].tolist(), scores, metas))
+        ids, meta = st.ids, st.meta
+        out = [Neighbor(ids[s], sc, None if (md := meta[s]) is None else copy_metadata(md))
+               for s, sc in zip(slots.tolist(), scores)]
         if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
             out.sort(key=lambda n: (-n.score, n.id))
         return out
