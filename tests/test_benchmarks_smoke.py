@@ -149,6 +149,18 @@ def test_store_overhead_quick(capsys, tmp_path):
     assert rows and all(r["same_results"] == 1.0 for r in rows)
 
 
+def test_http_load_quick(capsys, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from benchmarks import http_load
+
+    assert http_load.main(["--quick", "--out", str(tmp_path)]) == 0  # 1 if an acknowledged upsert was lost
+    out = capsys.readouterr().out
+    assert "req/s" in out and ", 0 lost;" in out
+    res = _json(tmp_path, "http_load")
+    assert res["lost"] == 0 and res["results"][0]["requests"] > 0 and res["results"][0]["non_2xx"] == 0
+
+
 def test_reliability_figures_bounded_sample(capsys):
     """CI's bounded sample of the fault sweep; ``python -m benchmarks.reliability --full`` runs all of it."""
     from benchmarks import reliability
