@@ -132,6 +132,62 @@ def _query_args(body: dict) -> dict:
     return {"vector": _vector(_field(body, "vector", None)), "k": k, "filter": flt, "ef": ef}
 
 
+class _Guard:
+    """ASGI middleware in front of every route: the bearer token, then for a request with a body, its size (413
+    before reading when the declared length is too big, or as soon as what arrives is) and its content type (415).
+    The body is kept in ``scope["state"]["raw_body"]`` and replayed to the app."""
+
+    _WITH_BODY = ("POST", "PUT", "PATCH")
+
+    def __init__(self, app, *, token, max_body_bytes, error):
+        self.app, self.token, self.limit, self.error = app, token, max_body_bytes, error
+        self.expected = None if token is None else f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""),
+                                                                 self.expected):
+            return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)
+        if scope["method"] not in self._WITH_BODY:
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None and not length.isdigit():
+            return await self.error(400, "InvalidInputError",
+                                    "Content-Length must be a non-negative integer")(scope, receive, send)
+        too_big = self.error(413, "PayloadTooLarge", f"the body is over {self.limit:,} bytes")
+        if length is not None and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await too_big(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if raw and ctype != b"application/json":
+            return await self.error(415, "UnsupportedMediaType",
+                                    "the body must be application/json")(scope, receive, send)
+        scope.setdefault("state", {})["raw_body"] = raw
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
 def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES):
     """The ASGI app serving the namespaces under ``data_dir``."""
     from fastapi import FastAPI, Request
@@ -172,30 +228,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(500, "InternalError", "internal error")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error(401, "Unauthorized", "a valid bearer token is required")
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length is not None and not length.isdigit():
-                return error(400, "InvalidInputError", "Content-Length must be a non-negative integer")
-            if length is not None and int(length) > max_body_bytes:
-                return error(413, "PayloadTooLarge", f"the body is over {max_body_bytes:,} bytes")
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_body_bytes:
-                    return error(413, "PayloadTooLarge", f"the body is over {max_body_bytes:,} bytes")
-                chunks.append(chunk)
-            raw = b"".join(chunks)
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if raw and ctype != "application/json":
-                return error(415, "UnsupportedMediaType", "the body must be application/json")
-            request.state.raw_body = raw
-        return await call_next(request)
+    app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes, error=error)
 
     def body_of(request: Request) -> dict:
         raw = getattr(request.state, "raw_body", b"")
@@ -342,7 +375,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
         return {"ok": True}
 
     @app.get("/healthz")
-    def healthz():
+    async def healthz():
         return {"ok": True}
 
     return app
