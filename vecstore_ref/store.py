@@ -30,7 +30,7 @@ from . import _crash
 from . import _fs as fsmod
 from .batch import check_ops, plan_batch
 from .compaction import compaction_decision
-from .config import DURABILITY_MODES, INDEX_KINDS, MAX_K, METRICS, CompactionConfig, HNSWParams
+from .config import MAX_K, CompactionConfig, HNSWParams
 from .cost import CostModel
 from .errors import (
     CorruptLogError,
@@ -43,15 +43,16 @@ from .errors import (
     VecStoreError,
 )
 from .filter import Filter
+from .opening import OpeningMethods, _close_index
 from .query import QueryMethods
 from .state import SOFT, StoreState
 from .storage import layout
 from .storage.format import FORMAT_VERSION, RECORD_BATCH
 from .storage.lock import DirectoryLock
-from .storage.log import LogWriter, create_segment, read_segments
-from .storage.manifest import Manifest, read_manifest, write_manifest
+from .storage.log import LogWriter, create_segment
 from .storage.records import RecordDecodeError, decode_batch, encode_batch
-from .storage.snapshot import read_snapshot, write_snapshot
+from .storage.snapshot import write_snapshot
+from .storage.verify import verify_files
 from .types import (
     BatchResult,
     CompactionResult,
@@ -74,30 +75,7 @@ BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
 
 
-def _index_factory(kind: str, params: HNSWParams):
-    def make(table):
-        if kind == "hnsw":
-            try:
-                from .index.hnsw import HNSWIndex
-            except ImportError:  # pragma: no cover - a build without the graph index answers exactly
-                HNSWIndex = None
-            if HNSWIndex is not None:
-                return HNSWIndex(table, params, background=True)
-        from .index.flat import FlatIndex
-
-        return FlatIndex(table)
-
-    return make
-
-
-def _close_index(state) -> None:
-    """Stop the index's background thread, if it has one (an HNSW index links new vectors in the background)."""
-    close = getattr(getattr(state, "index", None), "close", None)
-    if close is not None:
-        close()
-
-
-class VecStore(QueryMethods):
+class VecStore(OpeningMethods, QueryMethods):
     """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
 
     # --- opening and closing ----------------------------------------------------------------------------------
@@ -174,150 +152,6 @@ class VecStore(QueryMethods):
         if durability == "batch" and not read_only:
             self._flusher = threading.Thread(target=self._flush_loop, name="vecstore-fsync", daemon=True)
             self._flusher.start()
-
-    @staticmethod
-    def _check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k) -> None:
-        if dim is not None:
-            from .validation import validate_dim
-
-            validate_dim(dim)
-        if metric is not None and metric not in METRICS:
-            raise InvalidArgumentError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
-        if index is not None and index not in INDEX_KINDS:
-            raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")
-        if hnsw is not None and not isinstance(hnsw, HNSWParams):
-            raise InvalidArgumentTypeError("hnsw must be an HNSWParams")
-        if durability not in DURABILITY_MODES:
-            raise InvalidArgumentError(f"durability must be one of {', '.join(DURABILITY_MODES)}; got {durability!r}")
-        for name, flag in (("read_only", read_only), ("repair", repair)):
-            if not isinstance(flag, bool):
-                raise InvalidArgumentTypeError(f"{name} must be a bool")
-        if read_only and repair:
-            raise InvalidArgumentError("repair=True needs a writable store (read_only=False)")
-        if clock is not None and not callable(clock):
-            raise InvalidArgumentTypeError("clock must be a callable returning seconds")
-        if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
-            raise InvalidArgumentError("max_k must be a positive int")
-
-    def _recover(self, dim, metric, index, hnsw, repair) -> None:
-        """Load the newest snapshot, replay the log after it, and open the log for appends."""
-        t0 = time.perf_counter()
-        fs, report = self._fs, self.recovery_report
-        manifest = read_manifest(fs, self.path)
-        if manifest is None:
-            manifest = self._create(dim, metric, index, hnsw)
-        opts = manifest.options
-        stored_dim, stored_metric = opts.get("dim"), opts.get("metric", "cosine")
-        if metric is not None and metric != stored_metric:
-            raise InvalidArgumentError(f"this store uses metric {stored_metric!r}; it was opened with {metric!r}")
-        if dim is not None and stored_dim is not None and dim != stored_dim:
-            raise InvalidArgumentError(f"this store holds {stored_dim}-dimensional vectors; opened with dim={dim}")
-        self._metric = stored_metric
-        self._index_kind = index or opts.get("index", "hnsw")
-        stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
-        self._hnsw = hnsw or stored_params
-        if "compaction" in opts:
-            self._compaction_config = CompactionConfig(**opts["compaction"])
-        self._manifest = manifest
-        layout.check_referenced_files(fs, self.path, manifest)
-        if not self._read_only:
-            report.orphans_removed = layout.cleanup_orphans(fs, self.path, manifest)
-
-        make_index = self._make_index_factory()
-        state = StoreState(stored_dim if stored_dim is not None else dim, self._metric, make_index)
-        if manifest.snapshot is not None:
-            header, arrays = read_snapshot(fs, os.path.join(self.path, manifest.snapshot))
-            state = StoreState(None, self._metric, make_index)
-            state.load_snapshot(header, arrays, self._load_index)
-            report.snapshot = manifest.snapshot
-            report.snapshot_seq = manifest.snapshot_seq
-        self._state = state
-        if state.dim is None and dim is not None:
-            state.set_dim(dim)
-
-        paths = [os.path.join(self.path, name) for name in manifest.logs]
-        scan = read_segments(fs, paths, manifest.snapshot_seq, repair=repair, truncate_tail=not self._read_only)
-        for rec in scan.records:
-            _crash.crashpoint("recover.replaying")
-            self._apply_record(rec.rtype, rec.payload, rec.seq, rec.path, rec.offset)
-        report.records_replayed = len(scan.records)
-        report.last_seq = scan.last_seq
-        report.truncated_bytes = scan.truncated_bytes
-        report.truncated_path = scan.truncated_path and os.path.basename(scan.truncated_path)
-        report.truncated_offset = scan.truncated_offset
-        report.records_lost = getattr(scan, "lost_records", 0)
-        report.repaired = bool(repair and report.records_lost)
-        if scan.truncated_bytes:
-            log.warning("store %s: truncated a torn log tail of %d bytes", self.path, scan.truncated_bytes)
-        self._last_seq = scan.last_seq
-        if not self._read_only:
-            self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
-            if (stored_dim is None and state.dim is not None) or self._options_changed():
-                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
-        report.duration_ms = (time.perf_counter() - t0) * 1e3
-
-    def _create(self, dim, metric, index, hnsw) -> Manifest:
-        """Lay out a new, empty store: first log segment, then the manifest that names it."""
-        if self._read_only:
-            raise NotFoundError(f"no store at {self.path} (no MANIFEST)")
-        layout.prepare_new_store(self._fs, self.path)
-        seg = create_segment(self._fs, self.path, 1)
-        options = {
-            "dim": dim,
-            "metric": metric or "cosine",
-            "index": index or "hnsw",
-            "hnsw": (hnsw or HNSWParams()).to_dict(),
-            "compaction": CompactionConfig().to_dict(),
-        }
-        manifest = Manifest(FORMAT_VERSION, None, 0, [os.path.basename(seg)], options)
-        write_manifest(self._fs, self.path, manifest)
-        return manifest
-
-    def _make_index_factory(self):
-        return _index_factory(self._index_kind, self._hnsw)
-
-    def _load_index(self, table, kind, meta, arrays):
-        """Rebuild the index object from snapshot arrays when the kinds match; None means 'build from vectors'."""
-        if kind != self._index_kind:
-            return None
-        if kind == "hnsw":
-            try:
-                from .index.hnsw import HNSWIndex
-            except ImportError:  # pragma: no cover
-                return None
-
-            stored = HNSWParams.from_dict(meta.get("params", {})) if "params" in meta else self._hnsw
-            params = HNSWParams(stored.m, stored.ef_construction, self._hnsw.ef_search, stored.seed)
-            self._hnsw = params
-            return HNSWIndex.from_arrays(table, params, meta, arrays, background=True)
-        from .index.flat import FlatIndex
-
-        return FlatIndex.from_arrays(table, meta, arrays)
-
-    def _options(self) -> dict:
-        return {
-            "dim": self._state.dim,
-            "metric": self._metric,
-            "index": self._index_kind,
-            "hnsw": self._hnsw.to_dict(),
-            "compaction": self._compaction_config.to_dict(),
-        }
-
-    def _options_changed(self) -> bool:
-        return self._manifest.options != self._options()
-
-    def _write_manifest(self, snapshot, snapshot_seq, logs) -> None:
-        """Replace the manifest. If that fails we cannot know which manifest a reopen will read, so the store
-        refuses writes until reopened (both candidates describe a complete, consistent store)."""
-        manifest = Manifest(FORMAT_VERSION, snapshot, snapshot_seq, list(logs), self._options())
-        try:
-            write_manifest(self._fs, self.path, manifest)
-        except OSError as exc:
-            self._poisoned = f"replacing the manifest failed ({exc})"
-            if isinstance(exc, StorageError):
-                raise
-            raise StorageError(f"replacing the manifest of {self.path} failed: {exc}") from exc
-        self._manifest = manifest
 
     def close(self) -> None:
         """Flush, fsync and release the lock. Idempotent."""
@@ -776,37 +610,7 @@ class VecStore(QueryMethods):
         """Read every file and check every checksum. Changes nothing."""
         with self._lock:
             self._check_open()
-            errors: list[str] = []
-            files = records = 0
-            fs = self._fs
-            try:
-                manifest = read_manifest(fs, self.path)
-                files += 1
-            except VecStoreError as exc:
-                return VerifyReport(False, files, records, [f"MANIFEST: {exc}"])
-            if manifest is None:
-                return VerifyReport(False, 0, 0, ["MANIFEST is missing"])
-            if manifest.snapshot:
-                try:
-                    read_snapshot(fs, os.path.join(self.path, manifest.snapshot))
-                except VecStoreError as exc:
-                    errors.append(f"{manifest.snapshot}: {exc}")
-                files += 1
-            paths = [os.path.join(self.path, n) for n in manifest.logs]
-            try:
-                scan = read_segments(fs, paths, manifest.snapshot_seq, repair=False, truncate_tail=False)
-                records = len(scan.records)
-                for rec in scan.records:
-                    try:
-                        decode_batch(rec.payload)
-                    except RecordDecodeError as exc:
-                        errors.append(f"{os.path.basename(rec.path)}@{rec.offset}: {exc}")
-                if scan.truncated_bytes:
-                    errors.append(f"{os.path.basename(scan.truncated_path)}: torn tail of {scan.truncated_bytes} bytes")
-            except VecStoreError as exc:
-                errors.append(str(exc))
-            files += len(paths)
-            return VerifyReport(not errors, files, records, errors)
+            return verify_files(self._fs, self.path)
 
 
 def _progress_reporter(progress, total: int):
