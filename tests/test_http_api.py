@@ -17,6 +17,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+import vecstore_ref as vs  # noqa: E402
 from vecstore_ref._fs import dir_digest  # noqa: E402
 from vecstore_ref.http_api import create_app  # noqa: E402
 
@@ -109,6 +110,7 @@ def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, 
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert set(err) == {"type", "message"} and "Traceback" not in r.text and client.root not in r.text
+    assert hasattr(vs, err["type"]) and issubclass(getattr(vs, err["type"]), vs.VecStoreError)  # a public class
     assert dir_digest(client.root) == before
 
 

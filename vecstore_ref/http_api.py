@@ -213,7 +213,8 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
     @app.exception_handler(VecStoreError)
     async def library_error(request, exc: VecStoreError):
-        return error(getattr(exc, "http_status", 400), type(exc).__name__, str(exc))
+        public = next(c for c in type(exc).__mro__ if not c.__name__.startswith("_"))  # the class users know
+        return error(getattr(exc, "http_status", 400), public.__name__, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
