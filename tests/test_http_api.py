@@ -199,3 +199,30 @@ def test_serve_command_binds_localhost_and_answers(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert os.path.isdir(tmp_path / "data" / "default")
+
+
+def test_a_stalled_body_gets_408_and_other_clients_are_served(tmp_path):
+    import threading
+
+    import uvicorn
+
+    app = create_app(str(tmp_path / "d"), body_timeout_s=0.5)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: 100\r\n\r\n{\"id\": \"a\"")  # 10 of the 100 bytes promised
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:  # not blocked
+                assert r.status == 200
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408") and b"RequestTimeout" in reply
+    finally:
+        server.should_exit = True
+        t.join(timeout=10)
+        app.state.manager.close()

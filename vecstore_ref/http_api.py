@@ -8,10 +8,11 @@ Bodies are parsed here, not by FastAPI's models, so that every bad input gets th
 ``{"error": {"type", "message"}}``, also for malformed JSON, ``NaN``/``Infinity`` literals and duplicate keys.
 Errors of the library map to their ``http_status`` (404 not found, 409 exists or locked, 413 quota). Bodies
 over the limit (32 MiB by default) are refused with 413 before they are read; a body that is not
-``application/json`` gets 415. With a token set, every route wants ``Authorization: Bearer <token>`` (401).
-No traceback or server path ever reaches a response.
+``application/json`` gets 415, and a body that stops arriving for 10 s gets 408. With a token set, every route
+wants ``Authorization: Bearer <token>`` (401). No traceback or server path ever reaches a response.
 """
 
+import asyncio
 import hmac
 import json
 import logging
@@ -24,6 +25,7 @@ log = logging.getLogger("vecstore_ref.http")
 
 DEFAULT_NAMESPACE = "default"
 MAX_BODY_BYTES = 32 * 2**20
+BODY_TIMEOUT_S = 10.0  # the longest wait for the next piece of a request body
 TOKEN_ENV = "VECSTORE_TOKEN"
 
 
@@ -139,8 +141,9 @@ class _Guard:
 
     _WITH_BODY = ("POST", "PUT", "PATCH")
 
-    def __init__(self, app, *, token, max_body_bytes, error):
+    def __init__(self, app, *, token, max_body_bytes, error, body_timeout_s):
         self.app, self.token, self.limit, self.error = app, token, max_body_bytes, error
+        self.body_timeout_s = body_timeout_s
         self.expected = None if token is None else f"Bearer {token}".encode()
 
     async def __call__(self, scope, receive, send):
@@ -161,7 +164,11 @@ class _Guard:
             return await too_big(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
-            message = await receive()
+            try:  # a client that stops sending its body gets 408 instead of holding a worker forever
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                return await self.error(408, "RequestTimeout", "the body did not arrive in time",
+                                        {"connection": "close"})(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -188,7 +195,8 @@ class _Guard:
         return await self.app(scope, replay, send)
 
 
-def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES):
+def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               body_timeout_s: float = BODY_TIMEOUT_S):
     """The ASGI app serving the namespaces under ``data_dir``."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -229,7 +237,8 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(500, "InternalError", "internal error")
 
-    app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes, error=error)
+    app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes, error=error,
+                       body_timeout_s=body_timeout_s)
 
     def body_of(request: Request) -> dict:
         raw = getattr(request.state, "raw_body", b"")
