@@ -93,6 +93,12 @@ def test_namespace_and_backup_routes(client):
     assert client.delete("/v1/namespaces/img").json() == {"ok": True}
     assert client.get("/v1/namespaces/img/stats").status_code == 404
     assert post(client, "/v1/namespaces", {"name": "../x"}).status_code == 400
+    assert post(client, "/v1/namespaces", {"namespace": "alias", "dim": 2}).status_code == 200
+    assert post(client, "/v1/namespaces/alias/backups", {"backup_name": "b"}).json()["name"] == "b"
+    post(client, "/v1/namespaces/alias/upsert", {"id": "r", "vector": [1, 2]})
+    r = client.put("/v1/namespaces/alias/records/r/metadata", content=json.dumps({"lang": "en"}),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200 and client.get("/v1/namespaces/alias/records/r").json()["metadata"] == {"lang": "en"}
 
 
 @pytest.mark.parametrize("raw", [

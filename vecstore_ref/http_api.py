@@ -123,6 +123,13 @@ def _ops_from_json(items) -> list:
     return ops
 
 
+def _name_field(body: dict, alias: str) -> str:
+    """``"name"`` (or its longer spelling ``alias``, e.g. ``"namespace"``) of a body."""
+    if "name" in body and alias in body:
+        raise InvalidArgumentError(f"give 'name' or '{alias}', not both")
+    return _field(body, alias if alias in body else "name", str)
+
+
 def _query_args(body: dict) -> dict:
     k = body.get("limit", body.get("k", 10))
     if "limit" in body and "k" in body:
@@ -317,7 +324,10 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
         @app.put(prefix + "/records/{id}/metadata")
         def update_metadata(request: Request, id: str):
-            store(ns_of(request)).update_metadata(id, _field(body_of(request), "metadata", None))
+            b = body_of(request)
+            # {"metadata": {...}}, or the metadata object itself as the body
+            md = b["metadata"] if set(b) == {"metadata"} else b
+            store(ns_of(request)).update_metadata(id, md)
             return {"ok": True}
 
         @app.put(prefix + "/records/{id}/ttl")
@@ -344,7 +354,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
     @app.post("/v1/namespaces")
     def create_namespace(request: Request):
         b = body_of(request)
-        name = _field(b, "name", str)
+        name = _name_field(b, "namespace")
         q = _field(b, "quotas", dict, required=False, default={})
         unknown = set(q) - {"max_vectors", "max_bytes"}
         if unknown:
@@ -372,7 +382,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
     @app.post("/v1/namespaces/{ns}/backups")
     def create_backup(request: Request, ns: str):
-        return manager.backup_namespace(ns, _field(body_of(request), "name", str)).to_dict()
+        return manager.backup_namespace(ns, _name_field(body_of(request), "backup_name")).to_dict()
 
     @app.post("/v1/namespaces/{ns}/backups/{name}/restore")
     def restore_backup(ns: str, name: str):
