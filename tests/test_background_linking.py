@@ -258,3 +258,5 @@ def test_a_chunk_whose_linking_fails_waits_again_and_stays_visible(paused, monke
     monkeypatch.setattr(HNSWIndex, "_insert_batch", real)
     assert h.link_queued() == 500
     assert h.n_nodes == 800 and h.check_integrity() == []
+    meta, arrays = h.to_arrays()  # the saved graph passes every check of a load
+    assert HNSWIndex.from_arrays(t, HNSWParams(m=8), meta, arrays).n_nodes == 800

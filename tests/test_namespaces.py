@@ -104,6 +104,15 @@ def test_bytes_quota(mgr):
     assert len(s) == 20
 
 
+def test_unknown_open_options_are_typed_errors_and_write_nothing(mgr):
+    before = dir_digest(mgr.root)
+    for options in ({"bogus": 1}, {"read_only": True}, {"fs": None}):
+        with pytest.raises(TypeError) as info:
+            mgr.create_namespace("x", dim=4, **options)
+        assert isinstance(info.value, vs.InvalidInputError)
+    assert dir_digest(mgr.root) == before and mgr.list_namespaces() == []
+
+
 def test_bad_quotas_are_typed_errors(mgr):
     with pytest.raises(vs.InvalidArgumentError):
         mgr.create_namespace("x", dim=4, quotas=vs.Quotas(max_vectors=-1))

@@ -98,7 +98,8 @@ def test_bad_bulk_input_writes_nothing(tmp_path):
         x[30, 2] = np.nan
         with pytest.raises(vs.InvalidVectorError):
             sh.upsert_many(ids, x)
-        with pytest.raises(vs.InvalidArgumentError):
+        x[30, 2] = 0.5
+        with pytest.raises(vs.InvalidArgumentError):  # 10 ids for 50 finite vectors
             sh.upsert_many(ids[:10], x)
         assert len(sh) == 0
 
@@ -146,3 +147,48 @@ def test_ray_actors_hold_the_shards(tmp_path):
             assert len(again) == 198
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("bad", ["id", "metadata", "ttl"])
+def test_a_bad_row_on_any_shard_writes_nothing(tmp_path, bad):
+    from vecstore_ref._fs import dir_digest
+
+    ids, x = data(60)
+    md = [None] * 60
+    ttl = None
+    if bad == "id":
+        ids[41] = ""
+    elif bad == "metadata":
+        md[41] = {"k": {"nested": 1}}
+    else:
+        ttl = -1
+    with vs.ShardedStore.open(tmp_path / "sh", 4, dim=8) as sh:
+        before = dir_digest(str(tmp_path / "sh"))
+        with pytest.raises(vs.InvalidInputError):
+            sh.upsert_many(ids, x, md, ttl=ttl)
+        assert dir_digest(str(tmp_path / "sh")) == before and len(sh) == 0
+
+
+def test_unknown_options_are_typed_errors_and_write_nothing(tmp_path):
+    with pytest.raises(TypeError, match="bogus") as info:
+        vs.ShardedStore.open(tmp_path / "sh", 2, dim=4, bogus=1)
+    assert isinstance(info.value, vs.InvalidInputError)
+    assert not os.path.exists(tmp_path / "sh")
+
+
+def test_a_malformed_export_record_is_a_typed_error(tmp_path):
+    import hashlib
+
+    ids, x = data(5)
+    with vs.ShardedStore.open(tmp_path / "a", 2, dim=8, durability="none") as a:
+        a.upsert_many(ids, x)
+        a.export(tmp_path / "exp")
+    rec = tmp_path / "exp" / "records.jsonl"
+    rec.write_bytes(rec.read_bytes().replace(b'"id"', b'"ID"', 1))  # well-formed JSON, not a record
+    man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    man["files"]["records.jsonl"] = {"size": rec.stat().st_size, "sha256": hashlib.sha256(rec.read_bytes()).hexdigest()}
+    (tmp_path / "exp" / "manifest.json").write_text(json.dumps(man))
+    with vs.ShardedStore.open(tmp_path / "b", 2, dim=8, durability="none") as b:
+        with pytest.raises(vs.BackupCorruptError):
+            b.import_(tmp_path / "exp")
+        assert len(b) == 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import MAX_DIM
-from .errors import InvalidBatchError, NotFoundError, VecStoreError
+from .errors import InvalidArgumentError, InvalidBatchError, NotFoundError, VecStoreError
 from .metadata import validate_metadata
 from .state import FREE, LIVE, SOFT, StoreState
 from .types import BatchError, Delete, Restore, SetTTL, SoftDelete, UpdateMetadata, Upsert
@@ -70,6 +70,22 @@ def check_ops(ops: object) -> list:
                 "UpdateMetadata or SetTTL"
             )
     return list(ops)
+
+
+def check_bulk_rows(ids: list, metadatas) -> list:
+    """The ids and metadata of a bulk load (``upsert_many``), all checked before anything is written; returns
+    the owned metadata copies. An error names its row."""
+    metadatas = [None] * len(ids) if metadatas is None else list(metadatas)
+    if len(metadatas) != len(ids):
+        raise InvalidArgumentError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
+    checked = []
+    for row, (id_, md) in enumerate(zip(ids, metadatas)):
+        try:
+            validate_id(id_)
+            checked.append(validate_metadata(md))
+        except VecStoreError as exc:
+            raise type(exc)(f"row {row}: {exc}") from None
+    return checked
 
 
 def plan_batch(ops: list, state: StoreState, now: float) -> BatchPlan:

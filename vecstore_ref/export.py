@@ -107,10 +107,14 @@ def read_export(path, batch_size: int = 10_000):
         ids, metas, expires = [], [], []
         row = 0
         for line in f:
-            rec = json.loads(line)
-            ids.append(rec["id"])
-            metas.append(rec["metadata"])
-            expires.append(rec["expires_at"])
+            try:
+                rec = json.loads(line)
+                ids.append(rec["id"])
+                metas.append(rec["metadata"])
+                expires.append(rec["expires_at"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BackupCorruptError(f"{path}/{RECORDS} line {row + len(ids) + 1} is not a record: {exc}") \
+                    from None
             if len(ids) == batch_size:
                 yield ids, vectors[row:row + len(ids)], metas, expires
                 row += len(ids)

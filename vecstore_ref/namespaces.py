@@ -49,6 +49,7 @@ from .errors import (
     UnsafeArchiveError,
     UnsupportedFormatError,
 )
+from .opening import check_open_options
 from .storage.manifest import read_manifest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -59,6 +60,7 @@ FORMAT_VERSION = 1
 MAX_ARCHIVE_BYTES = 64 * 2**30  # import_backup reads at most this much
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # the files a backup may hold
 _COPY_CHUNK = 4 * 2**20
+NAMESPACE_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "clock", "max_k")  # of VecStore.open
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,7 @@ class NamespaceManager:
             path = self._ns_dir(ns)
             if os.path.lexists(path):
                 raise AlreadyExistsError(f"namespace {ns!r} exists")
-            VecStore._check_open_options(open_options.get("dim"), open_options.get("metric"),
-                                         open_options.get("index"), open_options.get("hnsw"),
-                                         open_options.get("durability", "fsync"), False, False,
-                                         open_options.get("clock"), open_options.get("max_k", 10_000))
+            check_open_options(open_options, NAMESPACE_OPTIONS)
             staging = os.path.join(self.root, f".creating-{ns}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(staging)
             try:

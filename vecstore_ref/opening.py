@@ -12,7 +12,7 @@ import os
 import time
 
 from . import _crash
-from .config import DURABILITY_MODES, INDEX_KINDS, METRICS, CompactionConfig, HNSWParams
+from .config import DURABILITY_MODES, INDEX_KINDS, MAX_K, METRICS, CompactionConfig, HNSWParams
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
 from .state import StoreState
 from .storage import layout
@@ -45,6 +45,23 @@ def _close_index(state) -> None:
     close = getattr(getattr(state, "index", None), "close", None)
     if close is not None:
         close()
+
+
+OPEN_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "read_only", "repair", "clock", "max_k")
+
+
+def check_open_options(options: dict, allowed: tuple = OPEN_OPTIONS) -> None:
+    """Check ``VecStore.open`` keyword options given as a dict (by the namespace manager and the sharded store,
+    before they write anything): unknown names raise :class:`InvalidArgumentTypeError`, bad values the errors of
+    ``VecStore.open``."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidArgumentTypeError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                                       f"{', '.join(allowed)}")
+    OpeningMethods._check_open_options(options.get("dim"), options.get("metric"), options.get("index"),
+                                       options.get("hnsw"), options.get("durability", "fsync"),
+                                       options.get("read_only", False), options.get("repair", False),
+                                       options.get("clock"), options.get("max_k", MAX_K))
 
 
 class OpeningMethods:

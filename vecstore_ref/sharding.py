@@ -30,7 +30,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 
-from .batch import check_ops
+from .batch import check_bulk_rows, check_ops
 from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -38,6 +38,7 @@ from .errors import (
     StorageError,
     UnsupportedFormatError,
 )
+from .opening import check_open_options
 from .types import BatchError, BatchQueryResult, BatchResult, CompactionResult, Neighbor, VerifyReport
 
 FORMAT_VERSION = 1
@@ -72,6 +73,7 @@ class ShardedStore:
             executor = None
         self._clock = open_options.get("clock") or time.time
 
+        check_open_options(open_options)  # before anything is written
         self.path = os.path.abspath(os.fspath(path))
         cfg_path = os.path.join(self.path, SHARDS_FILE)
         if os.path.exists(cfg_path):
@@ -93,11 +95,6 @@ class ShardedStore:
                 raise InvalidArgumentTypeError("n_shards must be an int")
             if not 1 <= n_shards <= MAX_SHARDS:
                 raise InvalidArgumentError(f"n_shards must be in [1, {MAX_SHARDS}], got {n_shards}")
-            VecStore._check_open_options(open_options.get("dim"), open_options.get("metric"),
-                                         open_options.get("index"), open_options.get("hnsw"),
-                                         open_options.get("durability", "fsync"), open_options.get("read_only",
-                                                                                                    False),
-                                         False, open_options.get("clock"), open_options.get("max_k", 10_000))
             os.makedirs(self.path, exist_ok=True)
             data = json.dumps({"format": FORMAT_VERSION, "n_shards": n_shards, "hash": "blake2b-8"}).encode()
             from ._fs import get_fs
@@ -193,30 +190,28 @@ class ShardedStore:
     def upsert_many(self, ids, vectors, metadatas=None, *, ttl=None, progress=None) -> int:
         """Split the rows by shard and load each part on its shard (in parallel); returns the rows written.
 
-        The rows are checked as a whole first (ids, shapes), so a bad input fails before any shard is written.
+        Every row is checked first (vectors, ids, metadata, the TTL), so a bad input fails before any shard is
+        written; the shards check again what they receive.
         """
+        from .validation import validate_ttl, validate_vectors
+
         if isinstance(ids, (str, bytes)):
             raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
         ids = list(ids)
-        mat = np.asarray(vectors)
-        if mat.ndim != 2 or mat.shape[0] != len(ids):
-            raise InvalidArgumentError(f"{len(ids)} ids but vectors of shape {mat.shape}")
-        if metadatas is not None:
-            metadatas = list(metadatas)
-            if len(metadatas) != len(ids):
-                raise InvalidArgumentError(f"{len(ids)} ids but {len(metadatas)} metadatas")
+        first = self.shards[0].stats()
+        mat = validate_vectors(vectors, first.dim, first.metric)  # every check for all shards: all or nothing
+        if mat.shape[0] != len(ids):
+            raise InvalidArgumentError(f"{len(ids)} ids but {mat.shape[0]} vectors")
+        metadatas = check_bulk_rows(ids, metadatas)
+        validate_ttl(ttl, allow_none=True)
         owner = np.fromiter((shard_of(i, self.n_shards) for i in ids), dtype=np.int64, count=len(ids))
         parts = [np.flatnonzero(owner == s) for s in range(self.n_shards)]
-        from .validation import validate_vectors
-
-        first = self.shards[0].stats()
-        validate_vectors(mat, first.dim, first.metric)  # one check for all shards: all or nothing
 
         def load(shard, rows):
             if rows.size == 0:
                 return 0
-            md = None if metadatas is None else [metadatas[r] for r in rows.tolist()]
-            return shard.upsert_many([ids[r] for r in rows.tolist()], mat[rows], md, ttl=ttl)
+            picked = rows.tolist()
+            return shard.upsert_many([ids[r] for r in picked], mat[rows], [metadatas[r] for r in picked], ttl=ttl)
 
         futures = [self._executor.submit(load, s, rows) for s, rows in zip(self.shards, parts)]
         done = sum(f.result() for f in futures)

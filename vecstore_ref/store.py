@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _crash
 from . import _fs as fsmod
-from .batch import check_ops, plan_batch
+from .batch import check_bulk_rows, check_ops, plan_batch
 from .compaction import compaction_decision
 from .config import MAX_K, CompactionConfig, HNSWParams
 from .cost import CostModel
@@ -343,7 +343,6 @@ class VecStore(OpeningMethods, QueryMethods):
         """Bulk upsert: every row is validated first (an error names the row and writes nothing), then the rows
         are written in chunks of up to 32 MiB, each one atomic log record. ``progress`` is True (a tqdm bar) or a
         callable ``(done, total)``. Returns the number of rows written."""
-        from .metadata import validate_metadata
         from .validation import validate_ttl
 
         if isinstance(ids, (str, bytes)):
@@ -354,20 +353,8 @@ class VecStore(OpeningMethods, QueryMethods):
             mat = validate_vectors(vectors, self._state.dim, self._metric)
             if mat.shape[0] != len(ids):
                 raise InvalidArgumentError(f"{len(ids)} ids but {mat.shape[0]} vectors")
-            if metadatas is None:
-                metadatas = [None] * len(ids)
-            else:
-                metadatas = list(metadatas)
-                if len(metadatas) != len(ids):
-                    raise InvalidArgumentError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
             ttl = validate_ttl(ttl, allow_none=True)
-            checked_md = []
-            for row, (id_, md) in enumerate(zip(ids, metadatas)):
-                try:
-                    validate_id(id_)
-                    checked_md.append(validate_metadata(md))
-                except VecStoreError as exc:
-                    raise type(exc)(f"row {row}: {exc}") from None
+            checked_md = check_bulk_rows(ids, metadatas)
             total = len(ids)
             report = _progress_reporter(progress, total)
             rows_per_chunk = max(1, UPSERT_MANY_CHUNK_BYTES // max(1, 4 * mat.shape[1]))

@@ -146,7 +146,8 @@ def validate_query_vector(vector: object, dim: int | None, metric: str, what: st
     dimension: a query is read, never kept. One float32 dot product then settles both checks: it is finite only if
     every value is, and under cosine it is far inside the norm limits. Anything else takes the full path."""
     if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1 and dim is not None
-            and vector.shape[0] == dim and vector.flags.c_contiguous):
+            and vector.shape[0] == dim and vector.flags.c_contiguous and vector.flags.writeable):
+        # (a read-only array would make Numba compile the kernels again for another array type)
         with np.errstate(over="ignore", invalid="ignore"):
             sq = float(np.dot(vector, vector))
         lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-1.0, math.inf)

@@ -202,6 +202,7 @@ class HNSWIndex:
                     self._link(chunk)
                 except BaseException:  # e.g. MemoryError: the chunk waits again, so queries still scan it
                     self.n_nodes = int(np.count_nonzero(self.levels >= 0))
+                    self.up_offset[chunk[self.levels[chunk] < 0]] = -1  # rows reserved for nodes never written
                     self._queue.push(chunk, front=True)
                     raise
                 finally:
