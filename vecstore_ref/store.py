@@ -239,6 +239,10 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         if self._poisoned is not None:
             raise ReadOnlyError(f"the store at {self.path} refuses writes until reopened: {self._poisoned}")
 
+    def _refuses_writes(self) -> bool:
+        return (self._read_only or self._poisoned is not None
+                or (self._writer is not None and self._writer.poisoned))
+
     def _now(self) -> float:
         return float(self._clock())
 
@@ -594,7 +598,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 snapshot_bytes=snap_bytes, reclaimable_bytes=(c["deleted_count"] + c["superseded"]) * per_record,
                 compaction_config=self._compaction_config.to_dict(), last_compaction=self._last_compaction,
                 recovery_report=self.recovery_report.to_dict(), format_version=FORMAT_VERSION,
-                durability=self._durability, read_only=self._read_only or self._poisoned is not None,
+                durability=self._durability, read_only=self._refuses_writes(),
                 last_seq=self._last_seq, unindexed=int(getattr(index, "n_unlinked", 0)),
                 superseded=c["superseded"], log_bytes_since_checkpoint=self.log_bytes_since_checkpoint(),
                 last_checkpoint_at=self._last_checkpoint_at,
