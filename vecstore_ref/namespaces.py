@@ -52,13 +52,14 @@ from .errors import (
 from .opening import check_open_options
 from .storage.manifest import read_manifest
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Every name rule is applied with re.fullmatch: re.match with "$" also accepts a name ending in "\n".
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAMESPACE_FILE = "NAMESPACE.json"
 BACKUP_FILE = "BACKUP.json"
 BACKUPS_DIR = "backups"
 FORMAT_VERSION = 1
 MAX_ARCHIVE_BYTES = 64 * 2**30  # import_backup reads at most this much
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # the files a backup may hold
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # the files a backup may hold
 _COPY_CHUNK = 4 * 2**20
 NAMESPACE_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "clock", "max_k")  # of VecStore.open
 
@@ -126,12 +127,23 @@ class BackupInfo:
         return d
 
 
+def is_plain_name(name: object, pattern: re.Pattern = NAME_RE) -> bool:
+    """True for a str that matches ``pattern`` in full and does not end in a dot.
+
+    The patterns start with a letter or digit, so ``.``, ``..``, ``../x`` and ``/abs`` never match; a trailing
+    dot is refused because some file systems (Windows, SMB shares) drop it, which would make ``a.`` and ``a`` one
+    directory.
+    """
+    return isinstance(name, str) and pattern.fullmatch(name) is not None and not name.endswith(".")
+
+
 def validate_name(name: object, what: str = "namespace") -> str:
-    """A namespace or backup name: ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``, not ``.`` or ``..``."""
+    """A namespace or backup name: ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`` matched in full, not ending in a dot."""
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} name must be a str, got {type(name).__name__}")
-    if not NAME_RE.match(name) or name in (".", ".."):
-        raise InvalidNameError(f"{what} name {name!r} must match {NAME_RE.pattern}")
+    if not is_plain_name(name):
+        raise InvalidNameError(f"{what} name {name!r} must be 1 to 64 of A-Z a-z 0-9 _ . - , start with a letter "
+                               "or digit and not end with a dot")
     return name
 
 
@@ -174,7 +186,7 @@ class NamespaceManager:
             cfg = json.loads(self._fs.read_bytes(os.path.join(path, NAMESPACE_FILE)))
         except (OSError, ValueError) as exc:
             raise StorageError(f"{path}/{NAMESPACE_FILE} is unreadable: {exc}") from exc
-        if cfg.get("format") != FORMAT_VERSION or not _FILE_RE.match(str(cfg.get("store", ""))):
+        if cfg.get("format") != FORMAT_VERSION or not is_plain_name(cfg.get("store"), _FILE_RE):
             raise StorageError(f"{path}/{NAMESPACE_FILE} has an unknown format")
         return cfg
 
@@ -221,6 +233,7 @@ class NamespaceManager:
 
     def get_namespace(self, ns: str):
         """The one shared :class:`VecStore` handle of ``ns`` (opened on first use)."""
+        validate_name(ns)
         with self._lock:
             self._check_open()
             h = self._handles.get(ns)
@@ -256,7 +269,7 @@ class NamespaceManager:
         with self._lock:
             self._check_open()
             return sorted(n for n in self._fs.listdir(self.root)
-                          if NAME_RE.match(n) and not os.path.islink(os.path.join(self.root, n))
+                          if is_plain_name(n) and not os.path.islink(os.path.join(self.root, n))
                           and os.path.isfile(os.path.join(self.root, n, NAMESPACE_FILE)))
 
     def delete_namespace(self, ns: str) -> None:
@@ -337,7 +350,7 @@ class NamespaceManager:
             bdir = os.path.join(self._existing(ns), BACKUPS_DIR)
             out = []
             for name in self._fs.listdir(bdir) if os.path.isdir(bdir) else []:
-                if not NAME_RE.match(name):
+                if not is_plain_name(name):
                     continue
                 try:
                     info = _read_backup_manifest(os.path.join(bdir, name))
@@ -518,7 +531,7 @@ def _read_backup_manifest(directory: str) -> dict:
         if not isinstance(files, list) or not files:
             raise BackupCorruptError(f"{path} lists no files")
         for f in files:
-            if not _FILE_RE.match(str(f["name"])) or f["name"] == BACKUP_FILE:
+            if not is_plain_name(f["name"], _FILE_RE) or f["name"] == BACKUP_FILE:
                 raise BackupCorruptError(f"{path} lists an unsafe file name {f['name']!r}")
             if isinstance(f["size"], bool) or not isinstance(f["size"], int) or f["size"] < 0:
                 raise BackupCorruptError(f"{path} gives a bad size for {f['name']!r}")
@@ -544,7 +557,7 @@ def _extract_safely(file, directory: str, max_bytes: int) -> None:
             for member in tar:
                 if not member.isreg():
                     raise UnsafeArchiveError(f"archive member {member.name!r} is not a regular file")
-                if not _FILE_RE.match(member.name) or member.name in (".", ".."):
+                if not is_plain_name(member.name, _FILE_RE):
                     raise UnsafeArchiveError(f"archive member {member.name!r} is not a plain file name")
                 total += member.size
                 if total > max_bytes:
