@@ -48,9 +48,12 @@ from .errors import (
     StorageError,
     UnsafeArchiveError,
     UnsupportedFormatError,
+    VecStoreError,
 )
+from .config import MAX_DIM, METRICS
 from .opening import check_open_options
 from .storage.manifest import read_manifest
+from .validation import validate_store_path
 
 # Every name rule is applied with re.fullmatch: re.match with "$" also accepts a name ending in "\n".
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -151,7 +154,7 @@ class NamespaceManager:
     """Namespaces under ``root``, each one store with its own quotas and backups. Thread-safe."""
 
     def __init__(self, root):
-        self.root = os.path.abspath(os.fspath(root))
+        self.root = validate_store_path(root, "namespace root")
         self._fs = get_fs()
         if os.path.islink(self.root):
             raise InvalidArgumentError(f"the namespace root {self.root} is a symbolic link")
@@ -375,8 +378,6 @@ class NamespaceManager:
 
         The namespace's handle is closed and reopened: handles taken before the restore are closed.
         """
-        from .store import VecStore
-
         with self._lock:
             self._check_open()
             source = self._backup_dir(ns, backup_name)
@@ -390,12 +391,7 @@ class NamespaceManager:
                 for f in info["files"]:
                     _copy_verified(os.path.join(source, f["name"]), os.path.join(staging, f["name"]), f)
                 self._fs.fsync_dir(staging)
-                with VecStore.open(staging, read_only=True) as staged:  # it opens: the store's own checks pass
-                    held = staged._state.n_live + staged._state.n_soft
-                    if held != info["count"] or staged._state.dim != info["dim"]:
-                        raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim "
-                                                 f"{staged._state.dim}; its manifest says {info['count']} of dim "
-                                                 f"{info['dim']}")
+                _check_staged_store(staging, info, backup_name)
                 _crash.crashpoint("restore.staged")
                 cfg = self._read_config(path)
                 new_gen = _next_generation(cfg["store"])
@@ -448,6 +444,7 @@ class NamespaceManager:
                 extra = set(os.listdir(tmp)) - {f["name"] for f in info["files"]} - {BACKUP_FILE}
                 if extra:
                     raise UnsafeArchiveError(f"the archive holds files its manifest does not list: {sorted(extra)}")
+                _check_staged_store(tmp, info, backup_name, index="flat")  # a lying count is refused now
                 self._fs.replace(tmp, target)
                 self._fs.fsync_dir(os.path.dirname(target))
             except BaseException:
@@ -501,7 +498,10 @@ def _copy_verified(src: str, dst: str, entry: dict) -> None:
 
 
 def _verify_file(path: str, entry: dict) -> None:
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise BackupCorruptError(f"the backup lacks {os.path.basename(path)}, which its manifest lists") from None
     if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"]:
         raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's manifest")
     h = hashlib.sha256()
@@ -512,6 +512,29 @@ def _verify_file(path: str, entry: dict) -> None:
         raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's checksum")
 
 
+def _check_staged_store(directory: str, info: dict, backup_name: str, index: str | None = None) -> None:
+    """Open the store files of a backup read-only and check them against its manifest (count, dim, metric).
+
+    The checksums only say the files are the ones the manifest lists; opening says they form a store, and the
+    counts say the manifest tells the truth about it. ``index="flat"`` skips building a graph (an import only
+    checks; the restore that follows builds it). Anything wrong is :class:`BackupCorruptError`: the files come
+    from outside, so their store's errors (a corrupt log, say) are reported as a corrupt backup.
+    """
+    from .store import VecStore
+
+    try:
+        with VecStore.open(directory, read_only=True, index=index) as staged:
+            st = staged._state
+            held, dim, metric = st.n_live + st.n_soft, st.dim, staged._metric
+    except BackupCorruptError:
+        raise
+    except (VecStoreError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        raise BackupCorruptError(f"the store in backup {backup_name!r} does not open: {exc}") from None
+    if (held, dim, metric) != (info["count"], info["dim"], info["metric"]):
+        raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim {dim} under {metric}; its "
+                                 f"manifest says {info['count']} of dim {info['dim']} under {info['metric']}")
+
+
 def _read_backup_manifest(directory: str) -> dict:
     path = os.path.join(directory, BACKUP_FILE)
     try:
@@ -519,6 +542,8 @@ def _read_backup_manifest(directory: str) -> dict:
             raise BackupCorruptError(f"{path} is not a regular file of a sane size")
         with open(path, "rb") as f:
             info = json.loads(f.read())
+        if not isinstance(info, dict):
+            raise BackupCorruptError(f"{path} is not a JSON object")
         fmt = info.get("format")
         if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT_VERSION:
             raise UnsupportedFormatError(f"{path}: backup format {fmt} is newer than this library's "
@@ -526,11 +551,19 @@ def _read_backup_manifest(directory: str) -> dict:
         if fmt != FORMAT_VERSION:
             raise BackupCorruptError(f"{path}: unknown backup format {fmt!r}")
         datetime.fromisoformat(info["created_at"])
-        int(info["count"])
+        count, dim, metric = info["count"], info["dim"], info["metric"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise BackupCorruptError(f"{path} gives a bad record count {count!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM):
+            raise BackupCorruptError(f"{path} gives a bad dimension {dim!r}")
+        if metric not in METRICS:
+            raise BackupCorruptError(f"{path} gives an unknown metric {metric!r}")
         files = info["files"]
         if not isinstance(files, list) or not files:
             raise BackupCorruptError(f"{path} lists no files")
         for f in files:
+            if not isinstance(f, dict):
+                raise BackupCorruptError(f"{path} lists a file that is not a JSON object")
             if not is_plain_name(f["name"], _FILE_RE) or f["name"] == BACKUP_FILE:
                 raise BackupCorruptError(f"{path} lists an unsafe file name {f['name']!r}")
             if isinstance(f["size"], bool) or not isinstance(f["size"], int) or f["size"] < 0:
@@ -544,6 +577,8 @@ def _read_backup_manifest(directory: str) -> dict:
         raise BackupCorruptError(f"{directory} has no {BACKUP_FILE}") from None
     except (BackupCorruptError, UnsupportedFormatError):
         raise
+    except RecursionError:
+        raise BackupCorruptError(f"{path} is nested too deeply to be a backup manifest") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
