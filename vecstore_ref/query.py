@@ -77,22 +77,43 @@ class QueryMethods:
             return "filtered-scan"
         return "filtered-hnsw"
 
+    def _walks_graph(self, plan, n_allowed, k, ef) -> bool:
+        """True if ``plan`` walks the HNSW graph. A filtered walk whose mask is sparse enough that the graph index
+        would scan the allowed nodes exactly anyway (``HNSWIndex.scan_limit``) is run as an exact scan here, so
+        that every exact answer breaks ties at the k-th place the same way (by id, see `_exact_search`)."""
+        if plan == "hnsw":
+            return True
+        if plan != "filtered-hnsw":
+            return False
+        index = self._state.index
+        return n_allowed > index.scan_limit(index._ef(k, ef))
+
     def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
         """Run one query on the chosen plan; returns (slots, dists, stats)."""
         st = self._state
-        if plan in ("hnsw", "filtered-hnsw"):
+        if self._walks_graph(plan, n_allowed, k, ef):
             slots, dists, stats = st.index.search(vec, k, allowed, ef)
             self._cost.observe_hnsw(stats.distance_computations, max(ef or self._hnsw.ef_search, k))
             return slots, dists, stats
+        return self._exact_search(vec, k, allowed, plan)
+
+    def _exact_search(self, vec, k, allowed, plan):
+        """The exact top-k among ``allowed``: every row (``plan="flat"``) or just the allowed ones, listed.
+
+        The kernels order by (distance, slot); when the k-th distance ties with a row left out, the tied rows are
+        chosen by id instead (`_resolve_boundary_ties`), on every exact path alike.
+        """
         from .index.flat import FlatIndex
+
+        st = self._state
         flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
-        if plan == "filtered-scan":
-            candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
-            slots, dists, stats = flat.search_subset(vec, k, candidates)
-        else:
+        if plan == "flat":
             slots, dists, stats, next_dist = flat.search_with_boundary(vec, k, allowed)
-            if len(slots) == k and k and next_dist == dists[-1]:
-                slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
+        else:
+            candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
+            slots, dists, stats, next_dist = flat.search_subset_with_boundary(vec, k, candidates)
+        if len(slots) == k and k and next_dist == dists[-1]:
+            slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
         return slots, dists, stats
 
     def _resolve_boundary_ties(self, flat, vec, allowed, slots, dists):
@@ -174,7 +195,7 @@ class QueryMethods:
                 return BatchQueryResult(ids, scores, n_found)
             plan = self._plan(flt, n_allowed)
             kk = min(k, n_allowed)
-            if plan in ("hnsw", "filtered-hnsw"):
+            if self._walks_graph(plan, n_allowed, kk, ef):
                 slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
             elif plan == "flat":
                 slots, dists, _, _, nxt = st.index.search_batch_with_boundary(mat, kk, allowed)
