@@ -82,7 +82,9 @@ def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
 
 # A float32 squared norm inside this range is far from every limit of the cosine check below (the float32 sum is
 # within 0.5% of the exact one even at MAX_DIM), so the exact check cannot fail: nearly every vector passes on this
-# one cheap test, and only the rest are checked again in float64.
+# one cheap test, and only the rest are checked again in float64. (Outside it a vector may well be valid: its
+# float32 square overflows or underflows, its float64 norm need not; the kernels then compute its cosine in
+# float64, see vecstore_ref.kernels.distances.)
 CLEARLY_VALID_SQUARED_NORM = (2e-30, 5e37)
 
 
@@ -104,17 +106,14 @@ def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
         return
     first = int(np.flatnonzero(unclear)[0])
     rows = rows[first:]
-    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
-    with np.errstate(over="ignore", under="ignore"):
-        sq32 = np.einsum("ij,ij->i", rows, rows, dtype=np.float32)  # what float32 kernels will see
-    bad = ~(np.isfinite(norms) & (norms > MIN_COSINE_NORM) & np.isfinite(sq32) & (sq32 > 0))
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)  # finite: float32 values squared fit a float64
+    bad = ~(norms > MIN_COSINE_NORM)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         where = "" if vectors.ndim == 1 else f" (row {first + row})"
         raise InvalidVectorError(
-            f"{what}{where} has norm {norms[row]:.3g}; the cosine metric needs a norm above "
-            f"{MIN_COSINE_NORM:g} whose square is a finite, non-zero float32 (a zero vector has no direction; "
-            "one this small or this large underflows or overflows in float32 arithmetic)"
+            f"{what}{where} has norm {norms[row]:.3g} (computed in float64); the cosine metric needs a norm above "
+            f"{MIN_COSINE_NORM:g} (a zero vector has no direction)"
         )
 
 
