@@ -277,7 +277,7 @@ class OSFileSystem:
         return AppendFile(self, path, create)
 
     def read_bytes(self, path: str) -> bytes:
-        with self.open_read(path) as f:
+        with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:
             return f.read()
 
     def open_read(self, path: str):

@@ -29,10 +29,10 @@ with plain names and caps what it reads, then verifies every checksum before the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import contextlib
 import re
 import stat
 import tarfile
@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 
 from . import _crash
 from ._fs import add_root, get_fs, remove_root
+from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
     BackupCorruptError,
@@ -57,7 +58,6 @@ from .errors import (
     UnsupportedFormatError,
     VecStoreError,
 )
-from .config import MAX_DIM, METRICS
 from .opening import check_open_options
 from .storage.manifest import read_manifest
 from .validation import validate_store_path
