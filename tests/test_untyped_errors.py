@@ -169,3 +169,47 @@ def test_a_manifest_that_lies_about_its_count_is_refused_at_import_not_at_restor
     with pytest.raises(vs.BackupCorruptError, match="manifest says 4"):
         mgr.import_backup("ns", _tar(_with_manifest(members, {**info, "count": 4})), "liar")
     assert "liar" not in [b[0] for b in mgr.list_namespace_backups("ns")]
+
+
+# --- the archive argument of export_backup / import_backup -------------------------------------------------------
+
+def test_archive_arguments_that_are_not_archives(mgr, tmp_path):
+    ns_dir = os.path.join(mgr.root, "ns")
+    before = dir_digest(ns_dir)
+    for bad in (123, None, ["a.tar"], io.StringIO("text")):
+        with pytest.raises(vs.InvalidArgumentTypeError):
+            mgr.import_backup("ns", bad, "b2")
+        with pytest.raises(vs.InvalidArgumentTypeError):
+            mgr.export_backup("ns", "good", bad)
+    for bad in ("a\x00b.tar",):
+        with pytest.raises(vs.InvalidArgumentError):
+            mgr.import_backup("ns", bad, "b2")
+    for bad in (str(tmp_path / "missing.tar"), str(tmp_path)):
+        with pytest.raises(vs.StorageError):
+            mgr.import_backup("ns", bad, "b2")
+    with pytest.raises(vs.StorageError):
+        mgr.export_backup("ns", "good", str(tmp_path / "no" / "such" / "dir.tar"))
+    for bad, exc in (("10", vs.InvalidArgumentTypeError), (True, vs.InvalidArgumentTypeError),
+                     (-1, vs.InvalidArgumentError)):
+        with pytest.raises(exc):
+            mgr.import_backup("ns", io.BytesIO(b""), "b2", max_bytes=bad)
+    assert dir_digest(ns_dir) == before
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_cut_compressed_archive_is_a_corrupt_backup(mgr, mode):
+    members = _members(mgr)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as tar:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    data = out.getvalue()
+    ns_dir = os.path.join(mgr.root, "ns")
+    before = dir_digest(ns_dir)
+    for cut in (len(data) // 3, len(data) // 2):
+        with pytest.raises(vs.BackupCorruptError):
+            mgr.import_backup("ns", io.BytesIO(data[:cut]), "cut")
+    assert dir_digest(ns_dir) == before
+    mgr.import_backup("ns", io.BytesIO(data), "whole")  # the whole compressed archive imports

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -38,6 +39,7 @@ import stat
 import tarfile
 import threading
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -459,19 +461,22 @@ class NamespaceManager:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object)."""
         with self._lock:
             self._check_open()
+            kw = _archive_arg(file, "w")
             source = self._existing_backup(ns, backup_name)
             info = _read_backup_manifest(self._fs, source)
             names = [f["name"] for f in info["files"]] + [BACKUP_FILE]
-            kw = {"fileobj": file} if hasattr(file, "write") else {"name": os.fspath(file)}
-            with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **kw) as tar:
-                for n in names:
-                    with self._fs.open_read(os.path.join(source, n)) as f:  # never through a symbolic link
-                        st = os.fstat(f.fileno())
-                        if not stat.S_ISREG(st.st_mode):
-                            raise BackupCorruptError(f"{n} in backup {backup_name!r} is not a regular file")
-                        member = tarfile.TarInfo(n)
-                        member.size, member.mtime, member.mode = st.st_size, int(st.st_mtime), 0o644
-                        tar.addfile(member, f)
+            try:
+                with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **kw) as tar:
+                    for n in names:
+                        with _open_regular(self._fs, os.path.join(source, n)) as f:  # never through a link
+                            st = os.fstat(f.fileno())
+                            member = tarfile.TarInfo(n)
+                            member.size, member.mtime, member.mode = st.st_size, int(st.st_mtime), 0o644
+                            tar.addfile(member, f)
+            except StorageError:
+                raise
+            except OSError as exc:  # writing the caller's file
+                raise StorageError(f"cannot write the archive: {exc}") from exc
 
     def import_backup(self, ns: str, file, backup_name: str, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
         """Read an archive made by :meth:`export_backup` into the backup ``backup_name`` of ``ns``.
@@ -480,6 +485,11 @@ class NamespaceManager:
         ``max_bytes`` are read, and every checksum is verified (:class:`BackupCorruptError`) before the backup
         appears.
         """
+        kw = _archive_arg(file, "r")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise InvalidArgumentTypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+        if max_bytes < 0:
+            raise InvalidArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
         with self._lock:
             self._check_open()
             target = self._backup_dir(ns, backup_name)
@@ -488,7 +498,7 @@ class NamespaceManager:
             tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(tmp)
             try:
-                _extract_safely(self._fs, file, tmp, max_bytes)
+                _extract_safely(self._fs, kw, tmp, max_bytes)
                 info = _read_backup_manifest(self._fs, tmp)
                 for f in info["files"]:
                     _verify_file(self._fs, os.path.join(tmp, f["name"]), f)
@@ -643,13 +653,29 @@ def _read_backup_manifest(fs, directory: str) -> dict:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
 
-def _extract_safely(fs, file, directory: str, max_bytes: int) -> None:
-    """Extract the regular, plainly named members of a tar archive, reading at most ``max_bytes``; files are
-    created through ``fs`` (never through a symbolic link)."""
-    kw = {"fileobj": file} if hasattr(file, "read") else {"name": os.fspath(file)}
+def _archive_arg(file, mode: str) -> dict:
+    """The ``tarfile.open`` keywords for an archive given as a path or a binary file object (``mode`` "r" or "w")."""
+    if hasattr(file, "read" if mode == "r" else "write"):
+        if isinstance(file, io.TextIOBase):
+            raise InvalidArgumentTypeError("the archive must be a binary file object (opened with 'rb' or 'wb'), "
+                                           "not a text one")
+        return {"fileobj": file}
+    try:
+        path = os.fspath(file)
+    except TypeError:
+        raise InvalidArgumentTypeError(f"the archive must be a path or a binary file object, got "
+                                       f"{type(file).__name__}") from None
+    if not isinstance(path, str) or "\x00" in path:
+        raise InvalidArgumentError(f"the archive path {path!r} must be a str without NUL bytes")
+    return {"name": path}
+
+
+def _extract_safely(fs, archive: dict, directory: str, max_bytes: int) -> None:
+    """Extract the regular, plainly named members of a tar archive (``archive``: the keywords of `_archive_arg`),
+    reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link)."""
     total = 0
     try:
-        with tarfile.open(mode="r:*", **kw) as tar:
+        with tarfile.open(mode="r:*", **archive) as tar:
             for member in tar:
                 if not member.isreg():
                     raise UnsafeArchiveError(f"archive member {member.name!r} is not a regular file")
@@ -671,8 +697,12 @@ def _extract_safely(fs, file, directory: str, max_bytes: int) -> None:
                         out.write(chunk)
                         left -= len(chunk)
                     out.fsync()
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a cut compressed archive
         raise BackupCorruptError(f"not a readable tar archive: {exc}") from None
+    except StorageError:
+        raise
+    except OSError as exc:  # the caller's file cannot be read (missing, a directory), or extracting failed
+        raise StorageError(f"importing the archive failed: {exc}") from exc
 
 
 __all__ = ["NamespaceManager", "Quotas", "BackupInfo", "validate_name"]
