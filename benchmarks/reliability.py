@@ -593,13 +593,14 @@ _FUZZ_KNOWN = [
 ]
 
 
-def http_fuzz(root: str, per_route: int = 20, seed: int = 0) -> dict:
+def http_fuzz(root: str, per_route: int = 20, seed: int = 0, max_examples: int = 5) -> dict:
     """A bounded, seeded fuzz of every route of the HTTP app (FastAPI's TestClient, no network): for each route
     and method, ``per_route`` requests with hostile path parameters and bodies (mutations of a valid body, any
     JSON value, invalid JSON), plus the 5xx cases the hardening issue found. Counts the answers by status class.
 
     Returns ``{"skipped": True}`` without the ``[server]`` extra, else ``tried``, ``routes``, ``client_errors``,
-    ``server_errors`` (5xx: the number that must be 0) and ``examples`` (up to 5 requests that got a 5xx).
+    ``server_errors`` (5xx: the number that must be 0) and ``examples`` (up to ``max_examples`` requests that
+    got a 5xx).
     """
     try:
         from fastapi.routing import APIRoute
@@ -637,7 +638,7 @@ def http_fuzz(root: str, per_route: int = 20, seed: int = 0) -> dict:
                 tried += 1
                 if r.status_code >= 500:
                     server += 1
-                    if len(examples) < 5:
+                    if len(examples) < max_examples:
                         examples.append(f"{method} {url} {str(body)[:80]!r} -> {r.status_code}")
                 elif r.status_code >= 400:
                     client += 1
