@@ -868,23 +868,30 @@ def measure_filtered(n: int, dim: int, n_queries: int) -> Path:
         store.close()
         hnsw = vs.VecStore.open(tmp)
         exact = vs.VecStore.open(tmp, index="flat", read_only=True)
-        for t in targets:
-            flt = f"bucket < {int(round(t * buckets))}"
+        filters = [f"bucket < {int(round(t * buckets))}" for t in targets]
+        best = {f: 0.0 for f in filters}
+        found: dict[str, list] = {}
+        for f in filters:
+            hnsw.query(queries[0], k=10, filter=f)  # warm every path
+        for _ in range(5):  # rounds over all selectivities: a busy spell of the machine hits them all alike
+            for f in filters:
+                qps, found[f] = _timed_queries(hnsw, queries, 10, f, repeats=1)
+                best[f] = max(best[f], qps)
+        for t, flt in zip(targets, filters):
             est = hnsw.estimate_query(queries[0], k=10, filter=flt)
             plan = hnsw.query_explain(queries[0], k=10, filter=flt).plan
-            hnsw.query(queries[0], k=10, filter=flt)  # warm
-            qps, got = _timed_queries(hnsw, queries, 10, flt)
             _, want = _timed_queries(exact, queries, 10, flt, repeats=1)
             rows.append({"filter": flt, "selectivity_target": t, "selectivity": est.selectivity, "plan": plan,
-                         "recall": _recall(got, want), "qps": qps})
+                         "recall": _recall(found[flt], want), "qps": best[flt]})
             print(f"{flt:>16}  selectivity {est.selectivity:.4f}  {plan:>13}  recall {rows[-1]['recall']:.3f}  "
-                  f"{qps:,.0f} q/s")
+                  f"{best[flt]:,.0f} q/s")
         hnsw.close()
         exact.close()
     return _write_data("filtered.json", {
         "schema": "vecstore_ref.figures.filtered/1", **_machine_block(),
         "settings": {"dataset": "clustered", "n": n, "dim": dim, "metric": "cosine", "k": 10, "ef": 64,
                      "queries": n_queries, "threads": 1, "index": "hnsw", "hnsw": vs.HNSWParams().to_dict(),
+                     "timing": "best of 5 rounds over all selectivities, one pass of store.query each",
                      "metadata": f"bucket = i % {buckets}", "command": "python -m benchmarks.figures --measure "
                      f"filtered --n {n} --dim {dim} --queries {n_queries}"},
         "rows": rows})

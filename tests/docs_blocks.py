@@ -10,6 +10,7 @@ The convention (also in docs/internals.md, "Code blocks in the docs"):
   ``<!-- docs-test: setup ... -->`` runs the Python between ``setup`` and ``-->`` first, in the same namespace
   (the few lines a fragment needs, invisible on the rendered page);
   ``<!-- docs-test: skip REASON -->`` does not run the block; REASON is required (e.g. "needs a running server").
+- Imports resolve as from the repository root (``benchmarks`` and ``vecstore_ref`` are importable).
 - A page that fails reports the block's line number and the exception.
 
     python tests/docs_blocks.py docs/guide/api.md      # run one page's blocks (what the test does, per page)
@@ -26,6 +27,7 @@ import textwrap
 import traceback
 from dataclasses import dataclass
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(?P<kind>setup|skip)\b(?P<body>.*?)-->", re.S)
 
@@ -85,6 +87,8 @@ def run_page(path: str) -> list[str]:
     failures = []
     namespace: dict = {"__name__": "__docs__"}
     here = os.getcwd()
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
