@@ -31,9 +31,9 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -529,7 +529,7 @@ def snapshot_svg() -> str:
     body.append(f'<text x="{x0 + size * scale - 18:.1f}" y="96" font-size="9" fill="#555">{size}</text>')
     lines = [f"fixed (SNAPSHOT_HEADER, {F.SNAPSHOT_HEADER_SIZE} bytes): magic {magic.decode()!r}, "
              f"u32 version = {version}, u32 json_len = {json_len}",
-             f"JSON header: the store's fields + \"arrays\": one entry (name, dtype, shape, offset, nbytes) per "
+             "JSON header: the store's fields + \"arrays\": one entry (name, dtype, shape, offset, nbytes) per "
              "array",
              f"data block at D = {F.SNAPSHOT_JSON_OFFSET} + json_len rounded up to SNAPSHOT_ALIGN = "
              f"{F.SNAPSHOT_ALIGN}: D = {data_start}",

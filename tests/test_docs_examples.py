@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from docs_blocks import python_blocks, run_page
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,6 +11,7 @@ skipped when Chromium or selenium is missing.
 from __future__ import annotations
 
 import functools
+import glob
 import http.server
 import os
 import re
@@ -100,6 +101,23 @@ def test_page_shows_its_figures(page, server, browser, tmp_path):
     assert PAGES[page] <= shown, f"{page}: missing figures {PAGES[page] - shown}; shown {shown}"
     shot = tmp_path / (page.replace("/", "_") + ".png")
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000  # a blank page is ~5 KB
+
+
+@needs_browser
+def test_no_code_block_is_cut_off(site, server, browser):
+    """At a 1280-pixel window no code block needs a horizontal scroll bar (a literal one-line manifest aside)."""
+    browser.set_window_size(1280, 1000)
+    pages = sorted(os.path.relpath(p, site) for p in glob.glob(str(site / "**" / "index.html"), recursive=True))
+    assert len(pages) > 15
+    cut = []
+    for page in pages:
+        browser.get(server + page)
+        cut += [(page, text) for text in browser.execute_script(
+            "return Array.from(document.querySelectorAll('pre:not(.mermaid) > code'))"
+            ".filter(e => e.scrollWidth > e.clientWidth + 2 && !e.textContent.includes('VSREF-MANIFEST'))"
+            ".map(e => e.textContent.slice(0, 80));")]
+    browser.set_window_size(1280, 2400)
+    assert not cut, cut
 
 
 def test_rendered_reference_has_no_raw_sphinx_roles(site):
