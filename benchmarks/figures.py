@@ -231,6 +231,13 @@ def _save(fig, path: Path, digest: str) -> None:
         raise SystemExit(f"{path.name} is {size:,} bytes, over the {MAX_FIGURE_BYTES:,} allowed")
 
 
+def _suptitle(fig, text: str, width: int = 120) -> None:
+    """A figure title wrapped to the figure's width (a long one-line title is cut off at the edges)."""
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(text, width)), fontsize=9)
+
+
 def _segments(ax, pts: np.ndarray, edges, **style) -> None:
     """All ``edges`` as one SVG path (a LineCollection would write one element per segment)."""
     from matplotlib.patches import PathPatch
@@ -581,7 +588,7 @@ def draw_ann_recall(path: Path, digest: str) -> None:
             ax.set_title(f"{ds} ({info['n']:,} x {info['dim']}, {info['metric']}): {title}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle(f"recall@10 against queries/s over the ef sweep; {_machine_note(data)}", fontsize=9)
+    _suptitle(fig, f"recall@10 against queries/s over the ef sweep; {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 
@@ -605,8 +612,8 @@ def draw_ann_build(path: Path, digest: str) -> None:
             ax.set_xlabel(label)
             ax.set_title(f"{ds}: {label.split(' (')[0]}")
             ax.set_xlim(0, max(vals) * 1.2)
-    fig.suptitle(f"Build time and memory, M = 16, ef_construction = 200 for every library; {_machine_note(data)}",
-                 fontsize=9)
+    _suptitle(fig, "Build time and memory, M = 16, ef_construction = 200 for every library; "
+                   f"{_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 
@@ -635,9 +642,9 @@ def draw_filtered(path: Path, digest: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylim(min(0.8, min(r["recall"] for r in rows) - 0.02), 1.01)
-    fig.suptitle(f"Filtered queries by selectivity, with the plan the store chose: {s['n']:,} x {s['dim']} "
+    _suptitle(fig, f"Filtered queries by selectivity, with the plan the store chose: {s['n']:,} x {s['dim']} "
                  f"{s['dataset']}, k = {s['k']}, ef = {s['ef']}, {s['queries']} queries per point; "
-                 f"{_machine_note(data)}", fontsize=9)
+                 f"{_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 
@@ -674,8 +681,8 @@ def draw_cost_model(path: Path, digest: str) -> None:
     axes[1].set_title(f"work: median |log2 error| {summary['dist_median_abs_log2']:.2f}, "
                       f"{summary['dist_within_2x']:.0%} within 2x")
     s = data["settings"]
-    fig.suptitle(f"The cost model against what queries did: {len(pts)} queries on {s['n']:,} x {s['dim']} "
-                 f"{s['dataset']} (k, ef, filters and both indexes varied); {_machine_note(data)}", fontsize=9)
+    _suptitle(fig, f"The cost model against what queries did: {len(pts)} queries on {s['n']:,} x {s['dim']} "
+                 f"{s['dataset']} (k, ef, filters and both indexes varied); {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 
@@ -702,8 +709,8 @@ def draw_hnsw_params(path: Path, digest: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     s = data["settings"]
-    fig.suptitle(f"HNSW parameters through the store: {s['n']:,} x {s['dim']} {s['dataset']}, {s['queries']} "
-                 f"queries, k = 10; {_machine_note(data)}", fontsize=9)
+    _suptitle(fig, f"HNSW parameters through the store: {s['n']:,} x {s['dim']} {s['dataset']}, {s['queries']} "
+                 f"queries, k = 10; {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 

@@ -103,5 +103,6 @@ def test_check_notices_a_results_file_that_changed(tmp_path, monkeypatch):
             (data / fig.source).write_bytes((figures.DATA_DIR / fig.source).read_bytes())
     monkeypatch.setattr(figures, "DATA_DIR", data)
     assert figures.check() == []
-    (data / "filtered.json").write_bytes((data / "filtered.json").read_bytes().replace(b'"recall": 1.0', b'"recall": 0.9'))
+    changed = (data / "filtered.json").read_bytes().replace(b'"recall": 1.0', b'"recall": 0.9', 1)
+    (data / "filtered.json").write_bytes(changed)
     assert [p.split(":")[0] for p in figures.check()] == ["filtered.svg"]
