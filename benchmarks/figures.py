@@ -9,8 +9,8 @@
 
 There are two kinds of figure (the table ``FIGURES`` below lists them all):
 
-- **From the code.** The HNSW figures run the real index (:class:`vecstore_ref.index.hnsw.HNSWIndex`) on a few
-  hundred 2-d points and re-walk its arrays in Python (:func:`hnsw_trace`), step by step; the re-walk must find the
+- **From the code.** The HNSW figures run the real index (`vecstore_ref.index.hnsw.HNSWIndex`) on a few
+  hundred 2-d points and re-walk its arrays in Python (`hnsw_trace`), step by step; the re-walk must find the
   same results with the same work counters as the Numba kernel, or no figure is drawn. The storage diagrams are
   drawn from the constants of ``vecstore_ref/storage/format.py`` and from bytes the real encoders write.
 - **From results files** under ``docs/figures/data/`` (small JSON, committed): the benchmark scripts write them,
