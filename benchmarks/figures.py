@@ -508,6 +508,8 @@ def snapshot_svg() -> str:
     header = json.loads(data[F.SNAPSHOT_JSON_OFFSET:F.SNAPSHOT_JSON_OFFSET + json_len])
     data_start = -(-(F.SNAPSHOT_JSON_OFFSET + json_len) // F.SNAPSHOT_ALIGN) * F.SNAPSHOT_ALIGN
     size = len(data)
+    body_len, block, _ = F.SNAPSHOT_TRAILER.unpack_from(data, size - F.SNAPSHOT_TRAILER_SIZE)
+    n_blocks = -(-body_len // block)
     scale = 680 / size
     x0 = 20
     regions = [(0, F.SNAPSHOT_JSON_OFFSET, "fixed", "#e8eef8"),
@@ -519,9 +521,10 @@ def snapshot_svg() -> str:
         end_pad = start + -(-a["nbytes"] // F.SNAPSHOT_ALIGN) * F.SNAPSHOT_ALIGN
         if end_pad > start + a["nbytes"]:
             regions.append((start + a["nbytes"], end_pad, "pad", "#ffffff"))
-    regions.append((size - F.SNAPSHOT_TRAILER_SIZE, size, "sha256", "#f3e6f4"))
+    regions.append((body_len, body_len + 4 * n_blocks, "crc", "#f3e6f4"))
+    regions.append((size - F.SNAPSHOT_TRAILER_SIZE, size, "trailer", "#f8e0e0"))
     body = ['<text x="20" y="22" font-family="DejaVu Sans, sans-serif" font-size="13" font-weight="bold">'
-            f"A snapshot file, to scale: the worked example, {size} bytes</text>"]
+            f"A snapshot file (format {version}), to scale: the worked example, {size} bytes</text>"]
     last_x = -100.0
     for lo, hi, label, colour in regions:
         x, w = x0 + lo * scale, max(1.0, (hi - lo) * scale)
@@ -542,7 +545,10 @@ def snapshot_svg() -> str:
              f"{F.SNAPSHOT_ALIGN}: D = {data_start}",
              *(f"  {a['name']}: {a['dtype']} {tuple(a['shape'])} at D + {a['offset']} = {data_start + a['offset']}"
                f", {a['nbytes']} bytes, padded to {F.SNAPSHOT_ALIGN}" for a in header["arrays"]),
-             f"sha256 (SNAPSHOT_TRAILER_SIZE = {F.SNAPSHOT_TRAILER_SIZE}): of bytes 0..{size - 33}"]
+             f"crc: one u32 CRC32 per {block // 2**20} MiB block of the body (bytes 0..{body_len - 1}): "
+             f"{n_blocks} here",
+             f"trailer (SNAPSHOT_TRAILER, {F.SNAPSHOT_TRAILER_SIZE} bytes): u64 body length {body_len}, "
+             "u32 block size, u32 CRC32 of the crcs"]
     for i, line in enumerate(lines):
         body.append(f'<text x="20" y="{134 + 17 * i}">{_esc(line)}</text>')
     return _svg(720, 142 + 17 * len(lines), body, "A snapshot file, to scale")

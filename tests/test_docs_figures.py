@@ -92,7 +92,8 @@ def test_the_byte_diagrams_follow_the_format_constants():
 
     svg = figures.log_record_svg()
     assert f"RECORD_HEADER, {F.RECORD_HEADER_SIZE} bytes" in svg and "56</text>" in svg  # 'V' of the magic
-    assert figures.snapshot_svg().count("padded to 64") == 2
+    snap = figures.snapshot_svg()
+    assert snap.count("padded to 64") == 2 and f"format {F.SNAPSHOT_FORMAT_VERSION}" in snap
 
 
 def test_check_notices_a_results_file_that_changed(tmp_path, monkeypatch):
