@@ -820,7 +820,14 @@ def _machine_block() -> dict:
         load = open("/proc/loadavg", encoding="ascii").read().split()[:3]
     except OSError:
         load = []
-    return {"machine": machine(), "load_average": " ".join(load)}
+    try:
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"machine": machine(), "load_average": " ".join(load), "commit": commit}
 
 
 def _write_data(name: str, payload: dict) -> Path:

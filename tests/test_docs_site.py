@@ -120,6 +120,23 @@ def test_no_code_block_is_cut_off(site, server, browser):
     assert not cut, cut
 
 
+CODE_LINE_MAX = 94  # characters of a code block that fit the text column at a 1280-pixel window (extra.css)
+
+
+def test_code_lines_fit_the_page():
+    """The static twin of the browser check above, for machines without Chromium."""
+    long_lines = []
+    for path in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True):
+        in_block = False
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.lstrip().startswith("```"):
+                    in_block = not in_block
+                elif in_block and len(line.rstrip("\n")) > CODE_LINE_MAX and "snapshot_seq\":" not in line:
+                    long_lines.append(f"{os.path.relpath(path, ROOT)}:{number}")
+    assert not long_lines, long_lines
+
+
 def test_rendered_reference_has_no_raw_sphinx_roles(site):
     html = (site / "reference" / "index.html").read_text(encoding="utf-8")
     assert "VecStore" in html and not ROLE.search(html)
