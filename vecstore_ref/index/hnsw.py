@@ -31,9 +31,11 @@ import numpy as np
 
 from ..config import HNSWParams
 from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
+from ..jit import load as load_kernels
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads
 from .hnsw_checks import MAX_LEVEL, graph_problems, validate_saved_graph
 from .link_queue import LinkQueue, start_linker
+from .parallel import run_split
 
 BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
 SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes were (re)linked since the last
@@ -56,9 +58,7 @@ def _search_kernels():
     """:mod:`vecstore_ref.kernels.hnsw_search`, imported on first use (numba loads only when a search runs)."""
     global _SEARCH
     if _SEARCH is None:
-        from ..kernels import hnsw_search
-
-        _SEARCH = hnsw_search
+        _SEARCH = load_kernels("hnsw_search")
     return _SEARCH
 
 
@@ -258,8 +258,7 @@ class HNSWIndex:
 
     def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, is_new: np.ndarray) -> None:
         """The three phases of a batch insert (see :mod:`vecstore_ref.kernels.hnsw_build`)."""
-        from ..kernels.hnsw_build import connect_back, plan_links, write_links
-
+        build = load_kernels("hnsw_build")
         t = self.table
         m = self.m
         b = nodes.size
@@ -271,12 +270,12 @@ class HNSWIndex:
         n_threads = max(1, min(numba_threads(), b))
         self._scratch(n_threads)
         if self.ep >= 0 or b > 1:
-            plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
-                       self.deleted, self.ep, self.max_level, nodes, node_levels, is_new, m,
-                       max(self.params.ef_construction, m), self._visited[:n_threads], self._tags,
-                       self._sd[:n_threads], self._ss[:n_threads], fwd, fwd_n, fwd_off)
-        ep, max_level = write_links(self.links0, self.links_up, self.up_offset, self.levels, self.ep, self.max_level,
-                                    nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
+            run_split(build.plan_links, n_threads, t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up,
+                      self.up_offset, self.deleted, self.ep, self.max_level, nodes, node_levels, is_new, m,
+                      max(self.params.ef_construction, m), self._visited[:n_threads], self._tags,
+                      self._sd[:n_threads], self._ss[:n_threads], fwd, fwd_n, fwd_off)
+        ep, max_level = build.write_links(self.links0, self.links_up, self.up_offset, self.levels, self.ep,
+                                          self.max_level, nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
         self.ep, self.max_level = int(ep), int(max_level)
         # Reverse links, grouped by (layer, target) so that each target's list is updated by one thread.
         n_links = fwd_n.astype(np.int64)
@@ -291,9 +290,9 @@ class HNSWIndex:
         starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
         group_start = np.append(starts, key.size).astype(np.int64)
         group_key = key[starts]
-        connect_back(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
-                     group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
-                     np.ascontiguousarray(sources), int(np.diff(group_start).max()), n_threads)
+        run_split(build.connect_back, n_threads, t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up,
+                  self.up_offset, group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
+                  np.ascontiguousarray(sources), int(np.diff(group_start).max()))
 
     def remove(self, slots: np.ndarray) -> None:
         """Mark deleted: excluded from results, still used for traversal until compaction rebuilds the graph."""
@@ -328,8 +327,7 @@ class HNSWIndex:
         (re)linked since the last sweep, which amortizes it to a few percent of the insert cost. Runs under
         ``self.lock``; the table may grow meanwhile (the linker thread does not hold the store's lock).
         """
-        from ..kernels.hnsw_build import reachable_from, repair_reachability
-
+        repair = load_kernels("hnsw_repair")
         self._unswept = 0
         if self.ep < 0:
             return 0
@@ -340,14 +338,14 @@ class HNSWIndex:
         queue = np.empty(self._cap, dtype=DTYPE_SLOT)
         for _ in range(max_rounds):
             seen = np.zeros(self._cap, dtype=bool)
-            reachable_from(self.links0, np.array([self.ep], dtype=DTYPE_SLOT), seen, queue)
+            repair.reachable_from(self.links0, np.array([self.ep], dtype=DTYPE_SLOT), seen, queue)
             lost = np.flatnonzero((self.levels[:n] >= 0) & (self.deleted[:n] == 0) & ~seen[:n]).astype(DTYPE_SLOT)
             if lost.size == 0:
                 break
-            added, replaced = repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up,
-                                                  self.up_offset, self.deleted, self.ep, self.max_level, lost,
-                                                  max(self.params.ef_construction, self.m), seen, queue,
-                                                  self._visited0, self._tags, self._sd0, self._ss0)
+            added, replaced = repair.repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0,
+                                                         self.links_up, self.up_offset, self.deleted, self.ep,
+                                                         self.max_level, lost, max(self.params.ef_construction, self.m),
+                                                         seen, queue, self._visited0, self._tags, self._sd0, self._ss0)
             total += int(added)
             if replaced == 0:
                 break
@@ -466,10 +464,11 @@ class HNSWIndex:
             self._scratch(n_threads, e)
             res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
             res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
-            _search_kernels().knn_search_batch(
-                t.metric_code, Q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
-                self.deleted, allowed, self.ep, self.max_level, e, self._visited[:n_threads], self._tags,
-                self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e), unlinked, res_d, res_s, n_dist, hops)
+            run_split(
+                load_kernels("hnsw_batch").knn_search_batch, n_threads, t.metric_code, Q, t.vectors, t.inv_norms,
+                self.links0, self.links_up, self.up_offset, self.levels, self.deleted, allowed, self.ep, self.max_level, e,
+                self._visited[:n_threads], self._tags, self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e),
+                unlinked, res_d, res_s, n_dist, hops)
         if kk != w:
             out_d[:, :kk], out_s[:, :kk] = res_d, res_s
         return out_s, out_d, n_dist, hops

@@ -23,15 +23,12 @@ finite, but sums can overflow and comparisons with ``inf`` must stay correct.
 import numpy as np
 from numba import njit
 
-# Metric codes: keep in step with vecstore_ref.config.METRIC_CODES.
-EUCLIDEAN = 0
-DOT = 1
-COSINE = 2
+from .signatures import CACHE, COSINE, DIST, DOT, EUCLIDEAN, FASTMATH, INT, STEP, VECTOR, VECTORS
 
-FASTMATH = {"reassoc", "contract", "nsz"}
+__all__ = ["COSINE", "DOT", "EUCLIDEAN", "distance", "ip_row", "l2sq_row"]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def l2sq_row(q, X, i):
     """Squared L2 distance between ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -41,7 +38,7 @@ def l2sq_row(q, X, i):
     return s
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def ip_row(q, X, i):
     """Inner product of ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -50,7 +47,7 @@ def ip_row(q, X, i):
     return s
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit((INT, VECTOR, DIST, VECTORS, VECTOR, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def distance(metric, q, q_inv_norm, X, inv_norms, i):
     """Distance (lower is better) from query ``q`` to stored row ``i``.
 
@@ -68,14 +65,3 @@ def distance(metric, q, q_inv_norm, X, inv_norms, i):
     if metric == DOT:
         return -s
     return -(s * q_inv_norm) * inv_norms[i]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def distance_between_rows(metric, X, inv_norms, a, b):
-    """Distance between two stored rows ``a`` and ``b`` (used while linking the HNSW graph)."""
-    if metric == EUCLIDEAN:
-        return l2sq_row(X[a], X, b)
-    s = ip_row(X[a], X, b)
-    if metric == DOT:
-        return -s
-    return -(s * inv_norms[a]) * inv_norms[b]

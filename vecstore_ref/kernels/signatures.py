@@ -1,0 +1,73 @@
+"""The types every kernel is compiled for, and the options it is compiled with. No kernels here.
+
+Each kernel is declared with an explicit signature built from the names below, so Numba compiles it exactly once,
+when its module is imported, for the one set of types the library passes (C-contiguous, writable arrays of exact
+dtypes; every integer scalar int64). A call with other types converts the scalars and rejects the arrays (a
+``TypeError``, never a silent second compile), and the compiled code is cached under that one signature. The kernels
+of one code path share a module, so a path compiles only what it runs:
+
+======================  ======================================================  ================================
+module                  kernels                                                 compiled by
+======================  ======================================================  ================================
+``heap``                binary heaps (max-heap ``W``, min-heap ``C``)           every search and build path
+``distances``           the flat index's distance                               flat searches, filtered scans
+``flat_search``         top-k of one query; ties at a distance                  flat query, filtered scan
+``flat_batch``          top-k of many queries, one thread's share               flat ``query_batch``
+``flat_blas``           the BLAS shortlist merge and its exact rescore          flat ``query_batch`` (big)
+``hnsw_walk``           greedy descent and SEARCH-LAYER                         HNSW search and build
+``hnsw_search``         K-NN-SEARCH for one query                               HNSW query
+``hnsw_batch``          K-NN-SEARCH for many queries, one thread's share        HNSW ``query_batch``
+``hnsw_build``          batched INSERT (plan, write, connect back)              HNSW linking
+``hnsw_repair``         layer-0 reachability and its repair                     HNSW linking, ``verify``
+======================  ======================================================  ================================
+
+Batch kernels are serial and release the GIL: the index runs one copy per core on Python threads (each over its
+own share of the rows, see :mod:`vecstore_ref.index.parallel`) instead of compiling a ``prange`` kernel, whose
+parallel lowering costs more compile time than the rest of the kernel.
+"""
+
+from numba import types
+
+from ..jit import cache_enabled
+
+# Metric codes: keep in step with vecstore_ref.config.METRIC_CODES (the distances are in kernels.distances).
+EUCLIDEAN = 0
+DOT = 1
+COSINE = 2
+
+# Inner loops may reassociate and contract, which lets LLVM vectorize the reductions (see kernels.distances).
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+# Kernels that allocate nothing are compiled without Numba's reference counting of arrays (NRT): otherwise every
+# array a compiled function receives costs an atomic increment and decrement, which measured at a third of the
+# search time. Such a kernel must not create or return an array.
+NO_REFCOUNT = {"_nrt": False}
+
+# The small steps of the hot loops: LLVM inlines them into their callers (``alwaysinline``). Numba's own IR inlining
+# (``inline="always"``) gives the same speed and costs several times the compile time.
+STEP = {"forceinline": True, **NO_REFCOUNT}
+
+
+
+def probe():
+    """Stands in for the kernels of this directory when vecstore_ref.jit looks for their cache directory."""
+
+
+# Kernels load from Numba's on-disk cache; False only when no cache directory is writable (see vecstore_ref.jit).
+CACHE = cache_enabled(probe)
+
+INT = types.int64  # every integer scalar: metric code, counts, sizes, levels, thread numbers, slots as scalars
+DIST = types.float32  # a distance, or a 1/|q|
+SLOT = types.int32  # a slot stored in an array
+
+VECTOR = types.float32[::1]  # one vector (d,); also per-slot or per-query float32 columns
+FLOATS = types.float32[::1]
+VECTORS = types.float32[:, ::1]  # (n, d) vectors; also (rows, k) distance results
+SLOTS = types.int32[::1]
+SLOT_ROWS = types.int32[:, ::1]  # links0, links_up, (rows, k) slot results
+MASK = types.boolean[::1]  # allowed[slot]
+FLAGS = types.uint8[::1]  # deleted[slot], is_new[i]
+LEVELS = types.int8[::1]
+EPOCHS = types.uint16[::1]  # one thread's visited array
+EPOCH_ROWS = types.uint16[:, ::1]  # (threads, capacity)
+COUNTS = types.int64[::1]  # tags per thread, counters per query, offsets
