@@ -55,6 +55,7 @@ class _CompileRecorder:
     """Collects ``numba:compile`` events: per kernel, the time with and without the kernels compiled inside it."""
 
     def __init__(self):
+        import numba  # noqa: F401 - the package first (the linker thread may be importing it)
         from numba.core import event
 
         class Listener(event.Listener):

@@ -98,7 +98,10 @@ def cache_dir() -> str | None:
 
 @contextlib.contextmanager
 def report_compiles(write):
-    """While the block runs, also pass the compile messages to ``write(line)`` (the CLI prints them)."""
+    """While the block runs, also pass the compile messages to ``write(line)`` (the CLI prints them).
+
+    Blocks nest; the innermost one's ``write`` gets the lines (the demo prints them in its own output).
+    """
     _reporters.append(write)
     try:
         yield
@@ -108,8 +111,8 @@ def report_compiles(write):
 
 def _say(level: int, msg: str, *args) -> None:
     log.log(level, msg, *args)
-    for write in list(_reporters):
-        write(msg % args)
+    if _reporters:
+        _reporters[-1](msg % args)
 
 
 class _CompileWatch:
@@ -122,7 +125,8 @@ class _CompileWatch:
         self.started: float | None = None
 
     def __enter__(self):
-        from numba.core import event
+        import numba  # noqa: F401 - the package first: importing a submodule while another thread (the linker)
+        from numba.core import event  # is still importing numba can deadlock the two imports
 
         watch = self
 
