@@ -46,7 +46,7 @@ TAG_MAX = 65535  # the largest uint16 epoch; the visited array is cleared when a
 LINE_FLOATS = 16  # float32 values per 64-byte cache line: a row is prefetched one line at a time
 
 
-# --- steps of the hot loops, inlined by LLVM -----------------------------------------------------------------------------
+# --- steps of the hot loops, inlined by LLVM ---------------------------------------------------------------
 
 @njit((INT, VECTOR, DIST, VECTORS, FLOATS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def row_distance(metric, q, q_inv, X, inv_norms, i):
