@@ -91,7 +91,7 @@ def cache_dir() -> str | None:
     cache = _function_cache(signatures.probe) if signatures.CACHE else None
     if cache is None:
         return None
-    return cache._cache_path  # the locator's directory: <root>/<package dir name>_<hash>, or __pycache__
+    return getattr(cache, "_cache_path", None)  # the locator's directory: <root>/<dir name>_<hash>, or __pycache__
 
 
 # --- saying when a run compiles -------------------------------------------------------------------------------
@@ -181,7 +181,9 @@ class WarmupReport:
 
     cache_dir: str | None
     numba_version: str
-    modules: list[dict] = field(default_factory=list)  # {"module", "kernels", "compiled", "seconds"}
+    # {"module", "kernels", "compiled", "seconds"}: kernels compiled while the module was imported (a kernel shared
+    # by several modules counts with the first that needs it), and the time the import took.
+    modules: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -210,7 +212,7 @@ def warmup(paths=None) -> WarmupReport:
     report = WarmupReport(cache_dir=None, numba_version=numba.__version__)
     with _lock:
         pending = [n for n in names if f"vecstore_ref.kernels.{n}" not in sys.modules]
-        with _CompileWatch("search" if len(pending) > 1 else PATHS.get(pending[0], "") if pending else "") as w:
+        with _CompileWatch(PATHS[pending[0]] if len(pending) == 1 else "search") as w:
             for name in names:
                 before = w.kernels
                 t = time.perf_counter()
