@@ -26,6 +26,7 @@ from numba import njit
 from .heap import heap_sort_ascending, max_heap_push
 from .hnsw_walk import greedy_descend, next_tag, row_distance, rows_distance, search_layer
 from .signatures import (
+    INTERNAL,
     CACHE,
     COUNTS,
     EPOCH_ROWS,
@@ -85,7 +86,7 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
     return kept
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
               is_new, i, m, visited, tags, t, cand_d, cand_s, pending, res_d, res_s, merged_d, merged_s, fwd, fwd_n,
               fwd_off, no_filter):
@@ -215,7 +216,7 @@ def write_links(links0, links_up, up_offset, levels, ep, max_level, nodes, node_
     return ep, max_level
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sources, buf_d, buf_s, keep):
     """Alg. 1 lines 11-16 for one target: link ``u -> s`` for every ``s`` of ``sources`` on ``level``.
 

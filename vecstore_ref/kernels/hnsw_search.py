@@ -29,6 +29,7 @@ from numba import njit
 from .heap import heap_sort_ascending, max_heap_push
 from .hnsw_walk import greedy_descend, next_tag, row_distance, search_layer
 from .signatures import (
+    INTERNAL,
     CACHE,
     COSINE,
     COUNTS,
@@ -49,7 +50,7 @@ from .signatures import (
 MASK_SAMPLE = 256  # mask entries sampled (evenly spaced) to rule out the dense case in O(1)
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, **INTERNAL)
 def inv_norm(metric, q):
     """``1/|q|`` of a query under cosine (summed in float64, in order), 1 for the other metrics."""
     if metric != COSINE:
@@ -61,7 +62,7 @@ def inv_norm(metric, q):
     return np.float32(1.0 / np.sqrt(s))
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, **INTERNAL)
 def count_allowed(allowed, n_slots, limit):
     """How many of ``allowed[:n_slots]`` are set, counted in blocks (which vectorize) until past ``limit``."""
     c = 0
@@ -73,7 +74,7 @@ def count_allowed(allowed, n_slots, limit):
     return c
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, **INTERNAL)
 def prefer_exact(allowed, scan_limit):
     """True when the mask allows at most ``scan_limit`` slots, so that scanning them beats a filtered walk.
 
@@ -92,7 +93,7 @@ def prefer_exact(allowed, scan_limit):
     return count_allowed(allowed, n_slots, scan_limit) <= scan_limit
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, res_s):
     """Top ``res_d.shape[0]`` of the allowed, live nodes by scanning them all (the sparse-filter path).
 
@@ -110,7 +111,7 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, 
     return n_res, n_dist
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def fold_unlinked(metric, q, q_inv, X, inv_norms, allowed, unlinked, res_d, res_s, found, heap_d, heap_s):
     """Merge the exact distances of the ``unlinked`` slots into the graph's sorted results ``res[:found]``.
 

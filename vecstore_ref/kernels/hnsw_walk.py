@@ -22,6 +22,7 @@ from numba import boolean, njit
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .prefetch import prefetch_row
 from .signatures import (
+    INTERNAL,
     CACHE,
     COSINE,
     COUNTS,
@@ -97,7 +98,7 @@ def next_tag(visited, tags, t):
 # --- the steps of the paper -------------------------------------------------------------------------------------
 
 @njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOTS, INT, DIST, INT, INT), cache=CACHE, nogil=True,
-      fastmath=FASTMATH, **NO_REFCOUNT)
+      fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d, top_level, stop_level):
     """Greedy search with ef = 1 from ``top_level`` down to ``stop_level + 1`` (Alg. 5 lines 1-5, Alg. 1 lines 5-7).
 
@@ -136,7 +137,8 @@ def greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d
 
 
 @njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, INT, INT, DIST, FLOATS, SLOTS, FLOATS, SLOTS,
-       SLOTS, EPOCHS, INT, MASK, FLAGS, boolean, INT), cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT)
+       SLOTS, EPOCHS, INT, MASK, FLAGS, boolean, INT), cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT,
+      **INTERNAL)
 def search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, level, ep, ep_d, res_d, res_s,
                  cand_d, cand_s, pending, visited, tag, allowed, deleted, use_filter, exclude):
     """SEARCH-LAYER (Alg. 2): best-first search from ``ep`` keeping the ``ef = res_d.shape[0]`` closest nodes.

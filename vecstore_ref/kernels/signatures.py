@@ -21,6 +21,9 @@ module                  kernels                                                 
 ``hnsw_repair``         layer-0 reachability and its repair                     HNSW linking, ``verify``
 ======================  ======================================================  ================================
 
+Only the kernels the index calls (the entry points: ``knn_search``, ``topk_masked``, ``plan_links`` ...) can be
+called from Python; the steps and internal kernels they call are marked ``STEP`` or ``INTERNAL`` below.
+
 Batch kernels are serial and release the GIL: the index runs one copy per core on Python threads (each over its
 own share of the rows, see :mod:`vecstore_ref.index.parallel`) instead of compiling a ``prange`` kernel, whose
 parallel lowering costs more compile time than the rest of the kernel.
@@ -43,9 +46,14 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 # search time. Such a kernel must not create or return an array.
 NO_REFCOUNT = {"_nrt": False}
 
+# Kernels called only by other kernels are compiled without the wrapper that lets Python call them (converting
+# every argument to and from Python objects): generating it was a third of their compile time. Calling one of them
+# from Python crashes the interpreter; to step through them, run with NUMBA_DISABLE_JIT=1.
+INTERNAL = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
 # The small steps of the hot loops: LLVM inlines them into their callers (``alwaysinline``). Numba's own IR inlining
 # (``inline="always"``) gives the same speed and costs several times the compile time.
-STEP = {"forceinline": True, **NO_REFCOUNT}
+STEP = {"forceinline": True, **NO_REFCOUNT, **INTERNAL}
 
 
 
