@@ -60,8 +60,10 @@ from vecstore_ref.jit import warmup
 n, dim = int(sys.argv[1]), int(sys.argv[2])
 x = np.random.default_rng(0).normal(size=(2 * n, dim)).astype(np.float32)
 root = tempfile.mkdtemp()
+tn = time.perf_counter()
+import numba  # noqa: F401 - numba's own start-up, timed apart
 t0 = time.perf_counter()
-warmup(["hnsw_build", "hnsw_repair"])  # numba, and the build kernels from the cache
+warmup(["hnsw_build", "hnsw_repair"])  # the build kernels from the cache (and Numba's first-load set-up)
 t1 = time.perf_counter()
 def load(path, rows):
     t = time.perf_counter()
@@ -71,9 +73,9 @@ def load(path, rows):
     return time.perf_counter() - t
 first = load(root + "/a", x[:n])
 second = load(root + "/b", x[n:])
-print(f"{t1 - t0:.6f} {first:.6f} {second:.6f}")
+print(f"{t0 - tn:.6f} {t1 - t0:.6f} {first:.6f} {second:.6f}")
 """
-BULK_FIELDS = ("kernel_load_s", "first_load_s", "second_load_s")
+BULK_FIELDS = ("numba_import_s", "kernel_load_s", "first_load_s", "second_load_s")
 
 
 def child_run(store: str, queries: str, cache_dir: str | None) -> dict:
@@ -164,11 +166,13 @@ def main(argv=None) -> int:
                      f"{'yes' if total <= target else 'no'} (<= {target} s)"])
     print(md_table(["index", "numba cache", "import (s)", "open (s)", "first query (s)", "second query (ms)",
                     "open + first query (s)", "its CPU time (s)", "target met"], rows))
-    fixed = bulk["kernel_load_s"] + bulk["first_load_s"] - bulk["second_load_s"]
+    fixed = bulk["numba_import_s"] + bulk["kernel_load_s"] + bulk["first_load_s"] - bulk["second_load_s"]
     print(f"\nBulk load of {a.bulk:,} x 64 into an empty HNSW store, warm cache, fresh process (median of {a.runs}): "
-          f"loading the build kernels {bulk['kernel_load_s']:.3f} s, first load {bulk['first_load_s']:.3f} s, the "
-          f"same load again in that process {bulk['second_load_s']:.3f} s: fixed cost {fixed:.3f} s "
-          f"(target <= {TARGET_BULK_FIXED_S} s: {'met' if fixed <= TARGET_BULK_FIXED_S else 'not met'}).")
+          f"import numba {bulk['numba_import_s']:.3f} s, loading the build kernels {bulk['kernel_load_s']:.3f} s, "
+          f"first load {bulk['first_load_s']:.3f} s, the same load again in that process "
+          f"{bulk['second_load_s']:.3f} s: fixed cost {fixed:.3f} s, of which numba's import "
+          f"{bulk['numba_import_s']:.3f} s (target <= {TARGET_BULK_FIXED_S} s: "
+          f"{'met' if fixed <= TARGET_BULK_FIXED_S else 'not met'}).")
     path = write_json("first_query", {"machine": m, "settings": vars(a), "results": results, "bulk": bulk}, a.out)
     print(f"\nresults: {path}")
     return 0
