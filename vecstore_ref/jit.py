@@ -36,6 +36,7 @@ log = logging.getLogger("vecstore_ref")
 
 # Every kernel module, in the order a warmup compiles them, with what its kernels are for.
 PATHS = {
+    "checks": "query check",
     "hnsw_search": "HNSW search",
     "hnsw_batch": "HNSW batch search",
     "hnsw_build": "HNSW build",

@@ -80,12 +80,27 @@ class FlatIndex:
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         return {}, {}
 
+    def capture(self, n: int) -> tuple[dict, dict[str, np.ndarray]]:
+        """Nothing to save: the exact index is the table itself."""
+        return {}, {}
+
     @classmethod
     def from_arrays(cls, table: VectorTable, meta: dict, arrays: dict) -> FlatIndex:
         return cls(table)
 
     def memory_bytes(self) -> int:
         return 0
+
+    @classmethod
+    def preload_kernels(cls, metric: str = "euclidean") -> None:
+        """Load (or compile) the exact-search kernels by one tiny search through the real methods (see
+        `HNSWIndex.preload_kernels`)."""
+        table = VectorTable(4, metric, 16)
+        table.write(table.allocate(2), np.ones((2, 4), dtype=DTYPE_VEC))
+        allowed = np.ones(table.capacity, dtype=np.bool_)
+        idx = cls(table)
+        idx.search_with_boundary(np.ones(4, dtype=DTYPE_VEC), 1, allowed)
+        idx.search_subset_with_boundary(np.ones(4, dtype=DTYPE_VEC), 1, np.arange(2, dtype=DTYPE_SLOT))
 
     def _k(self, k: int) -> int:
         return max(0, min(int(k), self.table.n_slots))

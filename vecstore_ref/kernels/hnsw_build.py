@@ -26,7 +26,6 @@ from numba import njit
 from .heap import heap_sort_ascending, max_heap_push
 from .hnsw_walk import greedy_descend, next_tag, row_distance, rows_distance, search_layer
 from .signatures import (
-    INTERNAL,
     CACHE,
     COUNTS,
     EPOCH_ROWS,
@@ -34,6 +33,7 @@ from .signatures import (
     FLAGS,
     FLOATS,
     INT,
+    INTERNAL,
     LEVELS,
     NO_REFCOUNT,
     SLOT_ROWS,

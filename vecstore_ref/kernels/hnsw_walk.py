@@ -22,7 +22,6 @@ from numba import boolean, njit
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .prefetch import prefetch_row
 from .signatures import (
-    INTERNAL,
     CACHE,
     COSINE,
     COUNTS,
@@ -34,6 +33,7 @@ from .signatures import (
     FLAGS,
     FLOATS,
     INT,
+    INTERNAL,
     MASK,
     NO_REFCOUNT,
     SLOT_ROWS,

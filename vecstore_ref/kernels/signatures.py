@@ -9,6 +9,7 @@ of one code path share a module, so a path compiles only what it runs:
 ======================  ======================================================  ================================
 module                  kernels                                                 compiled by
 ======================  ======================================================  ================================
+``checks``              a query vector's squared norm (finite or not)           every query
 ``heap``                binary heaps (max-heap ``W``, min-heap ``C``)           every search and build path
 ``distances``           the flat index's distance                               flat searches, filtered scans
 ``flat_search``         top-k of one query; ties at a distance                  flat query, filtered scan
