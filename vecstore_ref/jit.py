@@ -27,7 +27,6 @@ import contextlib
 import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +47,7 @@ PATHS = {
 
 _lock = threading.RLock()  # one thread imports (compiles) kernels at a time; the others wait for the result
 _reporters: list = []
+_loaded: dict = {}  # kernel modules fully imported, by name
 _cache_checked: dict[str, bool] = {}
 
 
@@ -163,14 +163,15 @@ class _CompileWatch:
 def load(name: str):
     """The kernel module ``vecstore_ref.kernels.<name>``, imported (so compiled or loaded from the cache) on first
     use, with the compile announced (see the module docstring)."""
-    module = sys.modules.get(f"vecstore_ref.kernels.{name}")
+    module = _loaded.get(name)  # not sys.modules: there a module appears while another thread still imports it
     if module is not None:
         return module
     with _lock:
-        module = sys.modules.get(f"vecstore_ref.kernels.{name}")
+        module = _loaded.get(name)
         if module is None:
             with _CompileWatch(PATHS.get(name, name)):
                 module = importlib.import_module(f"vecstore_ref.kernels.{name}")
+            _loaded[name] = module
         return module
 
 
@@ -212,12 +213,12 @@ def warmup(paths=None) -> WarmupReport:
     t0 = time.perf_counter()
     report = WarmupReport(cache_dir=None, numba_version=numba.__version__)
     with _lock:
-        pending = [n for n in names if f"vecstore_ref.kernels.{n}" not in sys.modules]
+        pending = [n for n in names if n not in _loaded]
         with _CompileWatch(PATHS[pending[0]] if len(pending) == 1 else "search") as w:
             for name in names:
                 before = w.kernels
                 t = time.perf_counter()
-                importlib.import_module(f"vecstore_ref.kernels.{name}")
+                _loaded[name] = importlib.import_module(f"vecstore_ref.kernels.{name}")
                 report.modules.append({"module": name, "kernels": w.kernels - before,
                                        "compiled": w.kernels > before, "seconds": time.perf_counter() - t})
     report.cache_dir = cache_dir()
