@@ -161,3 +161,30 @@ def test_14_demo_second_run_reopens_the_store_instead_of_ingesting(tmp_path):
     assert recall >= 0.9
     with vs.VecStore.open(os.path.join(data, "demo"), read_only=True) as store:
         assert store.stats().visible == 800  # 799 from the corpus + 'short-lived'; nothing added again
+
+
+def test_14_a_changed_step_recompiles_the_kernels_that_inline_it(tmp_path):
+    """Numba stamps a cache entry with its own file only; topk_masked (flat_search.py) inlines l2sq_row
+    (distances.py), so a cached topk_masked must not survive a change to distances.py."""
+    shutil.copytree(PACKAGE, tmp_path / "pkg" / "vecstore_ref", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    child = (
+        "import numpy as np, vecstore_ref as vs\n"
+        "x = np.array([[0, 0], [3, 4]], np.float32)\n"
+        "with vs.VecStore.open(%r, dim=2, metric='euclidean', index='flat', durability='none') as s:\n"
+        "    s.upsert_many(['a', 'b'], x)\n"
+        "    print(s.query([0.0, 0.0], k=2)[1].score)\n"
+    )
+    def score(store):
+        out = subprocess.run([sys.executable, "-c", child % str(tmp_path / store)], cwd=tmp_path / "pkg", env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return float(out.stdout.split()[-1])
+
+    assert score("s1") == pytest.approx(-5.0)
+    assert score("s2") == pytest.approx(-5.0)  # from the cache
+    distances = tmp_path / "pkg" / "vecstore_ref" / "kernels" / "distances.py"
+    text = distances.read_text()
+    assert "        s += t * t\n" in text
+    distances.write_text(text.replace("        s += t * t\n", "        s += 4 * t * t\n", 1))  # distance x2
+    assert score("s3") == pytest.approx(-10.0)

@@ -24,6 +24,7 @@ for a container image or a CI cache. Everything in this module is cheap to impor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import os
@@ -52,6 +53,66 @@ _cache_checked: dict[str, bool] = {}
 
 
 # --- where the cache is ---------------------------------------------------------------------------------------
+
+def _sources_digest(directory: str) -> str:
+    """SHA-256 of every ``.py`` file in ``directory`` (names and contents, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            h.update(name.encode())
+            with open(os.path.join(directory, name), "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def use_kernel_sources_stamp(directory: str) -> None:
+    """Make the cached code of every kernel in ``directory`` depend on all the kernel sources there.
+
+    Numba stamps a cache entry with its own source file only, but a kernel's machine code contains the steps it
+    calls from other files (inlined): after an upgrade that changed only ``heap.py``, every kernel calling the heap
+    would load its old code. So the kernels get a locator of their own, which finds the same directory as Numba's
+    (the first of its locators that works) and stamps entries with a digest of every kernel source.
+    """
+    from numba.core import caching
+
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    base = getattr(caching, "_CacheLocator", None) or getattr(caching, "CacheLocator", None)
+    if impl is None or base is None or any(getattr(c, "kernels_dir", None) == directory
+                                           for c in impl._locator_classes):
+        return
+    standard = list(impl._locator_classes)
+    stamp = _sources_digest(directory)
+
+    class KernelSourcesLocator(base):
+        kernels_dir = directory
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def ensure_cache_path(self):
+            self._inner.ensure_cache_path()
+
+        def get_cache_path(self):
+            return self._inner.get_cache_path()
+
+        def get_source_stamp(self):
+            return stamp
+
+        def get_disambiguator(self):
+            return self._inner.get_disambiguator()
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != directory:
+                return None
+            for other in standard:
+                inner = other.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
+            return None
+
+    impl._locator_classes = [KernelSourcesLocator, *standard]
+
 
 def _function_cache(py_func):
     """Numba's cache object for ``py_func``, or None when no locator finds a writable directory."""

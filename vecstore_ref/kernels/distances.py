@@ -12,7 +12,13 @@ cosine                2           ``-<q, x> / (|q| |x|)``             ``-distanc
 ====================  ==========  ==================================  =========================
 
 Cosine keeps the raw vectors and multiplies by precomputed inverse norms, so the store holds one copy of each
-vector and ``get`` returns it as given.
+vector and ``get`` returns it as given. The float32 dot product of two such vectors is exact enough while
+``|q| |x|`` lies in ``[1e-30, 1e30]``: its partial sums cannot overflow (they are at most ``|q| |x|``) and what
+underflow loses is ~1e-10 of it (and while neither inverse norm is a subnormal float32, i.e. both norms are below
+~8.5e37). Any vector whose float64 norm is above 1e-30 is a valid cosine vector (SPEC
+section 1), so a pair outside that range (``np.full(8, 1e20)`` with itself: the float32 dot is inf) has its cosine
+computed in float64 instead (`cosine_f64`, in :mod:`.cosine`): a few comparisons per distance, on the inverse
+norms the kernels already read.
 
 The inner loops are compiled with ``reassoc``/``contract`` so that LLVM vectorizes the reductions (about 2.7x
 faster than strict IEEE order at 128 dimensions). The result is deterministic for a given build, and the flat and
@@ -23,9 +29,16 @@ finite, but sums can overflow and comparisons with ``inf`` must stay correct.
 import numpy as np
 from numba import njit
 
+from .cosine import cosine_f64, cosine_scale
 from .signatures import CACHE, COSINE, DIST, DOT, EUCLIDEAN, FASTMATH, INT, STEP, VECTOR, VECTORS
 
-__all__ = ["COSINE", "DOT", "EUCLIDEAN", "distance", "ip_row", "l2sq_row"]
+__all__ = ["COSINE", "DOT", "EUCLIDEAN", "cosine_f64", "cosine_scale", "distance", "ip_row", "l2sq_row"]
+
+# The float32 cosine is used while 1 / (|q| |x|) (the product of the two inverse norms) lies in this range, and
+# neither inverse norm is subnormal (a norm above ~8.5e37 would keep only part of its digits).
+COSINE_F32_MIN_INV = np.float32(1e-30)
+COSINE_F32_MAX_INV = np.float32(1e30)
+FLOAT32_MIN_NORMAL = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
@@ -64,4 +77,7 @@ def distance(metric, q, q_inv_norm, X, inv_norms, i):
     s = ip_row(q, X, i)  # one call site: two inlined reduction loops are all LLVM vectorizes well
     if metric == DOT:
         return -s
-    return -(s * q_inv_norm) * inv_norms[i]
+    inv = cosine_scale(q_inv_norm, inv_norms[i])
+    if inv > 0:
+        return -(s * inv)
+    return cosine_f64(q, X, i)

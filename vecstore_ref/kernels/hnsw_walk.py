@@ -19,6 +19,7 @@ Two things decide the speed of a graph walk:
 import numpy as np
 from numba import boolean, njit
 
+from .cosine import cosine_f64, cosine_scale
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .prefetch import prefetch_row
 from .signatures import (
@@ -62,7 +63,10 @@ def row_distance(metric, q, q_inv, X, inv_norms, i):
         s += q[j] * X[i, j]
     if metric == DOT:
         return -s
-    return -(s * q_inv) * inv_norms[i]
+    inv = cosine_scale(q_inv, inv_norms[i])
+    if inv > 0:
+        return -(s * inv)
+    return cosine_f64(q, X, i)
 
 
 @njit((INT, VECTORS, FLOATS, INT, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
@@ -78,7 +82,10 @@ def rows_distance(metric, X, inv_norms, a, b):
         s += X[a, j] * X[b, j]
     if metric == DOT:
         return -s
-    return -(s * inv_norms[a]) * inv_norms[b]
+    inv = cosine_scale(inv_norms[a], inv_norms[b])
+    if inv > 0:
+        return -(s * inv)
+    return cosine_f64(X[a], X, b)
 
 
 @njit((EPOCHS, COUNTS, INT), cache=CACHE, **STEP)

@@ -11,6 +11,7 @@ module                  kernels                                                 
 ======================  ======================================================  ================================
 ``checks``              a query vector's squared norm (finite or not)           every query
 ``heap``                binary heaps (max-heap ``W``, min-heap ``C``)           every search and build path
+``cosine``              the cosine's float64 fallback for extreme norms        every cosine search
 ``distances``           the flat index's distance                               flat searches, filtered scans
 ``flat_search``         top-k of one query; ties at a distance                  flat query, filtered scan
 ``flat_batch``          top-k of many queries, one thread's share               flat ``query_batch``
@@ -30,9 +31,11 @@ own share of the rows, see :mod:`vecstore_ref.index.parallel`) instead of compil
 parallel lowering costs more compile time than the rest of the kernel.
 """
 
-from numba import types
+import os
 
-from ..jit import cache_enabled
+from numba import config, types
+
+from ..jit import cache_enabled, use_kernel_sources_stamp
 
 # Metric codes: keep in step with vecstore_ref.config.METRIC_CODES (the distances are in kernels.distances).
 EUCLIDEAN = 0
@@ -63,6 +66,9 @@ def probe():
 
 
 # Kernels load from Numba's on-disk cache; False only when no cache directory is writable (see vecstore_ref.jit).
+# A cached kernel is stale once any kernel source changes, not only its own file (it inlines steps from others).
+if not config.DISABLE_JIT:
+    use_kernel_sources_stamp(os.path.dirname(os.path.abspath(__file__)))
 CACHE = cache_enabled(probe)
 
 INT = types.int64  # every integer scalar: metric code, counts, sizes, levels, thread numbers, slots as scalars
