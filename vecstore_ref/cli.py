@@ -74,6 +74,22 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_warmup(args) -> int:
+    """Compile every kernel once (or find them all in the cache) and say where the cache is."""
+    from .jit import warmup
+
+    report = warmup()
+    if args.json:
+        _print(args, report.to_dict())
+        return 0
+    print(f"kernel cache: {report.cache_dir or 'none (no writable directory: the kernels compile in every process)'}")
+    for m in report.modules:
+        print(f"  {m['module']:<12} {'compiled' if m['compiled'] else 'loaded'} in {m['seconds']:.2f} s")
+    print(f"{report.compiled} kernels compiled in {report.seconds:.1f} s" if report.compiled
+          else f"every kernel was in the cache ({report.seconds:.2f} s)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     try:
         import fastapi  # noqa: F401
@@ -108,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=5000, help="number of vectors (default 5000)")
     d.add_argument("--dim", type=int, default=64, help="dimension (default 64)")
     d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("warmup", help="compile every kernel once (for container images and CI) and print the cache "
+                                      "directory")
+    w.add_argument("--json", action="store_true", help="print JSON")
+    w.set_defaults(func=cmd_warmup)
 
     v = sub.add_parser("serve", help="the HTTP API over the namespaces under DATA (needs the [server] extra)")
     v.add_argument("--data", default="./data", help="root directory of the namespaces (default ./data)")
@@ -145,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import VecStoreError
+    from .jit import report_compiles
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with report_compiles(lambda line: print(line, file=sys.stderr)):  # a first run's compile is never silent
+            return int(args.func(args) or 0)
     except VecStoreError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
