@@ -29,9 +29,9 @@ _KERNELS = None
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
-        from .kernels import id_hash
+        from .jit import load
 
-        _KERNELS = id_hash
+        _KERNELS = load("id_hash")
     return _KERNELS
 
 
@@ -121,7 +121,7 @@ class IdMap:
             self._rebuild(_table_size(int(np.count_nonzero(self._mapped(self.n)))))
         out = np.empty(1, dtype=np.int64)
         try:
-            raw = np.frombuffer(id_.encode("utf-8"), dtype=np.uint8)
+            raw = np.frombuffer(bytearray(id_.encode("utf-8")), dtype=np.uint8)  # writable: the kernel's type
         except UnicodeEncodeError:  # a lone surrogate: no stored id has one
             return -1
         _kernels().find_many(self._table, self._bytes.buf, self._ends, raw, np.array([0, raw.size]), out)
@@ -135,7 +135,7 @@ class IdMap:
         key_ends = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=key_ends[1:])
         out = np.empty(len(ids), dtype=np.int64)
-        _kernels().find_many(self._table, self._bytes.buf, self._ends, np.frombuffer(raw, dtype=np.uint8),
+        _kernels().find_many(self._table, self._bytes.buf, self._ends, np.frombuffer(bytearray(raw), dtype=np.uint8),
                              key_ends, out)
         return out
 

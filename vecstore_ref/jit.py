@@ -37,6 +37,7 @@ log = logging.getLogger("vecstore_ref")
 # Every kernel module, in the order a warmup compiles them, with what its kernels are for.
 PATHS = {
     "checks": "query check",
+    "id_hash": "id table",
     "hnsw_search": "HNSW search",
     "hnsw_batch": "HNSW batch search",
     "hnsw_build": "HNSW build",

@@ -10,7 +10,20 @@ from numba import njit
 
 from .distances import distance
 from .heap import max_heap_push
-from .signatures import CACHE, COUNTS, DIST, DOT, EUCLIDEAN, FASTMATH, FLOATS, INT, MASK, SLOT_ROWS, STEP, VECTORS
+from .signatures import (
+    CACHE,
+    COUNTS,
+    DIST,
+    DOT,
+    EUCLIDEAN,
+    FASTMATH,
+    FLOATS,
+    INT,
+    MASK,
+    SLOT_ROWS,
+    STEP,
+    VECTORS,
+)
 
 MERGE_CHUNK = 16  # inner products screened together before any of them is offered to a heap
 

@@ -10,13 +10,17 @@ the first empty entry.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
+from .signatures import CACHE, COUNTS, INT, STEP
+
+BYTES = types.uint8[::1]
+TABLE = types.int32[::1]
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@njit(cache=True, inline="always")
+@njit(types.uint64(BYTES, INT, INT), cache=CACHE, **STEP)
 def _fnv1a(data, a, b):
     """FNV-1a of ``data[a:b]`` (uint8)."""
     h = FNV_OFFSET
@@ -25,7 +29,7 @@ def _fnv1a(data, a, b):
     return h
 
 
-@njit(cache=True, inline="always")
+@njit(types.boolean(BYTES, COUNTS, INT, BYTES, INT, INT), cache=CACHE, **STEP)
 def _same(blob, ends, slot, key, ka, kb):
     """Whether the id of ``slot`` equals ``key[ka:kb]``."""
     a = ends[slot]
@@ -38,7 +42,7 @@ def _same(blob, ends, slot, key, ka, kb):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(INT(TABLE, BYTES, COUNTS, BYTES, INT, INT), cache=CACHE, **STEP)
 def _find(table, blob, ends, key, ka, kb):
     mask = table.shape[0] - 1
     i = np.int64(_fnv1a(key, ka, kb) & np.uint64(mask))
@@ -51,14 +55,14 @@ def _find(table, blob, ends, key, ka, kb):
         i = (i + 1) & mask
 
 
-@njit(cache=True, nogil=True)
+@njit(types.void(TABLE, BYTES, COUNTS, BYTES, COUNTS, COUNTS), cache=CACHE, nogil=True)
 def find_many(table, blob, ends, keys, key_ends, out):
     """Slot of each key, or -1: key j is ``keys[key_ends[j] : key_ends[j + 1]]`` (``out``: int64 (n_keys,))."""
     for j in range(out.shape[0]):
         out[j] = _find(table, blob, ends, keys, key_ends[j], key_ends[j + 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(INT(TABLE, BYTES, COUNTS, COUNTS), cache=CACHE, nogil=True)
 def insert_many(table, blob, ends, slots):
     """Add ``slots`` (int64) under their ids; returns the first slot whose id is already in the table (nothing
     more is added then), or -1. The caller keeps the table at most half full."""
@@ -71,7 +75,7 @@ def insert_many(table, blob, ends, slots):
         while True:
             e = table[i]
             if e == 0:
-                table[i] = s + 1
+                table[i] = np.int32(s + 1)
                 break
             if _same(blob, ends, e - 1, blob, a, b):
                 return s
@@ -79,7 +83,7 @@ def insert_many(table, blob, ends, slots):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(types.boolean(TABLE, BYTES, COUNTS, INT), cache=CACHE, nogil=True)
 def remove(table, blob, ends, slot):
     """Remove the entry of ``slot`` (found by its id), shifting later entries of its run back; True if found."""
     mask = table.shape[0] - 1
@@ -90,7 +94,7 @@ def remove(table, blob, ends, slot):
         e = table[i]
         if e == 0:
             return False
-        if e - 1 == slot:
+        if np.int64(e) - 1 == slot:
             break
         i = (i + 1) & mask
     # backward-shift deletion: move up every later entry whose home is not between the hole and itself
