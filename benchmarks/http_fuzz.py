@@ -31,7 +31,8 @@ HOSTILE_TEXT = ["", ".", "..", "../x", "a/b", "\x00", "x\n", "\u00e9", "e\u0301"
                 "%00", " ", "CON", "\ud800", "\udfff", "'; DROP TABLE x", "__class__", "${x}", "\\"]
 HOSTILE_NUMBERS = [0, -1, 1, 2**31, 2**63, 2**64 - 1, -(2**63) - 1, 10**30, 10**400, -(10**400), 1e308, -1e308,
                    5e-324, -0.0, 0.5, 1e39, 3.0, 1e16, float("nan"), float("inf")]
-HOSTILE_RAW_NUMBERS = [b"1e400", b"-1e400", b"9" * 400, b"-" + b"9" * 400, b"NaN", b"Infinity", b"-Infinity",
+HOSTILE_RAW_NUMBERS = [b"1e400", b"-1e400", b"9" * 400, b"-" + b"9" * 400, b"9" * 25, b"-9223372036854775809",
+                       b"18446744073709551616", b"NaN", b"Infinity", b"-Infinity",
                        b"1e-400", b"0x10", b"01", b"1.", b".5", b"+1"]
 _NUMBER = re.compile(rb"(?<=[:\[,]) ?-?[0-9][0-9.eE+-]*")
 
@@ -70,7 +71,10 @@ class Generator:
             return {self.rng.choice(HOSTILE_TEXT + ["k", "lang", "op"]): self.any_value(depth + 1)
                     for _ in range(self.rng.randrange(3))}
         if r < 0.65:
-            return [[[[[0]]]]] if self.rng.random() < 0.5 else {"a": {"b": {"c": {"d": 1}}}}
+            deep: list = [0]
+            for _ in range(self.rng.choice([4, 300])):
+                deep = [deep]
+            return deep if self.rng.random() < 0.5 else {"a": {"b": {"c": {"d": 1}}}}
         if r < 0.75:
             return [self.rng.uniform(-2, 2) for _ in range(self.rng.choice([0, DIM - 1, DIM, DIM + 1, 300]))]
         return self.rng.choice(IDS + NAMES + ["lang = 'en'", "n > 1 AND", "(" * 50, "op"])
@@ -148,7 +152,8 @@ class Generator:
         if r < 0.8:
             return b"\xff\xfe" + body
         if r < 0.9:
-            return b"[" * 100_000 + b"]" * 100_000
+            depth = self.rng.choice([100, 300, 1100, 100_000])
+            return b"[" * depth + b"]" * depth
         return b"\x00" + body
 
     def path_value(self) -> str:

@@ -184,6 +184,10 @@ def test_routes_without_input_take_no_body_or_an_empty_object(client):
     (b'{"id": "a", "vector": [1, 2, 3]', "not valid JSON"),
     (b"\xff\xfe{}", "not valid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+    (b'{"id": "a", "vector": [1, 2, 3], "metadata": {"deep": ' + b"[" * 300 + b"]" * 300 + b"}}", "nested too deeply"),
+    (b'{"id": "a", "vector": [1, 2, 3], "metadata": {"n": 123456789012345678901234567890}}', "does not fit in 64 bits"),
+    (b'{"id": "a", "vector": [1, 2, 3], "metadata": {"n": -9223372036854775809}}', "does not fit in 64 bits"),
+    (b'{"id": "a", "vector": [1, 2, 3], "metadata": {"n": 18446744073709551616}}', "does not fit in 64 bits"),
     (b'[{"id": "a", "vector": [1, 2, 3]}]', "must be a JSON object"),
     (b"", "needs a JSON body"),
 ])
@@ -211,11 +215,13 @@ def test_huge_numbers_surrogates_and_duplicates_inside_a_batch(client, ops):
 
 
 def test_integers_that_fit_64_bits_are_numbers_for_the_store_to_judge(client):
+    """(A longer integer is refused above: the parser would read it as a float and round it.)"""
     error = refused(client, "POST", "/v1/upsert", {"id": "big", "vector": [1, 2, 3], "ttl": 2**63})
     assert "at most 100 years" in error["message"]  # the store's range rule, not a parse failure
-    for n in (2**63 - 1, 2**64 - 1, -(2**63)):
+    for n in (2**63 - 1, 2**64 - 1, -(2**63), 10**19):
         assert send(client, "POST", "/v1/upsert", {"id": "big", "vector": [1, 2, 3], "metadata": {"n": n}}
                     ).status_code == 200
         assert client.get("/v1/records/big").json()["metadata"] == {"n": n}
+    assert send(client, "POST", "/v1/upsert", {"id": "12345678901234567890123", "vector": [1, 2, 3]}).status_code == 200
     error = refused(client, "POST", "/v1/query", {"vector": [1, 2, 3], "k": 2**63 - 1}, type_="InvalidArgumentError")
     assert "k must be between 1 and" in error["message"]

@@ -2,11 +2,13 @@
 
 The parser is `orjson`, which already refuses what `json.loads` lets through: the literals `NaN` and `Infinity`,
 numbers that overflow a 64-bit float (`1e400`, a 400-digit integer), and lone surrogates (`"\\ud800"`), which
-are not text. One rule it does not check is the one RFC 8259 leaves open: duplicate keys (it keeps the last, as
-`json.loads` does). A client that sends `{"id": "a", "id": "b"}` means something we cannot know, so the body is
-refused. The check is cheap: the keys of the body are counted twice, in the raw bytes and in the parsed value
-written back by `orjson`; parsing can only lose keys through duplicates, so the counts differ exactly when there
-was one. Only then is the body parsed a second, slow way to name the key.
+are not text. Two rules are added here. An integer must fit in 64 bits (signed or unsigned): `orjson` would read a
+longer one as a float and silently round it. And no object may repeat a key, the case RFC 8259 leaves open
+(`orjson` keeps the last, as `json.loads` does): a client that sends `{"id": "a", "id": "b"}` means something we
+cannot know. Both checks are cheap. Only a body with an integer literal of 19 digits or more can hold one, and only such a
+body is parsed a second time to look. For duplicates, the keys of the body are counted twice, in the raw bytes and
+in the parsed value written back by `orjson`; parsing can only lose keys through duplicates, so the counts differ
+exactly when there was one, and only then is the body parsed a second, slow way to name the key.
 
 The encoder writes with `orjson` (numpy arrays and scalars included). Should a value hold text that is not valid
 UTF-8 (a lone surrogate that reached a message), it falls back to ASCII-escaped JSON, so writing an answer never
@@ -26,6 +28,13 @@ from ..errors import InvalidArgumentError
 # so matching string after string from the left tokenizes a valid document exactly.
 _STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?', re.DOTALL)
 _NON_FINITE_LITERAL = re.compile(rb"(?<![\w.])-?(?:NaN|Infinity)(?![\w.])")
+# A run of 19 digits or more not after a decimal point may be an integer that does not fit in 64 bits (-(2**63)
+# and 2**64 have 19 and 20 digits). Found by mapping digits to "d", "." to itself and every other byte to " ":
+# bytes.translate and bytes.find run at C speed, where a regular expression costs more than the parse.
+_DIGITS_AND_POINTS = bytes(ord("d") if chr(b).isdigit() and b < 128 else b if b == ord(".") else ord(" ")
+                           for b in range(256))
+_LONG_INTEGER = b" " + b"d" * 19
+INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 class InvalidJSONError(InvalidArgumentError):
@@ -36,6 +45,13 @@ class InvalidJSONError(InvalidArgumentError):
 
 def _count_keys(document: bytes) -> int:
     return sum(1 for colon in _STRING_TOKEN.findall(document) if colon)
+
+
+def _check_int(text: str) -> int:
+    value = int(text)
+    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise InvalidJSONError(f"the integer {text[:30]}{'...' if len(text) > 30 else ''} does not fit in 64 bits")
+    return value
 
 
 def _duplicate_key(raw: bytes) -> str | None:
@@ -49,16 +65,24 @@ def _duplicate_key(raw: bytes) -> str | None:
             seen.add(key)
         return dict(items)
 
-    json.loads(raw, object_pairs_hook=pairs)
+    _slow_parse(raw, object_pairs_hook=pairs)
     return found[0] if found else None
+
+
+def _slow_parse(raw: bytes, **hooks) -> None:
+    """`json.loads` with hooks, on a body `orjson` accepted (so only its depth can make it fail)."""
+    try:
+        json.loads(raw, **hooks)
+    except RecursionError:
+        raise InvalidJSONError("the body is nested too deeply") from None
 
 
 def parse_json(raw: bytes):
     """The JSON value of ``raw``, strictly (see the module docstring).
 
     Raises:
-        InvalidJSONError: malformed JSON, a non-finite number or one that overflows, a lone surrogate, or a
-            duplicate key.
+        InvalidJSONError: malformed JSON, a non-finite number or one that overflows, an integer beyond 64 bits, a
+            lone surrogate, or a duplicate key.
     """
     try:
         value = orjson.loads(raw)
@@ -69,9 +93,15 @@ def parse_json(raw: bytes):
         if reason.startswith("number is infinity"):
             reason = "a number does not fit a 64-bit float" + reason[len("number is infinity when parsed as double"):]
         raise InvalidJSONError(f"the body is not valid JSON: {reason}") from None
-    if isinstance(value, (dict, list)) and _count_keys(raw) != _count_keys(orjson.dumps(value)):
-        key = _duplicate_key(raw)
-        raise InvalidJSONError(f"duplicate key {key!r} in a JSON object of the body")
+    if (b" " + raw).translate(_DIGITS_AND_POINTS).find(_LONG_INTEGER) >= 0:
+        _slow_parse(raw, parse_int=_check_int)
+    if isinstance(value, (dict, list)):
+        try:
+            written = orjson.dumps(value)
+        except TypeError:  # orjson writes at most 254 levels; no body of this API needs more than 5
+            raise InvalidJSONError("the body is nested too deeply") from None
+        if _count_keys(raw) != _count_keys(written):
+            raise InvalidJSONError(f"duplicate key {_duplicate_key(raw)!r} in a JSON object of the body")
     return value
 
 
