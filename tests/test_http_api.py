@@ -147,6 +147,14 @@ def test_no_server_path_in_error_bodies(client, monkeypatch):
     assert r.status_code >= 400 and client.root not in r.text and "<data>" in r.text
 
 
+def test_a_handle_closed_behind_the_server_is_looked_up_again(client):
+    post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
+    client.app.state.manager.get_namespace("default").close()  # as a restore or a delete would
+    r = post(client, "/v1/query", {"vector": [1, 2, 3], "k": 1})
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == "seed"  # the manager reopened it
+    assert post(client, "/v1/upsert", {"id": "more", "vector": [1, 2, 3]}).status_code == 200
+
+
 def test_not_found_conflict_and_unknown_routes(client):
     r = client.get("/v1/records/missing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFoundError"

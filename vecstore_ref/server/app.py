@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .. import errors as _errors
-from ..errors import VecStoreError
+from ..errors import StoreClosedError, VecStoreError
 from . import models as m
 from .bodies import read_body
 from .docs_page import add_docs_routes
@@ -75,7 +75,8 @@ class JSONBytes(Response):
 
 class Namespaces:
     """The store handles of the routes: the manager's, remembered once open, so that finding a hot namespace
-    takes no lock (the manager holds its lock through a backup). Routes that close a handle forget it."""
+    takes no lock (the manager holds its lock through a backup). A handle found closed (a restore or a delete
+    closes it) is forgotten and looked up again, once: a call on a closed store has done nothing."""
 
     def __init__(self, manager, inline_reads: bool | None):
         self.manager = manager
@@ -95,18 +96,28 @@ class Namespaces:
 
     async def read(self, ns: str, call, *args):
         """``call(store, *args)`` for a read: inline when it cannot block, else in a worker thread."""
-        store = await self.store(ns)
-        inline = self.inline_reads if self.inline_reads is not None else reads_run_inline(store)
-        if inline and store in self._warm:
-            return call(store, *args)
-        result = await run_in_threadpool(call, store, *args)
-        self._warm.add(store)
-        return result
+        async def run(store):
+            inline = self.inline_reads if self.inline_reads is not None else reads_run_inline(store)
+            if inline and store in self._warm:
+                return call(store, *args)
+            result = await run_in_threadpool(call, store, *args)
+            self._warm.add(store)
+            return result
+
+        return await self._on_open_store(ns, run)
 
     async def call(self, ns: str, call, *args):
         """``call(store, *args)`` in a worker thread (writes, and reads that touch files)."""
+        return await self._on_open_store(ns, lambda store: run_in_threadpool(call, store, *args))
+
+    async def _on_open_store(self, ns: str, run):
         store = await self.store(ns)
-        return await run_in_threadpool(call, store, *args)
+        try:
+            return await run(store)
+        except StoreClosedError:
+            if self._open.get(ns) is store:
+                self.forget(ns)
+            return await run(await self.store(ns))
 
 
 async def body(request: Request, model, *, empty_ok: bool = False):
