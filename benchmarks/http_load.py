@@ -19,7 +19,7 @@ to show which parts matter. Chroma (``chroma run``, the chromadb package) is fou
 ``--chroma``; without it, its rows are skipped.
 
     python -m benchmarks.http_load [--n 50000] [--dim 128] [--seconds 15] [--clients 1,4] [--mix-clients 4]
-                                   [--variants default,threads,inline,h11,asyncio,access-log] [--chroma PATH]
+                                   [--variants threads,inline,h11,asyncio,access-log] [--chroma PATH]
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ K = 10
 HNSW = {"m": 16, "ef_construction": 200, "ef_search": 64}
 # How vecstore_ref is served in each variant: keyword arguments of vecstore_ref.server.serve().
 VARIANTS = {
-    "default": {},  # as `vecstore-ref serve` runs
+    "default": {},  # as `vecstore-ref serve` runs (reads on the event loop when the store allows it)
     "threads": {"inline_reads": False},  # every read handed to a worker thread
-    "inline": {"inline_reads": True},  # every read on the event loop (safe once reads take no lock)
+    "inline": {"inline_reads": True},  # every read on the event loop, whatever the store says
     "h11": {"http": "h11"},  # the pure-Python HTTP parser instead of httptools
     "asyncio": {"loop": "asyncio"},  # the standard event loop instead of uvloop
     "access-log": {"access_log": True},  # one log line per request

@@ -307,14 +307,14 @@ class _CountingThreads:
         monkeypatch.setattr(app_module, "run_in_threadpool", counted)
 
 
-def _queries_in_threads(tmp_path, monkeypatch, inline_reads, reads_wait_for_writers=None, n=4) -> int:
+def _queries_in_threads(tmp_path, monkeypatch, inline_reads, reads_wait_for_io=None, n=4) -> int:
     threads = _CountingThreads(monkeypatch)
     app = create_app(str(tmp_path / "d"), inline_reads=inline_reads)
     with TestClient(app) as c:
         post(c, "/v1/upsert", {"id": "a", "vector": [1, 2]})
         store = app.state.manager.get_namespace("default")
-        if reads_wait_for_writers is not None:
-            monkeypatch.setattr(store, "reads_wait_for_writers", reads_wait_for_writers, raising=False)
+        if reads_wait_for_io is not None:
+            monkeypatch.setattr(store, "reads_wait_for_io", reads_wait_for_io, raising=False)
         before = threads.calls
         for _ in range(n):
             assert post(c, "/v1/query", {"vector": [1, 2], "k": 1}).json()["results"][0]["id"] == "a"
@@ -324,12 +324,13 @@ def _queries_in_threads(tmp_path, monkeypatch, inline_reads, reads_wait_for_writ
     return handed_off
 
 
-def test_reads_go_to_a_worker_thread_while_they_may_wait_for_writers(tmp_path, monkeypatch):
-    assert _queries_in_threads(tmp_path, monkeypatch, None) == 5  # today's store: every read in a thread
-    assert _queries_in_threads(tmp_path / "2", monkeypatch, False, reads_wait_for_writers=False) == 5
+def test_reads_go_to_a_worker_thread_when_they_may_wait_for_io(tmp_path, monkeypatch):
+    assert _queries_in_threads(tmp_path, monkeypatch, None, reads_wait_for_io=True) == 5
+    assert _queries_in_threads(tmp_path / "2", monkeypatch, False) == 5  # or when told to
 
 
-def test_reads_run_on_the_event_loop_once_the_store_says_they_never_wait(tmp_path, monkeypatch):
+def test_reads_run_on_the_event_loop_when_the_store_says_they_never_wait_for_io(tmp_path, monkeypatch):
+    assert vs.VecStore.reads_wait_for_io is False  # the store's reads take no lock held across I/O
     # the first read of the handle runs in a thread (kernels load there), the others inline
-    assert _queries_in_threads(tmp_path, monkeypatch, None, reads_wait_for_writers=False) == 1
-    assert _queries_in_threads(tmp_path / "2", monkeypatch, True) == 1
+    assert _queries_in_threads(tmp_path, monkeypatch, None) == 1
+    assert _queries_in_threads(tmp_path / "2", monkeypatch, True, reads_wait_for_io=True) == 1

@@ -48,12 +48,13 @@ def reads_run_inline(store) -> bool:
     worker thread.
 
     A query on a linked graph takes a fraction of a millisecond, less than the hand-off to a thread costs. But on the
-    event loop, a read that waits for a lock held by a write's fsync, a snapshot or a compaction would stall every
-    connection. So reads run inline only on a store whose reads never wait for writers: ``VecStore`` says so with
-    ``reads_wait_for_writers = False`` (SPEC section 13). Even then the first read of each handle runs in a thread
-    (`Namespaces.read`), so that loading or compiling its kernels never happens on the loop.
+    event loop, a read that waits for a lock held across I/O (a write's fsync, a snapshot, a compaction) would
+    stall every connection. So reads run inline only on a store whose reads never do: ``VecStore`` says so with
+    ``reads_wait_for_io = False`` (its reads wait at most for a write's in-memory apply; SPEC section 13). Even
+    then the first read of each handle runs in a thread (`Namespaces.read`), so that loading or compiling its
+    kernels never happens on the loop.
     """
-    return getattr(store, "reads_wait_for_writers", True) is False
+    return getattr(store, "reads_wait_for_io", True) is False
 
 
 class VecstoreAPI(FastAPI):
