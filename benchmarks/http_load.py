@@ -12,7 +12,8 @@ each ``--seconds`` long:
   opened offline and every upsert that got a 2xx must be there, with its vector.
 
 Reported: requests per second, latency percentiles (of the requests, measured by the client), errors, the
-server's CPU (from /proc), and recall@10 of 200 queries against an exact ranking. The clients share the 2 cores
+server's CPU (from /proc: the share of one core, and CPU time per request, which a busy machine changes least),
+recall@10 of 200 queries against an exact ranking, and where a query request's CPU goes inside the app. The clients share the 2 cores
 with the server, so the figures are a floor of what the server could do alone. ``--variants`` adds query-only
 runs of vecstore_ref served in other ways (the HTTP parser, the event loop, the access log, where reads run),
 to show which parts matter. Chroma (``chroma run``, the chromadb package) is found on PATH or given with
@@ -242,7 +243,9 @@ class Tally:
         return {"server": server, "workload": workload, "clients": clients, "requests": int(lat.size),
                 "rps": lat.size / self.elapsed if self.elapsed else 0.0, "p50_ms": pct(50), "p99_ms": pct(99),
                 "p999_ms": pct(99.9), "max_ms": float(lat[-1]) if lat.size else float("nan"),
-                "server_cpu_pct": 100 * self.cpu_s / self.elapsed if self.elapsed else 0.0, **self.errors}
+                "server_cpu_pct": 100 * self.cpu_s / self.elapsed if self.elapsed else 0.0,
+                "server_cpu_ms_per_request": 1e3 * self.cpu_s / lat.size if lat.size else float("nan"),
+                **self.errors}
 
 
 def run_load(target, bodies: list, queries: np.ndarray, n: int, clients: int, seconds: float, mix: bool,
@@ -305,6 +308,82 @@ def run_load(target, bodies: list, queries: np.ndarray, n: int, clients: int, se
     tally.latencies.append(np.asarray([x for per in lat for x in per]) * 1e3)
 
 
+def app_parts(root: str, queries: np.ndarray, n: int = 2000) -> dict:
+    """CPU microseconds per query request in this process, no sockets: the store's query alone, then the app's
+    whole handling of ``POST /v1/namespaces/bench/query`` through its segment router (reads on the event loop, or
+    handed to a thread) and through FastAPI's router to the same handler; and the strict body parser beside
+    Python's json module with the same checks (duplicate keys, NaN) as hooks."""
+    import asyncio
+    import json as stdlib_json
+
+    from vecstore_ref.server import create_app
+    from vecstore_ref.server.json_body import parse_json
+
+    bodies = [json.dumps({"vector": v.tolist(), "k": K}).encode() for v in queries[:200]]
+
+    def strict_stdlib(raw: bytes):
+        def pairs(items):
+            if len({k for k, _ in items}) != len(items):
+                raise ValueError("duplicate key")
+            return dict(items)
+
+        return stdlib_json.loads(raw, object_pairs_hook=pairs, parse_constant=float.__call__)
+
+    def per_call(fn) -> float:
+        for i in range(50):
+            fn(i)
+        t0 = time.process_time()
+        for i in range(n):
+            fn(i)
+        return (time.process_time() - t0) / n * 1e6
+
+    out = {}
+    for label, inline in (("app, read on the event loop", True), ("app, read handed to a thread", False)):
+        app = create_app(root, inline_reads=inline)
+        try:
+            store = app.state.manager.get_namespace("bench")
+            while store.stats().unindexed:
+                time.sleep(0.2)
+            loop = asyncio.new_event_loop()
+
+            def asgi(entry, with_body_read: bool, loop=loop):
+                def call(i: int) -> None:
+                    raw = bodies[i % len(bodies)]
+                    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                             "scheme": "http", "path": "/v1/namespaces/bench/query", "query_string": b"",
+                             "raw_path": b"/v1/namespaces/bench/query", "root_path": "",
+                             "headers": [(b"content-type", b"application/json"),
+                                         (b"content-length", str(len(raw)).encode())],
+                             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+                    if not with_body_read:  # what the guard leaves for the routes
+                        scope["state"] = {"raw_body": raw}
+                    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+                    status = []
+
+                    async def receive():
+                        return messages.pop() if messages else {"type": "http.disconnect"}
+
+                    async def send(message):
+                        if message["type"] == "http.response.start":
+                            status.append(message["status"])
+
+                    loop.run_until_complete(entry(scope, receive, send))
+                    assert status == [200], status
+                return call
+
+            if inline:
+                out["store.query alone"] = per_call(lambda i, s=store: s.query(queries[i % len(queries)], k=K))
+            out[label] = per_call(asgi(app.entry, True))
+            if inline:
+                out["app, through FastAPI's router"] = per_call(asgi(super(type(app), app).__call__, False))
+            loop.close()
+        finally:
+            app.state.manager.close()
+    out["body parse: orjson + checks"] = per_call(lambda i: parse_json(bodies[i % len(bodies)]))
+    out["body parse: json module + hooks"] = per_call(lambda i: strict_stdlib(bodies[i % len(bodies)]))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50_000)
@@ -345,6 +424,7 @@ def main(argv=None) -> int:
         recalls["vecstore_ref"] = recall(target, x, q[:200])
         first.proc.send_signal(signal.SIGTERM)  # a clean stop: every variant starts from a copy of this data
         first.proc.wait(timeout=120)
+        parts = app_parts(f"{tmp}/default", q)
         for name in variants:
             if name != "default":
                 shutil.copytree(f"{tmp}/default", f"{tmp}/{name}")
@@ -390,7 +470,9 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     kill_row = kill.row()
     report(a, rows, preload_s, recalls, kill_row, acked, lost, count, load_before)
-    path = write_json("http_load", {"machine": machine(), "settings": vars(a), "results": rows,
+    print("\nwhere a query request's time goes (CPU us per request, in this process, no sockets):\n")
+    print(md_table(["part", "us"], [[k, f"{v:.0f}"] for k, v in parts.items()]))
+    path = write_json("http_load", {"machine": machine(), "settings": vars(a), "results": rows, "parts_us": parts,
                                     "preload_s": preload_s, "recall_at_10": recalls, "kill_run": kill_row,
                                     "acked_upserts": len(acked), "lost": lost, "load_average_before": load_before,
                                     "load_average_after": os.getloadavg()}, a.out)
@@ -407,9 +489,9 @@ def report(a, rows, preload_s, recalls, kill_row, acked, lost, count, load_befor
           + "; recall@10: " + ", ".join(f"{k} {v:.3f}" for k, v in recalls.items()) + "\n")
     table = [[r["server"], r["workload"], r["clients"], f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
               f"{r['p99_ms']:.2f}", f"{r['p999_ms']:.2f}", f"{r['max_ms']:.0f}", r["connect"] + r["non_2xx"],
-              f"{r['server_cpu_pct']:.0f}"] for r in rows]
+              f"{r['server_cpu_pct']:.0f}", f"{r['server_cpu_ms_per_request']:.2f}"] for r in rows]
     print(md_table(["server", "workload", "clients", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
-                    "server CPU %"], table))
+                    "server CPU %", "server CPU ms / request"], table))
     ours = {(r["workload"], r["clients"]): r["rps"] for r in rows if r["server"] == "default"}
     theirs = {(r["workload"], r["clients"]): r["rps"] for r in rows if r["server"] == "chroma run"}
     if theirs:
