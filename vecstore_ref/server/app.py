@@ -6,7 +6,8 @@ the answer as JSON (`json_body`). The routes that act on one namespace exist twi
 `{"error": {"type", "message", "field"?}}`; no traceback and no server path ever reaches a response.
 
 Where a call runs: writes (and anything that touches files) go to a worker thread, since an fsync must not stall
-the event loop. Reads go there too, unless they cannot block: see `reads_run_inline`.
+the event loop; reads (query, estimate, explain, get, stats) run on the loop when they cannot block: see
+`reads_run_inline`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _PUBLIC_ERRORS = frozenset(_errors.__all__)
 
 
 def reads_run_inline(store) -> bool:
-    """Whether reads of ``store`` (query, estimate, explain, get) may run on the event loop, with no hand-off to a
+    """Whether reads of ``store`` (query, estimate, explain, get, stats) may run on the event loop, with no hand-off to a
     worker thread.
 
     A query on a linked graph takes a fraction of a millisecond, less than the hand-off to a thread costs. But on the
@@ -300,7 +301,7 @@ def store_routes(spaces: Namespaces) -> APIRouter:
 
     @_route(r, "GET", "/stats", response=m.StatsResponse, summary="Counts, sizes and settings")
     async def stats(request: Request):
-        st = await spaces.call(_ns(request), lambda s: s.stats())  # stats() reads file sizes
+        st = await spaces.read(_ns(request), lambda s: s.stats())
         return JSONBytes(st.to_dict())
 
     @_route(r, "GET", "/records/{id}", response=m.RecordResponse, summary="One visible record")

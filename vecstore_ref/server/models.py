@@ -311,9 +311,8 @@ class RecordResponse(ResponseModel):
 
 
 class StatsResponse(ResponseModel):
-    """`VecStore.stats()`; the JSON of `StoreStats.to_dict()`."""
-
-    model_config = ConfigDict(extra="allow")  # the store may report more than this page lists
+    """`VecStore.stats()`; the JSON of `StoreStats.to_dict()` (a field added there must be added here:
+    tests/test_http_openapi.py compares the two)."""
 
     dim: int | None
     metric: str
@@ -337,6 +336,11 @@ class StatsResponse(ResponseModel):
     read_only: bool
     last_seq: int
     unindexed: int = Field(description="Vectors not linked into the HNSW graph yet (queries scan them).")
+    superseded: int = Field(description="Old versions of records whose vector an upsert replaced; compaction "
+                                        "reclaims them.")
+    log_bytes_since_checkpoint: int = Field(description="Log an open would replay (checkpoints reset it).")
+    last_checkpoint_at: float | None = Field(description="Unix time the live snapshot was captured, or null.")
+    checkpoint_config: dict[str, Any] | None
 
 
 class NamespaceList(ResponseModel):
