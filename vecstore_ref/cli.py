@@ -93,13 +93,14 @@ def cmd_warmup(args) -> int:
 def cmd_serve(args) -> int:
     try:
         import fastapi  # noqa: F401
+        import orjson  # noqa: F401
         import uvicorn  # noqa: F401
 
         from .http_api import serve
     except ImportError:
         print('error: the HTTP server needs the [server] extra: pip install "vecstore-ref[server]"', file=sys.stderr)
         return 2
-    serve(args.data, host=args.host, port=args.port, token=args.token)
+    serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log)
     return 0
 
 
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every route (or set "
                                                  "VECSTORE_TOKEN)")
+    v.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
     v.set_defaults(func=cmd_serve)
 
     def store_cmd(name, func, help_, read_only_default=False):
