@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import vecstore_ref as vs
-from vecstore_ref.sharding import shard_of
+from vecstore_ref.scale import shard_of
 
 
 def data(n, dim=8, seed=0):
@@ -22,7 +22,7 @@ def data(n, dim=8, seed=0):
 def test_routing_is_stable_across_processes():
     ids = [f"id-{i}" for i in range(50)] + ["é", "日本", "a b"]
     here = [shard_of(i, 7) for i in ids]
-    code = "import json,sys; from vecstore_ref.sharding import shard_of; " \
+    code = "import json,sys; from vecstore_ref.scale import shard_of; " \
            "print(json.dumps([shard_of(i, 7) for i in json.loads(sys.argv[1])]))"
     out = subprocess.run([sys.executable, "-c", code, json.dumps(ids)], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONHASHSEED="123"))
