@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import (
-    CorruptStoreError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     ShardUnavailableError,
@@ -44,6 +43,7 @@ from ..errors import (
 from ..types import BatchQueryResult, Neighbor
 from ..validation import validate_ef, validate_k, validate_vector, validate_vectors
 from . import wire
+from .routing import check_shard_dir
 
 RESTART_BACKOFF_S = (1.0, 30.0)  # first wait after a failed restart, and the longest
 LOCK_WAIT_S = 30.0
@@ -116,9 +116,8 @@ class _ShardActor:
         self.store = None
         self.server = None
         try:
-            if must_exist and not os.path.isdir(path):
-                raise CorruptStoreError(f"shard {index}: {path} does not exist on this node; the sharded store's "
-                                        "SHARDS.json says it should (is the shard placed on the wrong node?)")
+            if must_exist:
+                check_shard_dir(path, index)
             deadline = time.monotonic() + lock_wait_s
             while True:
                 try:
@@ -140,8 +139,9 @@ class _ShardActor:
             raise self.error
         import ray
 
-        return {"address": self.server.address, "node_id": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid()}
+        ctx = ray.get_runtime_context()
+        return {"address": self.server.address, "node_id": ctx.get_node_id(), "pid": os.getpid(),
+                "resources": ctx.get_assigned_resources()}
 
     def call(self, name: str, args: tuple, kwargs: dict):
         return getattr(self.store, name)(*args, **kwargs)
@@ -193,7 +193,7 @@ class RayShard:
     def __init__(self, index: int, path: str, options: dict, key: bytes, executor: RayExecutor, must_exist: bool):
         self.index = index
         self.path = path
-        self.node_id: str | None = None
+        self.info: dict = {}  # the running actor's node_id, pid, query channel address and assigned resources
         self._options = options
         self._key = key
         self._executor = executor
@@ -241,10 +241,22 @@ class RayShard:
             if isinstance(exc, (ray.exceptions.RayError, OSError)):
                 raise self._unavailable(f"its actor did not start: {_describe(exc)}") from None
             raise
-        self.node_id = info["node_id"]
+        self.info = info
+        self._must_exist = True  # from now on the directory exists: a restart that finds none must not make one
         self._started += 1
         self._current = _Incarnation(actor, client, self._started)
         self._backoff = RESTART_BACKOFF_S[0]
+
+    @property
+    def actor(self):
+        """The shard's current Ray actor handle (None after its loss, until the next call starts another)."""
+        cur = self._current
+        return None if cur is None else cur.actor
+
+    @property
+    def restarts(self) -> int:
+        """How many times this shard's actor was started again after a loss."""
+        return max(0, self._started - 1)
 
     def _alive(self) -> _Incarnation:
         """The current actor; after a loss, start a new one (here, in the calling thread) unless a failed restart

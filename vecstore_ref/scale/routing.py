@@ -20,6 +20,7 @@ import json
 import os
 
 from ..errors import (
+    CorruptStoreError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidIdTypeError,
@@ -46,6 +47,13 @@ def shard_of(id_: str, n_shards: int) -> int:
 
 def shard_dir(root: str, shard: int) -> str:
     return os.path.join(root, f"shard-{shard:04d}")
+
+
+def check_shard_dir(path: str, shard: int) -> None:
+    """An existing sharded store's shard directory must be there: opening would create an empty store instead."""
+    if not os.path.isdir(path):
+        raise CorruptStoreError(f"shard {shard}: {path} does not exist, but SHARDS.json says the store has this shard "
+                                "(on many machines: is the shard placed on the wrong node?)")
 
 
 def read_shard_count(root: str, requested: int | None) -> int | None:

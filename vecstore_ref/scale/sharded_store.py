@@ -46,7 +46,7 @@ from ..validation import (
     validate_vector,
     validate_vectors,
 )
-from . import routing
+from . import routing, wire
 from .fanout import ExecutorFanout, ShardThreads
 from .merge import ShardedBatchQueryResult, ShardedNeighbors, merge_batches, merge_neighbors
 from .ray_shards import RayExecutor
@@ -55,13 +55,15 @@ from .ray_shards import RayExecutor
 class _LocalShards:
     """Shards as :class:`VecStore` objects in this process, called through a fan-out (threads)."""
 
-    def __init__(self, root: str, n: int, options: dict, executor: Executor | None):
+    def __init__(self, root: str, n: int, options: dict, executor: Executor | None, must_exist: bool):
         from ..store import VecStore
 
         self.fanout = ExecutorFanout(executor) if executor is not None else ShardThreads(n - 1)
         self.handles: list = []
         try:
             for i in range(n):
+                if must_exist:
+                    routing.check_shard_dir(routing.shard_dir(root, i), i)
                 self.handles.append(VecStore.open(routing.shard_dir(root, i), **options))
         except BaseException:
             self.close()
@@ -96,7 +98,6 @@ class _RayShards:
     def __init__(self, root: str, n: int, options: dict, executor: RayExecutor, must_exist: bool):
         from .ray_shards import RayShard, _ray, check_nodes, new_key
 
-        executor.check(n)
         if executor.node_ids is not None:
             check_nodes(_ray(), executor.node_ids)
         key = new_key()
@@ -134,9 +135,8 @@ class _RayShards:
         return self._wait_all(pending)
 
     def query(self, vectors, k: int, flt, ef, single: bool) -> list:
-        from .ray_shards import encode_query
-
-        parts = encode_query(vectors[None, :] if single else vectors, k, flt, ef, single)
+        parts = wire.encode_request(vectors[None, :] if single else vectors, k, ef,
+                                    None if flt is None else flt.text, single)  # one frame, sent to every shard
         tickets = []
         for s in self.handles:
             try:
@@ -199,12 +199,14 @@ class ShardedStore:
         self._max_k = open_options.get("max_k", MAX_K)
         existing = routing.read_shard_count(self.path, n_shards)
         self.n_shards = existing or routing.check_shard_count(n_shards)
+        if isinstance(executor, RayExecutor):
+            executor.check(self.n_shards)
         if existing is None:
             os.makedirs(self.path, exist_ok=True)
         if isinstance(executor, RayExecutor):
             self._group = _RayShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
         else:
-            self._group = _LocalShards(self.path, self.n_shards, open_options, executor)
+            self._group = _LocalShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
         self._closed = False
         try:
             if existing is None:

@@ -79,10 +79,12 @@ class ChannelError(Exception):
 
 # --- frames ---------------------------------------------------------------------------------------------------
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
+FIRST_READ = 1 << 16  # one recv() takes a whole small frame (a single query, its answer) with its length
+
+
+def _recv_exact(sock: socket.socket, n: int, buf: bytearray | None = None, got: int = 0) -> bytearray:
+    buf = bytearray(n) if buf is None else buf
     view = memoryview(buf)
-    got = 0
     while got < n:
         r = sock.recv_into(view[got:])
         if r == 0:
@@ -98,18 +100,35 @@ def send_frame(sock: socket.socket, parts: list) -> None:
     sock.sendall(b"".join([_LENGTH.pack(size), *parts]))
 
 
-def recv_frame(sock: socket.socket) -> bytearray:
-    (size,) = _LENGTH.unpack(_recv_exact(sock, _LENGTH.size))
+def recv_frame(sock: socket.socket) -> bytes | bytearray:
+    """The next frame's payload. Only one frame is ever in flight on a connection (a request, then its answer),
+    so bytes past the frame are a protocol error."""
+    data = sock.recv(FIRST_READ)
+    while 0 < len(data) < _LENGTH.size:
+        more = sock.recv(FIRST_READ)
+        if not more:
+            break
+        data += more
+    if len(data) < _LENGTH.size:
+        raise ChannelError("the connection closed mid-frame" if data else "the connection closed")
+    (size,) = _LENGTH.unpack_from(data)
     if size > MAX_FRAME:
         raise ChannelError(f"a frame of {size} bytes exceeds the limit of {MAX_FRAME}")
-    return _recv_exact(sock, size)
+    have = len(data) - _LENGTH.size
+    if have > size:
+        raise ChannelError("bytes past the end of a frame")
+    if have == size:
+        return data[_LENGTH.size:]
+    buf = bytearray(size)
+    buf[:have] = memoryview(data)[_LENGTH.size:]
+    return _recv_exact(sock, size, buf, have)
 
 
 # --- requests -------------------------------------------------------------------------------------------------
 
 @dataclass
 class Request:
-    vectors: np.ndarray  # float32 (n, dim), writable, aligned
+    vectors: np.ndarray  # float32 (n, dim), owned (a copy of the frame's bytes)
     k: int
     ef: int | None
     filter: str | None
@@ -124,7 +143,7 @@ def encode_request(vectors: np.ndarray, k: int, ef: int | None, filter_text: str
     return [header, flt + b"\0" * (-len(flt) % 4), np.ascontiguousarray(vectors, dtype=_F32).data]
 
 
-def decode_request(frame: bytearray) -> Request:
+def decode_request(frame: bytes | bytearray) -> Request:
     if len(frame) < _REQUEST.size:
         raise ChannelError("request frame too short")
     magic, flags, n, dim, k, ef, flen = _REQUEST.unpack_from(frame)
@@ -137,7 +156,7 @@ def decode_request(frame: bytearray) -> Request:
         flt = bytes(frame[_REQUEST.size:_REQUEST.size + flen]).decode("utf-8") if flen else None
     except UnicodeDecodeError:
         raise ChannelError("the filter text is not UTF-8") from None
-    vectors = np.frombuffer(frame, dtype=_F32, count=n * dim, offset=at).reshape(n, dim)
+    vectors = np.frombuffer(frame, dtype=_F32, count=n * dim, offset=at).reshape(n, dim).copy()
     return Request(vectors, k, None if ef < 0 else ef, flt, bool(flags & FLAG_SINGLE))
 
 
@@ -160,7 +179,7 @@ def encode_result(ids: list[str], n_found: np.ndarray, scores: np.ndarray, metad
             blob, meta]
 
 
-def decode_result(frame: bytearray) -> Result:
+def decode_result(frame: bytes | bytearray) -> Result:
     """A result frame, or the error frame's exception raised again."""
     if len(frame) >= _ERROR.size and frame[:4] == RESULT_MAGIC and frame[4] == 1:
         raise _decode_error(frame)
@@ -175,7 +194,10 @@ def decode_result(frame: bytearray) -> Result:
         raise ChannelError(f"result frame of {len(frame)} bytes does not match its header")
     n_found = np.frombuffer(frame, dtype=_I32, count=n, offset=at)
     scores = np.frombuffer(frame, dtype=_F32, count=n * k, offset=at + 4 * n).reshape(n, k)
-    if n and (n_found.min() < 0 or n_found.max() > k):
+    counts = n_found.tolist() if n <= 64 else None  # small answers: plain Python is cheaper than reductions
+    low, high, total = (min(counts), max(counts), sum(counts)) if counts else \
+        (int(n_found.min()), int(n_found.max()), int(n_found.sum())) if n else (0, 0, 0)
+    if low < 0 or high > k:
         raise ChannelError("result frame: n_found out of range")
     try:
         text = bytes(frame[end:end + ilen]).decode("utf-8")
@@ -183,7 +205,6 @@ def decode_result(frame: bytearray) -> Result:
     except ValueError as exc:
         raise ChannelError(f"result frame: {exc}") from None
     ids = text.split("\0") if ilen else []
-    total = int(n_found.sum())
     if len(ids) != total or (metadata is not None and (not isinstance(metadata, list) or len(metadata) != total)):
         raise ChannelError("result frame: the ids (or metadata) do not match n_found")
     return Result(ids, n_found, scores, metadata)
@@ -203,7 +224,7 @@ def encode_error(exc: BaseException) -> list:
     return [_ERROR.pack(RESULT_MAGIC, 1, len(body)), body]
 
 
-def _decode_error(frame: bytearray) -> BaseException:
+def _decode_error(frame: bytes | bytearray) -> BaseException:
     (_, _, size) = _ERROR.unpack_from(frame)
     try:
         info = json.loads(bytes(frame[_ERROR.size:_ERROR.size + size]))
@@ -251,7 +272,7 @@ class QueryServer:
     """The actor's end: accepts connections on ``(host, any free port)``; one thread per connection answers each
     request frame with ``handle(frame) -> parts``."""
 
-    def __init__(self, handle: Callable[[bytearray], list], key: bytes, host: str):
+    def __init__(self, handle: Callable[[bytes | bytearray], list], key: bytes, host: str):
         self._handle = handle
         self._key = key
         self._listener = socket.create_server((host, 0))
