@@ -33,6 +33,18 @@ def test_a_result_round_trips():
     assert np.array_equal(res.scores, scores) and res.metadata == [{"x": 1}, None, {"l": [1.5, "s"]}]
 
 
+def test_one_querys_hits_round_trip_as_plain_values():
+    scores = [float(np.float32(0.123456789)), -2.5, float(np.float32(1e-7))]
+    frame = b"".join(bytes(memoryview(p)) for p in wire.encode_hits(["x", "y", "z"], scores, [None, {"a": 1}, None]))
+    assert wire.decode_hits(frame) == (["x", "y", "z"], scores, [None, {"a": 1}, None])
+    frame = b"".join(bytes(memoryview(p)) for p in wire.encode_hits(["x"], [0.5], [None]))
+    assert wire.decode_hits(frame) == (["x"], [0.5], [None])  # no metadata at all: none sent
+    assert wire.decode_hits(b"".join(bytes(memoryview(p)) for p in wire.encode_hits([], [], []))) == ([], [], [])
+    batch = wire.encode_result(["a", "b"], np.array([1, 1]), np.zeros((2, 1), np.float32), None)
+    with pytest.raises(wire.ChannelError):
+        wire.decode_hits(b"".join(bytes(memoryview(p)) for p in batch))  # two rows are not one query
+
+
 @pytest.mark.parametrize("damage", ["short", "magic", "length", "ids", "n_found"])
 def test_a_malformed_result_is_a_channel_error(damage):
     parts = wire.encode_result(["a", "b"], np.array([2]), np.array([[0.5, 0.4]], dtype=np.float32), None)

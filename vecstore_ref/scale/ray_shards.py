@@ -162,9 +162,7 @@ class _ShardActor:
         req = wire.decode_request(frame)
         if req.single:
             hits = self.store.query(req.vectors[0], k=req.k, filter=req.filter, ef=req.ef)
-            scores = np.array([[h.score for h in hits]], dtype=np.float32)
-            return wire.encode_result([h.id for h in hits], np.array([len(hits)]), scores,
-                                      [h.metadata for h in hits])
+            return wire.encode_hits([h.id for h in hits], [h.score for h in hits], [h.metadata for h in hits])
         res = self.store.query_batch(req.vectors, k=req.k, filter=req.filter, ef=req.ef)
         width = int(res.n_found.max()) if res.n_found.size else 0
         found = np.arange(width) < res.n_found[:, None]
@@ -358,14 +356,19 @@ class RayShard:
     def receive_query(self, ticket, single: bool, k: int):
         cur, parts, sock = ticket
         try:
-            result = cur.client.receive(sock)
+            frame = cur.client.receive(sock)
         except (OSError, wire.ChannelError):
             cur, parts, sock = self._resend(cur, parts)
             try:
-                result = cur.client.receive(sock)
+                frame = cur.client.receive(sock)
             except (OSError, wire.ChannelError) as exc:
                 raise self._unavailable(f"its query channel failed twice ({_describe(exc)})") from None
-        return _neighbors(result) if single else _batch(result, k)
+        try:
+            if single:
+                return [Neighbor(i, s, md) for i, s, md in zip(*wire.decode_hits(frame))]
+            return _batch(wire.decode_result(frame), k)
+        except wire.ChannelError as exc:
+            raise self._unavailable(f"it answered a malformed frame ({exc})") from None
 
     def _resend(self, cur: _Incarnation, parts: list):
         try:
@@ -432,11 +435,6 @@ def encode_query(vectors: np.ndarray, k, filter, ef, single: bool) -> list:
     elif filter is not None and not isinstance(filter, str):
         raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got {type(filter).__name__}")
     return wire.encode_request(vectors, validate_k(k, WIRE_MAX_K), validate_ef(ef), filter, single)
-
-
-def _neighbors(result: wire.Result) -> list[Neighbor]:
-    scores = result.scores[0].tolist() if result.scores.shape[0] else []
-    return [Neighbor(i, s, md) for i, s, md in zip(result.ids, scores, result.metadata or [None] * len(result.ids))]
 
 
 def _batch(result: wire.Result, k: int) -> BatchQueryResult:

@@ -30,7 +30,7 @@ A result::
     8   I   n    12  I  k    16  I  I: bytes of ids    20  I  M: bytes of metadata
     24      n int32 n_found, then n * k float32 scores (-inf past n_found)
     ..      the found ids, row by row, UTF-8, separated by NUL (ids never hold control characters)
-    ..      metadata: a JSON array with one entry per found id (single queries; M = 0 otherwise)
+    ..      metadata: a JSON array with one entry per found id (single queries; M = 0 when no result has any)
 
 An error: b"VSR1", status 1, ``I`` J, then J bytes of JSON ``{"type": error class name, "args": [...]}``; the
 client raises the same :mod:`vecstore_ref.errors` class again.
@@ -171,16 +171,33 @@ class Result:
 
 
 def encode_result(ids: list[str], n_found: np.ndarray, scores: np.ndarray, metadata: list | None) -> list:
+    """A result frame for a batch: ``scores`` float32 (n, width), the found ``ids`` row by row."""
     blob = "\0".join(ids).encode("utf-8")
-    meta = json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8") if metadata is not None else b""
+    meta = _metadata_bytes(metadata)
     n, k = scores.shape
     header = _RESULT.pack(RESULT_MAGIC, 0, n, k, len(blob), len(meta))
     return [header, np.ascontiguousarray(n_found, dtype=_I32).data, np.ascontiguousarray(scores, dtype=_F32).data,
             blob, meta]
 
 
-def decode_result(frame: bytes | bytearray) -> Result:
-    """A result frame, or the error frame's exception raised again."""
+def encode_hits(ids: list[str], scores: list[float], metadata: list) -> list:
+    """The same frame for one query's results, from plain lists (no numpy on the single-query path)."""
+    blob = "\0".join(ids).encode("utf-8")
+    meta = _metadata_bytes(metadata)
+    k = len(ids)
+    return [_RESULT.pack(RESULT_MAGIC, 0, 1, k, len(blob), len(meta)), struct.pack(f"<i{k}f", k, *scores), blob,
+            meta]
+
+
+def _metadata_bytes(metadata: list | None) -> bytes:
+    if metadata is None or all(m is None for m in metadata):
+        return b""
+    return json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _result_header(frame: bytes | bytearray) -> tuple[int, int, int, int]:
+    """``(n, k, ids bytes, metadata bytes)`` of a result frame, whose length must match; an error frame's
+    exception is raised again."""
     if len(frame) >= _ERROR.size and frame[:4] == RESULT_MAGIC and frame[4] == 1:
         raise _decode_error(frame)
     if len(frame) < _RESULT.size:
@@ -188,17 +205,12 @@ def decode_result(frame: bytes | bytearray) -> Result:
     magic, status, n, k, ilen, mlen = _RESULT.unpack_from(frame)
     if magic != RESULT_MAGIC or status != 0:
         raise ChannelError(f"not a result frame (magic {magic!r}, status {status})")
-    at = _RESULT.size
-    end = at + 4 * n + 4 * n * k
-    if len(frame) != end + ilen + mlen:
+    if len(frame) != _RESULT.size + 4 * n + 4 * n * k + ilen + mlen:
         raise ChannelError(f"result frame of {len(frame)} bytes does not match its header")
-    n_found = np.frombuffer(frame, dtype=_I32, count=n, offset=at)
-    scores = np.frombuffer(frame, dtype=_F32, count=n * k, offset=at + 4 * n).reshape(n, k)
-    counts = n_found.tolist() if n <= 64 else None  # small answers: plain Python is cheaper than reductions
-    low, high, total = (min(counts), max(counts), sum(counts)) if counts else \
-        (int(n_found.min()), int(n_found.max()), int(n_found.sum())) if n else (0, 0, 0)
-    if low < 0 or high > k:
-        raise ChannelError("result frame: n_found out of range")
+    return n, k, ilen, mlen
+
+
+def _ids_and_metadata(frame, end: int, ilen: int, mlen: int, total: int) -> tuple[list[str], list | None]:
     try:
         text = bytes(frame[end:end + ilen]).decode("utf-8")
         metadata = json.loads(bytes(frame[end + ilen:])) if mlen else None
@@ -207,7 +219,32 @@ def decode_result(frame: bytes | bytearray) -> Result:
     ids = text.split("\0") if ilen else []
     if len(ids) != total or (metadata is not None and (not isinstance(metadata, list) or len(metadata) != total)):
         raise ChannelError("result frame: the ids (or metadata) do not match n_found")
+    return ids, metadata
+
+
+def decode_result(frame: bytes | bytearray) -> Result:
+    """A result frame, or the error frame's exception raised again."""
+    n, k, ilen, mlen = _result_header(frame)
+    at = _RESULT.size
+    n_found = np.frombuffer(frame, dtype=_I32, count=n, offset=at)
+    scores = np.frombuffer(frame, dtype=_F32, count=n * k, offset=at + 4 * n).reshape(n, k)
+    low, high, total = (int(n_found.min()), int(n_found.max()), int(n_found.sum())) if n else (0, 0, 0)
+    if low < 0 or high > k:
+        raise ChannelError("result frame: n_found out of range")
+    ids, metadata = _ids_and_metadata(frame, at + 4 * n + 4 * n * k, ilen, mlen, total)
     return Result(ids, n_found, scores, metadata)
+
+
+def decode_hits(frame: bytes | bytearray) -> tuple[list[str], tuple[float, ...], list]:
+    """``(ids, scores, metadata)`` of a one-query result frame, as plain Python values."""
+    n, k, ilen, mlen = _result_header(frame)
+    if n != 1:
+        raise ChannelError(f"a single query's result frame holds {n} rows")
+    found, *scores = struct.unpack_from(f"<i{k}f", frame, _RESULT.size)
+    if not 0 <= found <= k:
+        raise ChannelError("result frame: n_found out of range")
+    ids, metadata = _ids_and_metadata(frame, _RESULT.size + 4 + 4 * k, ilen, mlen, found)
+    return ids, scores[:found], metadata or [None] * found
 
 
 def encode_error(exc: BaseException) -> list:
@@ -367,7 +404,8 @@ class QueryClient:
             raise
         return sock
 
-    def receive(self, sock: socket.socket) -> Result:
+    def receive(self, sock: socket.socket) -> bytes | bytearray:
+        """The answer frame (decode it with :func:`decode_result` or :func:`decode_hits`)."""
         try:
             frame = recv_frame(sock)
         except BaseException:
@@ -378,7 +416,7 @@ class QueryClient:
                 sock.close()
             else:
                 self._idle.append(sock)
-        return decode_result(frame)
+        return frame
 
     def close(self) -> None:
         with self._lock:
