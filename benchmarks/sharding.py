@@ -1,17 +1,19 @@
 """Scale-out on one machine: ``ShardedStore`` with 1, 2 and 4 shards, on threads and on Ray actors, against one store.
 
 Every configuration loads the same vectors (``upsert_many`` + ``flush_index``, timed), then answers the same
-held-out queries: one ``query`` call at a time from one caller (single queries/s), and all of them in one
-``query_batch`` call (batch queries/s). recall@10 is measured against the exact top 10. Timings are taken in
-rounds, each round visiting every configuration in turn, and the best round counts, so a change of load on a shared
-machine hits every configuration alike; the load average is printed with each round.
+held-out queries: one ``query`` call at a time from one caller (single queries/s), all of them in one
+``query_batch`` call (batch queries/s), and, with ``--clients``, single calls from several threads at once.
+recall@10 is measured against the exact top 10. Timings are taken in rounds, each round visiting every
+configuration in turn with a short pass, and the best round counts: a change of load on a shared machine hits every
+configuration alike, and a quiet moment serves all. The load average is printed.
 
-It also measures what a model of many machines needs: each shard's own work (one shard, queried alone, at n, n/2
-and n/4 records), what the fan-out adds on top of the slowest shard, and what merging costs; the scale-out guide
-(docs/guide/scale-out.md) turns them into predictions for N machines.
+It also measures what a model of many machines needs, in CPU time (steadier than wall time on a busy machine):
+each shard's own work (a store of n, n/2, n/4 records queried alone), what a Ray shard's process spends per query
+beyond that search, and what the calling process spends per query and per shard (framing, waiting, decoding,
+merging). The scale-out guide (docs/guide/scale-out.md) explains the model; the script prints its predictions.
 
     python -m benchmarks.sharding [--n 50000] [--dim 128] [--queries 1000] [--shards 1,2,4]
-                                  [--executors threads,ray] [--rounds 3] [--clients 4] [--quick]
+                                  [--executors threads,ray] [--rounds 10] [--single 300] [--clients 4] [--quick]
 
 Ray runs as ``ray.init(num_cpus=2)`` on this machine; its actors reserve no CPU, so 4 shards fit on 2 cores.
 """
@@ -33,7 +35,7 @@ from . import machine, machine_line, md_table, set_numba_threads, write_json
 from .datasets import clustered
 
 K = 10
-TARGETS = {  # (executor, shards): minimum ratio to one store's queries/s, single and batch
+TARGETS = {  # (executor, shards): minimum ratio to one store's queries/s
     ("ray", 2): {"single": 0.5, "batch": 1.0},
     ("threads", 2): {"single": 0.8},
 }
@@ -43,17 +45,32 @@ def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds the threads of process ``pid`` have run so far (Linux schedstat, nanoseconds; NaN elsewhere)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that just ended
+    except OSError:
+        return float("nan")
+    return total * 1e-9
+
+
 class Config:
-    """One store under test: a label, how to open it, and what was measured."""
+    """One store under test, and the best (lowest) figures its rounds gave."""
 
     def __init__(self, label: str, executor: str | None, shards: int | None):
         self.label, self.executor, self.n_shards = label, executor, shards
         self.store = None
-        self.build_s = float("nan")
-        self.single_s = float("inf")
-        self.batch_s = float("inf")
-        self.concurrent_s = float("inf")
-        self.recall = float("nan")
+        self.build_s = self.recall = float("nan")
+        self.single_s = self.batch_s = self.concurrent_s = float("inf")  # seconds per query
+        self.single_cpu: list[float] = []  # calling thread's CPU seconds per query, per round
+        self.batch_cpu: list[float] = []
+        self.actor_cpu: list[float] = []  # Ray shard processes' CPU seconds per query and shard, per round
 
     def open(self, root: str, dim: int):
         path = os.path.join(root, self.label.replace(" ", "-").replace(",", ""))
@@ -65,22 +82,32 @@ class Config:
                                               else self.executor, **opts)
         return self.store
 
-
-def _single_pass(store, Q) -> float:
-    t0 = time.perf_counter()
-    for q in Q:
-        store.query(q, k=K)
-    return time.perf_counter() - t0
+    def actor_pids(self) -> list[int]:
+        return [s.info["pid"] for s in self.store.shards] if self.executor == "ray" else []
 
 
-def _batch_pass(store, Q) -> float:
-    t0 = time.perf_counter()
-    store.query_batch(Q, k=K)
-    return time.perf_counter() - t0
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds) of ``fn()``."""
+    c0, t0 = time.thread_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
-def _concurrent_pass(store, Q, clients: int) -> float:
-    """``clients`` threads, each sending its share of the queries one ``query`` call at a time."""
+def single_pass(store, Q) -> tuple[float, float]:
+    def run():
+        for q in Q:
+            store.query(q, k=K)
+    wall, cpu = timed(run)
+    return wall / len(Q), cpu / len(Q)
+
+
+def batch_pass(store, Q) -> tuple[float, float]:
+    wall, cpu = timed(lambda: store.query_batch(Q, k=K))
+    return wall / len(Q), cpu / len(Q)
+
+
+def concurrent_pass(store, Q, clients: int) -> float:
+    """Seconds per query with ``clients`` threads each sending its share, one ``query`` call at a time."""
     chunks = np.array_split(np.arange(len(Q)), clients)
     barrier = threading.Barrier(clients + 1)
 
@@ -96,7 +123,7 @@ def _concurrent_pass(store, Q, clients: int) -> float:
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return time.perf_counter() - t0
+    return (time.perf_counter() - t0) / len(Q)
 
 
 def recall_at_k(store, Q, truth) -> float:
@@ -105,84 +132,66 @@ def recall_at_k(store, Q, truth) -> float:
     return float(np.mean([len(f & set(t.tolist())) / K for f, t in zip(found, truth)]))
 
 
-def shard_work(x, Q, sizes: list[int], root: str, rounds: int) -> list[dict]:
-    """Seconds per single query and per batch query on one store of each size, alone in this process: the work
-    one shard does for a query, without any fan-out."""
-    out = []
+def shard_work(x, Q, sizes: list[int], root: str, rounds: int, n_single: int) -> list[dict]:
+    """What one shard does per query, alone in this process: a store of each size, single and batch queries."""
     stores = []
     for m in sizes:
         s = vs.VecStore.open(os.path.join(root, f"alone-{m}"), dim=x.shape[1], metric="cosine", durability="none")
         s.upsert_many([f"v{i}" for i in range(m)], x[:m])
         s.flush_index()
         stores.append(s)
-    best = [[float("inf"), float("inf")] for _ in sizes]
-    for _ in range(rounds):
+    best = [[float("inf")] * 3 for _ in sizes]
+    for r in range(rounds):
+        sample = Q[(r * n_single) % len(Q):][:n_single]
         for j, s in enumerate(stores):
-            best[j][0] = min(best[j][0], _single_pass(s, Q))
-            best[j][1] = min(best[j][1], _batch_pass(s, Q))
-    for m, s, (single, batch) in zip(sizes, stores, best):
-        out.append({"records": m, "single_ms": single / len(Q) * 1e3, "batch_us": batch / len(Q) * 1e6})
+            wall, cpu = single_pass(s, sample)
+            best[j][0], best[j][1] = min(best[j][0], wall), min(best[j][1], cpu)
+            best[j][2] = min(best[j][2], batch_pass(s, Q)[0])
+    for s in stores:
         s.close()
-    return out
+    return [{"records": m, "single_ms": b[0] * 1e3, "single_cpu_ms": b[1] * 1e3, "batch_us": b[2] * 1e6}
+            for m, b in zip(sizes, best)]
 
 
-def merge_cost(n_queries: int, shards: int, rounds: int) -> float:
-    """Microseconds per query and per shard to merge shard results of ``n_queries`` x 10 (``merge_batches``)."""
-    from vecstore_ref.scale.merge import merge_batches
-    from vecstore_ref.types import BatchQueryResult
-
-    rng = np.random.default_rng(0)
-    parts = []
-    for s in range(shards):
-        scores = -np.sort(rng.random((n_queries, K), dtype=np.float32), axis=1)
-        ids = np.array([[f"s{s}-{i}-{j}" for j in range(K)] for i in range(n_queries)], dtype=object)
-        parts.append(BatchQueryResult(ids, scores, np.full(n_queries, K)))
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        merge_batches(parts, K)
-        best = min(best, time.perf_counter() - t0)
-    return best / n_queries / shards * 1e6
-
-
-def fit_log(sizes: list[int], values: list[float]) -> tuple[float, float]:
-    """``a + b * log2(size)`` through the points (least squares): HNSW search cost grows with the log of n."""
-    b, a = np.polyfit(np.log2(sizes), values, 1)
+def fit(xs, ys) -> tuple[float, float]:
+    """Least-squares ``a + b * x`` (a line through one point is flat)."""
+    if len(xs) < 2:
+        return float(ys[0]), 0.0
+    b, a = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
     return float(a), float(b)
 
 
-def model(results: dict, n: int, rtt_ms: float, machines=(1, 2, 4, 8, 16)) -> list[dict]:
-    """Predicted single-query latency and batch throughput on N machines, one shard each, C cores each.
+def model(work: list[dict], ray_rows: list[dict], n: int, rtt_ms: float, machines=(1, 2, 4, 8, 16)) -> dict:
+    """Predictions for N machines holding one shard each (see docs/guide/scale-out.md, "What to expect").
 
-    single latency(N) = t_shard(n / N) + fan-out(N) + network round trip
-    batch queries/s(N) = 1 / max(w_shard(n / N) / C, merge(N))   (every machine searches every query; the caller
-                                                                     merges N lists per query)
-    with t_shard and w_shard fitted to the measured single shards (a + b log2 m), the fan-out cost fitted to the
-    measured Ray overhead over the slowest shard (c0 + c1 N), and the merge measured per query and shard.
+    single query (ms) = search(n / N) + shard process extra + caller(N) + network round trip (N > 1)
+    batch queries/s   = 1 / max(batch work per query on one machine at n / N, caller's batch cost per query(N))
+
+    search(m) and the batch work are fitted as a + b log2(m) to the stores measured alone; the shard process extra
+    (decoding, encoding, waking up) is a Ray shard's CPU per query minus the search's own; the caller's costs are
+    its CPU per query with 1, 2, 4 Ray shards, fitted as a + b N.
     """
-    work = results["shard_work"]
-    sizes = [w["records"] for w in work]
-    a_s, b_s = fit_log(sizes, [w["single_ms"] for w in work])
-    a_b, b_b = fit_log(sizes, [w["batch_us"] for w in work])  # per query, on C cores
-    over = results["fanout_overhead_ms"].get("ray") or {}
-    if len(over) >= 2:
-        ns = sorted(int(s) for s in over)
-        c1, c0 = np.polyfit(ns, [over[str(s)] for s in ns], 1)
-    else:
-        c0, c1 = (next(iter(over.values())), 0.0) if over else (0.0, 0.0)
-    merge_us = results["merge_us_per_query_per_shard"]
+    logs = [np.log2(w["records"]) for w in work]
+    s_a, s_b = fit(logs, [w["single_ms"] for w in work])
+    b_a, b_b = fit(logs, [w["batch_us"] * 1e-3 for w in work])
+    cpu_at = {w["records"]: w["single_cpu_ms"] for w in work}
+    extras = [r["actor_cpu_ms"] - cpu_at[n // r["shards"]] for r in ray_rows if np.isfinite(r["actor_cpu_ms"])]
+    extra = max(0.0, float(np.median(extras))) if extras else 0.0
+    c_a, c_b = fit([r["shards"] for r in ray_rows], [r["caller_cpu_ms"] for r in ray_rows]) if ray_rows else (0, 0)
+    d_a, d_b = fit([r["shards"] for r in ray_rows], [r["caller_batch_cpu_ms"] for r in ray_rows]) \
+        if ray_rows else (0, 0)
     rows = []
     for nm in machines:
         m = n / nm
-        t_shard = a_s + b_s * np.log2(m)
-        fan = max(0.0, c0 + c1 * nm)
-        single_ms = t_shard + fan + (rtt_ms if nm > 1 else 0.0)
-        w = (a_b + b_b * np.log2(m)) * 1e-6  # seconds per query on one machine's cores
-        merge_s = merge_us * nm * 1e-6 if nm > 1 else 0.0
-        rows.append({"machines": nm, "records_per_shard": int(m), "shard_single_ms": t_shard, "fanout_ms": fan,
-                     "single_ms": single_ms, "single_qps_one_caller": 1e3 / single_ms,
-                     "batch_qps": 1.0 / max(w, merge_s)})
-    return rows
+        search = max(0.0, s_a + s_b * np.log2(m))
+        caller = max(0.0, c_a + c_b * nm)
+        single = search + extra + caller + (rtt_ms if nm > 1 else 0.0)
+        batch_ms = max(b_a + b_b * np.log2(m), d_a + d_b * nm)
+        rows.append({"machines": nm, "records_per_shard": int(m), "search_ms": search, "shard_extra_ms": extra,
+                     "caller_ms": caller, "single_ms": single, "single_qps": 1e3 / single,
+                     "batch_qps": 1e3 / batch_ms})
+    return {"search_ms": [s_a, s_b], "batch_ms": [b_a, b_b], "shard_extra_ms": extra, "caller_ms": [c_a, c_b],
+            "caller_batch_ms": [d_a, d_b], "rtt_ms": rtt_ms, "rows": rows}
 
 
 def main(argv=None) -> int:
@@ -192,17 +201,17 @@ def main(argv=None) -> int:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--shards", default="1,2,4")
     p.add_argument("--executors", default="threads,ray")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--single", type=int, default=300, help="queries in each round's single-query pass")
     p.add_argument("--clients", type=int, default=4, help="threads for the concurrent single-query pass (0: skip)")
-    p.add_argument("--rtt-ms", type=float, default=0.1, help="network round trip assumed by the model")
+    p.add_argument("--rtt-ms", type=float, default=0.1, help="network round trip the model assumes between machines")
     p.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     p.add_argument("--quick", action="store_true", help="a toy-size run (smoke test)")
     a = p.parse_args(argv)
     if a.quick:
-        a.n, a.dim, a.queries, a.rounds, a.clients = 2000, 16, 50, 1, 2
+        a.n, a.dim, a.queries, a.rounds, a.single, a.clients = 2000, 16, 50, 1, 50, 2
     shard_counts = [int(s) for s in a.shards.split(",")]
     executors = [e for e in a.executors.split(",") if e]
-    ray = None
     if "ray" in executors:
         try:
             import ray
@@ -233,18 +242,26 @@ def main(argv=None) -> int:
             store.flush_index()
             c.build_s = time.perf_counter() - t0
             c.recall = recall_at_k(store, Q, ds.truth)
-            _single_pass(store, Q[: min(50, len(Q))])  # warm the path (connections, threads)
+            single_pass(store, Q[: min(50, len(Q))])  # warm the path (connections, threads)
         loads.append(("built", load_average()))
         for r in range(a.rounds):
+            sample = Q[(r * a.single) % len(Q):][: a.single]
             for c in configs:
-                c.single_s = min(c.single_s, _single_pass(c.store, Q))
-                c.batch_s = min(c.batch_s, _batch_pass(c.store, Q))
+                pids = c.actor_pids()
+                before = [process_cpu_s(pid) for pid in pids]
+                wall, cpu = single_pass(c.store, sample)
+                if pids:
+                    used = [process_cpu_s(pid) - b for pid, b in zip(pids, before)]
+                    c.actor_cpu.append(float(np.mean(used)) / len(sample))
+                c.single_s = min(c.single_s, wall)
+                c.single_cpu.append(cpu)
+                wall, cpu = batch_pass(c.store, Q)
+                c.batch_s = min(c.batch_s, wall)
+                c.batch_cpu.append(cpu)
                 if a.clients > 1:
-                    c.concurrent_s = min(c.concurrent_s, _concurrent_pass(c.store, Q, a.clients))
+                    c.concurrent_s = min(c.concurrent_s, concurrent_pass(c.store, sample, a.clients))
             loads.append((f"round {r + 1}", load_average()))
-        # what one shard does alone, at the sizes the shards have
-        work = shard_work(x, Q, sorted({a.n // s for s in shard_counts}, reverse=True), root, a.rounds)
-        merge_us = merge_cost(a.queries, 2, a.rounds)
+        work = shard_work(x, Q, sorted({a.n // s for s in shard_counts}, reverse=True), root, a.rounds, a.single)
         loads.append(("end", load_average()))
     finally:
         for c in configs:
@@ -252,50 +269,55 @@ def main(argv=None) -> int:
                 c.store.close()
         shutil.rmtree(root, ignore_errors=True)
 
-    nq = len(Q)
     base = configs[0]
-    shard_ms = {w["records"]: w["single_ms"] for w in work}
-    rows, out = [], []
-    overhead: dict[str, dict[str, float]] = {}
+    search_ms = {w["records"]: w["single_ms"] for w in work}
+    rows, out, ray_rows = [], [], []
     for c in configs:
-        single_qps, batch_qps = nq / c.single_s, nq / c.batch_s
-        conc_qps = nq / c.concurrent_s if a.clients > 1 else float("nan")
-        ratio_s, ratio_b = single_qps / (nq / base.single_s), batch_qps / (nq / base.batch_s)
-        latency_ms = c.single_s / nq * 1e3
-        extra = float("nan")
-        if c.executor is not None:
-            extra = latency_ms - shard_ms[a.n // c.n_shards]
-            overhead.setdefault(c.executor, {})[str(c.n_shards)] = extra
+        ratio_s, ratio_b = base.single_s / c.single_s, base.batch_s / c.batch_s
+        over = float("nan") if c.executor is None else c.single_s * 1e3 - search_ms[a.n // c.n_shards]
         target = TARGETS.get((c.executor, c.n_shards), {})
         met = [f"{k} {'>=' if v >= target[k] else '<'} {target[k]}x" for k, v in (("single", ratio_s),
                                                                                  ("batch", ratio_b)) if k in target]
-        rows.append([c.label, f"{c.build_s:.1f}", f"{single_qps:,.0f}", f"{ratio_s:.2f}x", f"{batch_qps:,.0f}",
-                     f"{ratio_b:.2f}x", f"{conc_qps:,.0f}" if a.clients > 1 else "-", f"{c.recall:.3f}",
-                     "-" if c.executor is None else f"{extra:+.3f}", ", ".join(met) or "-"])
-        out.append({"config": c.label, "executor": c.executor, "shards": c.n_shards, "build_s": c.build_s,
-                    "single_qps": single_qps, "single_ratio": ratio_s, "batch_qps": batch_qps,
-                    "batch_ratio": ratio_b, "concurrent_qps": conc_qps, "recall": c.recall,
-                    "single_latency_ms": latency_ms, "overhead_over_slowest_shard_ms": extra})
-    results = {"shard_work": work, "fanout_overhead_ms": overhead, "merge_us_per_query_per_shard": merge_us}
-    predicted = model(results, a.n, a.rtt_ms)
+        conc = 1 / c.concurrent_s if a.clients > 1 else float("nan")
+        rows.append([c.label, f"{c.build_s:.1f}", f"{1 / c.single_s:,.0f}", f"{ratio_s:.2f}x",
+                     f"{1 / c.batch_s:,.0f}", f"{ratio_b:.2f}x", "-" if a.clients < 2 else f"{conc:,.0f}",
+                     f"{c.recall:.3f}", "-" if c.executor is None else f"{over:+.3f}", ", ".join(met) or "-"])
+        row = {"config": c.label, "executor": c.executor, "shards": c.n_shards, "build_s": c.build_s,
+               "single_qps": 1 / c.single_s, "single_ratio": ratio_s, "batch_qps": 1 / c.batch_s,
+               "batch_ratio": ratio_b, "concurrent_qps": conc, "recall": c.recall,
+               "overhead_over_one_shard_alone_ms": over,
+               "caller_cpu_ms": float(np.median(c.single_cpu)) * 1e3,
+               "caller_batch_cpu_ms": float(np.median(c.batch_cpu)) * 1e3,
+               "actor_cpu_ms": float(np.median(c.actor_cpu)) * 1e3 if c.actor_cpu else float("nan")}
+        out.append(row)
+        if c.executor == "ray":
+            ray_rows.append(row)
+    predicted = model(work, ray_rows, a.n, a.rtt_ms)
     m = machine()
-    print(f"# ShardedStore on one machine: {a.n:,} x {a.dim}, cosine, HNSW defaults, {nq:,} held-out queries, "
+    print(f"# ShardedStore on one machine: {a.n:,} x {a.dim}, cosine, HNSW defaults, {len(Q):,} held-out queries, "
           f"k = {K}\n\nmachine: {machine_line(m)}\nload average (1 min): "
           + ", ".join(f"{name} {v:.1f}" for name, v in loads) + "\n")
     print(md_table(["store", "build (s)", "single q/s", "vs VecStore", "batch q/s", "vs VecStore",
-                    f"single q/s, {a.clients} callers", "recall@10", "ms over slowest shard", "target"], rows))
-    print("\nOne shard alone (the work each shard does per query):\n")
-    print(md_table(["records", "single query (ms)", "batch, per query (us)"],
-                   [[f"{w['records']:,}", f"{w['single_ms']:.3f}", f"{w['batch_us']:.1f}"] for w in work]))
-    print(f"\nmerge of 2 shards' batch results: {merge_us:.2f} us per query per shard")
-    print(f"\nModel for N machines (one shard each, {a.rtt_ms} ms network round trip; docs/guide/scale-out.md):\n")
-    print(md_table(["machines", "records per shard", "shard work (ms)", "fan-out (ms)", "single query (ms)",
+                    f"single q/s, {a.clients} callers", "recall@10", "ms over one shard alone", "target"], rows))
+    print("\nWhere a single query's time goes (CPU ms per query, medians over the rounds):\n")
+    print(md_table(["store", "calling thread", "each Ray shard process", "calling thread, per batch query"],
+                   [[r["config"], f"{r['caller_cpu_ms']:.3f}",
+                     "-" if not np.isfinite(r["actor_cpu_ms"]) else f"{r['actor_cpu_ms']:.3f}",
+                     f"{r['caller_batch_cpu_ms']:.4f}"] for r in out]))
+    print("\nOne store alone, at each shard size (what a shard does per query):\n")
+    print(md_table(["records", "single query (ms)", "single query CPU (ms)", "batch, per query (us)"],
+                   [[f"{w['records']:,}", f"{w['single_ms']:.3f}", f"{w['single_cpu_ms']:.3f}",
+                     f"{w['batch_us']:.1f}"] for w in work]))
+    print(f"\nModel for N machines, one shard each, {a.rtt_ms} ms network round trip (docs/guide/scale-out.md): "
+          f"shard process extra {predicted['shard_extra_ms']:.3f} ms; caller {predicted['caller_ms'][0]:.3f} + "
+          f"{predicted['caller_ms'][1]:.3f} N ms\n")
+    print(md_table(["machines", "records per shard", "search (ms)", "caller (ms)", "single query (ms)",
                     "single q/s, one caller", "batch q/s"],
-                   [[r["machines"], f"{r['records_per_shard']:,}", f"{r['shard_single_ms']:.3f}",
-                     f"{r['fanout_ms']:.3f}", f"{r['single_ms']:.3f}", f"{r['single_qps_one_caller']:,.0f}",
-                     f"{r['batch_qps']:,.0f}"] for r in predicted]))
-    path = write_json("sharding", {"machine": m, "settings": vars(a), "load": loads, "results": out, **results,
-                                   "model": predicted}, a.out)
+                   [[r["machines"], f"{r['records_per_shard']:,}", f"{r['search_ms']:.3f}", f"{r['caller_ms']:.3f}",
+                     f"{r['single_ms']:.3f}", f"{r['single_qps']:,.0f}", f"{r['batch_qps']:,.0f}"]
+                    for r in predicted["rows"]]))
+    path = write_json("sharding", {"machine": m, "settings": vars(a), "load": loads, "results": out,
+                                   "shard_work": work, "model": predicted}, a.out)
     print(f"\nresults: {path}")
     return 0
 
