@@ -220,8 +220,8 @@ class ShardedStore:
         self._dim_lock = threading.Lock()  # held by writes while the dimension is not known yet
 
     @classmethod
-    def open(cls, path, n_shards: int | None = None, *, executor: Executor | RayExecutor | str | None = None,
-             **open_options) -> ShardedStore:
+    def open(cls, path: str | os.PathLike, n_shards: int | None = None, *,
+             executor: Executor | RayExecutor | str | None = None, **open_options: object) -> ShardedStore:
         """Open (or create, with ``n_shards``, default 4) a sharded store.
 
         Args:
