@@ -339,3 +339,25 @@ def test_the_sharding_benchmark_runs(ray_cluster, tmp_path, capsys):
     assert sharding.main(["--quick", "--shards", "1,2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| ray, 2 shards |" in out and "| threads, 2 shards |" in out and "Model for N machines" in out
+
+
+def test_a_shard_that_does_not_answer_in_time_is_unavailable_but_not_restarted(ray_cluster, tmp_path):
+    import signal
+
+    ids, x = data(40)
+    ex = RayExecutor(call_timeout_s=1.0)
+    with vs.ShardedStore.open(tmp_path / "sh", 2, executor=ex, dim=8, index="flat", durability="none") as sh:
+        sh.upsert_many(ids, x)
+        shard = sh.shards[1]
+        actor, pid = shard.actor, shard.info["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its lock, answering nothing
+        try:
+            with pytest.raises(vs.ShardUnavailableError, match="no answer within"):
+                sh.query(x[0], k=5)
+            part = sh.query(x[0], k=5, allow_partial=True)
+            assert part.missing_shards == (1,) and all(shard_of(n.id, 2) == 0 for n in part)
+            with pytest.raises(vs.ShardUnavailableError, match="no answer within"):
+                len(sh)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert shard.actor is actor and shard.restarts == 0  # slow is not dead: nothing was restarted

@@ -350,6 +350,8 @@ class RayShard:
         cur = self._alive()
         try:
             return cur, parts, cur.client.send(parts)
+        except TimeoutError:
+            raise self._unavailable(f"no answer within {self._executor.call_timeout_s} s") from None
         except (OSError, wire.ChannelError):
             return self._resend(cur, parts)
 
@@ -357,6 +359,8 @@ class RayShard:
         cur, parts, sock = ticket
         try:
             frame = cur.client.receive(sock)
+        except TimeoutError:  # slow, not gone: no second try, no restart (the late answer dies with the socket)
+            raise self._unavailable(f"no answer within {self._executor.call_timeout_s} s") from None
         except (OSError, wire.ChannelError):
             cur, parts, sock = self._resend(cur, parts)
             try:
@@ -377,7 +381,7 @@ class RayShard:
             self._lose(cur, "its query channel refuses connections (the actor is gone)")
         except (OSError, wire.ChannelError) as exc:
             if isinstance(exc, TimeoutError):
-                raise self._unavailable(f"its query channel timed out ({_describe(exc)})") from None
+                raise self._unavailable(f"no answer within {self._executor.call_timeout_s} s") from None
             self._lose(cur, f"its query channel failed ({_describe(exc)})")
         raise self._unavailable("its actor is gone; it reopens from its directory on the next call")
 
@@ -401,19 +405,29 @@ class RayShard:
 
     def close(self) -> None:
         """Close the store in the actor (its lock is released), then end the actor. Idempotent."""
+        self.finish_close(self.start_close())
+
+    def start_close(self):
+        """Ask the actor to close its store; ``finish_close`` waits for it (so several shards close at once)."""
         with self._lock:
             if self._closed:
-                return
+                return None
             self._closed = True
             cur, self._current = self._current, None
             pending, self._pending_start = self._pending_start, None
         if pending is not None:
             self._ray.kill(pending[0])
         if cur is None:
-            return
+            return None
         cur.client.close()
+        return cur, cur.actor.close.remote()
+
+    def finish_close(self, closing) -> None:
+        if closing is None:
+            return
+        cur, ref = closing
         try:
-            self._ray.get(cur.actor.close.remote(), timeout=self._executor.call_timeout_s)
+            self._ray.get(ref, timeout=self._executor.call_timeout_s)
         except self._ray.exceptions.RayError:
             pass  # a dead actor holds nothing any more
         finally:

@@ -155,8 +155,9 @@ class _RayShards:
         return out
 
     def close(self) -> None:
-        for s in self.handles:
-            s.close()
+        closing = [s.start_close() for s in self.handles]
+        for s, c in zip(self.handles, closing):
+            s.finish_close(c)
 
 
 def _raise_first(outcomes: list) -> list:

@@ -380,7 +380,8 @@ class QueryClient:
         self._closed = False
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection(self.address, timeout=HANDSHAKE_TIMEOUT_S)
+        limit = HANDSHAKE_TIMEOUT_S if self._timeout is None else min(HANDSHAKE_TIMEOUT_S, self._timeout)
+        sock = socket.create_connection(self.address, timeout=limit)
         try:
             _tune(sock)
             _client_handshake(sock, self._key)
