@@ -336,7 +336,7 @@ def test_a_failed_restart_waits_before_trying_again(ray_cluster, tmp_path):
 def test_the_sharding_benchmark_runs(ray_cluster, tmp_path, capsys):
     from benchmarks import sharding
 
-    assert sharding.main(["--quick", "--shards", "1,2", "--out", str(tmp_path)]) == 0
+    assert sharding.main(["--quick", "--shards", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| ray, 2 shards |" in out and "| threads, 2 shards |" in out and "Model for N machines" in out
 
