@@ -143,3 +143,19 @@ def test_a_closed_server_is_an_os_or_channel_error():
     with pytest.raises((OSError, wire.ChannelError)):
         wire.recv_frame(client.send([b"two"]))
     client.close()
+
+
+def test_frames_over_the_limit_are_typed_errors_not_broken_connections(monkeypatch):
+    monkeypatch.setattr(wire, "MAX_FRAME", 4096)
+    with pytest.raises(vs.InvalidArgumentError, match="frame limit"):
+        wire.encode_request(np.ones((100, 16), np.float32), 10, None, None, False)
+    server = wire.QueryServer(lambda frame: [b"x" * 5000], KEY, "127.0.0.1")  # an answer too large to send
+    client = wire.QueryClient(server.address, KEY, timeout_s=30)
+    try:
+        sock = client.send([b"small request"])
+        with pytest.raises(vs.InvalidArgumentError, match="frame limit"):
+            wire.decode_result(client.receive(sock))
+        assert len(client._idle) == 1  # the connection survived and went back to the pool
+    finally:
+        client.close()
+        server.close()

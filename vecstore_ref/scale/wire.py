@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import errors as errors_module
-from ..errors import VecStoreError
+from ..errors import InvalidArgumentError, VecStoreError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ def encode_request(vectors: np.ndarray, k: int, ef: int | None, filter_text: str
     """The parts of a request frame for float32 ``vectors`` (n, dim)."""
     flt = filter_text.encode("utf-8") if filter_text else b""
     n, dim = vectors.shape
+    if _REQUEST.size + len(flt) + 4 * n * dim + 3 > MAX_FRAME:
+        raise InvalidArgumentError(f"a batch of {n} queries of {dim} dimensions exceeds the query channel's frame "
+                                   f"limit of {MAX_FRAME} bytes; send it in parts")
     header = _REQUEST.pack(REQUEST_MAGIC, FLAG_SINGLE if single else 0, n, dim, k, -1 if ef is None else ef, len(flt))
     return [header, flt + b"\0" * (-len(flt) % 4), np.ascontiguousarray(vectors, dtype=_F32).data]
 
@@ -342,6 +345,9 @@ class QueryServer:
                 frame = recv_frame(conn)
                 try:
                     parts = self._handle(frame)
+                    if sum(memoryview(p).nbytes for p in parts) > MAX_FRAME:
+                        raise InvalidArgumentError(f"the answer exceeds the query channel's frame limit of "
+                                                   f"{MAX_FRAME} bytes; ask for fewer queries or a smaller k at once")
                 except BaseException as exc:  # any failure goes back to the caller as an error frame
                     parts = encode_error(exc)
                 send_frame(conn, parts)
