@@ -1,9 +1,11 @@
 """Scale-out: one store's API over N shards, in this process or in Ray actors (SPEC section 12).
 
-Modules, in the order a call meets them: :mod:`.sharded_store` (the API: routing writes, splitting batches,
-merging queries), :mod:`.routing` (which shard holds an id; ``SHARDS.json``), :mod:`.fanout` (in-process shards
-searched side by side), :mod:`.ray_shards` (shards as Ray actors: placement, failure, restart), :mod:`.wire` (the
-binary query channel to the actors), :mod:`.merge` (exact top-k merge; the result types).
+For users: docs/guide/scale-out.md (how it behaves, the design for many machines, what it costs).
+
+Modules, in the order a call meets them: ``.sharded_store`` (the API: routing writes, splitting batches,
+merging queries), ``.routing`` (which shard holds an id; ``SHARDS.json``), ``.fanout`` (in-process shards
+searched side by side), ``.ray_shards`` (shards as Ray actors: placement, failure, restart), ``.wire`` (the
+binary query channel to the actors), ``.merge`` (exact top-k merge; the result types).
 """
 
 from .merge import ShardedBatchQueryResult, ShardedNeighbors

@@ -1,12 +1,12 @@
 """Running one call on every in-process shard at once.
 
 A query on N shards is N searches that should run side by side. The store kernels release the GIL, so threads
-give real parallelism; what costs is handing work to a thread and being told it is done. :class:`ShardThreads`
+give real parallelism; what costs is handing work to a thread and being told it is done. ``ShardThreads``
 keeps that small: one persistent worker per shard but the first, fed through a C-level queue and answered through a
 plain lock, while the calling thread runs the first shard's part itself instead of sleeping. (A
 ``concurrent.futures`` pool builds a future, a condition and a waiter lock per task, and leaves the caller idle.)
 
-:class:`ExecutorFanout` runs the same calls on any ``concurrent.futures.Executor`` the caller supplies.
+``ExecutorFanout`` runs the same calls on any ``concurrent.futures.Executor`` the caller supplies.
 
 Both return one outcome per item, in order: the call's value, or the exception it raised (as the value), and
 return only when every call has finished, so no shard is still working when the caller sees an error.

@@ -16,7 +16,7 @@ from ..types import BatchQueryResult, Neighbor
 
 
 class ShardedNeighbors(list):
-    """The results of :meth:`ShardedStore.query`: a list of :class:`Neighbor`, best first, plus
+    """The results of ``query``: a list of ``Neighbor``, best first, plus
     ``missing_shards``, the shards that did not answer (empty unless the query ran with ``allow_partial=True``)."""
 
     __slots__ = ("missing_shards",)
@@ -31,7 +31,7 @@ class ShardedNeighbors(list):
 
 @dataclass
 class ShardedBatchQueryResult(BatchQueryResult):
-    """:class:`BatchQueryResult` plus ``missing_shards``, as for :class:`ShardedNeighbors`."""
+    """``BatchQueryResult`` plus ``missing_shards``, as for ``ShardedNeighbors``."""
 
     missing_shards: tuple[int, ...] = ()
 
@@ -40,7 +40,7 @@ class ShardedBatchQueryResult(BatchQueryResult):
 
 
 def merge_neighbors(parts: list[list[Neighbor]], k: int) -> list[Neighbor]:
-    """The best ``k`` of the shards' lists of :class:`Neighbor` (ties by id)."""
+    """The best ``k`` of the shards' lists of ``Neighbor`` (ties by id)."""
     if len(parts) == 1:
         return parts[0][:k]
     merged = [n for part in parts for n in part]
@@ -49,7 +49,7 @@ def merge_neighbors(parts: list[list[Neighbor]], k: int) -> list[Neighbor]:
 
 
 def merge_hits(ids: list[str], scores: np.ndarray, metadata: list, k: int) -> list[Neighbor]:
-    """:class:`Neighbor` objects for the best ``k`` of flat lists gathered from several shards (ties by id).
+    """``Neighbor`` objects for the best ``k`` of flat lists gathered from several shards (ties by id).
 
     Used for results that came over the wire as arrays: only the ``k`` survivors become Python objects.
     """

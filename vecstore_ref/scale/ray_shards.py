@@ -1,11 +1,11 @@
 """Shards as Ray actors (the optional ``[ray]`` extra): each actor opens one shard directory and holds its lock.
 
 ``ShardedStore.open(path, n, executor="ray")`` (or ``executor=RayExecutor(...)``) starts one actor per shard. The
-store talks to each through a :class:`RayShard`:
+store talks to each through a ``RayShard``:
 
 - writes, maintenance, stats and exports are Ray actor calls (``call``, or ``submit`` then ``wait`` to have
   several shards work at once); an error raised in the actor is raised again here as itself;
-- queries go over the shard's query channel (:mod:`vecstore_ref.scale.wire`): a binary frame each way on a
+- queries go over the shard's query channel (``wire``): a binary frame each way on a
   connection kept open, which costs tens of microseconds where an actor call costs a millisecond.
 
 **Placement.** ``RayExecutor(node_ids=[...])`` pins shard ``i`` to node ``node_ids[i]`` with Ray's
@@ -15,7 +15,7 @@ the actor never runs anywhere else (a shard directory is not shared storage). ``
 shards than cores fit on one machine.
 
 **Failure.** When a shard's actor dies (its process is killed, its node is lost), the call that finds out raises
-:class:`ShardUnavailableError`; a write that fails so may or may not be in that shard's log (one record: all of it
+``ShardUnavailableError``; a write that fails so may or may not be in that shard's log (one record: all of it
 or none). The shard's next call starts a new actor on the same node, which opens the directory and replays its log:
 every acknowledged write is there. If the restart fails, calls fail fast with the same error until a retry time
 (1 s, doubling to 30 s) has passed. Ray's own actor restarts are off: only this class restarts a shard, so it always
@@ -59,7 +59,7 @@ class RayExecutor:
             on that node's disk). None: Ray places the actors, which on one machine is the only node.
         actor_options: given to each actor's ``.options()``, e.g. ``{"num_cpus": 1}``; ``scheduling_strategy``,
             ``max_restarts`` and ``max_task_retries`` are set here and cannot be overridden.
-        call_timeout_s: a shard call that waits longer raises :class:`ShardUnavailableError` (None: no limit; set
+        call_timeout_s: a shard call that waits longer raises ``ShardUnavailableError`` (None: no limit; set
             it on many machines, where a lost node can leave a call waiting on the network).
         start_timeout_s: how long an actor may take to start and open (recover) its shard.
     """
@@ -181,7 +181,7 @@ class _Incarnation:
 
 
 class RayShard:
-    """One shard in a Ray actor, called like a :class:`VecStore` (plus ``submit``/``wait`` and the query channel)."""
+    """One shard in a Ray actor, called like a ``VecStore`` (plus ``submit``/``wait`` and the query channel)."""
 
     _REMOTE = ("upsert", "upsert_with_ttl", "upsert_many", "get", "delete", "soft_delete", "restore",
                "update_metadata", "set_ttl", "batch_execute", "ids", "expire_ttl_records", "deleted_count",

@@ -58,7 +58,7 @@ def check_shard_dir(path: str, shard: int) -> None:
 
 def read_shard_count(root: str, requested: int | None) -> int | None:
     """The shard count ``SHARDS.json`` records (None for a new store); a conflicting ``requested`` count is an
-    :class:`InvalidArgumentError`."""
+    ``InvalidArgumentError``."""
     cfg_path = os.path.join(root, SHARDS_FILE)
     if not os.path.exists(cfg_path):
         return None

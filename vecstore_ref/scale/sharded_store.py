@@ -1,17 +1,17 @@
 """ShardedStore: N stores behind the API of one (SPEC section 12).
 
-A record lives on the shard a stable hash of its id picks (:mod:`.routing`). A single-record call goes to its
+A record lives on the shard a stable hash of its id picks (``.routing``). A single-record call goes to its
 shard; a batch is split by shard, each part runs as one atomic batch there, and every per-operation result comes
-back at the caller's index; a query asks every shard for its top k at once and merges them (:mod:`.merge`), which
+back at the caller's index; a query asks every shard for its top k at once and merges them (``.merge``), which
 with the flat index is exactly one store's answer.
 
 Where the shards run:
 
-- ``executor=None`` (default): in this process, one :class:`VecStore` per shard, searched side by side on
-  persistent threads (:mod:`.fanout`); the store kernels release the GIL.
+- ``executor=None`` (default): in this process, one ``VecStore`` per shard, searched side by side on
+  persistent threads (``.fanout``); the store kernels release the GIL.
 - ``executor=<a concurrent.futures.Executor>``: the same stores, the calls on that executor.
-- ``executor="ray"`` or a :class:`RayExecutor`: one Ray actor per shard, each owning its directory and lock
-  (:mod:`.ray_shards`), possibly each on its own machine; queries travel on a binary channel (:mod:`.wire`).
+- ``executor="ray"`` or a ``RayExecutor``: one Ray actor per shard, each owning its directory and lock
+  (``.ray_shards``), possibly each on its own machine; queries travel on a binary channel (``.wire``).
 
 Not atomic across shards: a batch or bulk load that touches several shards is one atomic record *per shard*. After
 a crash, or when a shard is unavailable, each shard holds all or none of its part.
@@ -53,7 +53,7 @@ from .ray_shards import RayExecutor
 
 
 class _LocalShards:
-    """Shards as :class:`VecStore` objects in this process, called through a fan-out (threads)."""
+    """Shards as ``VecStore`` objects in this process, called through a fan-out (threads)."""
 
     def __init__(self, root: str, n: int, options: dict, executor: Executor | None, must_exist: bool):
         from ..store import VecStore
@@ -179,9 +179,9 @@ def _vector_length(vector) -> int | None:
 
 
 class ShardedStore:
-    """Records spread over ``n_shards`` :class:`~vecstore_ref.store.VecStore` directories under ``path``.
+    """Records spread over ``n_shards`` ``VecStore`` directories under ``path``.
 
-    Open it with :meth:`ShardedStore.open`. Writes and reads take the arguments of the same ``VecStore`` calls.
+    Open it with ``open``. Writes and reads take the arguments of the same ``VecStore`` calls.
     """
 
     def __init__(self, path, n_shards: int | None = None, *, executor: Executor | RayExecutor | str | None = None,
@@ -228,16 +228,16 @@ class ShardedStore:
         Args:
             path: the directory holding ``SHARDS.json`` and (on one machine) the shard directories.
             n_shards: the shard count of a new store; an existing store keeps its own (another count is an
-                :class:`InvalidArgumentError`).
+                ``InvalidArgumentError``).
             executor: where the shards run: None (threads in this process), a ``concurrent.futures.Executor``,
-                ``"ray"`` or a :class:`RayExecutor` (one Ray actor per shard).
-            **open_options: as for :meth:`VecStore.open`, given to every shard.
+                ``"ray"`` or a ``RayExecutor`` (one Ray actor per shard).
+            **open_options: as for ``open``, given to every shard.
         """
         return cls(path, n_shards, executor=executor, **open_options)
 
     @property
     def shards(self) -> list:
-        """The shards: :class:`VecStore` objects, or :class:`RayShard` handles with the same methods."""
+        """The shards: ``VecStore`` objects, or ``RayShard`` handles with the same methods."""
         return self._group.handles
 
     def close(self) -> None:
@@ -365,7 +365,7 @@ class ShardedStore:
         """Split ``ops`` by shard (order kept within each shard), run every shard's part at once as one atomic
         batch there, and report every error at the caller's index.
 
-        If a shard is unavailable, :class:`ShardUnavailableError` is raised after the other shards finished their
+        If a shard is unavailable, ``ShardUnavailableError`` is raised after the other shards finished their
         parts; that shard's part is all there or not at all.
         """
         t0 = time.perf_counter()
@@ -447,7 +447,7 @@ class ShardedStore:
               allow_partial: bool = False) -> ShardedNeighbors:
         """The global top k: every shard's top k at once, merged by score (ties by id).
 
-        A shard that cannot answer raises :class:`ShardUnavailableError`; with ``allow_partial=True`` the other
+        A shard that cannot answer raises ``ShardUnavailableError``; with ``allow_partial=True`` the other
         shards' results come back instead, and ``missing_shards`` on the result names the shards left out.
         """
         if isinstance(q, Query):
@@ -508,7 +508,7 @@ class ShardedStore:
                             sum(r.records_checked for r in reports), errors)
 
     def stats(self) -> dict:
-        """Totals over the shards, and each shard's :class:`StoreStats` under ``"shards"``."""
+        """Totals over the shards, and each shard's ``StoreStats`` under ``"shards"``."""
         per = self._on_all("stats")
         keys = ("visible", "soft_deleted", "expired_pending", "hard_deleted_pending", "deleted_count", "slots",
                 "log_bytes", "snapshot_bytes", "reclaimable_bytes", "unindexed")
@@ -521,7 +521,7 @@ class ShardedStore:
 
     def export(self, path) -> dict:
         """Write every visible record to ``path``: ``vectors.npy``, ``records.jsonl``, ``manifest.json`` (see
-        :func:`vecstore_ref.export.export_records`). In-process shards are read under all their locks at once (one
+        ``export_records``). In-process shards are read under all their locks at once (one
         consistent picture); Ray shards each under their own lock."""
         from ..export import export_records
 

@@ -1,4 +1,4 @@
-"""The query channel between a :class:`ShardedStore` and its Ray shard actors: fixed binary frames over TCP.
+"""The query channel between a ``ShardedStore`` and its Ray shard actors: fixed binary frames over TCP.
 
 Queries do not go through Ray's task calls. A Ray actor call costs about a millisecond on one machine (a gRPC
 request, a task spec, pickled arguments and results, an object-store entry for anything large), which is ten
@@ -33,7 +33,7 @@ A result::
     ..      metadata: a JSON array with one entry per found id (single queries; M = 0 when no result has any)
 
 An error: b"VSR1", status 1, ``I`` J, then J bytes of JSON ``{"type": error class name, "args": [...]}``; the
-client raises the same :mod:`vecstore_ref.errors` class again.
+client raises the same ``errors`` class again.
 """
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ class QueryClient:
         return sock
 
     def receive(self, sock: socket.socket) -> bytes | bytearray:
-        """The answer frame (decode it with :func:`decode_result` or :func:`decode_hits`)."""
+        """The answer frame (decode it with ``decode_result`` or ``decode_hits``)."""
         try:
             frame = recv_frame(sock)
         except BaseException:
