@@ -664,6 +664,21 @@ class HNSWIndex:
                 idx.add(pending)
         return idx
 
+    @classmethod
+    def preload_kernels(cls, metric: str = "euclidean") -> None:
+        """Load (or compile) the search kernel by one search on a graph of one node, through `search` itself, so
+        that the argument types are exactly those of a real query. The store calls it on a thread while it reads
+        its snapshot, so that a first query does not wait for Numba."""
+        table = VectorTable(4, metric, 16)
+        table.write(table.allocate(1), np.ones((1, 4), dtype=DTYPE_VEC))
+        idx = cls(table, HNSWParams(m=2, ef_construction=4, ef_search=4))
+        idx.levels[0] = 0
+        idx.links0[0] = -1
+        idx._upper = (idx._upper[0], 0, 0)
+        idx.n_nodes = 1
+        allowed = np.ones(table.capacity, dtype=np.bool_)
+        idx.search(np.ones(4, dtype=DTYPE_VEC), 1, allowed, spare=True)
+
     def memory_bytes(self) -> int:
         """Bytes held by the graph arrays (not the vectors, which the table holds, nor per-thread scratch)."""
         return int(self.levels.nbytes + self.links0.nbytes + self.up_offset.nbytes + self.deleted.nbytes
