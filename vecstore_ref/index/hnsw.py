@@ -189,11 +189,12 @@ class HNSWIndex:
         self._pool = []
 
     def _scratch_for(self, threads: int, room: int) -> _Scratch:
-        """Scratch for a search on the current arrays: from the pool, or new."""
+        """Scratch for a search on the current arrays: from the pool (list.pop is atomic), or new."""
         cap = self._cap
-        while self._pool:
+        pool = self._pool
+        while pool:
             try:
-                sc = self._pool.pop()
+                sc = pool.pop()
             except IndexError:
                 break
             if sc.cap == cap and sc.room >= room and sc.visited.shape[0] >= threads:
@@ -538,6 +539,40 @@ class HNSWIndex:
         finally:
             self._give_back(sc)
         return out
+
+    def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None) -> tuple[list[int], np.ndarray, int]:
+        """`search` with ``spare=True`` for the store's query path, which has already checked its arguments (``q``
+        float32 (dim,) C-contiguous and writable, ``allowed`` bool (>= n_slots,) likewise, ``1 <= k``): no checks,
+        no copies beyond the results, the slots as a list.
+
+        Returns:
+            ``(slots, distances float32, distance computations)``: up to ``ef`` results by (distance, slot).
+        """
+        unlinked = self._queue.for_search()
+        n_cand = self.n_nodes + unlinked.shape[0]
+        if n_cand <= 0:
+            return [], _EMPTY_DISTS, 0
+        if k > n_cand:
+            k = n_cand
+        e = ef or self.params.ef_search
+        if e < k:
+            e = k
+        if e > n_cand:
+            e = max(n_cand, k)
+        t = self.table
+        links_up, ep, max_level = self._upper
+        sc = self._scratch_for(1, e)
+        try:
+            found, n_dist, _ = _search_kernels().knn_search(
+                t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
+                self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
+                self.scan_limit(e), unlinked)
+            cap = sc.cap
+            slots = sc.ss[0, cap:cap + found].tolist()
+            dists = sc.sd[0, cap:cap + found].copy()
+        finally:
+            self._give_back(sc)
+        return slots, dists, n_dist
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
                      spare: bool = False):
