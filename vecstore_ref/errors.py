@@ -187,7 +187,7 @@ class ReadOnlyError(VecStoreError):
 
 
 class ShardUnavailableError(VecStoreError):
-    """A shard of a :class:`ShardedStore` did not answer: its Ray actor died, its node is gone, or it timed out.
+    """A shard of a `ShardedStore` did not answer: its Ray actor died, its node is gone, or it timed out.
 
     ``shards`` lists the shard numbers that failed. A write that fails this way may or may not have reached that
     shard's log (it is never half-applied); the shard reopens from its directory on the next call that needs it.
