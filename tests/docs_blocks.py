@@ -38,6 +38,7 @@ class Block:
     code: str
     setup: str = ""
     skip: str | None = None  # the reason, when skipped
+    setup_line: int = 0  # 1-based line of the setup's first line of code (0: no setup)
 
     @property
     def is_doctest(self) -> bool:
@@ -73,7 +74,10 @@ def python_blocks(text: str) -> list[Block]:
                 if d.group("kind") == "skip":
                     block.skip = d.group("body").strip()
                 else:
-                    block.setup = textwrap.dedent(d.group("body").strip("\n"))
+                    body = d.group("body")
+                    block.setup = textwrap.dedent(body.strip("\n"))
+                    start = last_end + d.start("body") + len(body) - len(body.lstrip("\n"))
+                    block.setup_line = text.count("\n", 0, start) + 1
             blocks.append(block)
         last_end = offsets[min(j + 1, len(lines))]
         i = j + 1

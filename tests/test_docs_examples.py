@@ -88,7 +88,7 @@ exit 1
 def test_runner_reads_directives():
     blocks = python_blocks(PAGE)
     assert [b.line for b in blocks] == [3, 11, 17, 21]
-    assert blocks[1].setup.strip() == "y = x + 1"
+    assert blocks[1].setup.strip() == "y = x + 1" and blocks[1].setup_line == 8
     assert blocks[2].skip == "needs a server"
     assert blocks[3].is_doctest and blocks[0].setup == "" and blocks[0].skip is None
 

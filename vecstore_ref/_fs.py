@@ -28,9 +28,13 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _crash
 from .errors import UnsafePathError
+
+if TYPE_CHECKING:
+    import io
 
 TMP_SUFFIX = ".tmp"  # same as storage.format.TMP_SUFFIX (kept here so that _fs imports nothing from storage)
 
@@ -280,7 +284,7 @@ class OSFileSystem:
         with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:
             return f.read()
 
-    def open_read(self, path: str):
+    def open_read(self, path: str) -> io.BufferedReader:
         """A binary file object for reading (``readinto``, ``seek``, ``fileno``)."""
         return os.fdopen(open_file(path, os.O_RDONLY), "rb")
 
@@ -681,7 +685,7 @@ class FaultFS(OSFileSystem):
             self._tick("read", path)
         return super().read_bytes(path)
 
-    def open_read(self, path: str):
+    def open_read(self, path: str) -> io.BufferedReader:
         with self._mu:
             self._tick("read", path)
         return super().open_read(path)
@@ -776,11 +780,11 @@ class FaultFS(OSFileSystem):
                 self.synced[e.path] = len(e.old or b"")
         elif e.kind == "rename":
             if os.path.exists(e.path):
-                os.replace(e.path, e.src)  # the renamed file goes back to its old name
+                os.replace(e.path, e.src)  # type: ignore[arg-type]  # the renamed file goes back to its old name
                 if e.old_synced is not None:
-                    self.synced[e.src] = e.old_synced
+                    self.synced[e.src] = e.old_synced  # type: ignore[index]  # a rename has a src
                 else:
-                    self.synced.pop(e.src, None)
+                    self.synced.pop(e.src, None)  # type: ignore[arg-type]
             self.synced.pop(e.path, None)
             if e.old is not None:  # the file the rename replaced was durable: it comes back
                 with open(e.path, "wb") as fh:
@@ -811,7 +815,7 @@ def dir_digest(root: str) -> list[tuple[str, int, str]]:
             elif stat.S_ISREG(st.st_mode):
                 h = hashlib.sha256()
                 with open(full, "rb") as f:
-                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):  # type: ignore[misc]
                         h.update(block)
                 out.append((rel, st.st_size, h.hexdigest()))
             else:

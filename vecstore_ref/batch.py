@@ -155,7 +155,7 @@ def _check_upsert_vectors_together(ops: list, dim: int | None, metric: str) -> d
         ok = np.isfinite(rows).all(axis=1)
         if metric == "cosine":
             ok &= cosine_norms_clearly_valid(rows)
-    return {i: rows[r] for r, i in enumerate(picked) if ok[r]}
+    return {i: rows[r] for r, i in enumerate(picked) if ok[r]}  # type: ignore[index]  # ok: bool (n,)
 
 
 def _plan_one(op, plan: BatchPlan, view, overlay: dict, metric: str, now: float, checked_vector=None):

@@ -27,6 +27,7 @@ import os
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from . import _crash
 from .errors import StorageError
@@ -36,6 +37,14 @@ from .storage.log import LogWriter, create_segment
 from .storage.records import encode_batch
 from .storage.snapshot import write_snapshot
 
+if TYPE_CHECKING:
+    from ._fs import OSFileSystem
+    from .config import CheckpointConfig
+    from .rwlock import ReadWriteLock
+    from .state import StoreState
+    from .storage.manifest import Manifest
+    from .store import VecStore
+
 log = logging.getLogger("vecstore_ref.store")
 
 CLOSE_CHECKPOINT_LOG_BYTES = 2**20  # close() checkpoints after this much log even when nothing new was linked
@@ -44,6 +53,32 @@ RETRY_AFTER_FAILURE_S = 30.0  # an automatic checkpoint that failed is not tried
 
 class CheckpointMethods:
     """Mixed into `VecStore`: writing checkpoints, and the thread that writes them when the log grows."""
+
+    if TYPE_CHECKING:  # the store's fields these methods use (set by VecStore.__init__ or when it opens)
+        path: str
+        _fs: OSFileSystem
+        _lock: threading.RLock
+        _rw: ReadWriteLock
+        _ckpt_lock: threading.Lock
+        _closed: bool
+        _read_only: bool
+        _poisoned: str | None
+        _dirty: bool
+        _state: StoreState
+        _manifest: Manifest
+        _writer: LogWriter | None
+        _checkpoint_config: CheckpointConfig
+        _last_seq: int
+        _snapshot_bytes: int
+        _older_log_bytes: int
+        _linked_at_checkpoint: int
+        _last_checkpoint_at: float | None
+        _ckpt_thread: threading.Thread | None
+        _ckpt_wake: threading.Event
+        _ckpt_stop: threading.Event
+        _ckpt_retry_at: float
+
+        def _write_manifest(self, snapshot: str | None, snapshot_seq: int, logs: list[str]) -> None: ...
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
 
@@ -78,7 +113,7 @@ class CheckpointMethods:
 
     # --- the checkpoint ---------------------------------------------------------------------------------------
 
-    def _checkpoint(self, state=None, compacting: bool = False) -> None:
+    def _checkpoint(self, state: StoreState | None = None, compacting: bool = False) -> None:
         """Write a snapshot of ``state`` (default: the live state) at the current sequence number; see the module
         docstring for the steps. The caller holds ``_ckpt_lock``; a compaction also holds the write lock
         throughout (its state is not live yet) and makes it live afterwards.
@@ -101,7 +136,8 @@ class CheckpointMethods:
             if name == self._manifest.snapshot:
                 # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
                 # empty record so that file names never repeat.
-                seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None), sync=True)
+                seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None),  # type: ignore[union-attr]
+                                          sync=True)  # (a checkpoint runs on a writable store: it has a writer)
                 self._last_seq = seq
                 name = layout.snapshot_name(seq)
             old_logs = list(self._manifest.logs)
@@ -120,8 +156,8 @@ class CheckpointMethods:
                 raise
             _crash.crashpoint("snapshot.log_rotated")
             old_writer, self._writer = self._writer, new_writer
-            self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)
-            old_writer.close()
+            self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)  # type: ignore[union-attr]
+            old_writer.close()  # type: ignore[union-attr]
             target = self._state if state is None else state
             index = target.index
             paused = getattr(index, "pause_linking", None) is not None
@@ -197,7 +233,7 @@ class CheckpointMethods:
         return self._linked_since_checkpoint() > 0 or log_bytes >= CLOSE_CHECKPOINT_LOG_BYTES
 
 
-def _checkpoint_loop(ref, wake: threading.Event, stop: threading.Event) -> None:
+def _checkpoint_loop(ref: weakref.ref[VecStore], wake: threading.Event, stop: threading.Event) -> None:
     """The checkpoint thread: wait for a wake-up, then let the store checkpoint if it is due. Holds the store only
     by a weak reference while waiting, so a store dropped without ``close()`` can still be collected."""
     while not stop.is_set():

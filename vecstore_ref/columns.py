@@ -40,6 +40,7 @@ opened from a snapshot uses the snapshot's buffer and column arrays directly, so
 
 from __future__ import annotations
 
+import builtins
 import json
 
 import numpy as np
@@ -176,7 +177,7 @@ class FieldColumns:
     def _live_pairs(self) -> np.ndarray:
         """bool (n_pairs,): which pairs belong to their slot's current list."""
         n = self.n_pairs
-        return self.list_version[self.pair_slot[:n]] == self.pair_version[:n]
+        return self.list_version[self.pair_slot[:n]] == self.pair_version[:n]  # type: ignore[index]  # pairs: lists
 
     def _drop_stale_pairs(self) -> None:
         live = self._live_pairs()
@@ -429,9 +430,9 @@ class MetadataColumns:
             return
         for f in self._fields.values():
             f.reserve(capacity)
-        self._start = _grown(self._start, capacity, 0)
-        self._length = _grown(self._length, capacity, 0)
-        self._row_state = _grown(self._row_state, capacity, _ROW_UNSET)
+        self._start = _grown(self._start, capacity, 0)  # type: ignore[assignment]  # an array in: an array out
+        self._length = _grown(self._length, capacity, 0)  # type: ignore[assignment]
+        self._row_state = _grown(self._row_state, capacity, _ROW_UNSET)  # type: ignore[assignment]
         self.capacity = capacity
 
     # -- rows --
@@ -456,7 +457,8 @@ class MetadataColumns:
     def _old_dicts(self, slots: list[int]) -> list[tuple[int, dict]]:
         """(slot, dict) for the slots among ``slots`` that hold a dict now (what a new value must clear)."""
         st = self._row_state
-        return [(s, json.loads(self.text(s))) for s in slots if s < self.capacity and st[s] == _ROW_TEXT]
+        return [(s, json.loads(self.text(s)))  # type: ignore[arg-type]  # a text row: bytes
+                for s in slots if s < self.capacity and st[s] == _ROW_TEXT]
 
     def _clear_values(self, old: list[tuple[int, dict]]) -> None:
         """Remove what the ``(slot, dict)`` pairs hold from the columns (rows are left to the caller)."""
@@ -545,7 +547,7 @@ class MetadataColumns:
             self._clear_values(self._old_dicts([slot]))
             self._row_state[slot] = _ROW_UNSET
 
-    def fields(self) -> dict[str, set[str]]:
+    def fields(self) -> dict[str, builtins.set[str]]:  # (in this class, `set` is the method above)
         """Field name -> the kinds (``str num bool null list``) it has held since the last `take`."""
         return {name: set(f.kinds) for name, f in self._fields.items()}
 

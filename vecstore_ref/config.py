@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
@@ -32,7 +33,7 @@ DURABILITY_MODES = ("fsync", "batch", "none")
 METRIC_CODES = {"euclidean": 0, "dot": 1, "cosine": 2}
 
 
-def _check_int(name: str, value, lo: int, hi: int, why: str = "") -> None:
+def _check_int(name: str, value: object, lo: int, hi: int, why: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
     if not lo <= value <= hi:
@@ -68,11 +69,11 @@ class HNSWParams:
         _check_int("ef_search", self.ef_search, 1, 100_000)
         _check_int("seed", self.seed, 0, 2**63 - 1)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> HNSWParams:
+    def from_dict(cls, d: dict[str, Any]) -> HNSWParams:
         return cls(**{k: d[k] for k in ("m", "ef_construction", "ef_search", "seed") if k in d})
 
 
@@ -101,7 +102,7 @@ class CompactionConfig:
         if not (math.isfinite(r) and 0.0 <= r <= 1.0):
             raise InvalidArgumentError(f"min_deleted_ratio must be between 0 and 1, got {r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -145,5 +146,5 @@ class CheckpointConfig:
         """Whether ``log_bytes`` since the last checkpoint call for a new one."""
         return self.enabled and log_bytes >= self.min_log_bytes and log_bytes >= self.min_log_fraction * snapshot_bytes
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)

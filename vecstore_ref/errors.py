@@ -10,6 +10,8 @@ A bad input never changes anything on disk or in memory: validation runs before 
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "VecStoreError",
     "InvalidInputError",
@@ -49,7 +51,7 @@ class VecStoreError(Exception):
     http_status = 500
     code = "vecstore_error"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON error body of the HTTP API: ``{"error": {"type", "code", "message"}}``."""
         return {"error": {"type": type(self).__name__, "code": self.code, "message": str(self)}}
 
@@ -122,7 +124,7 @@ class FilterSyntaxError(InvalidInputError):
         self.message = message
         self.position = position
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[FilterSyntaxError], tuple[str, int]]:
         return (type(self), (self.message, self.position))
 
 
@@ -202,7 +204,7 @@ class ShardUnavailableError(VecStoreError):
         self.message = message
         self.shards = tuple(shards)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ShardUnavailableError], tuple[str, tuple[int, ...]]]:
         return (type(self), (self.message, self.shards))
 
 
@@ -234,7 +236,7 @@ class CorruptLogError(StorageError):
         self.seq = seq
         self.reason = reason
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[CorruptLogError], tuple[str, int, int | None, str]]:
         return (type(self), (self.path, self.offset, self.seq, self.reason))
 
 

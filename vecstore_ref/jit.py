@@ -84,7 +84,7 @@ def use_kernel_sources_stamp(directory: str) -> None:
     standard = list(impl._locator_classes)
     stamp = _sources_digest(directory)
 
-    class KernelSourcesLocator(base):
+    class KernelSourcesLocator(base):  # type: ignore[valid-type, misc]  # Numba's locator class, found above
         kernels_dir = directory
 
         def __init__(self, inner):

@@ -13,9 +13,13 @@ import logging
 import math
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .errors import InvalidArgumentError, StoreClosedError, VecStoreError
 from .types import CompactionResult
+
+if TYPE_CHECKING:
+    from .store import VecStore
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ class Maintenance:
             serve_requests()
     """
 
-    def __init__(self, store, interval_s: float = 60.0):
+    def __init__(self, store: VecStore, interval_s: float = 60.0) -> None:
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
             math.isfinite(interval_s) and interval_s > 0
         ):
@@ -40,11 +44,11 @@ class Maintenance:
         self.expired_total = 0
         self.compactions = 0
         self.errors: list[str] = []
-        self.last_result = None
+        self.last_result: CompactionResult | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def run_once(self):
+    def run_once(self) -> CompactionResult:
         """One maintenance pass; returns the `CompactionResult`."""
         self.expired_total += self.store.expire_ttl_records()
         result = self.store.maybe_compact()
@@ -88,5 +92,5 @@ class Maintenance:
     def __enter__(self) -> Maintenance:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

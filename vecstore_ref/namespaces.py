@@ -42,9 +42,10 @@ import uuid
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _crash
-from ._fs import add_root, get_fs, remove_root
+from ._fs import OSFileSystem, add_root, get_fs, remove_root
 from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
@@ -63,6 +64,12 @@ from .errors import (
 from .opening import check_open_options
 from .storage.manifest import read_manifest
 from .validation import validate_store_path
+
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+    from .storage.manifest import Manifest
+    from .store import VecStore
 
 # Every name rule is applied with re.fullmatch: re.match with "$" also accepts a name ending in "\n".
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -94,10 +101,10 @@ class Quotas:
             if v < 0:
                 raise InvalidArgumentError(f"{name} must be >= 0, got {v}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def check(self, store, effects: list[dict], payload_bytes: int) -> None:
+    def check(self, store: VecStore, effects: list[dict[str, Any]], payload_bytes: int) -> None:
         """Raise :class:`QuotaExceededError` if committing ``effects`` would pass a limit (called before the log
         append, so nothing changes)."""
         if self.max_vectors is not None:
@@ -131,15 +138,15 @@ class BackupInfo:
     dim: int | None
     metric: str
     bytes: int
-    files: list[dict] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["created_at"] = self.created_at.isoformat()
         return d
 
 
-def is_plain_name(name: object, pattern: re.Pattern = NAME_RE) -> bool:
+def is_plain_name(name: object, pattern: re.Pattern[str] = NAME_RE) -> bool:
     """True for a str that matches ``pattern`` in full and does not end in a dot.
 
     The patterns start with a letter or digit, so ``.``, ``..``, ``../x`` and ``/abs`` never match; a trailing
@@ -162,7 +169,7 @@ def validate_name(name: object, what: str = "namespace") -> str:
 class NamespaceManager:
     """Namespaces under ``root``, each one store with its own quotas and backups. Thread-safe."""
 
-    def __init__(self, root):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = validate_store_path(root, "namespace root")
         self._fs = get_fs()
         if os.path.islink(self.root):
@@ -172,8 +179,8 @@ class NamespaceManager:
         except OSError as exc:
             raise StorageError(f"cannot create the namespace root {self.root}: {exc}") from exc
         self._lock = threading.RLock()
-        self._handles: dict = {}
-        self._runtime: dict[str, dict] = {}  # per namespace: clock and max_k given at creation (not persisted)
+        self._handles: dict[str, VecStore] = {}
+        self._runtime: dict[str, dict[str, Any]] = {}  # per namespace: clock and max_k given at creation
         self._closed = False
         # From here on no path below the root is reached through a symbolic link, by this manager or by the
         # stores it opens (vecstore_ref._fs.add_root); close() gives the registration back.
@@ -199,7 +206,7 @@ class NamespaceManager:
             raise NotFoundError(f"no namespace {ns!r}")
         return path
 
-    def _read_config(self, path: str) -> dict:
+    def _read_config(self, path: str) -> dict[str, Any]:
         try:
             cfg = json.loads(self._fs.read_bytes(os.path.join(path, NAMESPACE_FILE)))
         except StorageError:
@@ -226,7 +233,7 @@ class NamespaceManager:
             raise UnsafePathError(f"{bdir} is not a directory (a symbolic link?); refused")
         return None
 
-    def _write_config(self, path: str, cfg: dict) -> None:
+    def _write_config(self, path: str, cfg: dict[str, Any]) -> None:
         data = json.dumps(cfg, indent=1, sort_keys=True).encode()
         self._fs.write_atomic(os.path.join(path, NAMESPACE_FILE), [data])
 
@@ -238,7 +245,7 @@ class NamespaceManager:
 
     # --- namespaces -------------------------------------------------------------------------------------------
 
-    def create_namespace(self, ns: str, *, quotas: Quotas | None = None, **open_options):
+    def create_namespace(self, ns: str, *, quotas: Quotas | None = None, **open_options: Any) -> VecStore:
         """Create namespace ``ns`` (a new store opened with ``open_options``) and return its shared handle."""
         from .store import VecStore
 
@@ -267,7 +274,7 @@ class NamespaceManager:
                 raise
             return self._open_handle(ns, path, open_options)
 
-    def get_namespace(self, ns: str):
+    def get_namespace(self, ns: str) -> VecStore:
         """The one shared :class:`VecStore` handle of ``ns`` (opened on first use)."""
         validate_name(ns)
         with self._lock:
@@ -277,7 +284,7 @@ class NamespaceManager:
                 return h
             return self._open_handle(ns, self._existing(ns), {})
 
-    def _open_handle(self, ns: str, path: str, open_options: dict):
+    def _open_handle(self, ns: str, path: str, open_options: dict[str, Any]) -> VecStore:
         from .store import VecStore
 
         cfg = self._read_config(path)
@@ -302,7 +309,7 @@ class NamespaceManager:
             return  # nothing is cleaned through a link; the backup calls refuse it
         for name in self._fs.listdir(bdir) if bdir else []:
             if name.startswith(".tmp-") or name.startswith(".deleting-"):  # an interrupted backup or import
-                self._remove_tree(os.path.join(bdir, name))
+                self._remove_tree(os.path.join(bdir, name))  # type: ignore[arg-type]  # a name: bdir is set
 
     def list_namespaces(self) -> list[str]:
         with self._lock:
@@ -341,10 +348,10 @@ class NamespaceManager:
                 remove_root(self.root)
             self._closed = True
 
-    def __enter__(self):
+    def __enter__(self) -> NamespaceManager:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- backups ----------------------------------------------------------------------------------------------
@@ -379,7 +386,7 @@ class NamespaceManager:
                     store._check_open()
                     if store._writer is not None:
                         store._writer.sync()
-                    manifest = read_manifest(self._fs, store.path)
+                    manifest: Manifest = read_manifest(self._fs, store.path)  # type: ignore[assignment]  # open: one
                     names = ["MANIFEST"] + ([manifest.snapshot] if manifest.snapshot else []) + list(manifest.logs)
                     files = [_copy_file(self._fs, os.path.join(store.path, n), os.path.join(tmp, n)) | {"name": n}
                              for n in names]
@@ -409,7 +416,7 @@ class NamespaceManager:
                 if not is_plain_name(name):
                     continue
                 try:
-                    info = _read_backup_manifest(self._fs, os.path.join(bdir, name))
+                    info = _read_backup_manifest(self._fs, os.path.join(bdir, name))  # type: ignore[arg-type]
                 except (BackupCorruptError, UnsafePathError):  # not a (complete) backup: not listed
                     continue
                 out.append((name, datetime.fromisoformat(info["created_at"]), int(info["count"])))
@@ -458,7 +465,7 @@ class NamespaceManager:
             self._remove_tree(os.path.join(path, old_gen))
             self._open_handle(ns, path, {})
 
-    def export_backup(self, ns: str, backup_name: str, file) -> None:
+    def export_backup(self, ns: str, backup_name: str, file: str | os.PathLike[str] | BinaryIO) -> None:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object)."""
         with self._lock:
             self._check_open()
@@ -479,7 +486,8 @@ class NamespaceManager:
             except OSError as exc:  # writing the caller's file
                 raise StorageError(f"cannot write the archive: {exc}") from exc
 
-    def import_backup(self, ns: str, file, backup_name: str, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
+    def import_backup(self, ns: str, file: str | os.PathLike[str] | BinaryIO, backup_name: str, *,
+                      max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
         """Read an archive made by :meth:`export_backup` into the backup ``backup_name`` of ``ns``.
 
         Only regular files with plain names are accepted (:class:`UnsafeArchiveError` otherwise), at most
@@ -522,7 +530,7 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _check_restore_quota(cfg: dict, held: int, nbytes: int, ns: str, backup_name: str) -> None:
+def _check_restore_quota(cfg: dict[str, Any], held: int, nbytes: int, ns: str, backup_name: str) -> None:
     """A restore may not take a namespace past its quotas (a backup imported from elsewhere may hold more)."""
     q = cfg.get("quotas") or {}
     if q.get("max_vectors") is not None and held > q["max_vectors"]:
@@ -541,7 +549,7 @@ def _next_generation(current: str) -> str:
     return f"store-{n + 1:04d}"
 
 
-def _open_regular(fs, path: str):
+def _open_regular(fs: OSFileSystem, path: str) -> BufferedReader:
     """``fs.open_read(path)`` (never through a symbolic link), refusing anything but a regular file."""
     f = fs.open_read(path)
     if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
@@ -550,7 +558,7 @@ def _open_regular(fs, path: str):
     return f
 
 
-def _copy_file(fs, src: str, dst: str, limit: int | None = None) -> dict:
+def _copy_file(fs: OSFileSystem, src: str, dst: str, limit: int | None = None) -> dict[str, Any]:
     """Copy ``src`` to the new file ``dst`` (fsynced), refusing anything but a regular file; returns size and
     SHA-256. Both are opened through ``fs``, so neither is ever reached through a symbolic link."""
     h = hashlib.sha256()
@@ -570,7 +578,7 @@ def _copy_file(fs, src: str, dst: str, limit: int | None = None) -> dict:
     return {"size": size, "sha256": h.hexdigest()}
 
 
-def _copy_verified(fs, src: str, dst: str, entry: dict) -> None:
+def _copy_verified(fs: OSFileSystem, src: str, dst: str, entry: dict[str, Any]) -> None:
     try:
         got = _copy_file(fs, src, dst, limit=int(entry["size"]))
     except FileNotFoundError:
@@ -579,7 +587,7 @@ def _copy_verified(fs, src: str, dst: str, entry: dict) -> None:
         raise BackupCorruptError(f"{os.path.basename(src)} does not match the backup's checksum")
 
 
-def _verify_file(fs, path: str, entry: dict) -> None:
+def _verify_file(fs: OSFileSystem, path: str, entry: dict[str, Any]) -> None:
     try:
         f = _open_regular(fs, path)
     except FileNotFoundError:
@@ -594,7 +602,7 @@ def _verify_file(fs, path: str, entry: dict) -> None:
         raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's checksum")
 
 
-def _check_staged_store(directory: str, info: dict, backup_name: str, index: str | None = None) -> None:
+def _check_staged_store(directory: str, info: dict[str, Any], backup_name: str, index: str | None = None) -> None:
     """Open the store files of a backup read-only and check them against its manifest (count, dim, metric).
 
     The checksums only say the files are the ones the manifest lists; opening says they form a store, and the
@@ -617,7 +625,7 @@ def _check_staged_store(directory: str, info: dict, backup_name: str, index: str
                                  f"manifest says {info['count']} of dim {info['dim']} under {info['metric']}")
 
 
-def _read_backup_manifest(fs, directory: str) -> dict:
+def _read_backup_manifest(fs: OSFileSystem, directory: str) -> dict[str, Any]:
     path = os.path.join(directory, BACKUP_FILE)
     try:
         with _open_regular(fs, path) as f:
@@ -665,7 +673,7 @@ def _read_backup_manifest(fs, directory: str) -> dict:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
 
-def _archive_arg(file, mode: str) -> dict:
+def _archive_arg(file: object, mode: str) -> dict[str, Any]:
     """The ``tarfile.open`` keywords for an archive given as a path or a binary file object (``mode`` "r" or "w")."""
     if hasattr(file, "read" if mode == "r" else "write"):
         if isinstance(file, io.TextIOBase):
@@ -673,7 +681,7 @@ def _archive_arg(file, mode: str) -> dict:
                                            "not a text one")
         return {"fileobj": file}
     try:
-        path = os.fspath(file)
+        path = os.fspath(file)  # type: ignore[call-overload]  # anything else: TypeError
     except TypeError:
         raise InvalidArgumentTypeError(f"the archive must be a path or a binary file object, got "
                                        f"{type(file).__name__}") from None
@@ -682,7 +690,7 @@ def _archive_arg(file, mode: str) -> dict:
     return {"name": path}
 
 
-def _extract_safely(fs, archive: dict, directory: str, max_bytes: int) -> None:
+def _extract_safely(fs: OSFileSystem, archive: dict[str, Any], directory: str, max_bytes: int) -> None:
     """Extract the regular, plainly named members of a tar archive (``archive``: the keywords of `_archive_arg`),
     reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link)."""
     total = 0
@@ -699,11 +707,11 @@ def _extract_safely(fs, archive: dict, directory: str, max_bytes: int) -> None:
                 dst = os.path.join(directory, member.name)
                 if fs.exists(dst):
                     raise UnsafeArchiveError(f"archive member {member.name!r} appears twice")
-                src = tar.extractfile(member)
+                src = tar.extractfile(member)  # a file object: the member is a regular file
                 with fs.open_append(dst, create=True) as out:
                     left = member.size
                     while left > 0:
-                        chunk = src.read(min(_COPY_CHUNK, left))
+                        chunk = src.read(min(_COPY_CHUNK, left))  # type: ignore[union-attr]
                         if not chunk:
                             raise BackupCorruptError(f"archive member {member.name!r} is truncated")
                         out.write(chunk)

@@ -11,6 +11,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _crash
 from .config import (
@@ -30,16 +32,23 @@ from .storage.log import LogWriter, create_segment, read_segments
 from .storage.manifest import Manifest, read_manifest, write_manifest
 from .storage.snapshot import read_snapshot
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._fs import OSFileSystem
+    from .index.base import Index, VectorTable
+    from .types import RecoveryReport
+
 log = logging.getLogger("vecstore_ref.store")
 
 
-def _index_factory(kind: str, params: HNSWParams):
-    def make(table):
+def _index_factory(kind: str, params: HNSWParams) -> Callable[[VectorTable], Index]:
+    def make(table: VectorTable) -> Index:
         if kind == "hnsw":
             try:
                 from .index.hnsw import HNSWIndex
             except ImportError:  # pragma: no cover - a build without the graph index answers exactly
-                HNSWIndex = None
+                HNSWIndex = None  # type: ignore[misc, assignment]
             if HNSWIndex is not None:
                 return HNSWIndex(table, params, background=True)
         from .index.flat import FlatIndex
@@ -49,14 +58,14 @@ def _index_factory(kind: str, params: HNSWParams):
     return make
 
 
-def _close_index(state) -> None:
+def _close_index(state: StoreState | None) -> None:
     """Stop the index's background thread, if it has one (an HNSW index links new vectors in the background)."""
     close = getattr(getattr(state, "index", None), "close", None)
     if close is not None:
         close()
 
 
-_preloaded: set = set()
+_preloaded: set[str] = set()
 
 
 def preload_kernels(kind: str, metric: str) -> None:
@@ -86,7 +95,7 @@ def preload_kernels(kind: str, metric: str) -> None:
 OPEN_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "read_only", "repair", "clock", "max_k")
 
 
-def check_open_options(options: dict, allowed: tuple = OPEN_OPTIONS) -> None:
+def check_open_options(options: dict[str, Any], allowed: tuple[str, ...] = OPEN_OPTIONS) -> None:
     """Check ``VecStore.open`` keyword options given as a dict (by the namespace manager and the sharded store,
     before they write anything): unknown names raise :class:`InvalidArgumentTypeError`, bad values the errors of
     ``VecStore.open``."""
@@ -103,8 +112,31 @@ def check_open_options(options: dict, allowed: tuple = OPEN_OPTIONS) -> None:
 class OpeningMethods:
     """Mixed into :class:`VecStore`: what ``VecStore.__init__`` runs to open a directory."""
 
+    if TYPE_CHECKING:  # the store's fields these methods use (set by VecStore.__init__ or by _recover)
+        path: str
+        _fs: OSFileSystem
+        _read_only: bool
+        _poisoned: str | None
+        recovery_report: RecoveryReport
+        _state: StoreState
+        _metric: str
+        _index_kind: str
+        _hnsw: HNSWParams
+        _compaction_config: CompactionConfig
+        _checkpoint_config: CheckpointConfig
+        _manifest: Manifest
+        _writer: LogWriter | None
+        _last_seq: int
+        _snapshot_bytes: int
+        _older_log_bytes: int
+        _linked_at_checkpoint: int
+        _last_checkpoint_at: float | None
+
+        def _apply_record(self, rtype: int, payload: bytes, seq: int, path: str, offset: int) -> None: ...
+
     @staticmethod
-    def _check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k) -> None:
+    def _check_open_options(dim: object, metric: object, index: object, hnsw: object, durability: object,
+                            read_only: object, repair: object, clock: object, max_k: object) -> None:
         if dim is not None:
             from .validation import validate_dim
 
@@ -127,7 +159,8 @@ class OpeningMethods:
         if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
             raise InvalidArgumentError("max_k must be a positive int")
 
-    def _recover(self, dim, metric, index, hnsw, repair) -> None:
+    def _recover(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None,
+                 repair: bool) -> None:
         """Load the newest snapshot, replay the log after it, and open the log for appends."""
         t0 = time.perf_counter()
         fs, report = self._fs, self.recovery_report
@@ -198,7 +231,7 @@ class OpeningMethods:
                 self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
         report.duration_ms = (time.perf_counter() - t0) * 1e3
 
-    def _create(self, dim, metric, index, hnsw) -> Manifest:
+    def _create(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None) -> Manifest:
         """Lay out a new, empty store: first log segment, then the manifest that names it."""
         if self._read_only:
             raise NotFoundError(f"no store at {self.path} (no MANIFEST)")
@@ -216,10 +249,11 @@ class OpeningMethods:
         write_manifest(self._fs, self.path, manifest)
         return manifest
 
-    def _make_index_factory(self):
+    def _make_index_factory(self) -> Callable[[VectorTable], Index]:
         return _index_factory(self._index_kind, self._hnsw)
 
-    def _load_index(self, table, kind, meta, arrays, mapped, buffers):
+    def _load_index(self, table: VectorTable, kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                    mapped: np.ndarray, buffers: dict[str, np.ndarray | None]) -> Index | None:
         """Rebuild the index object from snapshot arrays when the kinds match; None means 'build from vectors'.
 
         ``mapped``: bool (n_slots,), the slots holding records (an HNSW graph queues those it had not linked);
@@ -240,7 +274,7 @@ class OpeningMethods:
 
         return FlatIndex.from_arrays(table, meta, arrays)
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, Any]:
         return {
             "dim": self._state.dim,
             "metric": self._metric,
@@ -253,7 +287,7 @@ class OpeningMethods:
     def _options_changed(self) -> bool:
         return self._manifest.options != self._options()
 
-    def _write_manifest(self, snapshot, snapshot_seq, logs) -> None:
+    def _write_manifest(self, snapshot: str | None, snapshot_seq: int, logs: list[str]) -> None:
         """Replace the manifest. If that fails we cannot know which manifest a reopen will read, so the store
         refuses writes until reopened (both candidates describe a complete, consistent store)."""
         manifest = Manifest(FORMAT_VERSION, snapshot, snapshot_seq, list(logs), self._options())

@@ -23,6 +23,7 @@ wrote a record twice count as superseded).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,8 @@ class StoreState:
         self.metric = metric
         self.dim: int | None = None
         self._index_factory = index_factory  # VectorTable -> Index
-        self.table: VectorTable | None = None
-        self.index = None
+        self.table: VectorTable = None  # type: ignore[assignment]  # None only until set_dim: no record before
+        self.index: Any = None  # a FlatIndex or HNSWIndex, made with the table (optional methods: getattr)
         self.id_map = IdMap(self._mapped)
         self.state = np.zeros(0, dtype=np.uint8)
         self.live = np.zeros(0, dtype=bool)  # state == LIVE, kept in step for queries
@@ -135,7 +136,7 @@ class StoreState:
     def is_expired(self, slot: int, now: float) -> bool:
         return bool(self.expires[slot] <= now)
 
-    def counts(self, now: float) -> dict:
+    def counts(self, now: float) -> dict[str, int]:
         """visible, soft_deleted, expired_pending, hard_deleted_pending, deleted_count, superseded."""
         expired = self.expired_slots(now)
         n_exp_live = int((self.state[expired] == LIVE).sum()) if expired.size else 0
@@ -170,7 +171,7 @@ class StoreState:
         """
         if dim is not None and self.dim is None:
             self.set_dim(dim)
-        if len(ops) > 1 and self._insert_new(ops, vectors, rows):
+        if len(ops) > 1 and self._insert_new(ops, vectors, rows):  # type: ignore[arg-type]  # upserts: vectors
             return
         new_rows: dict[int, int] = {}  # slot created by this record -> row of `vectors`
         md_set: dict[int, tuple] = {}  # slot -> (metadata, row text, created by this record)
@@ -184,7 +185,8 @@ class StoreState:
                 vec_row = op["row"]
                 md = op["metadata"]
                 text = rows[i] if rows is not None else encode_row(md)
-                if slot >= 0 and self._same_vector(slot, vectors[vec_row], new_rows, vectors):
+                if slot >= 0 and self._same_vector(slot, vectors[vec_row],  # type: ignore[index]  # upserts: vectors
+                                                   new_rows, vectors):  # type: ignore[arg-type]
                     self._unmark(slot)  # the same vector: the record keeps its slot and its place in the graph
                     self.state[slot] = LIVE
                     self.live[slot] = True
@@ -238,7 +240,7 @@ class StoreState:
         if new_rows:
             slots = np.fromiter(new_rows.keys(), dtype=DTYPE_SLOT, count=len(new_rows))
             vec_rows = np.fromiter(new_rows.values(), dtype=np.int64, count=len(new_rows))
-            self.table.write(slots, vectors[vec_rows])
+            self.table.write(slots, vectors[vec_rows])  # type: ignore[index]  # new rows: vectors
         for fresh in (True, False):
             picked = [(s, md, text) for s, (md, text, f) in md_set.items() if f is fresh]
             if picked:
@@ -407,7 +409,7 @@ class StoreState:
         self.min_expiry = float(self.expires[:n][finite].min()) if self.n_ttl else NO_EXPIRY
         self.id_map = IdMap.from_arrays(ids_blob, ids_offsets, self._mapped)
         columns_arrays = {k[len("meta."):]: v for k, v in arrays.items() if k.startswith("meta.")}
-        self.columns = MetadataColumns.from_arrays(header.get("columns"), columns_arrays)
+        self.columns = MetadataColumns.from_arrays(header.get("columns"), columns_arrays)  # type: ignore[arg-type]
         if self.columns.capacity < n:
             raise CorruptSnapshotError("snapshot metadata does not cover its slots")
         self.columns.reserve(self.table.capacity)
@@ -494,7 +496,7 @@ class StoreState:
             return new, 0
         keep = np.flatnonzero(self.live[:n] & (self.expires[:n] > now)).astype(DTYPE_SLOT)
         removed = n - keep.size - self.n_superseded
-        new.set_dim(self.dim, capacity=max(1024, keep.size))
+        new.set_dim(self.dim, capacity=max(1024, keep.size))  # type: ignore[arg-type]  # a table: a dim
         if keep.size:
             slots = new._allocate(keep.size)
             new.table.write(slots, self.table.vectors[keep])
@@ -519,7 +521,7 @@ class SnapshotBuffers:
     FILLS = {"vectors": 0.0, "inv_norms": 1.0, "index.levels": -1, "index.links0": None, "index.up_offset": -1,
              "index.deleted": 0}
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._full: list[np.ndarray] = []
 
     @staticmethod

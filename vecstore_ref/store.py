@@ -24,7 +24,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,6 +72,12 @@ from .types import (
 )
 from .validation import validate_id, validate_store_path, validate_vectors
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .namespaces import Quotas
+    from .types import Metadata, Operation
+
 log = logging.getLogger(__name__)
 
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
@@ -89,7 +96,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         dim: int | None = None,
         metric: str | None = None,
@@ -111,8 +118,10 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         return cls(path, dim=dim, metric=metric, index=index, hnsw=hnsw, durability=durability,
                    read_only=read_only, repair=repair, clock=clock, max_k=max_k, fs=fs)
 
-    def __init__(self, path, *, dim=None, metric=None, index=None, hnsw=None, durability="fsync",
-                 read_only=False, repair=False, clock=None, max_k=MAX_K, fs=None):
+    def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, metric: str | None = None,
+                 index: str | None = None, hnsw: HNSWParams | None = None, durability: str = "fsync",
+                 read_only: bool = False, repair: bool = False, clock: Callable[[], float] | None = None,
+                 max_k: int = MAX_K, fs: fsmod.OSFileSystem | None = None) -> None:
         self._closed = True
         self._lock = threading.RLock()  # the write lock: one writer (or checkpoint switch) at a time
         self._rw = ReadWriteLock()  # readers share it; a write takes it alone only to apply to memory
@@ -130,7 +139,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._cost = CostModel()
         self._compaction_config = CompactionConfig()
         self._checkpoint_config = CheckpointConfig()
-        self._last_compaction: dict | None = None
+        self._last_compaction: dict[str, float] | None = None
         self._last_checkpoint_at: float | None = None
         self._snapshot_bytes = 0  # size of the live snapshot file
         self._older_log_bytes = 0  # log bytes since the last checkpoint in segments other than the current one
@@ -144,7 +153,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._flusher: threading.Thread | None = None
         self._flush_stop = threading.Event()
         self._dirty = False
-        self._quota = None  # a namespace's Quotas (vecstore_ref.namespaces), checked before each log append
+        self._quota: Quotas | None = None  # a namespace's quotas, checked before each log append
         self.recovery_report = RecoveryReport()
 
         if not self._fs.isdir(self.path):
@@ -219,10 +228,10 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     def __enter__(self) -> VecStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):  # pragma: no cover - best effort for forgotten handles
+    def __del__(self) -> None:  # pragma: no cover - best effort for forgotten handles
         try:
             if not self._closed:
                 self.close()
@@ -269,7 +278,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         except CorruptLogError as exc:
             raise CorruptLogError(path, offset, seq, exc.reason) from None
 
-    def _commit(self, effects: list[dict], vectors: np.ndarray | None, dim: int | None) -> int:
+    def _commit(self, effects: list[dict[str, Any]], vectors: np.ndarray | None, dim: int | None) -> int:
         """Write one record holding ``effects``, make it durable per the durability mode, then apply it.
 
         Nothing reaches memory unless the record reached the log: a failed append leaves state and file as they
@@ -280,7 +289,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             self._quota.check(self, effects, len(payload))
         _crash.crashpoint("batch.before_append")
         try:
-            seq = self._writer.append(RECORD_BATCH, payload, sync=self._durability == "fsync")
+            seq = self._writer.append(RECORD_BATCH, payload,  # type: ignore[union-attr]  # writable: a writer
+                                      sync=self._durability == "fsync")
         except ReadOnlyError:
             self._poisoned = "an earlier fsync failed"
             raise
@@ -302,7 +312,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         _crash.crashpoint("batch.before_ack")
         return seq
 
-    def _run_ops(self, ops: list) -> list:
+    def _run_ops(self, ops: list[Operation]) -> list[object]:
         """Plan and commit single-call ops: raise the first error (nothing written), else return per-op results."""
         plan = plan_batch(ops, self._state, self._now())
         for result in plan.results:
@@ -318,7 +328,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 if self._closed or not self._dirty or self._poisoned is not None:
                     continue
                 try:
-                    self._writer.sync()
+                    self._writer.sync()  # type: ignore[union-attr]  # the flusher runs only with a writer
                     self._dirty = False
                 except OSError as exc:
                     self._poisoned = f"a background fsync failed ({exc})"
@@ -326,13 +336,14 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
 
     # --- single-record writes ---------------------------------------------------------------------------------
 
-    def upsert(self, id: str, vector, metadata: dict | None = None, *, ttl: float | None = None) -> None:
+    def upsert(self, id: str, vector: ArrayLike, metadata: Metadata | None = None, *,
+               ttl: float | None = None) -> None:
         """Insert a record or replace it whole (vector, metadata, and TTL, which is cleared unless given)."""
         with self._lock:
             self._check_writable()
             self._run_ops([Upsert(id, vector, metadata, ttl)])
 
-    def upsert_with_ttl(self, id: str, vector, metadata: dict | None, ttl: float) -> None:
+    def upsert_with_ttl(self, id: str, vector: ArrayLike, metadata: Metadata | None, ttl: float) -> None:
         """``upsert(id, vector, metadata, ttl=ttl)``: the record expires ``ttl`` seconds from now."""
         self.upsert(id, vector, metadata, ttl=ttl)
 
@@ -354,7 +365,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             self._check_writable()
             return bool(self._run_ops([Restore(id)])[0])
 
-    def update_metadata(self, id: str, metadata: dict | None) -> None:
+    def update_metadata(self, id: str, metadata: Metadata | None) -> None:
         """Replace the metadata of a visible record."""
         with self._lock:
             self._check_writable()
@@ -380,7 +391,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
 
     # --- batches ----------------------------------------------------------------------------------------------
 
-    def batch_execute(self, ops) -> BatchResult:
+    def batch_execute(self, ops: Sequence[Operation]) -> BatchResult:
         """Apply a list of operations in order; the ones that succeed are written as one atomic log record."""
         t0 = time.perf_counter()
         ops = check_ops(ops)
@@ -391,7 +402,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 self._commit(plan.effects, plan.vector_matrix(), plan.dim)
         return BatchResult(plan.succeeded, len(plan.errors), plan.errors, (time.perf_counter() - t0) * 1e3)
 
-    def upsert_many(self, ids, vectors, metadatas=None, *, ttl: float | None = None, progress=None) -> int:
+    def upsert_many(self, ids: Iterable[str], vectors: ArrayLike, metadatas: Iterable[Metadata | None] | None = None,
+                    *, ttl: float | None = None, progress: bool | Callable[[int, int], object] | None = None) -> int:
         """Bulk upsert: every row is validated first (an error names the row and writes nothing), then the rows
         are written in chunks of up to 32 MiB, each one atomic log record. ``progress`` is True (a tqdm bar) or a
         callable ``(done, total)``. Returns the number of rows written."""
@@ -472,7 +484,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     def ids(self) -> list[str]:
         return list(iter(self))
 
-    def _visible_records(self) -> dict:
+    def _visible_records(self) -> dict[str, Any]:
         """Every visible record as arrays (ids, float32 vectors, metadata, expires_at), one consistent picture:
         what an export writes (see `vecstore_ref.export`)."""
         with self._rw.read():
@@ -634,7 +646,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             return verify_files(self._fs, self.path)
 
 
-def _link_all_leaving_a_core(index) -> None:
+def _link_all_leaving_a_core(index: Any) -> None:
     """Link everything queued in ``index`` in this thread, on every core but one (a compaction's rebuild: the
     queries still running on the old state keep a core)."""
     link = getattr(index, "link_queued", None)
@@ -653,7 +665,8 @@ def _link_all_leaving_a_core(index) -> None:
         index.link_threads = None
 
 
-def _progress_reporter(progress, total: int):
+def _progress_reporter(progress: bool | Callable[[int, int], object] | None,
+                       total: int) -> Callable[[int | None], object]:
     """A callable(done | None): ``None`` closes. tqdm is imported only when asked for."""
     if progress is None or progress is False:
         return lambda done: None
@@ -665,7 +678,7 @@ def _progress_reporter(progress, total: int):
         bar = tqdm(total=total, unit="vec")
         last = [0]
 
-        def report(done):
+        def report(done: int | None) -> None:
             if done is None:
                 bar.close()
                 return

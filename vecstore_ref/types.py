@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from .filter import Filter
+
 __all__ = [
+    "Metadata",
+    "Operation",
     "Record",
     "Neighbor",
     "Query",
@@ -34,6 +41,10 @@ __all__ = [
     "ExplainedNeighbor",
 ]
 
+Metadata: TypeAlias = dict[str, Any]
+"""A record's metadata: a flat dict whose values are str, int, finite float, bool, None, or a list of those
+(SPEC section 1); the store checks the rules (`InvalidMetadataError`)."""
+
 
 def _jsonable(value: Any) -> Any:
     """Floats that JSON cannot hold (inf, nan) become None; numpy scalars become Python ones."""
@@ -53,12 +64,12 @@ class Record:
     """A stored record. ``vector`` is float32, as given; ``expires_at`` is a clock() time or None."""
 
     id: str
-    vector: np.ndarray
-    metadata: dict | None
+    vector: NDArray[np.float32]
+    metadata: Metadata | None
     expires_at: float | None = None
     deleted: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "vector": self.vector.tolist(),
@@ -91,9 +102,9 @@ class Neighbor:
 
     id: str
     score: float
-    metadata: dict | None = None
+    metadata: Metadata | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": _jsonable(float(self.score)), "metadata": self.metadata}
 
 
@@ -101,9 +112,9 @@ class Neighbor:
 class Query:
     """A k-nearest-neighbour query. ``filter`` is filter text or a :func:`parse_filter` result."""
 
-    vector: Any
+    vector: ArrayLike
     k: int = 10
-    filter: Any = None
+    filter: str | Filter | None = None
     ef: int | None = None
 
 
@@ -112,11 +123,11 @@ class BatchQueryResult:
     """Results of :meth:`VecStore.query_batch`: ``ids`` object (n, k) padded None, ``scores`` float32 (n, k)
     padded -inf, ``n_found`` int (n,)."""
 
-    ids: np.ndarray
-    scores: np.ndarray
-    n_found: np.ndarray
+    ids: NDArray[np.object_]
+    scores: NDArray[np.float32]
+    n_found: NDArray[np.int64]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "results": [
                 [
@@ -133,10 +144,10 @@ class BatchQueryResult:
 
 @dataclass(frozen=True, slots=True)
 class Upsert:
-    id: Any
-    vector: Any
-    metadata: Any = None
-    ttl: Any = None
+    id: str
+    vector: ArrayLike
+    metadata: Metadata | None = None
+    ttl: float | None = None
 
     def describe(self) -> str:
         return f"upsert({self.id})"
@@ -144,7 +155,7 @@ class Upsert:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    id: Any
+    id: str
 
     def describe(self) -> str:
         return f"delete({self.id})"
@@ -152,7 +163,7 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class SoftDelete:
-    id: Any
+    id: str
 
     def describe(self) -> str:
         return f"soft_delete({self.id})"
@@ -160,7 +171,7 @@ class SoftDelete:
 
 @dataclass(frozen=True, slots=True)
 class Restore:
-    id: Any
+    id: str
 
     def describe(self) -> str:
         return f"restore({self.id})"
@@ -168,8 +179,8 @@ class Restore:
 
 @dataclass(frozen=True, slots=True)
 class UpdateMetadata:
-    id: Any
-    metadata: Any
+    id: str
+    metadata: Metadata | None
 
     def describe(self) -> str:
         return f"update_metadata({self.id})"
@@ -177,14 +188,17 @@ class UpdateMetadata:
 
 @dataclass(frozen=True, slots=True)
 class SetTTL:
-    id: Any
-    ttl: Any
+    id: str
+    ttl: float | None
 
     def describe(self) -> str:
         return f"set_ttl({self.id})"
 
 
-BatchOp = (Upsert, Delete, SoftDelete, Restore, UpdateMetadata, SetTTL)
+BatchOp = (Upsert, Delete, SoftDelete, Restore, UpdateMetadata, SetTTL)  # for isinstance
+
+Operation: TypeAlias = Upsert | Delete | SoftDelete | Restore | UpdateMetadata | SetTTL
+"""One operation of `VecStore.batch_execute`."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +210,7 @@ class BatchError:
     error: str
     type: str = "VecStoreError"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "operation": self.operation, "error": self.error, "type": self.type}
 
 
@@ -207,7 +221,7 @@ class BatchResult:
     errors: list[BatchError] = field(default_factory=list)
     duration_ms: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "succeeded": self.succeeded,
             "failed": self.failed,
@@ -226,7 +240,7 @@ class CompactionResult:
     duration_ms: float
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -246,8 +260,8 @@ class RecoveryReport:
     orphans_removed: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
 
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _jsonable(asdict(self)))
 
 
 @dataclass
@@ -255,7 +269,7 @@ class StoreStats:
     dim: int | None
     metric: str
     index: str
-    index_params: dict
+    index_params: dict[str, int]
     index_effective: str
     visible: int
     soft_deleted: int
@@ -266,9 +280,9 @@ class StoreStats:
     log_bytes: int
     snapshot_bytes: int
     reclaimable_bytes: int
-    compaction_config: dict
-    last_compaction: dict | None
-    recovery_report: dict
+    compaction_config: dict[str, Any]
+    last_compaction: dict[str, float] | None
+    recovery_report: dict[str, Any]
     format_version: int
     durability: str
     read_only: bool
@@ -277,10 +291,10 @@ class StoreStats:
     superseded: int = 0  # old versions of records whose vector an upsert replaced; compaction reclaims them
     log_bytes_since_checkpoint: int = 0  # log an open would replay (checkpoints reset it)
     last_checkpoint_at: float | None = None  # unix time the live snapshot was captured, or None
-    checkpoint_config: dict | None = None
+    checkpoint_config: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _jsonable(asdict(self)))
 
 
 @dataclass
@@ -290,7 +304,7 @@ class VerifyReport:
     records_checked: int
     errors: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -305,8 +319,8 @@ class QueryEstimate:
     selectivity: float
     recommendations: list[str]
 
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _jsonable(asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -314,11 +328,11 @@ class ExplainedNeighbor:
     id: str
     rank: int
     score: float
-    metadata: dict | None
+    metadata: Metadata | None
     matched_clauses: list[str]
 
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _jsonable(asdict(self)))
 
 
 @dataclass
@@ -330,7 +344,7 @@ class ExplainResult:
     candidates_filtered_out: int
     phases_ms: dict[str, float]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "neighbors": [n.to_dict() for n in self.neighbors],
             "plan": self.plan,

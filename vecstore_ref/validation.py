@@ -213,7 +213,7 @@ def validate_ttl(ttl: object, *, allow_none: bool = False) -> float | None:
     try:
         value = float(ttl)
     except OverflowError:  # an int (or Fraction) of hundreds of digits does not fit a float
-        value = math.inf if ttl > 0 else -math.inf
+        value = math.inf if ttl > 0 else -math.inf  # type: ignore[operator]  # a numbers.Real
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgumentError(f"ttl must be a finite number of seconds above 0, got {_short(ttl)}")
     if value > MAX_TTL_SECONDS:
@@ -226,7 +226,7 @@ def _short(value: object, limit: int = 40) -> str:
     try:
         text = repr(value)
     except ValueError:  # an int above sys.get_int_max_str_digits() has no decimal repr
-        return f"an int of about {value.bit_length() * 0.30103:.0f} digits"
+        return f"an int of about {value.bit_length() * 0.30103:.0f} digits"  # type: ignore[attr-defined]
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -237,7 +237,7 @@ def validate_store_path(path: object, what: str = "store path") -> str:
     Whether the directory may be created, or locked, is for the file system to say (a ``StorageError``).
     """
     try:
-        raw = os.fspath(path)
+        raw = os.fspath(path)  # type: ignore[call-overload]  # anything else: TypeError
     except TypeError:
         raise InvalidArgumentTypeError(f"{what} must be a str or os.PathLike, got {type(path).__name__}") from None
     if not isinstance(raw, str):

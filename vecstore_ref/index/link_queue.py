@@ -43,7 +43,7 @@ LINGER_S = 0.02  # how long the thread waits for a full chunk once a slot is wai
 class LinkQueue:
     """A FIFO of slots waiting to be linked; a slot is in it at most once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._queued = np.zeros(1024, dtype=np.uint8)  # 1 = waiting; entries of _fifo whose flag is 0 are stale
         self._fifo: list[np.ndarray] = []

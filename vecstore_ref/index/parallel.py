@@ -45,7 +45,7 @@ def run_split(kernel, n_threads: int, *args) -> None:
         kernel(*args, 0, 1)
         return
     pool = _workers(n_threads - 1)
-    shares = [pool.submit(kernel, *args, t, n_threads) for t in range(1, n_threads)]
+    shares = [pool.submit(kernel, *args, t, n_threads) for t in range(1, n_threads)]  # type: ignore[call-arg]
     try:
         kernel(*args, 0, n_threads)
     finally:

@@ -19,9 +19,15 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from queue import SimpleQueue
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# A worker's task: the call, its item, the list its outcome goes into, and the lock released when it is there.
+_Task = tuple[Callable[[Any], Any], Any, list[Any], _thread.LockType]
 
 
-def _outcome(fn: Callable, item):
+def _outcome(fn: Callable[[T], Any], item: T) -> Any:
     try:
         return fn(item)
     except BaseException as exc:  # handed to the caller, who raises it (or reports the shard as missing)
@@ -31,8 +37,8 @@ def _outcome(fn: Callable, item):
 class ShardThreads:
     """``run(fn, items)``: ``fn(items[0])`` in the calling thread, ``fn(items[j])`` on worker ``j - 1``."""
 
-    def __init__(self, n_workers: int, name: str = "vecstore-shard"):
-        self._queues: list[SimpleQueue] = [SimpleQueue() for _ in range(n_workers)]
+    def __init__(self, n_workers: int, name: str = "vecstore-shard") -> None:
+        self._queues: list[SimpleQueue[_Task | None]] = [SimpleQueue() for _ in range(n_workers)]
         self._threads = [threading.Thread(target=self._work, args=(q,), name=f"{name}-{i + 1}", daemon=True)
                          for i, q in enumerate(self._queues)]
         self._closed = False
@@ -40,7 +46,7 @@ class ShardThreads:
             t.start()
 
     @staticmethod
-    def _work(queue: SimpleQueue) -> None:
+    def _work(queue: SimpleQueue[_Task | None]) -> None:
         while True:
             task = queue.get()
             if task is None:
@@ -49,13 +55,13 @@ class ShardThreads:
             box.append(_outcome(fn, item))
             done.release()
 
-    def run(self, fn: Callable, items: Sequence) -> list:
+    def run(self, fn: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
         if self._closed:
             raise RuntimeError("the shard threads are closed")
         pending = []
         n = len(self._queues)
         for j in range(1, len(items)):
-            box: list = []
+            box: list[Any] = []
             done = _thread.allocate_lock()
             done.acquire()
             self._queues[(j - 1) % n].put((fn, items[j], box, done))
@@ -81,10 +87,10 @@ class ShardThreads:
 class ExecutorFanout:
     """The same contract on a caller's ``concurrent.futures.Executor`` (which the caller also shuts down)."""
 
-    def __init__(self, executor: Executor):
+    def __init__(self, executor: Executor) -> None:
         self._executor = executor
 
-    def run(self, fn: Callable, items: Sequence) -> list:
+    def run(self, fn: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
         futures = [self._executor.submit(_outcome, fn, item) for item in items]
         return [f.result() for f in futures]
 

@@ -8,24 +8,29 @@ approximate as a single store's, and the union is searched more thoroughly than 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..types import BatchQueryResult, Neighbor
 
+if TYPE_CHECKING:
+    from ..types import Metadata
 
-class ShardedNeighbors(list):
+
+class ShardedNeighbors(list[Neighbor]):
     """The results of ``query``: a list of ``Neighbor``, best first, plus
     ``missing_shards``, the shards that did not answer (empty unless the query ran with ``allow_partial=True``)."""
 
     __slots__ = ("missing_shards",)
 
-    def __init__(self, items=(), missing_shards: tuple[int, ...] = ()):
+    def __init__(self, items: Iterable[Neighbor] = (), missing_shards: tuple[int, ...] = ()) -> None:
         super().__init__(items)
         self.missing_shards = tuple(missing_shards)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"results": [n.to_dict() for n in self], "missing_shards": list(self.missing_shards)}
 
 
@@ -35,7 +40,7 @@ class ShardedBatchQueryResult(BatchQueryResult):
 
     missing_shards: tuple[int, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "missing_shards": list(self.missing_shards)}
 
 
@@ -48,7 +53,7 @@ def merge_neighbors(parts: list[list[Neighbor]], k: int) -> list[Neighbor]:
     return merged[:k]
 
 
-def merge_hits(ids: list[str], scores: np.ndarray, metadata: list, k: int) -> list[Neighbor]:
+def merge_hits(ids: list[str], scores: np.ndarray, metadata: list[Metadata | None], k: int) -> list[Neighbor]:
     """``Neighbor`` objects for the best ``k`` of flat lists gathered from several shards (ties by id).
 
     Used for results that came over the wire as arrays: only the ``k`` survivors become Python objects.

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -44,6 +46,13 @@ from ..types import BatchQueryResult, Neighbor
 from ..validation import validate_ef, validate_k, validate_vector, validate_vectors
 from . import wire
 from .routing import check_shard_dir
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..filter import Filter
+    from ..store import VecStore
+    from ..types import Query
 
 RESTART_BACKOFF_S = (1.0, 30.0)  # first wait after a failed restart, and the longest
 LOCK_WAIT_S = 30.0
@@ -65,7 +74,7 @@ class RayExecutor:
     """
 
     node_ids: Sequence[str] | None = None
-    actor_options: dict = field(default_factory=dict)
+    actor_options: dict[str, Any] = field(default_factory=dict)
     call_timeout_s: float | None = None
     start_timeout_s: float = 300.0
 
@@ -86,7 +95,7 @@ class RayExecutor:
                 raise InvalidArgumentError(f"{name} must be a positive number of seconds")
 
 
-def _ray():
+def _ray() -> Any:  # the ray module (Ray is optional: not analysed by the type checker)
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - the [ray] extra
@@ -96,7 +105,7 @@ def _ray():
     return ray
 
 
-def check_nodes(ray, node_ids: Sequence[str]) -> None:
+def check_nodes(ray: Any, node_ids: Sequence[str]) -> None:
     """Every node id must name a node of this Ray cluster (a dead one gives ShardUnavailableError later)."""
     known = {n["NodeID"] for n in ray.nodes()}
     unknown = sorted(set(node_ids) - known)
@@ -109,12 +118,14 @@ def check_nodes(ray, node_ids: Sequence[str]) -> None:
 class _ShardActor:
     """Runs in the actor's process: one open store, and the query channel's server."""
 
-    def __init__(self, index: int, path: str, options: dict, key: bytes, must_exist: bool, lock_wait_s: float):
+    def __init__(self, index: int, path: str, options: dict[str, Any], key: bytes, must_exist: bool,
+                 lock_wait_s: float) -> None:
         from ..store import VecStore
 
         self.error: BaseException | None = None
-        self.store = None
-        self.server = None
+        # Both are set unless the open failed; then ready() raises the error and the actor gets no other call.
+        self.store: VecStore = None  # type: ignore[assignment]
+        self.server: wire.QueryServer = None  # type: ignore[assignment]
         try:
             if must_exist:
                 check_shard_dir(path, index)
@@ -133,7 +144,7 @@ class _ShardActor:
         except VecStoreError as exc:
             self.error = exc
 
-    def ready(self) -> dict:
+    def ready(self) -> dict[str, Any]:
         """Where the query channel listens; the open's error (typed) if the store did not open."""
         if self.error is not None:
             raise self.error
@@ -143,13 +154,13 @@ class _ShardActor:
         return {"address": self.server.address, "node_id": ctx.get_node_id(), "pid": os.getpid(),
                 "resources": ctx.get_assigned_resources()}
 
-    def call(self, name: str, args: tuple, kwargs: dict):
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return getattr(self.store, name)(*args, **kwargs)
 
     def length(self) -> int:
         return len(self.store)
 
-    def contains(self, id_) -> bool:
+    def contains(self, id_: object) -> bool:
         return id_ in self.store
 
     def close(self) -> None:
@@ -158,7 +169,7 @@ class _ShardActor:
         if self.store is not None:
             self.store.close()
 
-    def _answer(self, frame: bytearray) -> list:
+    def _answer(self, frame: bytes | bytearray) -> wire.Parts:
         req = wire.decode_request(frame)
         if req.single:
             hits = self.store.query(req.vectors[0], k=req.k, filter=req.filter, ef=req.ef)
@@ -175,7 +186,7 @@ class _ShardActor:
 class _Incarnation:
     """One actor of a shard (a restart makes a new one)."""
 
-    actor: object
+    actor: Any  # a Ray actor handle
     client: wire.QueryClient
     number: int
 
@@ -188,10 +199,11 @@ class RayShard:
                "compact", "maybe_compact", "snapshot", "flush_index", "verify", "stats", "_visible_records",
                "estimate_query", "query_explain", "set_compaction_config", "compaction_config")
 
-    def __init__(self, index: int, path: str, options: dict, key: bytes, executor: RayExecutor, must_exist: bool):
+    def __init__(self, index: int, path: str, options: dict[str, Any], key: bytes, executor: RayExecutor,
+                 must_exist: bool) -> None:
         self.index = index
         self.path = path
-        self.info: dict = {}  # the running actor's node_id, pid, query channel address and assigned resources
+        self.info: dict[str, Any] = {}  # the running actor's node_id, pid, query channel address and assigned resources
         self._options = options
         self._key = key
         self._executor = executor
@@ -204,11 +216,11 @@ class RayShard:
         self._backoff = RESTART_BACKOFF_S[0]
         self._last_failure = ""
         self._closed = False
-        self._pending_start = self._launch(lock_wait_s=0.0)
+        self._pending_start: tuple[Any, Any] | None = self._launch(lock_wait_s=0.0)
 
     # --- starting and restarting ----------------------------------------------------------------------------
 
-    def _launch(self, lock_wait_s: float):
+    def _launch(self, lock_wait_s: float) -> tuple[Any, Any]:
         """Create the actor; returns (actor, ref of its ready() answer)."""
         opts = {"num_cpus": 0, **self._executor.actor_options, "max_restarts": 0, "max_task_retries": 0}
         if self._executor.node_ids is not None:
@@ -223,11 +235,11 @@ class RayShard:
     def finish_start(self) -> None:
         """Wait for the actor launched by ``__init__`` (so that several shards start at once)."""
         with self._lock:
-            actor, ready = self._pending_start
+            actor, ready = self._pending_start  # type: ignore[misc]  # set by __init__, taken once
             self._pending_start = None
             self._adopt(actor, ready)
 
-    def _adopt(self, actor, ready) -> None:
+    def _adopt(self, actor: Any, ready: Any) -> None:
         ray = self._ray
         try:
             info = ray.get(ready, timeout=self._executor.start_timeout_s)
@@ -246,7 +258,7 @@ class RayShard:
         self._backoff = RESTART_BACKOFF_S[0]
 
     @property
-    def actor(self):
+    def actor(self) -> Any:
         """The shard's current Ray actor handle (None after its loss, until the next call starts another)."""
         cur = self._current
         return None if cur is None else cur.actor
@@ -279,7 +291,7 @@ class RayShard:
                 self._retry_at = time.monotonic() + self._backoff
                 self._backoff = min(2 * self._backoff, RESTART_BACKOFF_S[1])
                 raise self._unavailable(self._last_failure) from None
-            return self._current
+            return self._current  # type: ignore[return-value]  # _adopt set it
 
     def _lose(self, incarnation: _Incarnation, why: str) -> None:
         """Forget a dead actor (once, even if several calls find out); the next call starts a new one."""
@@ -298,7 +310,7 @@ class RayShard:
 
     # --- Ray calls ------------------------------------------------------------------------------------------
 
-    def submit(self, name: str, *args, **kwargs):
+    def submit(self, name: str, *args: Any, **kwargs: Any) -> tuple[_Incarnation, Any]:
         """Start ``name(*args, **kwargs)`` in the actor; ``wait`` gives its value."""
         cur = self._alive()
         method = {"__len__": cur.actor.length, "__contains__": cur.actor.contains}.get(name)
@@ -306,7 +318,7 @@ class RayShard:
             return cur, method.remote(*args)
         return cur, cur.actor.call.remote(name, args, kwargs)
 
-    def wait(self, pending):
+    def wait(self, pending: tuple[_Incarnation, Any]) -> Any:
         cur, ref = pending
         ray = self._ray
         try:
@@ -323,28 +335,28 @@ class RayShard:
         except ray.exceptions.GetTimeoutError:
             raise self._unavailable(f"no answer within {self._executor.call_timeout_s} s") from None
 
-    def call(self, name: str, *args, **kwargs):
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.wait(self.submit(name, *args, **kwargs))
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         if name not in RayShard._REMOTE:
             raise AttributeError(name)
 
-        def remote_call(*args, **kwargs):
+        def remote_call(*args: Any, **kwargs: Any) -> Any:
             return self.call(name, *args, **kwargs)
 
         remote_call.__name__ = name
         return remote_call
 
     def __len__(self) -> int:
-        return self.call("__len__")
+        return cast(int, self.call("__len__"))
 
-    def __contains__(self, id_) -> bool:
-        return self.call("__contains__", id_)
+    def __contains__(self, id_: object) -> bool:
+        return cast(bool, self.call("__contains__", id_))
 
     # --- the query channel ----------------------------------------------------------------------------------
 
-    def send_query(self, parts: list):
+    def send_query(self, parts: wire.Parts) -> tuple[_Incarnation, wire.Parts, socket.socket]:
         """Send a request frame; ``receive_query`` reads the answer. A connection that fails is replaced once
         (queries are safe to repeat); if the shard's server is gone, its actor is dead."""
         cur = self._alive()
@@ -355,7 +367,8 @@ class RayShard:
         except (OSError, wire.ChannelError):
             return self._resend(cur, parts)
 
-    def receive_query(self, ticket, single: bool, k: int):
+    def receive_query(self, ticket: tuple[_Incarnation, wire.Parts, socket.socket], single: bool,
+                      k: int) -> list[Neighbor] | BatchQueryResult:
         cur, parts, sock = ticket
         try:
             frame = cur.client.receive(sock)
@@ -374,7 +387,7 @@ class RayShard:
         except wire.ChannelError as exc:
             raise self._unavailable(f"it answered a malformed frame ({exc})") from None
 
-    def _resend(self, cur: _Incarnation, parts: list):
+    def _resend(self, cur: _Incarnation, parts: wire.Parts) -> tuple[_Incarnation, wire.Parts, socket.socket]:
         try:
             return cur, parts, cur.client.send(parts)
         except ConnectionRefusedError:
@@ -385,21 +398,23 @@ class RayShard:
             self._lose(cur, f"its query channel failed ({_describe(exc)})")
         raise self._unavailable("its actor is gone; it reopens from its directory on the next call")
 
-    def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
+    def query(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None,
+              ef: int | None = None) -> list[Neighbor]:
         """``VecStore.query`` on this shard alone, over the query channel."""
         from ..types import Query
 
         if isinstance(q, Query):
-            q, k, filter, ef = q.vector, q.k, q.filter, q.ef
+            k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
         vec = validate_vector(q, None, "euclidean", "query vector")  # the shard checks the rest (dim, norm)
         parts = encode_query(vec[None, :], k, filter, ef, single=True)
-        return self.receive_query(self.send_query(parts), True, validate_k(k, WIRE_MAX_K))
+        return cast("list[Neighbor]", self.receive_query(self.send_query(parts), True, validate_k(k, WIRE_MAX_K)))
 
-    def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
+    def query_batch(self, vectors: ArrayLike, k: int = 10, filter: str | Filter | None = None,
+                    ef: int | None = None) -> BatchQueryResult:
         """``VecStore.query_batch`` on this shard alone, over the query channel."""
         mat = validate_vectors(vectors, None, "euclidean", "query vectors")
         parts = encode_query(mat, k, filter, ef, single=False)
-        return self.receive_query(self.send_query(parts), False, validate_k(k, WIRE_MAX_K))
+        return cast(BatchQueryResult, self.receive_query(self.send_query(parts), False, validate_k(k, WIRE_MAX_K)))
 
     # --- closing --------------------------------------------------------------------------------------------
 
@@ -407,7 +422,7 @@ class RayShard:
         """Close the store in the actor (its lock is released), then end the actor. Idempotent."""
         self.finish_close(self.start_close())
 
-    def start_close(self):
+    def start_close(self) -> tuple[_Incarnation, Any] | None:
         """Ask the actor to close its store; ``finish_close`` waits for it (so several shards close at once)."""
         with self._lock:
             if self._closed:
@@ -422,7 +437,7 @@ class RayShard:
         cur.client.close()
         return cur, cur.actor.close.remote()
 
-    def finish_close(self, closing) -> None:
+    def finish_close(self, closing: tuple[_Incarnation, Any] | None) -> None:
         if closing is None:
             return
         cur, ref = closing
@@ -439,7 +454,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def encode_query(vectors: np.ndarray, k, filter, ef, single: bool) -> list:
+def encode_query(vectors: np.ndarray, k: object, filter: object, ef: object, single: bool) -> wire.Parts:
     """A request frame for float32 ``vectors`` (n, dim); ``k``, ``ef`` and ``filter`` are checked as far as the
     frame needs (the shard checks them against its own limits)."""
     from ..filter import Filter

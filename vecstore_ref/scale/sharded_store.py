@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -50,17 +52,27 @@ from ..validation import (
 from . import routing, wire
 from .fanout import ExecutorFanout, ShardThreads
 from .merge import ShardedBatchQueryResult, ShardedNeighbors, merge_batches, merge_neighbors
-from .ray_shards import RayExecutor
+from .ray_shards import RayExecutor, RayShard
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..filter import Filter
+    from ..store import VecStore
+    from ..types import Metadata, Operation, Record
+
+T = TypeVar("T")
 
 
 class _LocalShards:
     """Shards as ``VecStore`` objects in this process, called through a fan-out (threads)."""
 
-    def __init__(self, root: str, n: int, options: dict, executor: Executor | None, must_exist: bool):
+    def __init__(self, root: str, n: int, options: dict[str, Any], executor: Executor | None,
+                 must_exist: bool) -> None:
         from ..store import VecStore
 
         self.fanout = ExecutorFanout(executor) if executor is not None else ShardThreads(n - 1)
-        self.handles: list = []
+        self.handles: list[VecStore] = []
         try:
             for i in range(n):
                 if must_exist:
@@ -70,18 +82,19 @@ class _LocalShards:
             self.close()
             raise
 
-    def each(self, fn, items) -> list:
+    def each(self, fn: Callable[[VecStore, T], Any], items: Iterable[T]) -> list[Any]:
         """``fn(shard, item)`` for every (shard, item) pair at once; outcomes (values or exceptions) in order."""
         return self.fanout.run(lambda pair: fn(*pair), list(zip(self.handles, items)))
 
-    def call_each(self, name: str, args_per_shard: list, kwargs: dict) -> list:
+    def call_each(self, name: str, args_per_shard: Sequence[tuple[Any, ...] | None],
+                  kwargs: dict[str, Any]) -> list[Any]:
         """``shard.name(*args, **kwargs)`` on every shard whose args are not None (the others give None)."""
-        def run(shard, args):
+        def run(shard: VecStore, args: tuple[Any, ...] | None) -> Any:
             return None if args is None else getattr(shard, name)(*args, **kwargs)
 
         return self.each(run, args_per_shard)
 
-    def query(self, vectors, k: int, flt, ef, single: bool) -> list:
+    def query(self, vectors: np.ndarray, k: int, flt: Filter | None, ef: int | None, single: bool) -> list[Any]:
         if single:
             return self.each(lambda s, _: s.query(vectors, k=k, filter=flt, ef=ef), self.handles)
         return self.each(lambda s, _: s.query_batch(vectors, k=k, filter=flt, ef=ef), self.handles)
@@ -96,13 +109,13 @@ class _RayShards:
     """Shards as Ray actors: Ray calls are submitted to every shard, then waited for; queries are frames sent to
     every shard, then read back. No thread is needed to have all shards work at once."""
 
-    def __init__(self, root: str, n: int, options: dict, executor: RayExecutor, must_exist: bool):
-        from .ray_shards import RayShard, _ray, check_nodes, new_key
+    def __init__(self, root: str, n: int, options: dict[str, Any], executor: RayExecutor, must_exist: bool) -> None:
+        from .ray_shards import _ray, check_nodes, new_key
 
         if executor.node_ids is not None:
             check_nodes(_ray(), executor.node_ids)
         key = new_key()
-        self.handles: list = []
+        self.handles: list[RayShard] = []
         try:
             for i in range(n):  # every actor starts, then each is waited for: they open their shards at once
                 self.handles.append(RayShard(i, routing.shard_dir(root, i), options, key, executor, must_exist))
@@ -112,7 +125,7 @@ class _RayShards:
             self.close()
             raise
 
-    def _wait_all(self, pending: list) -> list:
+    def _wait_all(self, pending: list[Any]) -> list[Any]:
         out = []
         for shard, p in zip(self.handles, pending):
             if p is None or isinstance(p, BaseException):
@@ -124,27 +137,28 @@ class _RayShards:
                 out.append(exc)
         return out
 
-    def _submit(self, shard, name, args, kwargs):
+    def _submit(self, shard: RayShard, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return shard.submit(name, *args, **kwargs)
         except BaseException as exc:
             return exc
 
-    def call_each(self, name: str, args_per_shard: list, kwargs: dict) -> list:
+    def call_each(self, name: str, args_per_shard: Sequence[tuple[Any, ...] | None],
+                  kwargs: dict[str, Any]) -> list[Any]:
         pending = [None if args is None else self._submit(s, name, args, kwargs)
                    for s, args in zip(self.handles, args_per_shard)]
         return self._wait_all(pending)
 
-    def query(self, vectors, k: int, flt, ef, single: bool) -> list:
+    def query(self, vectors: np.ndarray, k: int, flt: Filter | None, ef: int | None, single: bool) -> list[Any]:
         parts = wire.encode_request(vectors[None, :] if single else vectors, k, ef,
                                     None if flt is None else flt.text, single)  # one frame, sent to every shard
-        tickets = []
+        tickets: list[Any] = []
         for s in self.handles:
             try:
                 tickets.append(s.send_query(parts))
             except BaseException as exc:
                 tickets.append(exc)
-        out = []
+        out: list[Any] = []
         for s, t in zip(self.handles, tickets):
             if isinstance(t, BaseException):
                 out.append(t)
@@ -161,14 +175,14 @@ class _RayShards:
             s.finish_close(c)
 
 
-def _raise_first(outcomes: list) -> list:
+def _raise_first(outcomes: list[Any]) -> list[Any]:
     for r in outcomes:
         if isinstance(r, BaseException):
             raise r
     return outcomes
 
 
-def _vector_length(vector) -> int | None:
+def _vector_length(vector: Any) -> int | None:  # anything a caller passed as a vector
     """The length of something that may be a vector (None if it has none; the shard then says what is wrong)."""
     shape = getattr(vector, "shape", None)
     if shape is not None:
@@ -185,8 +199,8 @@ class ShardedStore:
     Open it with ``open``. Writes and reads take the arguments of the same ``VecStore`` calls.
     """
 
-    def __init__(self, path, n_shards: int | None = None, *, executor: Executor | RayExecutor | str | None = None,
-                 **open_options):
+    def __init__(self, path: str | os.PathLike[str], n_shards: int | None = None, *,
+                 executor: Executor | RayExecutor | str | None = None, **open_options: Any) -> None:
         self._closed = True
         if executor == "ray":
             executor = RayExecutor()
@@ -213,6 +227,7 @@ class ShardedStore:
             remove_root(self._root)
             raise
         try:
+            self._group: _LocalShards | _RayShards
             if isinstance(executor, RayExecutor):
                 self._group = _RayShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
             else:
@@ -229,13 +244,13 @@ class ShardedStore:
         except BaseException:
             self.close()
             raise
-        self._metric = stats[0].metric
-        self._dim = next((s.dim for s in stats if s.dim is not None), None)
+        self._metric: str = stats[0].metric
+        self._dim: int | None = next((s.dim for s in stats if s.dim is not None), None)
         self._dim_lock = threading.Lock()  # held by writes while the dimension is not known yet
 
     @classmethod
-    def open(cls, path: str | os.PathLike, n_shards: int | None = None, *,
-             executor: Executor | RayExecutor | str | None = None, **open_options: object) -> ShardedStore:
+    def open(cls, path: str | os.PathLike[str], n_shards: int | None = None, *,
+             executor: Executor | RayExecutor | str | None = None, **open_options: Any) -> ShardedStore:
         """Open (or create, with ``n_shards``, default 4) a sharded store.
 
         Args:
@@ -249,7 +264,7 @@ class ShardedStore:
         return cls(path, n_shards, executor=executor, **open_options)
 
     @property
-    def shards(self) -> list:
+    def shards(self) -> list[VecStore] | list[RayShard]:
         """The shards: ``VecStore`` objects, or ``RayShard`` handles with the same methods."""
         return self._group.handles
 
@@ -266,7 +281,7 @@ class ShardedStore:
     def __enter__(self) -> ShardedStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -274,10 +289,10 @@ class ShardedStore:
 
     # --- plumbing ---------------------------------------------------------------------------------------------
 
-    def _shard(self, id_):
+    def _shard(self, id_: str) -> VecStore | RayShard:
         return self._group.handles[routing.shard_of(id_, self.n_shards)]
 
-    def _on_all(self, name: str, *args, **kwargs) -> list:
+    def _on_all(self, name: str, *args: Any, **kwargs: Any) -> list[Any]:
         """``name(*args, **kwargs)`` on every shard at once; the first error is raised after all have finished."""
         return _raise_first(self._group.call_each(name, [args] * self.n_shards, kwargs))
 
@@ -285,7 +300,7 @@ class ShardedStore:
         if self._dim is not None and length is not None and length != self._dim:
             raise DimensionMismatchError(f"{what} has {length} dimensions; this store holds {self._dim}")
 
-    def _write_vectors(self, length: int | None, write):
+    def _write_vectors(self, length: int | None, write: Callable[[], T]) -> T:
         """Run ``write()``, which stores vectors of ``length`` dimensions. Until the store knows its dimension,
         such writes take turns, and the first that succeeds sets it for every shard: otherwise two shards could
         each accept a different dimension."""
@@ -301,38 +316,39 @@ class ShardedStore:
 
     # --- single records ---------------------------------------------------------------------------------------
 
-    def upsert(self, id, vector, metadata=None, *, ttl=None) -> None:
+    def upsert(self, id: str, vector: ArrayLike, metadata: Metadata | None = None, *,
+               ttl: float | None = None) -> None:
         shard = self._shard(id)
         self._write_vectors(_vector_length(vector), lambda: shard.upsert(id, vector, metadata, ttl=ttl))
 
-    def upsert_with_ttl(self, id, vector, metadata, ttl) -> None:
+    def upsert_with_ttl(self, id: str, vector: ArrayLike, metadata: Metadata | None, ttl: float) -> None:
         self.upsert(id, vector, metadata, ttl=ttl)
 
-    def get(self, id, *, include_deleted: bool = False):
+    def get(self, id: str, *, include_deleted: bool = False) -> Record:
         return self._shard(id).get(id, include_deleted=include_deleted)
 
-    def delete(self, id) -> None:
+    def delete(self, id: str) -> None:
         self._shard(id).delete(id)
 
-    def soft_delete(self, id) -> bool:
+    def soft_delete(self, id: str) -> bool:
         return self._shard(id).soft_delete(id)
 
-    def restore(self, id) -> bool:
+    def restore(self, id: str) -> bool:
         return self._shard(id).restore(id)
 
-    def update_metadata(self, id, metadata) -> None:
+    def update_metadata(self, id: str, metadata: Metadata | None) -> None:
         self._shard(id).update_metadata(id, metadata)
 
-    def set_ttl(self, id, ttl) -> None:
+    def set_ttl(self, id: str, ttl: float | None) -> None:
         self._shard(id).set_ttl(id, ttl)
 
-    def __contains__(self, id) -> bool:
+    def __contains__(self, id: object) -> bool:
         return isinstance(id, str) and id in self._shard(id)
 
     def __len__(self) -> int:
         return sum(self._on_all("__len__"))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.ids())
 
     def ids(self) -> list[str]:
@@ -340,7 +356,8 @@ class ShardedStore:
 
     # --- bulk writes ------------------------------------------------------------------------------------------
 
-    def upsert_many(self, ids, vectors, metadatas=None, *, ttl=None, progress=None) -> int:
+    def upsert_many(self, ids: Iterable[str], vectors: ArrayLike, metadatas: Iterable[Metadata | None] | None = None,
+                    *, ttl: float | None = None, progress: bool | Callable[[int, int], object] | None = None) -> int:
         """Split the rows by shard and load every shard's part at once; returns the rows written.
 
         Every row is checked first (vectors, ids, metadata, the TTL), so a bad input fails before any shard is
@@ -358,13 +375,13 @@ class ShardedStore:
         if progress is not None and progress is not True and progress is not False and not callable(progress):
             raise InvalidArgumentTypeError("progress must be None, True or a callable (done, total)")
         owner = np.fromiter((routing.shard_of(i, self.n_shards) for i in ids), dtype=np.int64, count=len(ids))
-        parts = []
+        parts: list[tuple[list[str], np.ndarray, list[Metadata | None]] | None] = []
         for s in range(self.n_shards):
             rows = np.flatnonzero(owner == s)
             picked = rows.tolist()
             parts.append(None if not picked else ([ids[r] for r in picked], mat[rows], [metadatas[r] for r in picked]))
 
-        def write():
+        def write() -> int:
             return sum(r or 0 for r in _raise_first(self._group.call_each("upsert_many", parts, {"ttl": ttl})))
 
         done = self._write_vectors(mat.shape[1] if len(ids) else None, write)
@@ -377,7 +394,7 @@ class ShardedStore:
             progress(done, len(ids))
         return done
 
-    def batch_execute(self, ops) -> BatchResult:
+    def batch_execute(self, ops: Sequence[Operation]) -> BatchResult:
         """Split ``ops`` by shard (order kept within each shard), run every shard's part at once as one atomic
         batch there, and report every error at the caller's index.
 
@@ -399,13 +416,13 @@ class ShardedStore:
             if isinstance(op, Upsert) and expected is not None:
                 n = _vector_length(op.vector)
                 if n is not None and n != expected:
-                    exc = DimensionMismatchError(f"vector has {n} dimensions; this store holds {expected}")
-                    early.append(BatchError(i, _describe(op), str(exc), type(exc).__name__))
+                    err = DimensionMismatchError(f"vector has {n} dimensions; this store holds {expected}")
+                    early.append(BatchError(i, _describe(op), str(err), type(err).__name__))
                     continue
             by_shard[shard].append(i)
         parts = [[ops[i] for i in idx] if idx else None for idx in by_shard]
 
-        def write():
+        def write() -> list[Any]:
             return _raise_first(self._group.call_each("batch_execute", [None if p is None else (p,) for p in parts],
                                                       {}))
 
@@ -420,21 +437,21 @@ class ShardedStore:
         errors.sort(key=lambda e: e.index)
         return BatchResult(succeeded, len(errors), errors, (time.perf_counter() - t0) * 1e3)
 
-    def _batch_dim(self, ops: list) -> int | None:
+    def _batch_dim(self, ops: list[Operation]) -> int | None:
         """The dimension a batch's upserts set while the store has none: that of its first valid vector."""
         if self._dim is not None:
             return self._dim
         for op in ops:
             if isinstance(op, Upsert):
                 try:
-                    return validate_vector(op.vector, None, self._metric).shape[0]
+                    return int(validate_vector(op.vector, None, self._metric).shape[0])
                 except VecStoreError:
                     continue
         return None
 
     # --- queries ----------------------------------------------------------------------------------------------
 
-    def _gather(self, outcomes: list, allow_partial: bool) -> tuple[list, tuple[int, ...]]:
+    def _gather(self, outcomes: list[Any], allow_partial: bool) -> tuple[list[Any], tuple[int, ...]]:
         """The shards' answers, and the shards that did not answer (an error unless ``allow_partial``)."""
         missing = tuple(i for i, r in enumerate(outcomes) if isinstance(r, ShardUnavailableError))
         for r in outcomes:
@@ -447,7 +464,7 @@ class ShardedStore:
                                         + "; ".join(str(outcomes[i]) for i in missing), missing)
         return [r for r in outcomes if not isinstance(r, BaseException)], missing
 
-    def _query_args(self, k, filter, ef):
+    def _query_args(self, k: object, filter: object, ef: object) -> tuple[int, Filter | None, int | None]:
         from ..filter import Filter, parse_filter
 
         k = validate_k(k, self._max_k)
@@ -459,15 +476,15 @@ class ShardedStore:
                                            f"{type(filter).__name__}")
         return k, filter, ef
 
-    def query(self, q, k: int = 10, filter=None, ef: int | None = None, *,
-              allow_partial: bool = False) -> ShardedNeighbors:
+    def query(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None, ef: int | None = None,
+              *, allow_partial: bool = False) -> ShardedNeighbors:
         """The global top k: every shard's top k at once, merged by score (ties by id).
 
         A shard that cannot answer raises ``ShardUnavailableError``; with ``allow_partial=True`` the other
         shards' results come back instead, and ``missing_shards`` on the result names the shards left out.
         """
         if isinstance(q, Query):
-            q, k, filter, ef = q.vector, q.k, q.filter, q.ef
+            k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
         k, flt, ef = self._query_args(k, filter, ef)
         vec = validate_query_vector(q, self._dim, self._metric)
         if self._dim is None:
@@ -475,8 +492,8 @@ class ShardedStore:
         parts, missing = self._gather(self._group.query(vec, k, flt, ef, single=True), allow_partial)
         return ShardedNeighbors(merge_neighbors(parts, k), missing)
 
-    def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None, *,
-                    allow_partial: bool = False) -> ShardedBatchQueryResult:
+    def query_batch(self, vectors: ArrayLike, k: int = 10, filter: str | Filter | None = None,
+                    ef: int | None = None, *, allow_partial: bool = False) -> ShardedBatchQueryResult:
         """The same for each row of ``vectors``: one call per shard for the whole batch, merged as matrices."""
         k, flt, ef = self._query_args(k, filter, ef)
         mat = validate_vectors(vectors, self._dim, self._metric, "query vectors")
@@ -523,19 +540,19 @@ class ShardedStore:
         return VerifyReport(all(r.ok for r in reports), sum(r.files_checked for r in reports),
                             sum(r.records_checked for r in reports), errors)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Totals over the shards, and each shard's ``StoreStats`` under ``"shards"``."""
         per = self._on_all("stats")
         keys = ("visible", "soft_deleted", "expired_pending", "hard_deleted_pending", "deleted_count", "slots",
                 "log_bytes", "snapshot_bytes", "reclaimable_bytes", "unindexed")
-        out = {k: sum(getattr(p, k) for p in per) for k in keys}
+        out: dict[str, Any] = {k: sum(getattr(p, k) for p in per) for k in keys}
         out.update({"n_shards": self.n_shards, "dim": next((p.dim for p in per if p.dim is not None), None),
                     "metric": per[0].metric, "index": per[0].index, "shards": [p.to_dict() for p in per]})
         return out
 
     # --- export and import ------------------------------------------------------------------------------------
 
-    def export(self, path) -> dict:
+    def export(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Write every visible record to ``path``: ``vectors.npy``, ``records.jsonl``, ``manifest.json`` (see
         ``export_records``). In-process shards are read under all their locks at once (one
         consistent picture); Ray shards each under their own lock."""
@@ -543,7 +560,7 @@ class ShardedStore:
 
         return export_records(self.shards, path)
 
-    def import_(self, path, *, batch_size: int = 10_000) -> int:
+    def import_(self, path: str | os.PathLike[str], *, batch_size: int = 10_000) -> int:
         """Upsert every record of an export at ``path`` (checked against its manifest first); returns how many.
 
         Re-sharding is an export from the old store and an import into a new one with another shard count."""
@@ -551,7 +568,7 @@ class ShardedStore:
 
         n = 0
         for ids, vectors, metadatas, expires in read_export(path, batch_size):
-            ops = []
+            ops: list[Operation] = []
             now = self._clock()
             for i, id_ in enumerate(ids):
                 ttl = None if expires[i] is None else expires[i] - now
@@ -566,7 +583,7 @@ class ShardedStore:
         return n
 
 
-def _describe(op) -> str:
+def _describe(op: Operation) -> str:
     try:
         return op.describe()
     except Exception:

@@ -48,11 +48,15 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from .. import errors as errors_module
 from ..errors import InvalidArgumentError, VecStoreError
+
+if TYPE_CHECKING:
+    from ..types import Metadata
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ _LENGTH = struct.Struct("<I")
 _REQUEST = struct.Struct("<4sB3xIIIiI")
 _RESULT = struct.Struct("<4sB3xIIII")
 _ERROR = struct.Struct("<4sB3xI")
+
+Parts: TypeAlias = list[bytes | memoryview]  # a frame's payload in pieces, sent with one sendall
 _F32 = np.dtype("<f4")
 _I32 = np.dtype("<i4")
 
@@ -93,7 +99,7 @@ def _recv_exact(sock: socket.socket, n: int, buf: bytearray | None = None, got: 
     return buf
 
 
-def send_frame(sock: socket.socket, parts: list) -> None:
+def send_frame(sock: socket.socket, parts: Parts) -> None:
     size = sum(memoryview(p).nbytes for p in parts)
     if size > MAX_FRAME:
         raise ChannelError(f"a frame of {size} bytes exceeds the limit of {MAX_FRAME}")
@@ -135,7 +141,7 @@ class Request:
     single: bool
 
 
-def encode_request(vectors: np.ndarray, k: int, ef: int | None, filter_text: str | None, single: bool) -> list:
+def encode_request(vectors: np.ndarray, k: int, ef: int | None, filter_text: str | None, single: bool) -> Parts:
     """The parts of a request frame for float32 ``vectors`` (n, dim)."""
     flt = filter_text.encode("utf-8") if filter_text else b""
     n, dim = vectors.shape
@@ -170,10 +176,11 @@ class Result:
     ids: list[str]          # the found ids, row by row
     n_found: np.ndarray     # int32 (n,)
     scores: np.ndarray      # float32 (n, k)
-    metadata: list | None   # one entry per found id (single queries)
+    metadata: list[Metadata | None] | None   # one entry per found id (single queries)
 
 
-def encode_result(ids: list[str], n_found: np.ndarray, scores: np.ndarray, metadata: list | None) -> list:
+def encode_result(ids: list[str], n_found: np.ndarray, scores: np.ndarray,
+                  metadata: list[Metadata | None] | None) -> Parts:
     """A result frame for a batch: ``scores`` float32 (n, width), the found ``ids`` row by row."""
     blob = "\0".join(ids).encode("utf-8")
     meta = _metadata_bytes(metadata)
@@ -183,7 +190,7 @@ def encode_result(ids: list[str], n_found: np.ndarray, scores: np.ndarray, metad
             blob, meta]
 
 
-def encode_hits(ids: list[str], scores: list[float], metadata: list) -> list:
+def encode_hits(ids: list[str], scores: list[float], metadata: list[Metadata | None]) -> Parts:
     """The same frame for one query's results, from plain lists (no numpy on the single-query path)."""
     blob = "\0".join(ids).encode("utf-8")
     meta = _metadata_bytes(metadata)
@@ -192,7 +199,7 @@ def encode_hits(ids: list[str], scores: list[float], metadata: list) -> list:
             meta]
 
 
-def _metadata_bytes(metadata: list | None) -> bytes:
+def _metadata_bytes(metadata: list[Metadata | None] | None) -> bytes:
     if metadata is None or all(m is None for m in metadata):
         return b""
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -213,7 +220,8 @@ def _result_header(frame: bytes | bytearray) -> tuple[int, int, int, int]:
     return n, k, ilen, mlen
 
 
-def _ids_and_metadata(frame, end: int, ilen: int, mlen: int, total: int) -> tuple[list[str], list | None]:
+def _ids_and_metadata(frame: bytes | bytearray, end: int, ilen: int, mlen: int,
+                      total: int) -> tuple[list[str], list[Metadata | None] | None]:
     try:
         text = bytes(frame[end:end + ilen]).decode("utf-8")
         metadata = json.loads(bytes(frame[end + ilen:])) if mlen else None
@@ -238,7 +246,7 @@ def decode_result(frame: bytes | bytearray) -> Result:
     return Result(ids, n_found, scores, metadata)
 
 
-def decode_hits(frame: bytes | bytearray) -> tuple[list[str], tuple[float, ...], list]:
+def decode_hits(frame: bytes | bytearray) -> tuple[list[str], list[float], list[Metadata | None]]:
     """``(ids, scores, metadata)`` of a one-query result frame, as plain Python values."""
     n, k, ilen, mlen = _result_header(frame)
     if n != 1:
@@ -250,11 +258,11 @@ def decode_hits(frame: bytes | bytearray) -> tuple[list[str], tuple[float, ...],
     return ids, scores[:found], metadata or [None] * found
 
 
-def encode_error(exc: BaseException) -> list:
+def encode_error(exc: BaseException) -> Parts:
     """An error frame: a library error travels as its class and arguments; anything else as its text."""
     if isinstance(exc, VecStoreError):
         name = type(exc).__name__
-        args = list(exc.__reduce__()[1]) if hasattr(exc, "__reduce__") else [str(exc)]
+        args: list[Any] = list(exc.__reduce__()[1]) if hasattr(exc, "__reduce__") else [str(exc)]
     else:
         name, args = "VecStoreError", [f"{type(exc).__name__}: {exc}"]
     try:
@@ -312,7 +320,7 @@ class QueryServer:
     """The actor's end: accepts connections on ``(host, any free port)``; one thread per connection answers each
     request frame with ``handle(frame) -> parts``."""
 
-    def __init__(self, handle: Callable[[bytes | bytearray], list], key: bytes, host: str):
+    def __init__(self, handle: Callable[[bytes | bytearray], Parts], key: bytes, host: str) -> None:
         self._handle = handle
         self._key = key
         self._listener = socket.create_server((host, 0))
@@ -377,7 +385,7 @@ class QueryClient:
     the connection back. A connection that failed is closed, never reused.
     """
 
-    def __init__(self, address: tuple[str, int], key: bytes, timeout_s: float | None):
+    def __init__(self, address: tuple[str, int], key: bytes, timeout_s: float | None) -> None:
         self.address = address
         self._key = key
         self._timeout = timeout_s
@@ -397,7 +405,7 @@ class QueryClient:
             raise
         return sock
 
-    def send(self, parts: list) -> socket.socket:
+    def send(self, parts: Parts) -> socket.socket:
         with self._lock:
             if self._closed:
                 raise ChannelError("the query channel is closed")

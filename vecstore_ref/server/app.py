@@ -62,7 +62,7 @@ class VecstoreAPI(FastAPI):
     """The FastAPI app, entered through the guard and the segment router (see `routing`): the API's own routes
     never pass through FastAPI's per-request machinery, which keeps the schema, `/docs` and the 404/405 answers."""
 
-    entry = None  # set by create_app: Guard(SegmentRouter(FastAPI.__call__))
+    entry: Guard | None = None  # set by create_app: Guard(SegmentRouter(FastAPI.__call__))
 
     async def __call__(self, scope, receive, send):
         await self.entry(scope, receive, send)
@@ -212,8 +212,9 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
                ("", service_routes(), [])]
     for prefix, router, dependencies in routers:
         app.include_router(router, prefix=prefix, dependencies=dependencies)
-    table = [(method, prefix + route.path, route.endpoint)
-             for prefix, router, _ in routers for route in router.routes for method in route.methods]
+    table = [(method, prefix + route.path, route.endpoint)  # type: ignore[attr-defined]  # APIRoute objects
+             for prefix, router, _ in routers for route in router.routes
+             for method in route.methods]  # type: ignore[attr-defined]
     fastapi_entry = super(VecstoreAPI, app).__call__
     app.entry = Guard(SegmentRouter(fastapi_entry, routes=table, on_error=library_error, on_bug=bug),
                       token=token, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error=error)
@@ -457,7 +458,7 @@ def document_bodies(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema
 
 
 def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, *,

@@ -78,7 +78,7 @@ def body_error(exc: ValidationError, model: type[BaseModel], data) -> VecStoreEr
         allowed = _fields_at(model, first["loc"])
         hint = "" if allowed is None else f" (allowed: {', '.join(allowed)})" if allowed else " (this body takes none)"
         message = f"unknown field {loc[-1]!r}{hint}"
-        cls = InvalidArgumentError
+        cls: type[VecStoreError] = InvalidArgumentError
     elif kind == "missing":
         message = f"{field!r} is required"
         cls = InvalidArgumentError
@@ -92,7 +92,7 @@ def body_error(exc: ValidationError, model: type[BaseModel], data) -> VecStoreEr
         cls = InvalidArgumentError
     elif kind in _EXPECTED:
         message = f"{field!r} must be {_EXPECTED[kind]}, got {json_type(first['input'])}"
-        cls = _TYPE_ERRORS.get(loc[0], InvalidArgumentTypeError)
+        cls = _TYPE_ERRORS.get(loc[0], InvalidArgumentTypeError)  # type: ignore[arg-type]  # a str: a name
     elif kind == "literal_error":
         message = f"{field!r} must be one of {first['ctx']['expected']}, got {_short(first['input'])}"
         cls = InvalidArgumentError
@@ -105,7 +105,7 @@ def body_error(exc: ValidationError, model: type[BaseModel], data) -> VecStoreEr
         message = f"the batch was not applied: {message}"
         cls = InvalidBatchError
     error = cls(message)
-    error.field = field
+    error.field = field  # type: ignore[attr-defined]  # the HTTP error body's "field"
     return error
 
 
@@ -125,7 +125,7 @@ def _fields_at(model: type[BaseModel], loc) -> list[str] | None:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        model = _model_in(field.annotation) if field is not None else None
+        model = _model_in(field.annotation) if field is not None else None  # type: ignore[assignment]
         if model is None:
             return None
     return list(model.model_fields)

@@ -71,7 +71,7 @@ def _required_name(body: RequestModel, names: tuple[str, str]) -> str:
     name = _one_of(body, names, InvalidNameError)
     if name is None:
         exc = InvalidNameError(f"the body needs {names[0]!r} (or {names[1]!r})")
-        exc.field = names[0]
+        exc.field = names[0]  # type: ignore[attr-defined]  # read by vecstore_ref.server.bodies
         raise exc
     return name
 
@@ -142,7 +142,7 @@ class SetTTLOp(RequestModel):
 
 Operation = Annotated[UpsertOp | DeleteOp | SoftDeleteOp | RestoreOp | UpdateMetadataOp | SetTTLOp,
                       Field(discriminator="op")]
-OP_MODELS = {m.model_fields["op"].annotation.__args__[0]: m
+OP_MODELS = {m.model_fields["op"].annotation.__args__[0]: m  # type: ignore[union-attr]
              for m in (UpsertOp, DeleteOp, SoftDeleteOp, RestoreOp, UpdateMetadataOp, SetTTLOp)}
 
 
@@ -204,10 +204,10 @@ class CreateNamespaceBody(RequestModel):
     name: str | None = Field(None, description="`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`", examples=["images"])
     namespace: str | None = Field(None, description="Another name for `name` (give one of them).")
     dim: int | None = Field(None, description="Fixed dimension; default: set by the first upsert.")
-    metric: Literal[METRICS] | None = Field(None, description="Default cosine.")
-    index: Literal[INDEX_KINDS] | None = Field(None, description="Default hnsw.")
+    metric: Literal[METRICS] | None = Field(None, description="Default cosine.")  # type: ignore[valid-type]
+    index: Literal[INDEX_KINDS] | None = Field(None, description="Default hnsw.")  # type: ignore[valid-type]
     hnsw: HNSWBody | None = None
-    durability: Literal[DURABILITY_MODES] | None = Field(None, description="Default fsync.")
+    durability: Literal[DURABILITY_MODES] | None = Field(None, description="Default fsync.")  # type: ignore[valid-type]
     quotas: QuotasBody | None = None
 
     @model_validator(mode="after")

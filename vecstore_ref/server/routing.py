@@ -19,7 +19,8 @@ from ..errors import VecStoreError
 
 def _pattern(template: str) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
     """``"/v1/records/{id}/ttl"`` -> ``(("v1", "records", None, "ttl"), ("id",))``: None marks a parameter."""
-    parts, names = [], []
+    parts: list[str | None] = []
+    names: list[str] = []
     for part in template.strip("/").split("/"):
         if part.startswith("{") and part.endswith("}"):
             parts.append(None)
@@ -37,7 +38,7 @@ class SegmentRouter:
     A handler is called with the path's parameters it declares, and the request if it declares ``request``.
     """
 
-    def __init__(self, app, *, routes, on_error, on_bug):
+    def __init__(self, app, *, routes, on_error, on_bug) -> None:
         self.app = app
         self.on_error = on_error
         self.on_bug = on_bug

@@ -106,8 +106,8 @@ class DirectoryLock:
                 return
             fd, key = self._fd, self._key
             self._fd = self._key = None
-            if _registry.get(key) == fd:
-                del _registry[key]
+            if _registry.get(key) == fd:  # type: ignore[arg-type]  # held: a key
+                del _registry[key]  # type: ignore[arg-type]
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:

@@ -28,7 +28,7 @@ import os
 import sys
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -67,11 +67,13 @@ def _little_endian(arr: np.ndarray) -> np.ndarray:
 
 
 def _bytes_of(arr: np.ndarray) -> memoryview:
-    return memoryview(arr.reshape(-1).view(np.uint8))  # no copy
+    return memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # no copy
 
 
 class _BlockSums:
     """CRC32 of consecutive blocks of a byte stream fed in pieces of any size."""
+
+    sums: list[int]
 
     def __init__(self, block: int):
         self.block, self.sums, self._crc, self._filled = block, [], 0, 0
@@ -322,7 +324,7 @@ class _Verifier:
         self._pieces: list[tuple[int, memoryview]] = []  # (file offset, bytes) in file order, not yet all checked
         self._next = 0  # the first block not yet submitted
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vecstore-verify")
-        self._futures = []
+        self._futures: list[tuple[range, Future[list[bool]]]] = []
 
     def add(self, offset: int, data: memoryview) -> None:
         self._pieces.append((offset, data))
@@ -343,8 +345,8 @@ class _Verifier:
             pieces = list(self._pieces)
             for start in range(self._next, last, 8):
                 ids = range(start, min(last, start + 8))
-                self._futures.append((ids, self._pool.submit(lambda ids=ids: [self._block_crc(i, pieces)
-                                                                              for i in ids])))
+                self._futures.append((ids, self._pool.submit(
+                    lambda ids=ids: [self._block_crc(i, pieces) for i in ids])))  # type: ignore[misc]
             self._next = last
             keep_from = self._next * self.block
             self._pieces = [(off, d) for off, d in self._pieces if off + d.nbytes > keep_from]
@@ -404,7 +406,7 @@ def _read_v1(f, path: str, size: int) -> tuple[dict, dict]:
         r.skip_to(offset)
         arr = np.empty(nbytes // dt.itemsize, dtype=dt)  # stored order (little-endian)
         if nbytes:
-            r.into(memoryview(arr.view(np.uint8)))
+            r.into(memoryview(arr.view(np.uint8)))  # type: ignore[arg-type]
         if not arr.dtype.isnative:
             arr = arr.astype(dt.newbyteorder("="))
         arrays[name] = arr.reshape(shape)

@@ -39,7 +39,8 @@ def verify_files(fs, path: str) -> VerifyReport:
             except RecordDecodeError as exc:
                 errors.append(f"{os.path.basename(rec.path)}@{rec.offset}: {exc}")
         if scan.truncated_bytes:
-            errors.append(f"{os.path.basename(scan.truncated_path)}: torn tail of {scan.truncated_bytes} bytes")
+            errors.append(f"{os.path.basename(scan.truncated_path)}: torn tail of "  # type: ignore[type-var]
+                          f"{scan.truncated_bytes} bytes")
     except VecStoreError as exc:
         errors.append(str(exc))
     files += len(paths)
