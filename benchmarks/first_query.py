@@ -1,6 +1,6 @@
 """First-query latency in a fresh process: import, open an existing store, answer one query.
 
-Numba compiles the kernels on first use; with ``cache=True`` later processes load the compiled code instead. This
+Numba compiles the kernels on first use; later processes load them from its on-disk cache (``cache=CACHE``). This
 script measures both sides in child processes pointed at their own ``NUMBA_CACHE_DIR``: **cold** (an empty cache
 directory: what the very first run on a machine pays) and **warm** (the same directory once filled: every later
 run). Targets (2 cores): open + first query <= 3 s cold and <= 0.4 s warm.

@@ -2,7 +2,7 @@
 
 ``crashpoint(name)`` marks a place where the process may die and the store must still open afterwards with every
 acknowledged write in it. In normal use it costs one global check and returns. Two environment variables, read at
-import (and again by :func:`reload_from_env`), turn it on:
+import (and again by `reload_from_env`), turn it on:
 
 - ``VECSTORE_CRASH_AT="name:n"``: on the n-th hit of ``name`` the process sends itself SIGKILL. The kernel keeps
   what was written (page cache), exactly as after a real ``kill -9``; to test what an fsync protects against, use
@@ -10,7 +10,7 @@ import (and again by :func:`reload_from_env`), turn it on:
 - ``VECSTORE_CRASH_LOG=path``: every hit appends ``name`` as one line to ``path``, so a parent process can list
   which points a workload passes and how often (and pick ``n`` for the next run).
 
-:data:`CRASH_POINTS` names every crash point in the library; tests iterate over it. See
+`CRASH_POINTS` names every crash point in the library; tests iterate over it. See
 ``docs/concepts/durability.md`` for what must hold at each one, and ``docs/concepts/storage-format.md`` for the
 files involved.
 """
@@ -108,7 +108,7 @@ def crashpoint(name: str) -> None:
 
 
 def hit_counts() -> dict[str, int]:
-    """How often each crash point was passed since the last :func:`reload_from_env` (only counted while active)."""
+    """How often each crash point was passed since the last `reload_from_env` (only counted while active)."""
     return dict(_hits)
 
 

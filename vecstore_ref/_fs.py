@@ -1,10 +1,10 @@
 """The file-system layer: every byte the store reads or writes goes through one of these objects.
 
-:class:`OSFileSystem` is the real thing, with the fsync discipline of ``docs/concepts/durability.md`` built in:
-:meth:`~OSFileSystem.write_atomic` writes a temp file in the same directory, fsyncs it, renames it over the target
+`OSFileSystem` is the real thing, with the fsync discipline of ``docs/concepts/durability.md`` built in:
+`OSFileSystem.write_atomic` writes a temp file in the same directory, fsyncs it, renames it over the target
 and fsyncs the directory, so that a crash leaves the old file or the new one, never a mix.
 
-:class:`FaultFS` is the same with faults injected for tests, after LevelDB's ``fault_injection_test``: it fails
+`FaultFS` is the same with faults injected for tests, after LevelDB's ``fault_injection_test``: it fails
 the n-th operation of a kind (ENOSPC, EIO, short writes) and simulates a power cut by dropping every byte and
 every directory change that was not yet made durable (see its docstring for exactly what it models).
 
@@ -13,8 +13,8 @@ before with O_NOFOLLOW, and the operation acts on the last directory's descripto
 counts as a root and which part of a path is trusted). A link in the way raises ``UnsafePathError`` before
 anything is read, written or deleted.
 
-The store takes an explicit ``fs`` or uses the process-wide default (:func:`get_fs`, :func:`set_fs`,
-:func:`use_fs`). The file formats are in ``docs/concepts/storage-format.md``.
+The store takes an explicit ``fs`` or uses the process-wide default (`get_fs`, `set_fs`,
+`use_fs`). The file formats are in ``docs/concepts/storage-format.md``.
 """
 
 from __future__ import annotations
@@ -215,9 +215,9 @@ class AppendFile:
         self.size = os.fstat(self.fd).st_size  # bytes; the logical end, where the next write goes
 
     def write(self, data) -> None:
-        """Write all of ``data`` at :attr:`size`; loops over short writes. Raises OSError on failure.
+        """Write all of ``data`` at `size`; loops over short writes. Raises OSError on failure.
 
-        After a failure :attr:`size` counts the bytes that did reach the file, so ``truncate`` can cut them off.
+        After a failure `size` counts the bytes that did reach the file, so ``truncate`` can cut them off.
         """
         self._fs._write_fd(self, data)
 
@@ -497,7 +497,7 @@ _default_fs: OSFileSystem = OSFileSystem()
 
 
 def get_fs() -> OSFileSystem:
-    """The process-wide default file system (an :class:`OSFileSystem` unless a test replaced it)."""
+    """The process-wide default file system (an `OSFileSystem` unless a test replaced it)."""
     return _default_fs
 
 
@@ -550,7 +550,7 @@ class _Entry:
 
 
 class FaultFS(OSFileSystem):
-    """An :class:`OSFileSystem` that fails on request and can simulate a power cut. For tests only.
+    """An `OSFileSystem` that fails on request and can simulate a power cut. For tests only.
 
     **Failures.** ``fail("write", nth=3, err=errno.ENOSPC)`` makes the 3rd write *from now* raise ``OSError(err)``
     (once; with ``forever=True`` that one and every later one). ``short=True`` on "write" first writes part of the
@@ -562,7 +562,7 @@ class FaultFS(OSFileSystem):
     **Power loss.** For every file it touched, the object tracks the *synced length* (bytes made durable by an
     fsync of the file), and a journal of directory changes not yet made durable by an fsync of their directory:
     files created, renames (with the durable content of a file the rename replaced) and unlinks (with the durable
-    content of the file removed). :meth:`drop_unsynced` then rewrites the real files to what a power cut would
+    content of the file removed). `drop_unsynced` then rewrites the real files to what a power cut would
     leave, in this order:
 
     1. the journal is undone newest first: renames are reversed (the replaced file comes back with its durable
@@ -577,7 +577,7 @@ class FaultFS(OSFileSystem):
     (treated as durable at once, which matches how the log uses them: it only cuts bytes that were never
     acknowledged); directories created by ``makedirs`` (it fsyncs their parents); renames across directories are
     made durable by an fsync of either directory; files it never opened, created or renamed are left alone.
-    Call :meth:`drop_unsynced` only after abandoning every open handle (as a crash would), then reopen with any
+    Call `drop_unsynced` only after abandoning every open handle (as a crash would), then reopen with any
     file system.
     """
 

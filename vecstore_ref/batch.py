@@ -3,7 +3,7 @@
 A batch is planned in full before anything is written. Each op is checked against an *overlay*: the store's state
 plus the effects of the earlier ops of the same batch, so ``[Upsert("a"), Delete("a")]`` succeeds exactly as the two
 single calls would. A failing op changes nothing and is reported; the effects of the ops that succeed form the
-payload of one log record (:mod:`vecstore_ref.storage.records`), fsynced once: after a crash all of them are there,
+payload of one log record (`vecstore_ref.storage.records`), fsynced once: after a crash all of them are there,
 or none.
 
 The single-record API calls (``upsert``, ``delete`` ...) are batches of one op, planned by this same code, so the

@@ -327,7 +327,7 @@ class FieldColumns:
 
     @classmethod
     def from_arrays(cls, meta: dict, prefix: str, arrays: dict, n: int) -> FieldColumns:
-        """Rebuild a field from :meth:`to_arrays` output, checking every shape and code (capacity ``n``).
+        """Rebuild a field from `to_arrays` output, checking every shape and code (capacity ``n``).
 
         Raises:
             CorruptSnapshotError: a missing or misshapen array, a code outside its vocabulary, a pair outside the

@@ -1,7 +1,7 @@
 """When to compact, and why not.
 
-Compaction itself (:meth:`VecStore.compact`) builds a new state holding only the visible records
-(:meth:`StoreState.compacted`), writes it as a snapshot, starts a fresh log, swaps the manifest and only then removes
+Compaction itself (`VecStore.compact`) builds a new state holding only the visible records
+(`StoreState.compacted`), writes it as a snapshot, starts a fresh log, swaps the manifest and only then removes
 the old files; see ``docs/concepts/compaction.md``. This module holds the rule of SPEC section 5, in one place.
 """
 
@@ -11,7 +11,7 @@ from .config import CompactionConfig
 
 
 def compaction_decision(cfg: CompactionConfig, deleted: int, visible: int) -> tuple[bool, str]:
-    """Whether :meth:`VecStore.maybe_compact` should run, with a reason that gives the figures and thresholds.
+    """Whether `VecStore.maybe_compact` should run, with a reason that gives the figures and thresholds.
 
     Runs when ``deleted > 0`` and (``deleted >= min_deleted_records`` or ``deleted / (visible + deleted) >=
     min_deleted_ratio``).

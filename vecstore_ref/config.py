@@ -79,7 +79,7 @@ class HNSWParams:
 
 @dataclass(frozen=True)
 class CompactionConfig:
-    """When :meth:`VecStore.maybe_compact` compacts.
+    """When [`VecStore.maybe_compact`][vecstore_ref.VecStore.maybe_compact] compacts.
 
     It runs when there is at least one dead record and either ``deleted >= min_deleted_records`` or
     ``deleted / (visible + deleted) >= min_deleted_ratio``.

@@ -1,9 +1,9 @@
 """The error tree of vecstore_ref.
 
-Every error the library raises on purpose is a :class:`VecStoreError`. Each class carries the HTTP status the
-server answers with (``http_status``) and a stable machine-readable ``code``, so the Python API and the HTTP API
-report the same failure the same way. Input errors are also ``ValueError`` (and ``TypeError`` for wrong types),
-so code that already catches the built-in exceptions keeps working.
+Every error the library raises on purpose is a [`VecStoreError`][vecstore_ref.errors.VecStoreError]. Each class
+carries the HTTP status the server answers with (``http_status``) and a stable machine-readable ``code``, so the
+Python API and the HTTP API report the same failure the same way. Input errors are also ``ValueError`` (and
+``TypeError`` for wrong types), so code that already catches the built-in exceptions keeps working.
 
 A bad input never changes anything on disk or in memory: validation runs before the first byte is written.
 """

@@ -1,7 +1,7 @@
 """Compiling the Numba kernels: where the compiled code is cached, saying so when a run compiles, and warming up.
 
-Every kernel has one explicit signature (:mod:`vecstore_ref.kernels.signatures`), so Numba compiles it when its
-module is first imported, and the library imports a kernel module only when a call needs it (:func:`load`): an
+Every kernel has one explicit signature (`vecstore_ref.kernels.signatures`), so Numba compiles it when its
+module is first imported, and the library imports a kernel module only when a call needs it (`load`): an
 exact query never compiles the HNSW build. The machine code goes to a cache directory, and every later process
 loads it in milliseconds. Numba picks the directory with its cache locators, first that works:
 
@@ -16,9 +16,9 @@ of failing (Numba itself would raise ``cannot cache function ...: no locator ava
 
 A first run that compiles is never silent: just before Numba starts, the library logs ``compiling the ... kernels,
 first run only ...`` at INFO on the ``vecstore_ref`` logger, and how long it took afterwards; the CLI and the demo
-print those lines (:func:`report_compiles`). ``vecstore-ref warmup`` (:func:`warmup`) compiles every kernel once,
+print those lines (`report_compiles`). ``vecstore-ref warmup`` (`warmup`) compiles every kernel once,
 for a container image or a CI cache. Everything in this module is cheap to import: numba loads only in
-:func:`load`, :func:`warmup` and the cache checks.
+`load`, `warmup` and the cache checks.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def load(name: str):
 
 @dataclass
 class WarmupReport:
-    """What :func:`warmup` did: per kernel module, whether it compiled (or loaded) and how long it took."""
+    """What `warmup` did: per kernel module, whether it compiled (or loaded) and how long it took."""
 
     cache_dir: str | None
     numba_version: str
@@ -260,7 +260,7 @@ class WarmupReport:
 
 
 def warmup(paths=None) -> WarmupReport:
-    """Compile (or load from the cache) the kernels of ``paths`` (names of :data:`PATHS`; default all of them).
+    """Compile (or load from the cache) the kernels of ``paths`` (names of `PATHS`; default all of them).
 
     In a fresh process each module is imported; one already imported costs nothing and is reported as loaded.
     """

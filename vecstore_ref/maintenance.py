@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 class Maintenance:
     """Runs ``store.expire_ttl_records()`` then ``store.maybe_compact()`` every ``interval_s`` seconds.
 
-    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+    Use it as a context manager, or call [`start`][vecstore_ref.Maintenance.start] and
+    [`stop`][vecstore_ref.Maintenance.stop]:
 
-        with vs.Maintenance(store, interval_s=60):
-            serve_requests()
+    ```python
+    with vs.Maintenance(store, interval_s=60):
+        serve_requests()
+    ```
     """
 
     def __init__(self, store: VecStore, interval_s: float = 60.0) -> None:
@@ -77,6 +80,7 @@ class Maintenance:
                 log.error("maintenance of %s failed: %s", getattr(self.store, "path", "?"), exc)
 
     def start(self) -> Maintenance:
+        """Start the background thread (if it is not running); returns ``self``."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="vecstore-maintenance", daemon=True)
@@ -84,6 +88,7 @@ class Maintenance:
         return self
 
     def stop(self) -> None:
+        """Stop the thread and wait for it to end (after the pass it is running, if any). Idempotent."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -2,7 +2,7 @@
 
 A record's metadata is a flat ``dict[str, value]`` where a value is a str, int, finite float, bool, None, or a list
 (at most 1,024 items) of those scalars (SPEC section 1). Nothing nests deeper than a list of scalars: that keeps
-every filter total and every column one-dimensional. :func:`validate_metadata` enforces the rules and hands back a
+every filter total and every column one-dimensional. `validate_metadata` enforces the rules and hands back a
 copy the store owns.
 
 The columnar layout that filters run on, and the per-slot rows, are in `vecstore_ref.columns`
@@ -51,7 +51,7 @@ def _check_text(s: str, where) -> None:
 def _check_scalar(value, key: str, index: int | None = None) -> int:
     """Raise unless ``value`` is a storable scalar; return an upper bound of its JSON size in bytes.
 
-    The bound lets :func:`validate_metadata` skip the JSON encoding for the usual small dict: a character costs at
+    The bound lets `validate_metadata` skip the JSON encoding for the usual small dict: a character costs at
     most 6 bytes (``\\u0001``; non-ASCII is at most 4 bytes of UTF-8), a float at most 24 (``repr``), an int
     about ``bit_length * log10(2)`` digits plus a sign.
     """

@@ -86,7 +86,8 @@ NAMESPACE_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "clock", "m
 @dataclass(frozen=True)
 class Quotas:
     """Limits of one namespace: ``max_vectors`` records held (visible and soft-deleted), ``max_bytes`` of store
-    files on disk. None = no limit. A write that would pass one raises :class:`QuotaExceededError`."""
+    files on disk. None = no limit. A write that would pass one raises
+    [`QuotaExceededError`][vecstore_ref.errors.QuotaExceededError]."""
 
     max_vectors: int | None = None
     max_bytes: int | None = None
@@ -105,8 +106,8 @@ class Quotas:
         return asdict(self)
 
     def check(self, store: VecStore, effects: list[dict[str, Any]], payload_bytes: int) -> None:
-        """Raise :class:`QuotaExceededError` if committing ``effects`` would pass a limit (called before the log
-        append, so nothing changes)."""
+        """Raise [`QuotaExceededError`][vecstore_ref.errors.QuotaExceededError] if committing ``effects`` would
+        pass a limit (called before the log append, so nothing changes)."""
         if self.max_vectors is not None:
             held = store._state.n_live + store._state.n_soft
             mapped: dict[str, bool] = {}
@@ -129,7 +130,7 @@ class Quotas:
 
 @dataclass
 class BackupInfo:
-    """What :meth:`NamespaceManager.backup_namespace` wrote."""
+    """What [`NamespaceManager.backup_namespace`][vecstore_ref.NamespaceManager.backup_namespace] wrote."""
 
     namespace: str
     name: str
@@ -275,7 +276,7 @@ class NamespaceManager:
             return self._open_handle(ns, path, open_options)
 
     def get_namespace(self, ns: str) -> VecStore:
-        """The one shared :class:`VecStore` handle of ``ns`` (opened on first use)."""
+        """The one shared [`VecStore`][vecstore_ref.VecStore] handle of ``ns`` (opened on first use)."""
         validate_name(ns)
         with self._lock:
             self._check_open()
@@ -488,11 +489,13 @@ class NamespaceManager:
 
     def import_backup(self, ns: str, file: str | os.PathLike[str] | BinaryIO, backup_name: str, *,
                       max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
-        """Read an archive made by :meth:`export_backup` into the backup ``backup_name`` of ``ns``.
+        """Read an archive made by [`export_backup`][vecstore_ref.NamespaceManager.export_backup] into the
+        backup ``backup_name`` of ``ns``.
 
-        Only regular files with plain names are accepted (:class:`UnsafeArchiveError` otherwise), at most
-        ``max_bytes`` are read, and every checksum is verified (:class:`BackupCorruptError`) before the backup
-        appears.
+        Only regular files with plain names are accepted
+        ([`UnsafeArchiveError`][vecstore_ref.errors.UnsafeArchiveError] otherwise), at most ``max_bytes`` are
+        read, and every checksum is verified ([`BackupCorruptError`][vecstore_ref.errors.BackupCorruptError])
+        before the backup appears.
         """
         kw = _archive_arg(file, "r")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):

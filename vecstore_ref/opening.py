@@ -2,7 +2,7 @@
 
 Recovery loads the newest snapshot the manifest names, replays the log records after it through the same
 ``StoreState.apply`` as live writes, truncates a torn tail (or refuses corruption), and opens the log for appends.
-Mixed into :class:`~vecstore_ref.store.VecStore`, like :mod:`vecstore_ref.query`.
+Mixed into `VecStore`, like `vecstore_ref.query`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ OPEN_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "read_only", "re
 
 def check_open_options(options: dict[str, Any], allowed: tuple[str, ...] = OPEN_OPTIONS) -> None:
     """Check ``VecStore.open`` keyword options given as a dict (by the namespace manager and the sharded store,
-    before they write anything): unknown names raise :class:`InvalidArgumentTypeError`, bad values the errors of
+    before they write anything): unknown names raise `InvalidArgumentTypeError`, bad values the errors of
     ``VecStore.open``."""
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -110,7 +110,7 @@ def check_open_options(options: dict[str, Any], allowed: tuple[str, ...] = OPEN_
 
 
 class OpeningMethods:
-    """Mixed into :class:`VecStore`: what ``VecStore.__init__`` runs to open a directory."""
+    """Mixed into `VecStore`: what ``VecStore.__init__`` runs to open a directory."""
 
     if TYPE_CHECKING:  # the store's fields these methods use (set by VecStore.__init__ or by _recover)
         path: str

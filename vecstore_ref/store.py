@@ -2,8 +2,8 @@
 
 A store is a directory holding a lock file, a manifest, at most one live snapshot and the log segments written since
 (see ``docs/concepts/storage-format.md`` and ``docs/concepts/durability.md``). This module orchestrates: it validates,
-plans batches (:mod:`.batch`), appends one log record per call, applies the record to the in-memory state
-(:mod:`.state`) and answers queries through the index. It owns no format details and no kernels.
+plans batches (`.batch`), appends one log record per call, applies the record to the in-memory state
+(`.state`) and answers queries through the index. It owns no format details and no kernels.
 
 Durability (``durability=``):
 
@@ -85,7 +85,7 @@ UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upse
 
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
-    """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
+    """An embedded vector store on a local directory. Open it with [`VecStore.open`][vecstore_ref.VecStore.open]."""
 
     # Reads never wait for a lock held across I/O (a write's fsync, a checkpoint, a compaction): at most for a
     # write's in-memory apply (see vecstore_ref.rwlock). The HTTP server then runs them on its event loop.
@@ -113,7 +113,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
 
         ``metric``, ``index`` and ``hnsw`` default to what the store was created with (``"cosine"``, ``"hnsw"`` and
         ``HNSWParams()`` for a new store). ``dim`` and ``metric`` that conflict with an existing store raise
-        :class:`InvalidArgumentError`. ``clock`` (seconds, like ``time.time``) judges TTLs; tests inject a fake one.
+        [`InvalidArgumentError`][vecstore_ref.errors.InvalidArgumentError]. ``clock`` (seconds, like
+        ``time.time``) judges TTLs; tests inject a fake one.
         """
         return cls(path, dim=dim, metric=metric, index=index, hnsw=hnsw, durability=durability,
                    read_only=read_only, repair=repair, clock=clock, max_k=max_k, fs=fs)
@@ -541,7 +542,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         return self._compaction_config
 
     def set_compaction_config(self, cfg: CompactionConfig) -> None:
-        """Set when :meth:`maybe_compact` runs; persisted in the manifest."""
+        """Set when [`maybe_compact`][vecstore_ref.VecStore.maybe_compact] runs; persisted in the manifest."""
         if not isinstance(cfg, CompactionConfig):
             raise InvalidArgumentTypeError("set_compaction_config takes a CompactionConfig")
         cfg.validate()

@@ -110,7 +110,8 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class Query:
-    """A k-nearest-neighbour query. ``filter`` is filter text or a :func:`parse_filter` result."""
+    """A k-nearest-neighbour query. ``filter`` is filter text or a [`parse_filter`][vecstore_ref.parse_filter]
+    result."""
 
     vector: ArrayLike
     k: int = 10
@@ -120,8 +121,8 @@ class Query:
 
 @dataclass
 class BatchQueryResult:
-    """Results of :meth:`VecStore.query_batch`: ``ids`` object (n, k) padded None, ``scores`` float32 (n, k)
-    padded -inf, ``n_found`` int (n,)."""
+    """Results of [`VecStore.query_batch`][vecstore_ref.VecStore.query_batch]: ``ids`` object (n, k) padded
+    None, ``scores`` float32 (n, k) padded -inf, ``n_found`` int (n,)."""
 
     ids: NDArray[np.object_]
     scores: NDArray[np.float32]

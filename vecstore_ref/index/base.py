@@ -1,10 +1,10 @@
 """What every index shares: the vector table it reads, the search result it returns, and the protocol.
 
-The store owns one :class:`VectorTable` (the vectors by internal slot) and hands it to its index. Indexes never
+The store owns one `VectorTable` (the vectors by internal slot) and hands it to its index. Indexes never
 copy the vectors: they read ``table.vectors`` on every call, so a table that grows is seen at once.
 
 Slots are ``int32`` row numbers; ids (strings) never reach an index. An index returns *distances* (lower is
-better, see :mod:`vecstore_ref.kernels.distances`); :func:`scores_from_distances` turns them into the scores users
+better, see `vecstore_ref.kernels.distances`); `scores_from_distances` turns them into the scores users
 see (higher is better).
 """
 
@@ -90,7 +90,7 @@ class SearchStats:
 
 
 class Index(Protocol):
-    """The interface the store relies on; :class:`FlatIndex` and :class:`HNSWIndex` implement it."""
+    """The interface the store relies on; `FlatIndex` and `HNSWIndex` implement it."""
 
     kind: str
     table: VectorTable
@@ -143,7 +143,7 @@ def numba_threads() -> int:
 def kernel_array(a, dtype) -> np.ndarray:
     """``a`` as the kernels take it: an ndarray of exactly ``dtype``, C-contiguous and writable (a copy only if not).
 
-    Each kernel is compiled for that one array type (see :mod:`vecstore_ref.kernels.signatures`).
+    Each kernel is compiled for that one array type (see `vecstore_ref.kernels.signatures`).
     """
     if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
         return a

@@ -1,4 +1,4 @@
-"""The exact index: every query scans every allowed row (kernels in :mod:`vecstore_ref.kernels.flat_search`).
+"""The exact index: every query scans every allowed row (kernels in `vecstore_ref.kernels.flat_search`).
 
 It keeps no structure of its own (``add`` and ``remove`` do nothing: the store's masks say which slots count), so it
 is always consistent, and it is the oracle that every recall figure of the HNSW index is measured against.
@@ -166,7 +166,7 @@ class FlatIndex:
         1. Distances of a block of queries to a block of rows come from one float32 matmul (BLAS), and a Numba
            kernel keeps the best ``k + BLAS_MARGIN`` of them per query (the top-k selection, not the matmul, is the
            real cost of exact search, so it stays in Numba). Each core's Python thread runs both for its own slice
-           of the queries (see :func:`~vecstore_ref.kernels.flat_blas.merge_block` for why not ``prange``).
+           of the queries (see `merge_block` for why not ``prange``).
         2. The shortlist is rescored with the very kernel distance of the single-query path and sorted.
         3. A query whose rescored k-th distance comes within BLAS rounding of the shortlist's boundary (something
            outside might still belong in) is answered again by the exact scan. So results equal the single-query

@@ -14,7 +14,7 @@ array           dtype, shape                    meaning
 
 plus two scalars, the entry point ``ep`` and the top layer ``max_level``. Only about one node in ``m`` has upper
 layers, so ``links_up`` holds ``n / (m - 1)`` rows on average. The kernels are in
-:mod:`vecstore_ref.kernels.hnsw_search` and :mod:`vecstore_ref.kernels.hnsw_build`; how it all works, and how to
+`vecstore_ref.kernels.hnsw_search` and `vecstore_ref.kernels.hnsw_build`; how it all works, and how to
 choose the parameters, is in ``docs/concepts/hnsw.md``.
 
 Levels are drawn here, in Python, from ``np.random.Generator(seed)`` (``floor(-ln(U) / ln(m))``) in insertion order
@@ -70,7 +70,7 @@ _SEARCH = None
 
 
 def _search_kernels():
-    """:mod:`vecstore_ref.kernels.hnsw_search`, imported on first use (numba loads only when a search runs)."""
+    """`vecstore_ref.kernels.hnsw_search`, imported on first use (numba loads only when a search runs)."""
     global _SEARCH
     if _SEARCH is None:
         _SEARCH = load_kernels("hnsw_search")
@@ -418,7 +418,7 @@ class HNSWIndex:
         return int(np.count_nonzero(dead))
 
     def repair_connectivity(self, max_rounds: int = 8) -> int:
-        """Link everything queued, then :meth:`_repair` the graph's reachability; returns the links added."""
+        """Link everything queued, then `_repair` the graph's reachability; returns the links added."""
         with self.lock:
             self.link_queued()
             return self._repair(max_rounds)
@@ -501,7 +501,7 @@ class HNSWIndex:
         return max(1, min(e, max(self.n_nodes + n_unlinked, k)))
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
-               spare: bool = False):
+               spare: bool = False) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         """K-NN-SEARCH (Alg. 5) for one query among the ``allowed`` live slots.
 
         Args:
@@ -513,8 +513,8 @@ class HNSWIndex:
                 at the k-th place by id (they are ordered by distance, then slot).
 
         Returns:
-            ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k (or ef), best first by (distance,
-            slot).
+            ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k (or ef), best first by
+                (distance, slot).
         """
         unlinked = self._queue.for_search()
         k = min(int(k), self.n_nodes + unlinked.size)
@@ -573,13 +573,13 @@ class HNSWIndex:
         return slots, dists, n_dist
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
-                     spare: bool = False):
+                     spare: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """K-NN-SEARCH for every row of ``queries`` (float32 (nq, dim)), the queries spread over the threads.
 
         Returns:
             ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
-            (nq,), hops int64 (nq,))`` with ``w = min(k, n_slots)`` (with ``spare``: up to ``ef`` columns, as for
-            `search`); row i equals ``search(queries[i], ...)``.
+                (nq,), hops int64 (nq,))`` with ``w = min(k, n_slots)`` (with ``spare``: up to ``ef`` columns, as
+                for `search`); row i equals ``search(queries[i], ...)``.
         """
         t = self.table
         Q = queries

@@ -1,8 +1,8 @@
 """Structural checks of an HNSW graph: a saved graph before it is loaded, and a live one on demand.
 
 Every value a kernel uses as an index is checked here, so a corrupt or hostile snapshot raises
-:class:`~vecstore_ref.errors.CorruptSnapshotError` instead of reaching compiled code, and
-:meth:`~vecstore_ref.index.hnsw.HNSWIndex.check_integrity` can list what is wrong with a graph in memory.
+`CorruptSnapshotError` instead of reaching compiled code, and `HNSWIndex.check_integrity` can list what is wrong
+with a graph in memory.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def validate_saved_graph(meta: dict, arrays: dict, n: int, m: int, format_versio
 
     Every value a kernel uses as an index is bounds-checked here (links, row offsets, the entry point, and on
     layer l that every linked node reaches layer l, since its row there is looked up), so a corrupt or hostile
-    snapshot raises :class:`CorruptSnapshotError` instead of reaching compiled code.
+    snapshot raises `CorruptSnapshotError` instead of reaching compiled code.
     """
     if meta.get("format") != format_version:
         raise CorruptSnapshotError(f"unknown HNSW graph format {meta.get('format')!r}")
@@ -108,7 +108,7 @@ def _link_problem(rows: np.ndarray, levels: np.ndarray, level: int, owners: np.n
 
 
 def graph_problems(idx) -> list[str]:
-    """What :meth:`HNSWIndex.check_integrity` reports, collected over every layer."""
+    """What `HNSWIndex.check_integrity` reports, collected over every layer."""
     from ..jit import load
 
     reachable_from = load("hnsw_repair").reachable_from

@@ -6,7 +6,7 @@ to the log, puts the vector in the table and queues its slot here; the write is 
 thread links the queue in chunks, oldest first. Until a slot is linked, queries scan it exactly (it is a short
 list) and merge it with the graph's results, so a write is visible to the next query like any other.
 
-:class:`LinkQueue` is the bookkeeping, safe to call from any thread; the graph itself is changed only by the
+`LinkQueue` is the bookkeeping, safe to call from any thread; the graph itself is changed only by the
 index, under its own lock (see `vecstore_ref.index.hnsw.HNSWIndex.link_queued`). A slot is in one of three
 places:
 
@@ -97,7 +97,7 @@ class LinkQueue:
                 self._cond.notify()  # the first slot to wait, or a full chunk
 
     def remove(self, slots: np.ndarray) -> None:
-        """Forget ``slots`` (the store deleted them): they leave the queue, or are reported by :meth:`done` if they
+        """Forget ``slots`` (the store deleted them): they leave the queue, or are reported by `done` if they
         are in flight."""
         if slots.size == 0:
             return
@@ -113,7 +113,7 @@ class LinkQueue:
             self._waiting_stale = self._search_stale = True
 
     def take(self, max_chunk: int | None) -> np.ndarray:
-        """Up to ``max_chunk`` (None = all) of the oldest waiting slots, now in flight until :meth:`done`."""
+        """Up to ``max_chunk`` (None = all) of the oldest waiting slots, now in flight until `done`."""
         with self._cond:
             if not self._n or (max_chunk is not None and max_chunk <= 0):
                 return _EMPTY

@@ -2,7 +2,7 @@
 
 The batch kernels (HNSW batch search, the build's neighbour planning and reverse links, the flat index's batch scan
 and rescore) are serial Numba functions compiled with ``nogil=True`` that take ``(t, n_threads)`` last and do share
-``t`` of the rows. :func:`run_split` calls them on ``n_threads`` threads at once: the calling thread takes share 0,
+``t`` of the rows. `run_split` calls them on ``n_threads`` threads at once: the calling thread takes share 0,
 a pool kept for the process the others, so a call starts no thread.
 
 Why not a ``prange`` kernel: on these loops (whole queries or nodes per iteration) the speed is the same, but

@@ -1,7 +1,7 @@
 """The cosine of two float32 vectors whatever their norms: the float32 form while it is exact enough, else float64.
 
-Shared by the flat index's distance (:mod:`.distances`, where the range is explained) and the HNSW walk's copy of
-it (:mod:`.hnsw_walk`), in a module of its own so that the HNSW path does not compile the flat distances.
+Shared by the flat index's distance (`.distances`, where the range is explained) and the HNSW walk's copy of
+it (`.hnsw_walk`), in a module of its own so that the HNSW path does not compile the flat distances.
 """
 
 import numpy as np
@@ -19,7 +19,7 @@ FLOAT32_MIN_NORMAL = np.float32(np.finfo(np.float32).tiny)
 @njit((DIST, DIST), cache=CACHE, **STEP)
 def cosine_scale(q_inv, x_inv):
     """``q_inv * x_inv`` = 1 / (|q| |x|) when the float32 cosine of the pair is exact enough (see
-    :mod:`.distances`), else 0: the caller then computes it with `cosine_f64`."""
+    `.distances`), else 0: the caller then computes it with `cosine_f64`."""
     if q_inv < FLOAT32_MIN_NORMAL or x_inv < FLOAT32_MIN_NORMAL:
         return np.float32(0.0)
     inv = q_inv * x_inv
@@ -31,7 +31,7 @@ def cosine_scale(q_inv, x_inv):
 @njit((VECTOR, VECTORS, INT), cache=CACHE, **NO_REFCOUNT, **INTERNAL)
 def cosine_f64(q, X, i):
     """Cosine distance ``-<q, x> / (|q| |x|)`` of ``q`` (float32 (d,)) and row ``i`` of ``X``, summed in float64:
-    for vectors whose norms are too large or too small for the float32 form (see :mod:`.distances`). Every
+    for vectors whose norms are too large or too small for the float32 form (see `.distances`). Every
     product of two float32 values is exact in float64, so nothing here can overflow or underflow."""
     dot = 0.0
     qq = 0.0

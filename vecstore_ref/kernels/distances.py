@@ -17,7 +17,7 @@ vector and ``get`` returns it as given. The float32 dot product of two such vect
 underflow loses is ~1e-10 of it (and while neither inverse norm is a subnormal float32, i.e. both norms are below
 ~8.5e37). Any vector whose float64 norm is above 1e-30 is a valid cosine vector (SPEC
 section 1), so a pair outside that range (``np.full(8, 1e20)`` with itself: the float32 dot is inf) has its cosine
-computed in float64 instead (`cosine_f64`, in :mod:`.cosine`): a few comparisons per distance, on the inverse
+computed in float64 instead (`cosine_f64`, in `.cosine`): a few comparisons per distance, on the inverse
 norms the kernels already read.
 
 The inner loops are compiled with ``reassoc``/``contract`` so that LLVM vectorizes the reductions (about 2.7x

@@ -1,8 +1,8 @@
 """Exact top-k for big batches at matrix-multiply speed: fold BLAS inner products into shortlists, then rescore.
 
-The Python side (:meth:`vecstore_ref.index.flat.FlatIndex._blas_batch`) computes blocks of inner products with one
-float32 matmul each; these kernels keep the best ``k + margin`` rows per query (:func:`merge_block`) and recompute
-them with the exact kernel distance (:func:`rescore_shortlists`), so results equal the single-query path's.
+The Python side (`vecstore_ref.index.flat.FlatIndex._blas_batch`) computes blocks of inner products with one
+float32 matmul each; these kernels keep the best ``k + margin`` rows per query (`merge_block`) and recompute
+them with the exact kernel distance (`rescore_shortlists`), so results equal the single-query path's.
 """
 
 import numpy as np
@@ -31,7 +31,7 @@ MERGE_CHUNK = 16  # inner products screened together before any of them is offer
 @njit((INT, VECTORS, INT, INT, DIST, FLOATS, INT), cache=CACHE, **STEP)
 def _block_distance(metric, IP, i, j, q_sq_i, x_aux, s):
     """The distance of query ``i`` to row ``s`` from its BLAS inner product ``IP[i, j]`` (approximate: see
-    :meth:`~vecstore_ref.index.flat.FlatIndex.search_batch_with_boundary` for how results stay exact)."""
+    `FlatIndex.search_batch_with_boundary` for how results stay exact)."""
     if metric == EUCLIDEAN:
         return (q_sq_i + x_aux[s]) - np.float32(2.0) * IP[i, j]
     if metric == DOT:

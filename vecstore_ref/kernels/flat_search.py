@@ -3,7 +3,7 @@
 Each kernel fills caller-allocated output rows and returns counts; none allocates per row. Alongside the top-k
 they return ``next_dist``, the smallest distance among allowed rows *not* returned (``inf`` if none): when it equals
 the k-th distance there is a tie at the boundary, which the store breaks by id (ids are strings the kernels never
-see; :func:`ties_at` lists the tied slots).
+see; `ties_at` lists the tied slots).
 """
 
 import numpy as np

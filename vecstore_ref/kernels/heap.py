@@ -3,7 +3,7 @@
 Heaps are tuples of arrays plus a size held by the caller (as in pynndescent): no objects, no allocation inside
 the kernels. Entries are ordered by ``(dist, slot)`` so that equal distances resolve the same way every time.
 Every operation is a step of a hot loop, compiled once for ``(float32[::1], int32[::1], int64 size, float32, int64
-slot)`` and inlined by LLVM into its callers (``STEP`` in :mod:`.signatures`): a call would cost more than the
+slot)`` and inlined by LLVM into its callers (``STEP`` in `.signatures`): a call would cost more than the
 operation.
 
 - A *max-heap* keeps the best ``cap`` entries seen so far with the worst of them at index 0: the result list of a

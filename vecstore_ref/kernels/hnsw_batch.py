@@ -1,6 +1,6 @@
-"""HNSW batch search: :func:`~vecstore_ref.kernels.hnsw_search.knn_search` for one thread's share of a batch.
+"""HNSW batch search: `knn_search` for one thread's share of a batch.
 
-The kernel is serial and releases the GIL; :func:`vecstore_ref.index.parallel.run_split` runs one copy per core,
+The kernel is serial and releases the GIL; `vecstore_ref.index.parallel.run_split` runs one copy per core,
 thread ``t`` of ``n_threads`` taking queries ``t, t + n_threads, ...`` (round-robin, so that each thread gets as
 many hard queries as easy ones). Results equal ``knn_search`` query by query, for any thread count.
 """
@@ -30,13 +30,13 @@ from .signatures import (
 def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level,
                      ef, visited, tags, scratch_d, scratch_s, scan_limit, unlinked, out_d, out_s, out_dist, out_hops,
                      t, n_threads):
-    """:func:`knn_search` for rows ``t, t + n_threads, ...`` of ``Q`` (float32 (nq, d)), on thread ``t``.
+    """`knn_search` for rows ``t, t + n_threads, ...`` of ``Q`` (float32 (nq, d)), on thread ``t``.
 
     Args:
         visited: uint16 (threads, capacity); tags: int64 (threads,);
         scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef), one row per thread (this one uses row t).
-        scan_limit: as for :func:`knn_search`; every thread decides the same way (one mask).
-        unlinked: as for :func:`knn_search`.
+        scan_limit: as for `knn_search`; every thread decides the same way (one mask).
+        unlinked: as for `knn_search`.
         out_d, out_s: float32/int32 (nq, k), filled with +inf/-1 by the caller; results written best first.
         out_dist, out_hops: int64 (nq,), the work counters per query.
         t, n_threads: this thread's share.

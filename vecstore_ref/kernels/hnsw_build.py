@@ -1,22 +1,22 @@
 """HNSW construction kernels (Malkov & Yashunin 2018): neighbour selection, linking, batched insertion, repair.
 
-The arrays are those of :mod:`vecstore_ref.kernels.hnsw_search`. INSERT (Alg. 1) runs on a batch of nodes in three
+The arrays are those of `vecstore_ref.kernels.hnsw_search`. INSERT (Alg. 1) runs on a batch of nodes in three
 phases, so that both cores work and the graph stays a deterministic function of the inserts and the seed:
 
-1. :func:`plan_links` (parallel, reads the graph only): for each node, the greedy descent and SEARCH-LAYER with
+1. `plan_links` (parallel, reads the graph only): for each node, the greedy descent and SEARCH-LAYER with
    ``ef_construction`` on each of its layers (Alg. 1 lines 5-9), merged with the batch's *earlier* members (which a
    one-at-a-time insert would have found in the graph, but which are not in it yet), then
    SELECT-NEIGHBORS-HEURISTIC (Alg. 4) picks the node's ``m`` links per layer (Alg. 1 line 10).
-2. :func:`write_links` (serial, batch order): write those links (Alg. 1 line 11) and move the entry point when a
+2. `write_links` (serial, batch order): write those links (Alg. 1 line 11) and move the entry point when a
    node tops the graph (Alg. 1 lines 17-18).
-3. :func:`connect_back` (parallel over target nodes): add the reverse links, and shrink every list that
+3. `connect_back` (parallel over target nodes): add the reverse links, and shrink every list that
    overflows with the same heuristic (Alg. 1 lines 11-16). Each target is handled by one thread, all of its
    incoming links at once, so the outcome does not depend on the thread count.
 
 Phases 1 and 3 are serial kernels over one thread's share (``t, n_threads``), run on every core by
-:func:`vecstore_ref.index.parallel.run_split`.
+`vecstore_ref.index.parallel.run_split`.
 
-The heuristic may leave a node with no incoming link, and an update may cut a path: :mod:`.hnsw_repair` finds the
+The heuristic may leave a node with no incoming link, and an update may cut a path: `.hnsw_repair` finds the
 live nodes that layer 0 no longer reaches from the entry point and links them again.
 """
 
@@ -149,7 +149,7 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
        COUNTS, VECTORS, SLOT_ROWS, SLOT_ROWS, SLOTS, COUNTS, INT, INT), cache=CACHE, nogil=True, fastmath=FASTMATH)
 def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels, is_new,
                m, ef, visited, tags, cand_d, cand_s, fwd, fwd_n, fwd_off, t, n_threads):
-    """Phase 1 of a batch insert (the graph is only read): :func:`plan_node` for members ``t, t + n_threads, ...``.
+    """Phase 1 of a batch insert (the graph is only read): `plan_node` for members ``t, t + n_threads, ...``.
 
     Args:
         nodes: int32 (b,), the batch in insertion order; node_levels: int8 (b,); is_new: uint8 (b,), 0 = relink.
@@ -260,7 +260,7 @@ def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sou
       nogil=True, fastmath=FASTMATH)
 def connect_back(metric, X, inv_norms, links0, links_up, up_offset, group_level, group_node, group_start, sources,
                  max_group, t, n_threads):
-    """Phase 3 (one thread's share of the targets): :func:`connect_one` for groups ``t, t + n_threads, ...``.
+    """Phase 3 (one thread's share of the targets): `connect_one` for groups ``t, t + n_threads, ...``.
 
     Args:
         group_level, group_node: int64/int32 (g,), the layer and target node of each group.

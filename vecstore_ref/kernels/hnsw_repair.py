@@ -1,9 +1,9 @@
 """HNSW repair (layer-0 reachability): find the live nodes the entry point no longer reaches, and link them again.
 
 SELECT-NEIGHBORS-HEURISTIC (Malkov & Yashunin 2018, Alg. 4) may drop a node's last incoming link when it shrinks a
-full list, and an update may cut a path; such a node can never be found. :func:`reachable_from` is the
-breadth-first search that finds them (also used by ``verify``), :func:`repair_reachability` links each from its
-nearest reachable node. The graph arrays are those of :mod:`vecstore_ref.kernels.hnsw_search`.
+full list, and an update may cut a path; such a node can never be found. `reachable_from` is the
+breadth-first search that finds them (also used by ``verify``), `repair_reachability` links each from its
+nearest reachable node. The graph arrays are those of `vecstore_ref.kernels.hnsw_search`.
 """
 
 import numpy as np

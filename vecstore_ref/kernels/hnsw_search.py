@@ -1,6 +1,6 @@
 """HNSW search kernels (Malkov & Yashunin 2018): K-NN-SEARCH for one query, and the graph arrays they walk.
 
-The graph is plain arrays, owned and allocated by :mod:`vecstore_ref.index.hnsw`:
+The graph is plain arrays, owned and allocated by `vecstore_ref.index.hnsw`:
 
 ==============  ==============================  ==========================================================
 array           dtype, shape                    meaning
@@ -20,7 +20,7 @@ Visited sets are epoch arrays (uint16 (capacity,), one per thread, preallocated 
 when ``visited[node] == tag``, so a new search bumps the tag instead of clearing the array; only when the tag wraps
 is the array zeroed (once per 65,535 searches).
 
-The walk itself (greedy descent, SEARCH-LAYER) is in :mod:`vecstore_ref.kernels.hnsw_walk`.
+The walk itself (greedy descent, SEARCH-LAYER) is in `vecstore_ref.kernels.hnsw_walk`.
 """
 
 import numpy as np
@@ -97,7 +97,7 @@ def prefer_exact(allowed, scan_limit):
 def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, visited, tag, res_d, res_s):
     """Top ``res_d.shape[0]`` of the allowed, live nodes by scanning them all (the sparse-filter path).
 
-    Nodes marked ``visited[s] == tag`` are skipped (the caller scans them itself, see :func:`knn_search`).
+    Nodes marked ``visited[s] == tag`` are skipped (the caller scans them itself, see `knn_search`).
 
     Returns ``(results, distance computations)``; results sorted best first by (distance, slot), exactly as the
     flat index ranks them.
@@ -117,7 +117,7 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, visited
 def fold_unlinked(metric, q, q_inv, X, inv_norms, allowed, unlinked, res_d, res_s, found, heap_d, heap_s):
     """Merge the exact distances of the ``unlinked`` slots into the graph's sorted results ``res[:found]``.
 
-    Vectors written but not linked yet (see :mod:`vecstore_ref.index.link_queue`) are not in the graph, or sit in
+    Vectors written but not linked yet (see `vecstore_ref.index.link_queue`) are not in the graph, or sit in
     it marked deleted until their relink; a query scans them one by one. ``heap_d``/``heap_s`` (k entries, scratch)
     hold a max-heap of the best k; the merged list is left sorted in ``res[:k]``. Returns ``(found, distances)``.
     """
@@ -146,7 +146,7 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
 
     When the mask allows few nodes, they are scanned exactly instead: a filtered walk must visit about
     ``ef / selectivity`` nodes to fill ``W``, while the scan costs one sequential distance per allowed node.
-    The ``unlinked`` slots (written, not linked yet) are scanned exactly and merged in (:func:`fold_unlinked`).
+    The ``unlinked`` slots (written, not linked yet) are scanned exactly and merged in (`fold_unlinked`).
 
     Args:
         q: the query, float32 (d,), C-contiguous.
@@ -156,7 +156,7 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
         scratch_d, scratch_s: float32/int32 (capacity + ef,): the candidate heap ``C`` in the first ``capacity``
             entries, then ``W``; the results are left at ``[capacity, capacity + found)``, best first.
         scan_limit: scan exactly if at most this many slots are allowed (decided here, see
-            :func:`prefer_exact`); -1 = always walk, -2 = always scan.
+            `prefer_exact`); -1 = always walk, -2 = always scan.
         unlinked: int32 (p,), slots to scan exactly rather than through the graph: written but not linked yet,
             or being linked right now (usually empty).
 

@@ -1,7 +1,7 @@
 """The steps of an HNSW graph walk (Malkov & Yashunin 2018), shared by search and build: greedy descent and
 SEARCH-LAYER, and the inlined steps of their hot loops.
 
-The graph arrays are described in :mod:`vecstore_ref.kernels.hnsw_search`.
+The graph arrays are described in `vecstore_ref.kernels.hnsw_search`.
 
 Two things decide the speed of a graph walk:
 
@@ -11,8 +11,8 @@ Two things decide the speed of a graph walk:
 - Reference counting. Numba counts references to every array a compiled function receives, with atomic
   instructions; in the per-distance loop that was a third of the search time. The walk kernels therefore allocate
   nothing and are compiled without it (``NO_REFCOUNT``), and so are the steps of their hot loops, which LLVM
-  inlines (``STEP``): the heap operations of :mod:`vecstore_ref.kernels.heap`, and :func:`row_distance`, a copy of
-  :func:`vecstore_ref.kernels.distances.distance` (the same operations in the same order, so rankings and ties
+  inlines (``STEP``): the heap operations of `vecstore_ref.kernels.heap`, and `row_distance`, a copy of
+  `vecstore_ref.kernels.distances.distance` (the same operations in the same order, so rankings and ties
   agree with the flat index).
 """
 

@@ -28,7 +28,7 @@ Only the kernels the index calls (the entry points: ``knn_search``, ``topk_maske
 called from Python; the steps and internal kernels they call are marked ``STEP`` or ``INTERNAL`` below.
 
 Batch kernels are serial and release the GIL: the index runs one copy per core on Python threads (each over its
-own share of the rows, see :mod:`vecstore_ref.index.parallel`) instead of compiling a ``prange`` kernel, whose
+own share of the rows, see `vecstore_ref.index.parallel`) instead of compiling a ``prange`` kernel, whose
 parallel lowering costs more compile time than the rest of the kernel.
 """
 

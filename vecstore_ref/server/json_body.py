@@ -106,7 +106,7 @@ def parse_json(raw: bytes):
 
 
 def parse_json_object(raw: bytes) -> dict:
-    """:func:`parse_json` for a body that must be a JSON object."""
+    """`parse_json` for a body that must be a JSON object."""
     value = parse_json(raw)
     if not isinstance(value, dict):
         raise InvalidJSONError(f"the body must be a JSON object, got {json_type(value)}")

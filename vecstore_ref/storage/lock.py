@@ -4,8 +4,8 @@ Why both: on Linux a ``flock`` belongs to an open file description, so a second 
 process already conflicts with the first; but where ``flock`` is emulated with ``fcntl`` record locks (which belong
 to the process) it would not, and the error message should say that the holder is this very process. The registry,
 keyed by the directory's ``(st_dev, st_ino)`` like LevelDB's ``PosixLockTable``, makes a second acquire in the same
-process (any thread) fail at once, whatever path reached the directory. Both cases raise
-:class:`~vecstore_ref.errors.StoreLockedError` naming the holder's pid.
+process (any thread) fail at once, whatever path reached the directory. Both cases raise `StoreLockedError`
+naming the holder's pid.
 
 A process that dies, even by ``kill -9``, drops its flock with its last file descriptor: there is no stale lock to
 clean up. Network file systems may emulate ``flock`` and are not supported.

@@ -3,24 +3,23 @@
 Byte layout: ``docs/concepts/storage-format.md`` (constants in ``storage/format.py``). Durability story:
 ``docs/concepts/durability.md``.
 
-Writing (:class:`LogWriter`): one record is framed in memory and written with one ``write`` call, then fsynced if
+Writing (`LogWriter`): one record is framed in memory and written with one ``write`` call, then fsynced if
 asked. A failed write is cut back off the file; a failed fsync poisons the writer for good (an fsync is never
 retried: after a failure the kernel may already have dropped the dirty pages, PostgreSQL's "fsyncgate").
 
-Reading (:func:`read_segments`) tells two kinds of bad bytes apart. A record is *bad* when its header is cut short,
+Reading (`read_segments`) tells two kinds of bad bytes apart. A record is *bad* when its header is cut short,
 its length is out of bounds (above ``MAX_RECORD_BYTES`` or past the end of the file) or its CRC does not match.
 
 - A **torn tail**: a bad record after which no CRC-valid record with a higher sequence number starts anywhere,
   in this segment or a later one. It is what a crash in the middle of an append leaves; it is cut off (unless the
   caller reads only) and reported.
 - **Corruption**: a bad record followed by a CRC-valid later record. Acknowledged data sits behind it, so reading
-  stops with :class:`~vecstore_ref.errors.CorruptLogError` and no byte is modified, unless the caller asks to
-  ``repair``: then the log is cut at the bad record and the number of valid records lost is reported.
+  stops with `CorruptLogError` and no byte is modified, unless the caller asks to ``repair``: then the log is cut
+  at the bad record and the number of valid records lost is reported.
 
 CRC-valid records must have strictly consecutive sequence numbers; a gap, a duplicate or a step back is
-corruption. A CRC-valid record of an unknown type raises :class:`~vecstore_ref.errors.UnsupportedRecordError`; a
-segment header from a newer format raises :class:`~vecstore_ref.errors.UnsupportedFormatError`. Neither is ever
-skipped, and neither modifies the file.
+corruption. A CRC-valid record of an unknown type raises `UnsupportedRecordError`; a segment header from a newer
+format raises `UnsupportedFormatError`. Neither is ever skipped, and neither modifies the file.
 """
 
 from __future__ import annotations
@@ -106,7 +105,7 @@ class LogWriter:
         path: the segment file.
         next_seq: the sequence number the next successful append gets.
         poisoned: True after a failed fsync (or a failed cut-back of a failed write): every later append raises
-            :class:`~vecstore_ref.errors.ReadOnlyError` until the store is reopened.
+            `ReadOnlyError` until the store is reopened.
     """
 
     def __init__(self, fs, path: str, next_seq: int):
@@ -192,7 +191,7 @@ class LogWriter:
             raise StorageError(f"fsync of {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
-        """Close the file (no fsync: call :meth:`sync` first if the records must be durable). Idempotent."""
+        """Close the file (no fsync: call `sync` first if the records must be durable). Idempotent."""
         self._file.close()
 
 
@@ -209,7 +208,7 @@ class LogRecord:
 
 @dataclass
 class LogScan:
-    """What :func:`read_segments` found.
+    """What `read_segments` found.
 
     Attributes:
         records: records with ``seq > after_seq``, in order.

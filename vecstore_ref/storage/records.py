@@ -12,8 +12,8 @@ and makes no decisions:
     {"op": "update_metadata", "id", "metadata"}
     {"op": "set_expiry", "id", "expires_at"}
 
-No pickle: a hostile payload can at worst fail to decode, with :class:`RecordDecodeError`, which the store reports
-as a :class:`~vecstore_ref.errors.CorruptLogError` naming the segment and offset.
+No pickle: a hostile payload can at worst fail to decode, with `RecordDecodeError`, which the store reports
+as a `CorruptLogError` naming the segment and offset.
 """
 
 from __future__ import annotations

@@ -448,7 +448,7 @@ def pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unpack_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """Inverse of :func:`pack_strings`; validates the offsets and the UTF-8 (strict: no encoded surrogates).
+    """Inverse of `pack_strings`; validates the offsets and the UTF-8 (strict: no encoded surrogates).
 
     Raises:
         CorruptSnapshotError: offsets not 1-D, not starting at 0, not ending at ``blob.size``, decreasing, or
