@@ -138,16 +138,24 @@ def validate_name(name: object, what: str = "namespace") -> str:
 class NamespaceManager:
     """Namespaces under ``root``, each one store with its own quotas and backups. Thread-safe."""
 
-    def __init__(self, root):
+    def __init__(self, root, *, read_only: bool = False):
+        """``read_only=True`` creates and cleans nothing (the root must exist, else `NotFoundError`), opens
+        the namespaces read-only, and refuses every write with `ReadOnlyError`: for inspecting a root that
+        another process may be writing."""
         self.root = os.path.abspath(os.fspath(root))
         self._fs = get_fs()
+        self._read_only = bool(read_only)
         if os.path.islink(self.root):
             raise InvalidArgumentError(f"the namespace root {self.root} is a symbolic link")
-        self._fs.makedirs(self.root)
+        if self._read_only and not os.path.isdir(self.root):
+            raise NotFoundError(f"no namespace root at {self.root}")
         self._lock = threading.RLock()
         self._handles: dict = {}
         self._runtime: dict[str, dict] = {}  # per namespace: clock and max_k given at creation (not persisted)
         self._closed = False
+        if self._read_only:
+            return
+        self._fs.makedirs(self.root)
         for name in self._fs.listdir(self.root):
             if name.startswith(".deleting-") or name.startswith(".creating-"):
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
@@ -188,6 +196,13 @@ class NamespaceManager:
 
             raise StoreClosedError("the namespace manager is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            from .errors import ReadOnlyError
+
+            raise ReadOnlyError(f"the namespace root {self.root} was opened read_only=True")
+
     # --- namespaces -------------------------------------------------------------------------------------------
 
     def create_namespace(self, ns: str, *, quotas: Quotas | None = None, **open_options):
@@ -199,7 +214,7 @@ class NamespaceManager:
             raise InvalidArgumentTypeError("quotas must be a Quotas")
         quotas.validate()
         with self._lock:
-            self._check_open()
+            self._check_writable()
             path = self._ns_dir(ns)
             if os.path.lexists(path):
                 raise AlreadyExistsError(f"namespace {ns!r} exists")
@@ -232,10 +247,12 @@ class NamespaceManager:
         from .store import VecStore
 
         cfg = self._read_config(path)
-        self._cleanup_generations(path, cfg["store"])
+        if not self._read_only:
+            self._cleanup_generations(path, cfg["store"])
         runtime = self._runtime.setdefault(ns, {})
         runtime.update({k: v for k, v in open_options.items() if k in ("clock", "max_k")})
-        store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"), **runtime)
+        store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"),
+                              read_only=self._read_only, **runtime)
         q = cfg.get("quotas") or {}
         quotas = Quotas(q.get("max_vectors"), q.get("max_bytes"))
         store._quota = quotas if (quotas.max_vectors is not None or quotas.max_bytes is not None) else None
@@ -262,7 +279,7 @@ class NamespaceManager:
     def delete_namespace(self, ns: str) -> None:
         """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go."""
         with self._lock:
-            self._check_open()
+            self._check_writable()
             path = self._existing(ns)
             self._close_handle(ns)
             self._runtime.pop(ns, None)
@@ -298,7 +315,7 @@ class NamespaceManager:
     def backup_namespace(self, ns: str, backup_name: str) -> BackupInfo:
         """Copy ``ns`` into the backup ``backup_name``, online: writes wait while the files are copied."""
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._backup_dir(ns, backup_name)
             if os.path.lexists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
@@ -348,7 +365,7 @@ class NamespaceManager:
 
     def delete_namespace_backup(self, ns: str, backup_name: str) -> None:
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._backup_dir(ns, backup_name)
             if not os.path.isdir(target) or os.path.islink(target):
                 raise NotFoundError(f"namespace {ns!r} has no backup {backup_name!r}")
@@ -365,7 +382,7 @@ class NamespaceManager:
         from .store import VecStore
 
         with self._lock:
-            self._check_open()
+            self._check_writable()
             source = self._backup_dir(ns, backup_name)
             if not os.path.isdir(source) or os.path.islink(source):
                 raise NotFoundError(f"namespace {ns!r} has no backup {backup_name!r}")
@@ -421,7 +438,7 @@ class NamespaceManager:
         appears.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._backup_dir(ns, backup_name)
             if os.path.lexists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
