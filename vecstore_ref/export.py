@@ -108,7 +108,7 @@ def _read_consistently(stores: list) -> list[dict]:
 # --- reading ------------------------------------------------------------------------------------------------------
 
 def read_manifest(path) -> dict:
-    """The checked manifest of the export at ``path`` (the files' checksums are checked by `read_export`)."""
+    """The checked manifest of the export at ``path`` (the files are checked by `open_export`)."""
     path = os.path.abspath(os.fspath(path))
     file = os.path.join(path, MANIFEST)
     try:
@@ -137,12 +137,45 @@ def read_manifest(path) -> dict:
     return manifest
 
 
-def read_export(path, batch_size: int = 10_000):
-    """Yield ``(ids, vectors, metadatas, expires_at)`` batches of an export, after checking every checksum.
+class Export:
+    """An export directory whose manifest, file sizes, SHA-256 and array shape have been checked (`open_export`);
+    `batches` then reads its records."""
 
-    ``vectors`` is a float32 (n, dim) slice of the memory-mapped `vectors.npy`; ``expires_at`` holds Unix
-    seconds or None per record.
-    """
+    def __init__(self, path: str, manifest: dict, vectors: np.ndarray):
+        self.path, self.manifest, self.vectors = path, manifest, vectors
+        self.count, self.dim, self.metric = manifest["count"], manifest["dim"], manifest["metric"]
+
+    def batches(self, batch_size: int = 10_000):
+        """Yield ``(ids, vectors, metadatas, expires_at)`` batches: ``vectors`` is a float32 (n, dim) slice of the
+        memory-mapped `vectors.npy`, ``expires_at`` holds Unix seconds or None per record. A line that is not a
+        record is `BackupCorruptError` when it is reached."""
+        path, count, vectors = self.path, self.count, self.vectors
+        row = 0
+        with open(os.path.join(path, RECORDS), "rb") as f:
+            ids, metas, expires = [], [], []
+            while True:
+                line = f.readline(MAX_RECORD_LINE_BYTES + 1)
+                if not line:
+                    break
+                if row + len(ids) >= count:
+                    raise BackupCorruptError(f"{path}/{RECORDS} has more records than the manifest's {count}")
+                id_, md, exp = _parse_record(line, path, row + len(ids) + 1)
+                ids.append(id_)
+                metas.append(md)
+                expires.append(exp)
+                if len(ids) == batch_size:
+                    yield ids, vectors[row:row + len(ids)], metas, expires
+                    row += len(ids)
+                    ids, metas, expires = [], [], []
+            if ids:
+                yield ids, vectors[row:row + len(ids)], metas, expires
+                row += len(ids)
+        if row != count:
+            raise BackupCorruptError(f"{path}/{RECORDS} has {row} records; the manifest says {count}")
+
+
+def open_export(path) -> Export:
+    """Check the export at ``path`` (manifest, both files' size and SHA-256, the array's dtype and shape)."""
     path = os.path.abspath(os.fspath(path))
     manifest = read_manifest(path)
     for name in (VECTORS, RECORDS):
@@ -159,28 +192,13 @@ def read_export(path, batch_size: int = 10_000):
             (count and vectors.shape[1] != dim):
         raise BackupCorruptError(f"{path}/{VECTORS} holds {vectors.dtype} {vectors.shape}; the manifest says "
                                  f"{count} rows of dim {dim}")
-    row = 0
-    with open(os.path.join(path, RECORDS), "rb") as f:
-        ids, metas, expires = [], [], []
-        while True:
-            line = f.readline(MAX_RECORD_LINE_BYTES + 1)
-            if not line:
-                break
-            ids_, md, exp = _parse_record(line, path, row + len(ids) + 1)
-            ids.append(ids_)
-            metas.append(md)
-            expires.append(exp)
-            if len(ids) == batch_size:
-                yield ids, vectors[row:row + len(ids)], metas, expires
-                row += len(ids)
-                ids, metas, expires = [], [], []
-        if ids:
-            if row + len(ids) > count:
-                raise BackupCorruptError(f"{path}/{RECORDS} has more records than the manifest's {count}")
-            yield ids, vectors[row:row + len(ids)], metas, expires
-            row += len(ids)
-    if row != count:
-        raise BackupCorruptError(f"{path}/{RECORDS} has {row} records; the manifest says {count}")
+    return Export(path, manifest, vectors)
+
+
+def read_export(path, batch_size: int = 10_000):
+    """Yield ``(ids, vectors, metadatas, expires_at)`` batches of the export at ``path``, after checking every
+    checksum (`open_export`, `Export.batches`)."""
+    yield from open_export(path).batches(batch_size)
 
 
 def _parse_record(line: bytes, path: str, number: int) -> tuple:
@@ -213,25 +231,28 @@ class ImportReport:
         return {"imported": self.imported, "expired": self.expired}
 
 
-def import_records(store, path, *, batch_size: int = 10_000, progress=None) -> ImportReport:
-    """Upsert every record of the export at ``path`` into the `VecStore` ``store``, in batches.
+def import_records(store, export, *, batch_size: int = 10_000, progress=None) -> ImportReport:
+    """Upsert every record of ``export`` (a path, or an `Export` from `open_export`) into the `VecStore`
+    ``store``, in batches.
 
-    Everything is checked before the first write (checksums, dimension). Each batch is one `upsert_many` for
-    the records without a TTL, plus one `batch_execute` for those with one (a TTL is carried as the time left:
-    ``expires_at - now`` by the store's clock). Upserts are idempotent, so an import cut short can simply be run
-    again. ``progress`` is a callable ``(done, total)`` called after each batch.
+    The files and the dimension are checked before the first write. Each batch is one `upsert_many` for the
+    records without a TTL, plus one `batch_execute` for those with one (a TTL is carried as the time left:
+    ``expires_at - now`` by the store's clock). The import as a whole is not atomic, but upserts are idempotent:
+    an import cut short can simply be run again. ``progress`` is a callable ``(done, total)`` called after each
+    batch.
     """
     from .types import Upsert
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
-    manifest = read_manifest(path)
-    dim, total = manifest["dim"], manifest["count"]
+    if not isinstance(export, Export):
+        export = open_export(export)
+    path, dim, total = export.path, export.dim, export.count
     store_dim = store.stats().dim
     if dim is not None and store_dim is not None and dim != store_dim:
         raise DimensionMismatchError(f"the export holds vectors of dimension {dim}; the store holds {store_dim}")
     imported = expired = done = 0
-    for ids, vectors, metadatas, expires in read_export(path, batch_size):
+    for ids, vectors, metadatas, expires in export.batches(batch_size):
         plain = [i for i, e in enumerate(expires) if e is None]
         if plain:
             sel = plain if len(plain) < len(ids) else slice(None)

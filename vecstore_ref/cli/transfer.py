@@ -30,11 +30,12 @@ def run_export(args, out) -> int:
 def run_import(args, out) -> int:
     import os
 
-    from ..export import MANIFEST, import_records, read_manifest
+    from ..export import MANIFEST, import_records, open_export
 
     if not os.path.isfile(os.path.join(args.indir, MANIFEST)):
         raise NotFoundError(f"no export at {args.indir} (no {MANIFEST})")
-    manifest = read_manifest(args.indir)  # before the store is created: a bad export leaves nothing behind
+    export = open_export(args.indir)  # checked before the store is created: a bad export leaves nothing behind
+    manifest = export.manifest
     t0 = time.perf_counter()
     new = not store_exists(args.path)  # a new store takes the export's metric; an existing one keeps its own
     with open_for_writing(args.path, create=True, dim=manifest["dim"], metric=manifest["metric"] if new else None,
@@ -47,7 +48,7 @@ def run_import(args, out) -> int:
                 last[0] = done
                 out.note({"event": "batch", "done": done, "total": total}, None)
 
-            report = import_records(store, args.indir, batch_size=args.batch, progress=progress)
+            report = import_records(store, export, batch_size=args.batch, progress=progress)
         took = time.perf_counter() - t0
         extra = finish(store, out, args.checkpoint)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
