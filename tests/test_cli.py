@@ -11,8 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
-import vecstore_ref as vs
 from cli_helpers import (
     assert_one_line_error,
     cli_command,
@@ -22,6 +20,8 @@ from cli_helpers import (
     run,
     run_many,
 )
+
+import vecstore_ref as vs
 from vecstore_ref._fs import dir_digest
 
 PYTHON_REPR = re.compile(r"\b(None|True|False)\b|array\(|np\.")

@@ -15,9 +15,9 @@ import termios
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, cli_command, cli_env, json_lines, one_json, run, run_many
 
 import vecstore_ref as vs
-from cli_helpers import assert_one_line_error, cli_command, cli_env, json_lines, one_json, run, run_many
 from vecstore_ref._fs import dir_digest
 
 
@@ -135,7 +135,7 @@ def test_a_bad_line_is_fatal_by_default_and_nothing_of_its_chunk_is_written(tmp_
     path = str(tmp_path / "s")
     src = write_jsonl(tmp_path / "r.jsonl", ids, x, metas, {130: BAD_LINES[144][0], 140: "{oops"})
     proc = run("ingest", path, src, "--batch", "50", "--index", "flat")
-    assert_one_line_error(proc, "InvalidMetadataError", "line 131", "100 records in 2 whole chunks")
+    assert_one_line_error(proc, "InvalidMetadataError", "line 131", "100 records in 2 whole chunks written")
     assert store_contents(path) == source_contents(ids[:100], x[:100], metas[:100])
     assert_one_line_error(run("--json", "ingest", tmp_path / "new", src, "--batch", "500"), '"InvalidMetadataError"')
     assert not os.path.exists(tmp_path / "new")  # the first chunk failed: no store was created
@@ -219,7 +219,7 @@ def test_bad_sources_and_options_leave_nothing_behind(tmp_path):
         ("ingest", target, tmp_path / "v.npy", "--ttl", str(200 * 365 * 86400)),
         ("ingest", target, tmp_path / "short.jsonl", "--metadata", tmp_path / "short.jsonl"),
     ])
-    for proc, fragment in zip(procs, ["has 1 lines", ".npy, .jsonl or .ndjson", "not a readable .npy", "no file",
+    for proc, fragment in zip(procs, ["has 1 line;", ".npy, .jsonl or .ndjson", "not a readable .npy", "no file",
                                       "--dim is 4", "100 years", "--metadata goes with a .npy"]):
         assert_one_line_error(proc, fragment)
     assert dir_digest(str(tmp_path)) == before

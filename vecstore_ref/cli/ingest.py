@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..validation import validate_ttl
 from .common import add_create_options, open_for_writing, positive_int, seconds, store_exists, strict_json
+from .output import plural
 
 MAX_LINE_BYTES = 16 * 2**20  # 16 MiB: a 65,536-dim vector in JSON plus 64 KiB of metadata fits many times
 RECORD_KEYS = frozenset({"id", "vector", "metadata"})
@@ -274,8 +275,8 @@ class Loader:
 
     def fail(self, bad) -> None:
         p, exc = bad
-        message = (f"{self.label} {p}: {exc} ({self.written} records in {self.chunks} whole chunks were written "
-                   "before it; nothing of its chunk was)")
+        message = (f"{self.label} {p}: {exc} ({plural(self.written, 'record')} in {plural(self.chunks, 'whole chunk')} "
+                   "written before it; nothing of its chunk)")
         try:
             error = type(exc)(message)
         except TypeError:  # an error class that takes other arguments
@@ -297,6 +298,13 @@ def finish(store, out, enabled: bool) -> dict:
     return {"linked": linked, "checkpoint_seconds": time.perf_counter() - t0}
 
 
+def finish_text(extra: dict) -> str:
+    if not extra:
+        return ""
+    linked = f"linked {plural(extra['linked'], 'vector')} into the graph and " if extra["linked"] else ""
+    return f"; {linked}wrote a snapshot in {extra['checkpoint_seconds']:.2f} s"
+
+
 def run_ingest(args, out) -> int:
     fmt = args.format or source_format(args.source)
     if args.metadata is not None and fmt != "npy":
@@ -312,8 +320,8 @@ def run_ingest(args, out) -> int:
         if args.metadata is not None:
             n_lines = count_lines(args.metadata)
             if n_lines != arr.shape[0]:
-                raise InvalidArgumentError(f"--metadata {args.metadata} has {n_lines} lines; {args.source} has "
-                                           f"{arr.shape[0]} rows (line i+1 describes row i)")
+                raise InvalidArgumentError(f"--metadata {args.metadata} has {plural(n_lines, 'line')}; {args.source} "
+                                           f"has {plural(arr.shape[0], 'row')} (line i+1 describes row i)")
     elif args.source != "-" and not os.path.isfile(args.source):
         raise InvalidArgumentError(f"no file {args.source}")
 
@@ -347,19 +355,17 @@ def run_ingest(args, out) -> int:
         load_seconds = time.perf_counter() - t0
         extra = finish(loader.store, out, args.checkpoint and loader.written > 0)
     except KeyboardInterrupt:
-        out.say(f"interrupted: {loader.written} records in {loader.chunks} whole chunks were written")
+        out.say(f"interrupted: {plural(loader.written, 'record')} in {plural(loader.chunks, 'whole chunk')} "
+                "written")
         raise
     finally:
         loader.close()
     summary = {"event": "done", "source": args.source, "written": loader.written, "skipped": loader.skipped,
                "chunks": loader.chunks, "seconds": load_seconds,
                "records_per_s": loader.written / load_seconds if load_seconds > 0 else None, **extra}
-    text = (f"ingested {loader.written:,} records from {args.source} in {loader.chunks} chunks, {load_seconds:.2f} s"
-            + (f"; skipped {loader.skipped} bad {label}s" if loader.skipped else ""))
-    if extra:
-        linked = f"linked {extra['linked']:,} vectors into the graph and " if extra["linked"] else ""
-        text += f"; {linked}wrote a snapshot in {extra['checkpoint_seconds']:.2f} s"
-    out.result(summary, text)
+    text = (f"ingested {plural(loader.written, 'record')} from {args.source} in {plural(loader.chunks, 'chunk')}, "
+            f"{load_seconds:.2f} s" + (f"; skipped {plural(loader.skipped, 'bad ' + label)}" if loader.skipped else ""))
+    out.result(summary, text + finish_text(extra))
     return 0
 
 

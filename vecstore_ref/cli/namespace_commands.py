@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from ..errors import AlreadyExistsError, NotFoundError
 from .common import INDEX_KINDS, METRICS, non_negative_int, positive_int
+from .output import plural
 
 
 def _manager(args, *, read_only: bool = False, create_root: bool = False):
@@ -27,8 +28,8 @@ def _manager(args, *, read_only: bool = False, create_root: bool = False):
 
 
 def _backup_text(info: dict) -> str:
-    return (f"backup {info['name']} of {info['namespace']}: {info['count']:,} records, {len(info['files'])} files, "
-            f"{info['bytes']:,} bytes, created {info['created_at']}")
+    return (f"backup {info['name']} of {info['namespace']}: {plural(info['count'], 'record')}, "
+            f"{plural(len(info['files']), 'file')}, {plural(info['bytes'], 'byte')}, created {info['created_at']}")
 
 
 def run_namespaces_list(args, out) -> int:
@@ -84,7 +85,7 @@ def run_restore_backup(args, out) -> int:
         mgr.restore_namespace(args.namespace, args.name)
         count = len(mgr.get_namespace(args.namespace))
     out.result({"namespace": args.namespace, "restored_from": args.name, "visible": count},
-               f"restored namespace {args.namespace} from backup {args.name} ({count:,} records visible)")
+               f"restored namespace {args.namespace} from backup {args.name} ({plural(count, 'record')} visible)")
     return 0
 
 

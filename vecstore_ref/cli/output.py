@@ -43,6 +43,11 @@ def iso_time(seconds: float) -> str:
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def plural(n: int, word: str) -> str:
+    """``1 record``, ``2 records``, ``10,000 records``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def text_value(key: str, value) -> str:
     """One value in text output: strings as they are, everything else as JSON (null, true, 1.5, [..], {..})."""
     if isinstance(value, str):

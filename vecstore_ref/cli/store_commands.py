@@ -14,14 +14,14 @@ from .common import (
     add_create_options,
     json_metadata,
     json_vector,
+    no_store,
     open_for_reading,
     open_for_writing,
     positive_int,
     seconds,
     store_exists,
-    no_store,
 )
-from .output import iso_time
+from .output import iso_time, plural
 
 EXIT_DAMAGED = 3  # verify found a problem
 
@@ -53,14 +53,15 @@ def run_verify(args, out) -> int:
         store = VecStore.open(args.path, read_only=True)
     except StorageError as exc:  # corrupt enough not to open: still say what the files hold
         report = verify_files(get_fs(), os.path.abspath(args.path))
-        report.ok = False
-        report.errors.append(f"the store does not open: {type(exc).__name__}: {exc}")
+        if report.ok:  # the files check out, yet together they do not make a store
+            report.ok = False
+            report.errors.append(f"the store does not open: {type(exc).__name__}: {exc}")
     else:
         with store:
             report = store.verify()
     result = report.to_dict()
     if report.ok:
-        text = f"ok: {report.files_checked} files, {report.records_checked} log records checked"
+        text = f"ok: {plural(report.files_checked, 'file')}, {plural(report.records_checked, 'log record')} checked"
     else:
         text = [f"damaged: {len(report.errors)} problem(s) in {report.files_checked} files"]
         text += [f"  {e}" for e in report.errors]
@@ -152,7 +153,7 @@ def run_compact(args, out) -> int:
             result = {"triggered": True, "removed_count": removed, "duration_ms": (time.perf_counter() - t0) * 1e3,
                       "reason": "asked for"}
     if result["triggered"]:
-        text = f"removed {result['removed_count']} records in {result['duration_ms']:.1f} ms"
+        text = f"removed {plural(result['removed_count'], 'record')} in {result['duration_ms']:.1f} ms"
     else:
         text = f"not compacted: {result['reason']}"
     out.result(result, text)
@@ -171,7 +172,7 @@ def run_snapshot(args, out) -> int:
 def run_expire(args, out) -> int:
     with open_for_writing(args.path) as store:
         n = store.expire_ttl_records()
-    out.result({"expired": n}, f"expired {n} records")
+    out.result({"expired": n}, f"expired {plural(n, 'record')}")
     return 0
 
 

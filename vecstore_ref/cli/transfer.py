@@ -12,7 +12,8 @@ import time
 
 from ..errors import NotFoundError
 from .common import INDEX_KINDS, open_for_reading, open_for_writing, positive_int, store_exists
-from .ingest import finish
+from .ingest import finish, finish_text
+from .output import plural
 
 
 def run_export(args, out) -> int:
@@ -22,7 +23,7 @@ def run_export(args, out) -> int:
     took = time.perf_counter() - t0
     result = {"outdir": args.outdir, "count": manifest["count"], "dim": manifest["dim"],
               "metric": manifest["metric"], "seconds": took, "files": manifest["files"]}
-    out.result(result, f"exported {manifest['count']:,} records of dimension {manifest['dim']} "
+    out.result(result, f"exported {plural(manifest['count'], 'record')} of dimension {manifest['dim']} "
                        f"({manifest['metric']}) to {args.outdir} in {took:.2f} s")
     return 0
 
@@ -52,10 +53,10 @@ def run_import(args, out) -> int:
         took = time.perf_counter() - t0
         extra = finish(store, out, args.checkpoint)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
-    text = f"imported {report.imported:,} records from {args.indir} in {took:.2f} s"
+    text = f"imported {plural(report.imported, 'record')} from {args.indir} in {took:.2f} s"
     if report.expired:
         text += f"; left out {report.expired} whose TTL passed since the export"
-    out.result(result, text)
+    out.result(result, text + finish_text(extra))
     return 0
 
 
