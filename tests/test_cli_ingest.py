@@ -299,3 +299,28 @@ def test_import_checks_dimension_and_manifest_before_writing(tmp_path):
         want = vs.UnsupportedFormatError if "format" in bad else vs.BackupCorruptError
         with pytest.raises(want):
             list(read_export(tmp_path / "exp"))
+
+
+def test_lines_over_the_limit_are_bad_lines_and_memory_stays_bounded(monkeypatch):
+    import io
+
+    from vecstore_ref.cli import ingest
+
+    monkeypatch.setattr(ingest, "MAX_LINE_BYTES", 64)
+    data = b"\xef\xbb\xbf" + b'{"id": "a", "vector": [1, 2]}\n' + b"x" * 1000 + b"\n" + b'{"id": "b", "vector": [3, 4]}'
+    got = list(ingest.iter_lines(io.BytesIO(data)))
+    assert [(n, raw) for n, raw, _ in got] == [(1, b'{"id": "a", "vector": [1, 2]}\n'), (2, None),
+                                              (3, b'{"id": "b", "vector": [3, 4]}')]
+    assert sum(used for _, _, used in got) == len(data)
+    chunks = list(ingest.read_jsonl(io.BytesIO(data), batch=10, dim=None))
+    assert chunks[0].ids == ["a", "b"] and chunks[0].vectors.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert [(p, "longer than" in str(e)) for p, e in chunks[0].bad] == [(2, True)]
+
+
+def test_the_benchmark_script_runs_and_finds_the_round_trip_equal(tmp_path, capsys):
+    from benchmarks import cli_roundtrip
+
+    assert cli_roundtrip.main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cli_roundtrip.json").read_text())
+    assert result["round_trip"]["equal"] is True and result["round_trip"]["verify_status"] == 0
+    assert "| ingest .npy + --metadata .jsonl |" in capsys.readouterr().out

@@ -118,12 +118,6 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def strict_json(text: str | bytes):
-    """``json.loads`` that refuses what JSON does not allow but Python's parser accepts (NaN, Infinity) and
-    objects with a key given twice (which would silently keep the last)."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-
-
 def _unique_keys(pairs: list) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -133,6 +127,28 @@ def _unique_keys(pairs: list) -> dict:
                 raise ValueError(f"key {key!r} appears twice in one object")
             seen.add(key)
     return obj
+
+
+_JSON_SPACE = " \t\n\r"  # the whitespace JSON allows (str.strip() would also drop others)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+def strict_json(text: str | bytes):
+    """One JSON value (bytes must be UTF-8), refusing what JSON does not allow but Python's parser accepts (NaN,
+    Infinity) and objects with a key given twice (which would silently keep the last). Raises `ValueError`.
+
+    The decoder is built once: for the short lines of a large file, ``json.loads`` spends a good part of its time
+    setting one up."""
+    if not isinstance(text, str):
+        text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    text = text.strip(_JSON_SPACE)
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value at char {end}")
+    return value
 
 
 def json_vector(text: str) -> list:

@@ -47,8 +47,8 @@ _BOM = b"\xef\xbb\xbf"
 class Chunk:
     """Up to ``--batch`` records read from the source, and the lines of that stretch that did not parse.
 
-    ``pos[i]`` is what a report names for record i: its line number in the JSONL source or the metadata file, or
-    its row number (from 0) in a `.npy` without metadata. ``bad`` holds ``(pos, error)`` pairs.
+    ``pos[i]`` is what a report names for record i: its line number (from 1) in a JSONL source, its row number
+    (from 0) in a `.npy`. ``bad`` holds ``(pos, error)`` pairs.
     """
 
     ids: list
@@ -116,7 +116,8 @@ def read_jsonl(f, batch: int, dim: int | None):
             try:
                 obj = parse_json_object(raw, RECORD_KEYS, what)
                 if "id" not in obj or "vector" not in obj:
-                    raise InvalidArgumentError(f"a line needs \"id\" and \"vector\"; got {', '.join(sorted(obj)) or 'nothing'}")
+                    got = ", ".join(sorted(obj)) or "nothing"
+                    raise InvalidArgumentError(f"a line needs \"id\" and \"vector\"; got {got}")
                 vector = obj["vector"]
                 if not isinstance(vector, list) or not set(map(type, vector)) <= {int, float}:
                     raise InvalidVectorTypeError("\"vector\" must be a JSON list of numbers")

@@ -1,0 +1,185 @@
+"""The command line's bulk path: `ingest` against `upsert_many` on the same data, and the round trip
+`ingest -> export -> import -> verify`, checked equal to the source.
+
+Data: ``n`` seeded clustered vectors with metadata (a language, a year, tags, a score, a title), written as
+`vectors.npy` + `metadata.jsonl` (`{"id", "metadata"}` per row) and as `records.jsonl` (vectors inline).
+
+Ways of loading, each into a new store (same index, durability fsync), timed from open to close:
+
+- the peer: `VecStore.open` + `upsert_many(ids, vectors, metadatas)` with the arrays and dicts already in memory;
+- `ingest` from `vectors.npy` + `--metadata metadata.jsonl`, run in this process (`vecstore_ref.cli.main`), so
+  the figure is the ingest path itself: reading, parsing, checking, chunked writes (target: within 1.5x);
+- `ingest` from `records.jsonl` (every vector parsed from JSON text), in this process;
+- `ingest` from `vectors.npy` + metadata as a new process (`python -m vecstore_ref ingest`): what an operator
+  waits for, interpreter start and imports included.
+
+Each is run ``--repeats`` times, interleaved, and the median kept. The timed ingests skip the final checkpoint
+(`--no-checkpoint`: graph linking and a snapshot, which `upsert_many` does not do either). Then the round trip
+exports the `.npy` ingest, imports it into a new store, verifies it (exit status 0) and compares ids, vector bytes
+and metadata with the source; the script exits 1 if anything differs.
+
+    python -m benchmarks.cli_roundtrip [--n 100000] [--dim 128] [--index flat] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import vecstore_ref as vs
+
+from . import machine, machine_line, md_table, write_json
+from .datasets import clustered_vectors
+
+TARGET = 1.5
+LANGS = ("en", "de", "fr", "ja")
+
+
+def make_data(n: int, dim: int, root: str) -> dict:
+    x, _ = clustered_vectors(n, dim, seed=7)
+    rng = np.random.default_rng(8)
+    ids = [f"doc-{i:07d}" for i in range(n)]
+    years, scores, tags = rng.integers(1990, 2026, n), rng.random(n), rng.integers(0, 50, (n, 2))
+    metas = [{"lang": LANGS[i % 4], "year": int(years[i]), "tags": [f"t{tags[i, 0]}", f"t{tags[i, 1]}"],
+              "score": round(float(scores[i]), 4), "title": f"document number {i}"} for i in range(n)]
+    paths = {k: os.path.join(root, v) for k, v in
+             (("npy", "vectors.npy"), ("meta", "metadata.jsonl"), ("jsonl", "records.jsonl"))}
+    np.save(paths["npy"], x)
+    with open(paths["meta"], "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": i, "metadata": m}) + "\n" for i, m in zip(ids, metas))
+    with open(paths["jsonl"], "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": ids[i], "vector": x[i].tolist(), "metadata": metas[i]}) + "\n")
+    return {"ids": ids, "x": x, "metas": metas, **paths}
+
+
+def cli(*args) -> tuple[int, str]:
+    """Run the command line in this process; returns (exit status, stdout)."""
+    from vecstore_ref.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main([str(a) for a in args])
+    return status, buf.getvalue()
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def peer(data, path, index):
+    with vs.VecStore.open(path, dim=data["x"].shape[1], index=index) as s:
+        s.upsert_many(data["ids"], data["x"], data["metas"])
+
+
+def ok(result: tuple[int, str]) -> None:
+    if result[0] != 0:
+        raise RuntimeError(f"the command failed with exit status {result[0]}")
+
+
+def ingest(path, source, index, *extra):
+    ok(cli("ingest", path, source, "--index", index, "--no-progress", "--no-checkpoint", *extra))
+
+
+def ingest_process(path, data, index):
+    proc = subprocess.run([sys.executable, "-m", "vecstore_ref", "ingest", path, data["npy"], "--metadata",
+                           data["meta"], "--index", index, "--no-progress", "--no-checkpoint"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+
+
+def same_as_source(path, data) -> bool:
+    with vs.VecStore.open(path, read_only=True) as s:
+        if sorted(s.ids()) != data["ids"]:
+            return False
+        return all(s.get(i).vector.tobytes() == data["x"][k].tobytes() and s.get(i).metadata == data["metas"][k]
+                   for k, i in enumerate(data["ids"]))
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--index", default="flat", choices=("flat", "hnsw"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dir", default=None, help="where to put the files and stores (default: a temp dir)")
+    p.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    p.add_argument("--quick", action="store_true", help="a toy-size run (smoke test)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.n, a.dim, a.repeats = 2000, 16, 1
+    root = tempfile.mkdtemp(prefix="vs-cli-", dir=a.dir)
+    load_before = load_average()
+    try:
+        data = make_data(a.n, a.dim, root)
+        peer(data, f"{root}/warm", a.index)  # kernels and imports warmed before timing
+        ingest(f"{root}/warm-cli", data["npy"], a.index, "--metadata", data["meta"])
+        ways = {
+            "upsert_many (arrays in memory)": lambda d: peer(data, d, a.index),
+            "ingest .npy + --metadata .jsonl": lambda d: ingest(d, data["npy"], a.index, "--metadata", data["meta"]),
+            "ingest .jsonl (vectors in JSON)": lambda d: ingest(d, data["jsonl"], a.index),
+            "ingest .npy + .jsonl, new process": lambda d: ingest_process(d, data, a.index),
+        }
+        times = {name: [] for name in ways}
+        for r in range(a.repeats):
+            for k, (name, fn) in enumerate(ways.items()):
+                target = f"{root}/run{r}-{k}"
+                times[name].append(timed(fn, target))
+                shutil.rmtree(target)
+        median = {name: statistics.median(t) for name, t in times.items()}
+
+        source = f"{root}/source"
+        t_ingest = timed(lambda: ingest(source, data["npy"], a.index, "--metadata", data["meta"]))
+        t_export = timed(lambda: ok(cli("export", source, f"{root}/export")))
+        t_import = timed(lambda: ok(cli("import", f"{root}/copy", f"{root}/export", "--index", a.index,
+                                        "--no-progress", "--no-checkpoint")))
+        verified, _ = cli("verify", f"{root}/copy")
+        equal = same_as_source(source, data) and same_as_source(f"{root}/copy", data)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    load_after = load_average()
+
+    m = machine()
+    base = median["upsert_many (arrays in memory)"]
+    print(f"# command-line bulk path: {a.n:,} x {a.dim} with metadata, {a.index} index, durability fsync, "
+          f"median of {a.repeats}\n\nmachine: {machine_line(m)}\nload average (1, 5, 15 min) before: {load_before}; "
+          f"after: {load_after}\n")
+    rows = [[name, f"{t:.2f}", f"{a.n / t:,.0f}", f"{t / base:.2f}x"] for name, t in median.items()]
+    print(md_table(["way", "seconds", "records/s", "vs upsert_many"], rows))
+    ratio = median["ingest .npy + --metadata .jsonl"] / base
+    print(f"\ningest .npy + --metadata within {TARGET}x of upsert_many: {'yes' if ratio <= TARGET else 'no'} "
+          f"({ratio:.2f}x)")
+    print(f"\nround trip: ingest {t_ingest:.2f} s, export {t_export:.2f} s, import {t_import:.2f} s, verify exit "
+          f"status {verified}; ids, vector bytes and metadata equal to the source: {'yes' if equal else 'NO'}")
+    path = write_json("cli_roundtrip", {
+        "machine": m, "settings": vars(a), "load_average": {"before": load_before, "after": load_after},
+        "seconds": times, "median_seconds": median, "ratio_npy_ingest": ratio,
+        "round_trip": {"ingest_s": t_ingest, "export_s": t_export, "import_s": t_import, "verify_status": verified,
+                       "equal": equal}}, a.out)
+    print(f"\nresults: {path}")
+    return 0 if equal and verified == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
