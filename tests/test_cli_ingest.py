@@ -324,3 +324,23 @@ def test_the_benchmark_script_runs_and_finds_the_round_trip_equal(tmp_path, caps
     result = json.loads((tmp_path / "cli_roundtrip.json").read_text())
     assert result["round_trip"]["equal"] is True and result["round_trip"]["verify_status"] == 0
     assert "| ingest .npy + --metadata .jsonl |" in capsys.readouterr().out
+
+
+def test_an_export_that_fails_leaves_nothing_and_never_goes_inside_a_store(tmp_path, monkeypatch):
+    from vecstore_ref import export
+
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        s.upsert("a", [1.0, 0.0])
+        with pytest.raises(vs.InvalidArgumentError, match="inside the store"):
+            s.export(tmp_path / "s" / "exp")
+
+        def no_space(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(export, "_sha256", no_space)
+        with pytest.raises(OSError):
+            s.export(tmp_path / "exp")
+        assert not os.path.exists(tmp_path / "exp")
+        monkeypatch.undo()
+        assert s.export(tmp_path / "exp")["count"] == 1
+    assert "exp" not in os.listdir(tmp_path / "s")

@@ -21,6 +21,7 @@ The documented loaders for other stores (Qdrant, LanceDB) read this format: see 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -53,10 +54,15 @@ def _sha256(path: str) -> dict:
 
 def export_records(stores: list, path) -> dict:
     """Write the visible records of ``stores`` (stores sharing dim and metric: one `VecStore`, or the shards of a
-    `ShardedStore`) to the directory ``path``, which must not exist or be empty; returns the manifest."""
+    `ShardedStore`) to the directory ``path``, which must not exist or be empty, nor lie inside a store; returns
+    the manifest. If writing fails, what it wrote is removed again."""
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise InvalidArgumentError(f"{path} exists and is not an empty directory; an export needs a new one")
+    for store in stores:
+        home = getattr(store, "path", None)
+        if isinstance(home, str) and _inside(path, home):
+            raise InvalidArgumentError(f"{path} is inside the store at {home}; export to a directory of its own")
     got = _read_consistently(stores)
     parts = [(g["ids"], g["vectors"], g["metadata"], g["expires_at"], g["dim"]) for g in got if g["dim"] is not None]
     metric = got[0]["metric"] if got else "cosine"
@@ -64,27 +70,45 @@ def export_records(stores: list, path) -> dict:
     if len(dims) > 1:
         raise InvalidArgumentError(f"the stores hold different dimensions {sorted(dims)}")
     dim = dims.pop() if dims else None
-    vectors = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, dim or 0), dtype=np.float32)
+    if len(parts) == 1:
+        vectors = parts[0][1]  # already a copy made under the store's lock
+    else:
+        vectors = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, dim or 0), dtype=np.float32)
     fs = get_fs()
-    parent = os.path.dirname(path)
+    created = not os.path.lexists(path)
     fs.makedirs(path)
-    fs.fsync_dir(parent)
-    with open(os.path.join(path, VECTORS), "wb") as f:
-        np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(os.path.join(path, RECORDS), "w", encoding="utf-8") as f:
-        for ids, _, metas, expires, _ in parts:
-            for id_, md, exp in zip(ids, metas, expires):
-                f.write(json.dumps({"id": id_, "metadata": md, "expires_at": exp if math.isfinite(exp) else None},
-                                   ensure_ascii=False, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    manifest = {"format": FORMAT_VERSION, "count": int(vectors.shape[0]), "dim": dim, "metric": metric,
-                "files": {VECTORS: _sha256(os.path.join(path, VECTORS)),
-                          RECORDS: _sha256(os.path.join(path, RECORDS))}}
-    fs.write_atomic(os.path.join(path, MANIFEST), [json.dumps(manifest, indent=1).encode()])  # fsyncs path
+    try:
+        fs.fsync_dir(os.path.dirname(path))
+        with open(os.path.join(path, VECTORS), "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(os.path.join(path, RECORDS), "w", encoding="utf-8") as f:
+            for ids, _, metas, expires, _ in parts:
+                for id_, md, exp in zip(ids, metas, expires):
+                    f.write(json.dumps({"id": id_, "metadata": md,
+                                        "expires_at": exp if math.isfinite(exp) else None},
+                                       ensure_ascii=False, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        manifest = {"format": FORMAT_VERSION, "count": int(vectors.shape[0]), "dim": dim, "metric": metric,
+                    "files": {VECTORS: _sha256(os.path.join(path, VECTORS)),
+                              RECORDS: _sha256(os.path.join(path, RECORDS))}}
+        fs.write_atomic(os.path.join(path, MANIFEST), [json.dumps(manifest, indent=1).encode()])  # fsyncs path
+    except BaseException:
+        for name in (VECTORS, RECORDS):  # never a half export that looks like the start of one
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
     return manifest
+
+
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def _read_consistently(stores: list) -> list[dict]:
