@@ -223,3 +223,11 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=600) in (0, 1) and "Traceback" not in err and err == ""
+
+
+def test_a_vector_can_come_from_stdin(tmp_path):
+    path = str(tmp_path / "s")
+    vector = json.dumps([0.5] * 300)
+    assert run("upsert", path, "long", "--vector", "-", "--index", "flat", input=vector).returncode == 0
+    hits = json_lines(run("query", path, "--vector", "-", "--k", "1", "--json", input=vector).stdout)
+    assert hits[0]["id"] == "long" and hits[0]["score"] == pytest.approx(1.0, abs=1e-6)

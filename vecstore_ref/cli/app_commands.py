@@ -1,5 +1,5 @@
-"""The commands that are not about one store: `demo` (a guided tour on generated data) and `serve` (the HTTP
-API over a namespace root). `warmup` belongs here too: it compiles the kernels ahead of the first query."""
+"""The commands that are about no particular store: `demo` (a guided tour on generated data) and `serve` (the
+HTTP API over a namespace root). Commands of this kind (one that prepares the machine, say) register here."""
 
 from __future__ import annotations
 

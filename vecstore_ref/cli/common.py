@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 from ..errors import InvalidArgumentError, NotFoundError, VecStoreError
 from ..namespaces import NAMESPACE_FILE
@@ -152,7 +153,10 @@ def strict_json(text: str | bytes):
 
 
 def json_vector(text: str) -> list:
-    """A vector given on the command line: a JSON list of numbers."""
+    """A vector given on the command line: a JSON list of numbers, or ``-`` to read that list from stdin (a
+    vector of a few thousand numbers is awkward as an argument)."""
+    if text == "-":
+        text = sys.stdin.read()
     try:
         value = strict_json(text)
     except ValueError as exc:

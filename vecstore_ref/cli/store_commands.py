@@ -193,7 +193,8 @@ def register_reads(sub, common) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("--include-deleted", action="store_true", help="also a soft-deleted record")
     p = _command(sub, common, "query", run_query, "the k nearest records to a vector (read-only)")
-    p.add_argument("--vector", type=json_vector, required=True, help="JSON list of numbers")
+    p.add_argument("--vector", type=json_vector, required=True, help="JSON list of numbers, or - to read it from "
+                   "stdin")
     p.add_argument("--k", type=positive_int, default=10, help="how many hits (default 10)")
     p.add_argument("--filter", default=None, help="filter text, e.g. \"lang = 'en' AND year >= 2020\"")
     p.add_argument("--ef", type=positive_int, default=None, help="HNSW search breadth for this query")
@@ -202,7 +203,8 @@ def register_reads(sub, common) -> None:
 def register_writes(sub, common) -> None:
     p = _command(sub, common, "upsert", run_upsert, "insert or replace one record (creates the store if missing)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--vector", type=json_vector, required=True, help="JSON list of numbers")
+    p.add_argument("--vector", type=json_vector, required=True, help="JSON list of numbers, or - to read it from "
+                   "stdin")
     p.add_argument("--metadata", type=json_metadata, default=None, help="JSON object")
     p.add_argument("--ttl", type=seconds, default=None, help="expire the record after this many seconds")
     add_create_options(p)
