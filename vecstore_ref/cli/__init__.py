@@ -21,6 +21,7 @@ there. The page for users is `docs/guide/cli.md`; a test checks that it document
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (argparse exits with 2 itself on a usage error)."""
     from ..errors import VecStoreError
 
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets an escape, not a crash
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     out = Output(json_mode=args.json)
     try:
