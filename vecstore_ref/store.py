@@ -440,8 +440,9 @@ class VecStore(OpeningMethods, QueryMethods):
         return export_records([self], path)
 
     def import_(self, path, *, batch_size: int = 10_000, progress=None) -> int:
-        """Upsert every record of the export at ``path`` (all checksums checked first), ``batch_size`` records
-        per atomic write; ``progress`` is a callable ``(done, total)``. Returns how many were imported."""
+        """Upsert every record of the export at ``path`` (its checksums checked first) in batches of
+        ``batch_size``, TTLs carried as the time left; ``progress`` is a callable ``(done, total)``. Returns how
+        many were imported (records expired since the export are left out)."""
         from .export import import_records
 
         return import_records(self, path, batch_size=batch_size, progress=progress).imported
