@@ -16,7 +16,8 @@ def test_namespaces_and_backups_from_the_shell(tmp_path):
     root = str(tmp_path / "data")
     created = run("namespaces", "create", "docs", "--data", root, "--dim", "3", "--index", "flat", "--max-vectors",
                   "5")
-    assert created.returncode == 0 and created.stdout == "created namespace docs (cosine, flat, dim 3)\n", created.stderr
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "created namespace docs (cosine, flat, dim 3)\n"
     made = run("--json", "namespaces", "--data", root, "create", "pics", "--metric", "dot")
     assert one_json(made.stdout) == {"namespace": "pics", "dim": None, "metric": "dot", "index": "hnsw",
                                      "quotas": {"max_vectors": None, "max_bytes": None}}
