@@ -52,7 +52,7 @@ def _time_pair(raw, via_store, repeats: int) -> tuple[float, float]:
 def measure(store, Q: np.ndarray, efs, threads: int, repeats: int) -> list[dict]:
     index = _raw_index(store)
     allowed = np.ones(index.table.capacity, dtype=bool)
-    ids = store._state.ids  # slot -> id, to check both paths return the same records
+    ids = store._state.id_map.array()  # slot -> id, to check both paths return the same records
     out = []
     for ef in efs:
         set_numba_threads(1)

@@ -138,6 +138,8 @@ def test_a_write_beyond_the_limit_links_the_excess_itself(paused):
     h = HNSWIndex(t, HNSWParams(m=8), background=True)
     h.max_unlinked = 100
     h.add(np.arange(300, dtype=np.int32))
+    assert h.n_unlinked == 300 and h.n_nodes == 0  # add() only queues; the writer links the excess after it
+    assert h.link_backlog() == 200
     assert h.n_unlinked == 100 and h.n_nodes == 200
     assert (h.levels[:200] >= 0).all() and (h.levels[200:300] == -1).all()  # the oldest were linked
 
@@ -184,14 +186,23 @@ def test_store_writes_are_visible_at_once_and_survive_close_before_linking(tmp_p
         assert s.query(x[5], k=1)[0].id == "d5"
 
 
-def test_a_snapshot_links_what_is_queued_first(tmp_path, paused):
+def test_a_snapshot_saves_the_graph_as_linked_and_a_reopen_links_only_the_rest(tmp_path, paused):
     x, _ = clustered(300, 8, seed=11)
     with vs.VecStore.open(tmp_path / "s", dim=8) as s:
         s.upsert_many([f"d{i}" for i in range(300)], x)
         assert s.stats().unindexed == 300
-        s.snapshot()
-        assert s.stats().unindexed == 0
-        assert s._state.index.check_integrity() == []
+        assert s._state.index.link_queued(200) == 200
+        s.snapshot()  # does not wait for linking
+        assert s.stats().unindexed == 100
+    with vs.VecStore.open(tmp_path / "s") as s:
+        idx = s._state.index
+        assert s.recovery_report.records_replayed == 0
+        assert idx.n_nodes == 200 and idx.linked_count == 0  # the saved links are used as they are
+        assert s.stats().unindexed == 100
+        assert s.query(x[250], k=1)[0].id == "d250"  # an unlinked vector is found by the exact scan
+        assert s.flush_index() == 100
+        assert idx.check_integrity() == []
+        assert all(s.query(x[i], k=1)[0].id == f"d{i}" for i in range(0, 300, 7))
 
 
 def test_flat_store_has_nothing_to_link(tmp_path):

@@ -18,6 +18,7 @@ def store(tmp_path):
     s.upsert_many([f"r{i}" for i in range(6000)], x, [{"g": i % 10, "lang": "en" if i % 2 else "de"}
                                                       for i in range(6000)])
     s.batch_execute([vs.Delete(f"r{i}") for i in range(0, 300)])
+    s.flush_index()  # the graph walk, not the exact scan of vectors still waiting to be linked
     yield s
     s.close()
 

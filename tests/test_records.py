@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -141,18 +140,14 @@ def test_decoded_vectors_do_not_alias_the_payload():
     assert decode_batch(bytes(payload))[2][0, 0] == 1.0
 
 
-def test_ten_thousand_ops_are_fast():
+def test_ten_thousand_ops_round_trip():
     n, dim = 10_000, 64
     vecs = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
     ops = [{"op": "upsert", "id": f"id-{i}", "row": i, "metadata": {"i": i, "tag": "t"},
             "expires_at": None if i % 2 else 1.5e9 + i} for i in range(n)]
-    t0 = time.perf_counter()
     payload = encode_batch(dim, ops, vecs)
-    t1 = time.perf_counter()
     dim2, ops2, vecs2 = decode_batch(payload)
-    t2 = time.perf_counter()
-    assert dim2 == dim and ops2 == ops and np.array_equal(vecs2, vecs)
-    assert t1 - t0 < 0.5 and t2 - t1 < 0.5, (t1 - t0, t2 - t1)
+    assert dim2 == dim and ops2 == ops and np.array_equal(vecs2, vecs)  # (speed: benchmarks/, not here)
 
 
 # --- properties ----------------------------------------------------------------------------------------------

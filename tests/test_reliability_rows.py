@@ -15,6 +15,7 @@ import pytest
 
 import vecstore_ref as vs
 from vecstore_ref._fs import dir_digest
+from vecstore_ref.storage.format import SNAPSHOT_FORMAT_VERSION
 
 
 def make(path, n=5):
@@ -32,7 +33,7 @@ def test_snapshot_version_from_the_future(tmp_path):
     snap = os.path.join(path, next(n for n in os.listdir(path) if n.startswith("snap-")))
     with open(snap, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<I", 2))
+        f.write(struct.pack("<I", SNAPSHOT_FORMAT_VERSION + 1))
     before = dir_digest(path)
     with pytest.raises(vs.UnsupportedFormatError):
         vs.VecStore.open(path)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import struct
-import time
+import zlib
 
 import numpy as np
 import pytest
@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 from vecstore_ref import _crash
 from vecstore_ref._fs import FaultFS, OSFileSystem
 from vecstore_ref.errors import CorruptSnapshotError, InvalidArgumentError, UnsupportedFormatError
-from vecstore_ref.storage.format import SNAPSHOT_ALIGN, SNAPSHOT_HEADER, SNAPSHOT_MAGIC
+from vecstore_ref.storage.format import (
+    SNAPSHOT_ALIGN,
+    SNAPSHOT_FORMAT_VERSION,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_MAGIC,
+)
 from vecstore_ref.storage.snapshot import pack_strings, read_snapshot, unpack_strings, write_snapshot
 
 FS = OSFileSystem()
@@ -70,15 +75,20 @@ def test_round_trip(tmp_path):
             assert not np.shares_memory(arrays[a], arrays[b])
 
 
-def test_layout_is_aligned_and_ends_with_the_sha256(tmp_path):
+def test_layout_is_aligned_and_ends_with_block_checksums(tmp_path):
     path = write_sample(tmp_path)
     data = open(path, "rb").read()
     magic, version, json_len = SNAPSHOT_HEADER.unpack_from(data)
-    assert magic == b"VSREFSNP" and version == 1
+    assert magic == b"VSREFSNP" and version == SNAPSHOT_FORMAT_VERSION == 2
     table = json.loads(data[16 : 16 + json_len])["arrays"]
     start = 16 + json_len + (-(16 + json_len)) % 64
     assert start % 64 == 0 and all(e["offset"] % 64 == 0 for e in table)
-    assert data[-32:] == hashlib.sha256(data[:-32]).digest()
+    body_len, block, table_crc = struct.unpack("<QII", data[-16:])
+    n_blocks = -(-body_len // block)
+    sums = data[body_len : body_len + 4 * n_blocks]
+    assert len(data) == body_len + 4 * n_blocks + 16 and zlib.crc32(sums) == table_crc
+    assert list(struct.unpack(f"<{n_blocks}I", sums)) == [zlib.crc32(data[i : min(i + block, body_len)])
+                                                           for i in range(0, body_len, block)]
     vec = next(e for e in table if e["name"] == "vectors")
     raw = data[start + vec["offset"] : start + vec["offset"] + vec["nbytes"]]
     assert raw == sample_arrays()["vectors"].astype("<f4").tobytes()
@@ -174,7 +184,7 @@ def test_version_from_the_future_leaves_the_file_alone(tmp_path):
     path = write_sample(tmp_path)
     with open(path, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<I", 2))
+        f.write(struct.pack("<I", SNAPSHOT_FORMAT_VERSION + 1))
     before = open(path, "rb").read()
     with pytest.raises(UnsupportedFormatError):
         read_snapshot(FS, path)
@@ -289,12 +299,8 @@ def test_unpack_rejects_wrong_dtypes():
 
 
 @pytest.mark.parametrize("ascii_only", [True, False])
-def test_a_million_short_strings_are_fast(ascii_only):
+def test_a_million_short_strings_round_trip(ascii_only):
     strings = [f"id-{i}" if ascii_only else f"ïd-{i}" for i in range(1_000_000)]
-    t0 = time.perf_counter()
     blob, offsets = pack_strings(strings)
-    t1 = time.perf_counter()
     out = unpack_strings(blob, offsets)
-    t2 = time.perf_counter()
-    assert out == strings
-    assert t1 - t0 < 2.0 and t2 - t1 < 2.0, (t1 - t0, t2 - t1)
+    assert out == strings  # (speed: benchmarks/, not here)

@@ -27,7 +27,11 @@ def test_upsert_get_query_reopen(store_path, rng, index):
         assert len(s) == 50
         assert s.get("id49").vector.tobytes() == vecs[49].tobytes()
         assert s.query(vecs[7], k=1)[0].id == "id7"
-        assert s.recovery_report.records_replayed == 50
+        # A short log without graph links to save is replayed; close() checkpoints once the linker has linked
+        # something (it runs in the background, so for HNSW either may be the case here).
+        rep = s.recovery_report
+        assert (rep.snapshot, rep.records_replayed) in ((None, 50), ("snap-0000000000000050.vss", 0))
+        assert index == "hnsw" or rep.snapshot is None
 
 
 def test_dim_set_by_first_upsert_and_persisted(store_path):
@@ -192,7 +196,7 @@ def test_upsert_many_rejects_bad_row_and_writes_nothing(store_path):
 
 def test_snapshot_then_reopen_replays_only_later_records(store_path, rng):
     vecs = random_vectors(rng, 30, 4)
-    with vs.VecStore.open(store_path, dim=4, index="hnsw") as s:
+    with vs.VecStore.open(store_path, dim=4, index="flat") as s:
         s.upsert_many([f"r{i}" for i in range(20)], vecs[:20])
         s.snapshot()
         for i in range(20, 30):

@@ -13,7 +13,7 @@ Importing this package does not import numba: the kernels compile (or load from 
 
 import logging
 
-from .config import CompactionConfig, HNSWParams
+from .config import CheckpointConfig, CompactionConfig, HNSWParams
 from .errors import *  # noqa: F403 - the error tree is part of the public API
 from .errors import __all__ as _error_names
 from .filter import Filter, parse_filter
@@ -64,6 +64,7 @@ __all__ = [
     "SetTTL",
     "BatchError",
     "BatchResult",
+    "CheckpointConfig",
     "CompactionConfig",
     "CompactionResult",
     "HNSWParams",

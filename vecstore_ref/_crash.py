@@ -43,7 +43,9 @@ CRASH_POINTS: tuple[str, ...] = (
     "batch.before_append",
     "batch.after_fsync",
     "batch.before_ack",
-    "snapshot.log_rotated",
+    "snapshot.log_rotated",  # checkpoint step 1: a new segment is listed beside the old files (checkpoint.py)
+    "snapshot.manifest_swapped",  # checkpoint step 3: the manifest names the new snapshot; old files still there
+    "snapshot.old_files_unlinked",  # checkpoint step 3 done: the old snapshot and segments are gone
     "compact.state_built",
     "compact.snapshot_written",
     "compact.manifest_swapped",

@@ -186,14 +186,14 @@ def explain(store, q, k=10, filter=None, ef=None):
 
     t = time.perf_counter()
     scores = scores_from_distances(store._metric, dists)
-    order = sorted(range(len(slots)), key=lambda i: (-float(scores[i]), st.ids[slots[i]]))
+    order = sorted(range(len(slots)), key=lambda i: (-float(scores[i]), st.id_of(int(slots[i]))))
     clause_texts = flt.clauses() if flt is not None else []
     clause_masks = flt.clause_masks(st.columns, st.n_slots) if flt is not None else []
     neighbors = []
     for rank, i in enumerate(order, start=1):
         s = int(slots[i])
         matched = [c for c, mask in zip(clause_texts, clause_masks) if mask[s]]
-        neighbors.append(ExplainedNeighbor(st.ids[s], rank, float(scores[i]), st.metadata(s), matched))
+        neighbors.append(ExplainedNeighbor(st.id_of(s), rank, float(scores[i]), st.metadata(s), matched))
     phases["fetch"] = (time.perf_counter() - t) * 1e3
     return ExplainResult(
         neighbors=neighbors,

@@ -43,9 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .columns import MetadataColumns
 from .config import MAX_FILTER_CHARS, MAX_FILTER_DEPTH
 from .errors import FilterSyntaxError
-from .metadata import MetadataColumns, as_float, item_key, kind_of
+from .metadata import as_float, item_key, kind_of
 
 __all__ = ["Filter", "parse_filter", "Comparison", "In", "Contains", "And", "Or", "Not", "Node"]
 

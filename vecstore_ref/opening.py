@@ -12,11 +12,19 @@ import os
 import time
 
 from . import _crash
-from .config import DURABILITY_MODES, INDEX_KINDS, MAX_K, METRICS, CompactionConfig, HNSWParams
+from .config import (
+    DURABILITY_MODES,
+    INDEX_KINDS,
+    MAX_K,
+    METRICS,
+    CheckpointConfig,
+    CompactionConfig,
+    HNSWParams,
+)
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
-from .state import StoreState
+from .state import SnapshotBuffers, StoreState
 from .storage import layout
-from .storage.format import FORMAT_VERSION
+from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE
 from .storage.log import LogWriter, create_segment, read_segments
 from .storage.manifest import Manifest, read_manifest, write_manifest
 from .storage.snapshot import read_snapshot
@@ -110,6 +118,8 @@ class OpeningMethods:
         self._hnsw = hnsw or stored_params
         if "compaction" in opts:
             self._compaction_config = CompactionConfig(**opts["compaction"])
+        if "checkpoint" in opts:
+            self._checkpoint_config = CheckpointConfig(**opts["checkpoint"])
         self._manifest = manifest
         layout.check_referenced_files(fs, self.path, manifest)
         if not self._read_only:
@@ -118,11 +128,17 @@ class OpeningMethods:
         make_index = self._make_index_factory()
         state = StoreState(stored_dim if stored_dim is not None else dim, self._metric, make_index)
         if manifest.snapshot is not None:
-            header, arrays = read_snapshot(fs, os.path.join(self.path, manifest.snapshot))
+            snap_path = os.path.join(self.path, manifest.snapshot)
+            buffers = SnapshotBuffers()
+            header, arrays = read_snapshot(fs, snap_path, destination=buffers)
             state = StoreState(None, self._metric, make_index)
-            state.load_snapshot(header, arrays, self._load_index)
+            state.load_snapshot(header, arrays, self._load_index, buffers)
+            del arrays, buffers
             report.snapshot = manifest.snapshot
             report.snapshot_seq = manifest.snapshot_seq
+            self._snapshot_bytes = fs.size(snap_path)
+            created = header.get("created_at")
+            self._last_checkpoint_at = float(created) if isinstance(created, (int, float)) else None
         self._state = state
         if state.dim is None and dim is not None:
             state.set_dim(dim)
@@ -142,6 +158,10 @@ class OpeningMethods:
         if scan.truncated_bytes:
             log.warning("store %s: truncated a torn log tail of %d bytes", self.path, scan.truncated_bytes)
         self._last_seq = scan.last_seq
+        self._older_log_bytes = sum(max(0, fs.size(p) - LOG_HEADER_SIZE) for p in paths[:-1])
+        if self._read_only:  # no writer: count the last segment too
+            self._older_log_bytes += max(0, fs.size(paths[-1]) - LOG_HEADER_SIZE)
+        self._linked_at_checkpoint = int(getattr(state.index, "linked_count", 0))
         if not self._read_only:
             self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
             if (stored_dim is None and state.dim is not None) or self._options_changed():
@@ -160,6 +180,7 @@ class OpeningMethods:
             "index": index or "hnsw",
             "hnsw": (hnsw or HNSWParams()).to_dict(),
             "compaction": CompactionConfig().to_dict(),
+            "checkpoint": CheckpointConfig().to_dict(),
         }
         manifest = Manifest(FORMAT_VERSION, None, 0, [os.path.basename(seg)], options)
         write_manifest(self._fs, self.path, manifest)
@@ -168,8 +189,11 @@ class OpeningMethods:
     def _make_index_factory(self):
         return _index_factory(self._index_kind, self._hnsw)
 
-    def _load_index(self, table, kind, meta, arrays):
-        """Rebuild the index object from snapshot arrays when the kinds match; None means 'build from vectors'."""
+    def _load_index(self, table, kind, meta, arrays, mapped, buffers):
+        """Rebuild the index object from snapshot arrays when the kinds match; None means 'build from vectors'.
+
+        ``mapped``: bool (n_slots,), the slots holding records (an HNSW graph queues those it had not linked);
+        ``buffers``: capacity-sized arrays the snapshot was read into, adopted by the graph."""
         if kind != self._index_kind:
             return None
         if kind == "hnsw":
@@ -181,7 +205,7 @@ class OpeningMethods:
             stored = HNSWParams.from_dict(meta.get("params", {})) if "params" in meta else self._hnsw
             params = HNSWParams(stored.m, stored.ef_construction, self._hnsw.ef_search, stored.seed)
             self._hnsw = params
-            return HNSWIndex.from_arrays(table, params, meta, arrays, background=True)
+            return HNSWIndex.from_arrays(table, params, meta, arrays, background=True, mapped=mapped, buffers=buffers)
         from .index.flat import FlatIndex
 
         return FlatIndex.from_arrays(table, meta, arrays)
@@ -193,6 +217,7 @@ class OpeningMethods:
             "index": self._index_kind,
             "hnsw": self._hnsw.to_dict(),
             "compaction": self._compaction_config.to_dict(),
+            "checkpoint": self._checkpoint_config.to_dict(),
         }
 
     def _options_changed(self) -> bool:

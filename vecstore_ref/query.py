@@ -1,4 +1,4 @@
-"""The read side of :class:`VecStore`: filters, query planning, search, result ordering, estimate and explain.
+"""The read side of `VecStore`: filters, query planning, search, result ordering, estimate and explain.
 
 A query runs in five steps: validate; turn the filter (cached by text) into a boolean mask over the metadata
 columns and AND it with the visibility mask; pick a plan; run the index kernels on slots; map slots to ids and order
@@ -10,19 +10,24 @@ the results by (score desc, id asc). The plans:
   ``FILTERED_SCAN_MAX_ROWS``, or ``FILTERED_SCAN_MAX_FRACTION`` of the live records), where a graph walk would
   wander through non-matching nodes;
 - ``filtered-hnsw``: the graph walk restricted to matching records.
+
+Ties. The kernels order results by (distance, slot); SPEC section 1 orders them by (score, id), so that results
+do not depend on where compaction put a record. Ties *inside* the top k are re-sorted by id; a tie *at* the k-th
+place is settled from the results beyond k: the exact paths ask their kernels for the best distance left out (and
+then for every slot at the boundary distance), the graph walk hands back all of its result list ``W``.
+
+Every read holds the read side of the store's read-write lock (`vecstore_ref.rwlock`) for its whole run, so it
+sees one state: no write applies meanwhile.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from .cost import estimate, explain
-from .errors import InvalidArgumentTypeError
+from .errors import InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
 from .index.base import DTYPE_SLOT, scores_from_distances
-from .state import copy_metadata
 from .types import BatchQueryResult, Neighbor, Query
 from .validation import validate_ef, validate_k, validate_query_vector, validate_vector, validate_vectors
 
@@ -32,9 +37,9 @@ FILTER_CACHE_SIZE = 256
 
 
 class QueryMethods:
-    """Mixed into :class:`VecStore`; relies on its ``_lock``, ``_state``, ``_metric``, ``_hnsw`` and clock."""
+    """Mixed into `VecStore`; relies on its ``_rw`` (read side), ``_state``, ``_metric``, ``_hnsw`` and clock."""
 
-    _filter_cache: OrderedDict
+    _filter_cache: dict
 
     def _filter(self, flt) -> Filter | None:
         if flt is None:
@@ -46,15 +51,10 @@ class QueryMethods:
         cached = self._filter_cache.get(flt)
         if cached is None:
             cached = parse_filter(flt)
+            if len(self._filter_cache) >= FILTER_CACHE_SIZE:  # readers race here harmlessly: plain dict ops
+                self._filter_cache.clear()
             self._filter_cache[flt] = cached
-            if len(self._filter_cache) > FILTER_CACHE_SIZE:
-                self._filter_cache.popitem(last=False)
         return cached
-
-    def _unpack_query(self, q, k, filter, ef):
-        if isinstance(q, Query):
-            return q.vector, q.k, q.filter, q.ef
-        return q, k, filter, ef
 
     def _allowed(self, flt: Filter | None):
         """(allowed mask (capacity,), number allowed) for the visible records matching ``flt``."""
@@ -78,29 +78,44 @@ class QueryMethods:
         return "filtered-hnsw"
 
     def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
-        """Run one query on the chosen plan; returns (slots, dists, stats)."""
+        """Run one query on the chosen plan; returns ``(slots, dists, stats)``: the top ``k`` by (distance, id)
+        at the boundary, by (distance, slot) inside (see `_neighbors`)."""
         st = self._state
         if plan in ("hnsw", "filtered-hnsw"):
-            slots, dists, stats = st.index.search(vec, k, allowed, ef)
+            slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True)
             self._cost.observe_hnsw(stats.distance_computations, max(ef or self._hnsw.ef_search, k))
+            if slots.shape[0] > k:
+                slots, dists = self._cut_at_k(slots, dists, k)
             return slots, dists, stats
         from .index.flat import FlatIndex
+
         flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
         if plan == "filtered-scan":
             candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
-            slots, dists, stats = flat.search_subset(vec, k, candidates)
+            slots, dists, stats, next_dist = flat.search_subset_with_boundary(vec, k, candidates)
         else:
             slots, dists, stats, next_dist = flat.search_with_boundary(vec, k, allowed)
-            if len(slots) == k and k and next_dist == dists[-1]:
-                slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
+        if len(slots) == k and k and next_dist == dists[-1]:
+            slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
         return slots, dists, stats
+
+    def _cut_at_k(self, slots: np.ndarray, dists: np.ndarray, k: int):
+        """The first ``k`` of results ordered by (distance, slot), with a tie at the k-th place settled by id."""
+        boundary = dists[k - 1]
+        if dists[k] != boundary:
+            return slots[:k], dists[:k]
+        keep = dists < boundary
+        tied = slots[dists == boundary].tolist()
+        tied = sorted(tied, key=self._state.id_of)[: k - int(keep.sum())]
+        return (np.concatenate([slots[keep], np.asarray(tied, dtype=DTYPE_SLOT)]),
+                np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)]))
 
     def _resolve_boundary_ties(self, flat, vec, allowed, slots, dists):
         """Equal distances at the k-th place are broken by id, not slot (results must not depend on slot order)."""
         boundary = dists[-1]
         keep = dists < boundary
         tied = flat.ties_at(vec, allowed, boundary)
-        tied = sorted(tied.tolist(), key=lambda s: self._state.ids[s])[: len(slots) - int(keep.sum())]
+        tied = sorted(tied.tolist(), key=self._state.id_of)[: len(slots) - int(keep.sum())]
         new_slots = np.concatenate([slots[keep], np.asarray(tied, dtype=DTYPE_SLOT)])
         new_dists = np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)])
         return new_slots, new_dists
@@ -108,10 +123,14 @@ class QueryMethods:
     def _neighbors(self, slots, dists) -> list[Neighbor]:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
         st = self._state
-        scores = scores_from_distances(self._metric, dists).tolist()
-        ids, meta = st.ids, st.meta
-        out = [Neighbor(ids[s], sc, None if (md := meta[s]) is None else copy_metadata(md))
-               for s, sc in zip(slots.tolist(), scores)]
+        if self._metric == "euclidean":
+            scores = scores_from_distances("euclidean", dists).tolist()
+        else:
+            scores = [-d for d in dists.tolist()]
+        slot_list = slots.tolist()
+        ids = st.id_map.ids_of(slot_list)
+        metas = st.columns.get_many(slot_list)
+        out = [Neighbor(i, sc, md) for i, sc, md in zip(ids, scores, metas)]
         if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
             out.sort(key=lambda n: (-n.score, n.id))
         return out
@@ -119,15 +138,24 @@ class QueryMethods:
     def _fill_batch_result(self, slots, dists, ids, scores, n_found) -> None:
         """Write a batch's results, rows ordered by (distance, slot) and padded with -1, into the result arrays.
 
-        Whole-matrix operations; only the rare rows with equal scores are re-sorted (by id) one by one.
+        ``slots``/``dists`` may hold more columns than ``k`` (a graph walk's spare results): a tie at the k-th
+        place is settled from them by id. Whole-matrix operations; only the rare rows with equal scores are
+        re-sorted (by id) one by one.
         """
         st = self._state
+        k = ids.shape[1]
+        if slots.shape[1] > k:
+            at_k = (slots[:, k] >= 0) & (dists[:, k] == dists[:, k - 1])
+            for i in np.flatnonzero(at_k).tolist():
+                row_s, row_d = self._cut_at_k(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0], k)
+                slots[i, :k], dists[i, :k] = row_s, row_d
+            slots, dists = slots[:, :k], dists[:, :k]
         found = slots >= 0
         kk = slots.shape[1]
         n_found[:] = found.sum(axis=1)
         sc = scores_from_distances(self._metric, dists)
         scores[:, :kk] = np.where(found, sc, -np.inf)
-        ids[:, :kk] = np.where(found, st.ids[np.maximum(slots, 0)], None)
+        ids[:, :kk] = np.where(found, st.id_map.array()[np.maximum(slots, 0)], None)
         tied = ((sc[:, 1:] == sc[:, :-1]) & found[:, 1:]).any(axis=1)
         for i in np.flatnonzero(tied).tolist():
             n = int(n_found[i])
@@ -135,13 +163,21 @@ class QueryMethods:
             ids[i, :n], scores[i, :n] = ids[i, order], scores[i, order]
 
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
-        """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a :class:`Query`."""
-        vector, k, flt, ef = self._unpack_query(q, k, filter, ef)
-        with self._lock:
-            self._check_open()
-            k = validate_k(k, self._max_k)
-            ef = validate_ef(ef)
-            flt = self._filter(flt)
+        """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a `Query`."""
+        if type(q) is Query:
+            vector, k, filter, ef = q.vector, q.k, q.filter, q.ef
+        else:
+            vector = q
+        rw = self._rw
+        rw.acquire_read()
+        try:
+            if self._closed:
+                raise StoreClosedError(f"the store at {self.path} is closed")
+            if type(k) is not int or not 1 <= k <= self._max_k:
+                k = validate_k(k, self._max_k)
+            if ef is not None:
+                ef = validate_ef(ef)
+            flt = None if filter is None else self._filter(filter)
             st = self._state
             if st.dim is None:
                 validate_vector(vector, None, self._metric, "query vector")
@@ -153,10 +189,12 @@ class QueryMethods:
             plan = self._plan(flt, n_allowed)
             slots, dists, _ = self._search_one(vec, min(k, n_allowed), allowed, n_allowed, plan, ef)
             return self._neighbors(slots, dists)
+        finally:
+            rw.release_read()
 
     def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
-        """The same as :meth:`query` for each row of an (n, dim) array, searched in parallel."""
-        with self._lock:
+        """The same as `query` for each row of an (n, dim) array, searched in parallel."""
+        with self._rw.read():
             self._check_open()
             k = validate_k(k, self._max_k)
             ef = validate_ef(ef)
@@ -175,7 +213,10 @@ class QueryMethods:
             plan = self._plan(flt, n_allowed)
             kk = min(k, n_allowed)
             if plan in ("hnsw", "filtered-hnsw"):
-                slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef)
+                slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef, spare=True)
+                if slots.shape[1] > kk:
+                    self._fill_batch_result(slots, dists, ids[:, :kk], scores[:, :kk], n_found)
+                    return BatchQueryResult(ids, scores, n_found)
             elif plan == "flat":
                 slots, dists, _, _, nxt = st.index.search_batch_with_boundary(mat, kk, allowed)
                 full = slots[:, -1] >= 0
@@ -193,16 +234,16 @@ class QueryMethods:
     def estimate_query(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Validate a query and estimate its cost without running it; never raises for a bad query.
 
-        Returns a :class:`QueryEstimate` (valid, errors, cost_estimate, estimated_duration_ms,
+        Returns a `QueryEstimate` (valid, errors, cost_estimate, estimated_duration_ms,
         estimated_distance_computations, plan, selectivity, recommendations).
         """
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             return estimate(self, q, k, filter, ef)
 
     def query_explain(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Run a query and report its plan, work counters, time per phase and which filter clauses each result
-        matched (an :class:`ExplainResult`)."""
-        with self._lock:
+        matched (an `ExplainResult`)."""
+        with self._rw.read():
             self._check_open()
             return explain(self, q, k, filter, ef)

@@ -1,38 +1,46 @@
 """The in-memory state of a store: records by slot, the id map, visibility, metadata columns and the index.
 
 Every change reaches the state as a list of *effects* (the payload of one log record, see
-:mod:`vecstore_ref.storage.records`), applied by :meth:`StoreState.apply`. The same method serves a live write and
-the replay of the log on open, so what a store holds after a crash is, by construction, what it held before.
+`vecstore_ref.storage.records`), applied by `StoreState.apply`. The same method serves a live write and the replay
+of the log on open, so what a store holds after a crash is, by construction, what it held before.
 
-Slots are handed out at the end of the table and never reused until compaction renumbers them. A slot is in one
-of three states:
+Slots are handed out at the end of the table and never reused until compaction renumbers them. **A slot's vector
+never changes**: an upsert that gives a record a new vector puts the new version in a new slot and retires the old
+one. The graph therefore never holds a node whose links were made for another vector (relinking in place leaves the
+neighbours of unchanged nodes pointing at vectors that moved away, which is how recall decays under updates), and
+readers and checkpoints can rely on every vector, id and graph node below a slot count staying what it was. An
+upsert that repeats a record's vector keeps its slot. A slot is in one of three states:
 
-- ``FREE``: never used, hard-deleted or tombstoned by the TTL sweep (dead, reclaimable);
+- ``FREE``: never used, hard-deleted, tombstoned by the TTL sweep, or an old version (dead, reclaimable);
 - ``LIVE``: a record, visible unless its TTL has passed;
 - ``SOFT``: a soft-deleted record, invisible but restorable.
 
-Invariant: ``slot_of[id] == s`` iff ``ids[s] == id`` and ``state[s] != FREE``.
+Invariants: ``id_map.lookup(id) == s`` iff slot ``s`` holds ``id`` and ``state[s] != FREE``;
+``id_map.n == table.n_slots``; ``n_live + n_soft + n_dead + n_superseded == n_slots`` (holes left by a batch that
+wrote a record twice count as superseded).
 """
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
+from .columns import MetadataColumns, encode_row
 from .errors import CorruptLogError, CorruptSnapshotError
-from .index.base import DTYPE_SLOT, VectorTable
-from .metadata import MetadataColumns
+from .ids import IdMap
+from .index.base import DTYPE_SLOT, DTYPE_VEC, VectorTable
 
 FREE = np.uint8(0)
 LIVE = np.uint8(1)
 SOFT = np.uint8(2)
 NO_EXPIRY = np.inf  # expires_at of a record without TTL
+STATE_FORMAT = 2  # the layout of the state part of a snapshot (storage-format.md, "snapshot contents")
 
 
 class StoreState:
-    """Records, visibility and index of one store. Not thread-safe: the store serializes access."""
+    """Records, visibility and index of one store. Not thread-safe: the store serializes writers and keeps
+    readers out while a writer applies (see `vecstore_ref.rwlock`)."""
 
     def __init__(self, dim: int | None, metric: str, index_factory):
         self.metric = metric
@@ -40,16 +48,15 @@ class StoreState:
         self._index_factory = index_factory  # VectorTable -> Index
         self.table: VectorTable | None = None
         self.index = None
-        self.slot_of: dict[str, int] = {}
-        self.ids = np.empty(0, dtype=object)
-        self.meta = np.empty(0, dtype=object)  # dict | None by slot, as returned to users
+        self.id_map = IdMap(self._mapped)
         self.state = np.zeros(0, dtype=np.uint8)
         self.live = np.zeros(0, dtype=bool)  # state == LIVE, kept in step for queries
         self.expires = np.zeros(0, dtype=np.float64)
         self.columns = MetadataColumns(16)
         self.n_live = 0
         self.n_soft = 0
-        self.n_dead = 0  # FREE slots below n_slots: reclaimable by compaction
+        self.n_dead = 0  # FREE slots of deleted or expired records: reclaimable by compaction
+        self.n_superseded = 0  # FREE slots of replaced versions: reclaimable too, but not "deleted records"
         self.n_ttl = 0  # mapped records with a finite expires_at
         self.min_expiry = NO_EXPIRY  # a lower bound of expires_at over mapped records
         if dim is not None:
@@ -67,6 +74,9 @@ class StoreState:
     def n_slots(self) -> int:
         return 0 if self.table is None else self.table.n_slots
 
+    def _mapped(self, n: int) -> np.ndarray:
+        return self.state[:n] != FREE
+
     def _grow(self, capacity: int) -> None:
         old = self.state.shape[0]
         if capacity <= old:
@@ -77,8 +87,6 @@ class StoreState:
             out[:old] = arr
             return out
 
-        self.ids = grown(self.ids, None)
-        self.meta = grown(self.meta, None)
         self.state = grown(self.state, FREE)
         self.live = grown(self.live, False)
         self.expires = grown(self.expires, NO_EXPIRY)
@@ -111,7 +119,8 @@ class StoreState:
         n = self.n_slots
         mask = self.live.copy()
         mask[:n] &= self.expires[:n] > now
-        # Tighten the lower bound to the true minimum, so the scan stops once the sweep has run.
+        # Tighten the lower bound to the true minimum, so the scan stops once the sweep has run. (Readers may do
+        # this at the same time: each writes the same true minimum.)
         held = self.expires[:n][self.state[:n] != FREE]
         self.min_expiry = float(held.min()) if held.size else NO_EXPIRY
         return mask
@@ -127,7 +136,7 @@ class StoreState:
         return bool(self.expires[slot] <= now)
 
     def counts(self, now: float) -> dict:
-        """visible, soft_deleted, expired_pending, hard_deleted_pending, deleted_count."""
+        """visible, soft_deleted, expired_pending, hard_deleted_pending, deleted_count, superseded."""
         expired = self.expired_slots(now)
         n_exp_live = int((self.state[expired] == LIVE).sum()) if expired.size else 0
         n_exp_soft = expired.size - n_exp_live
@@ -139,60 +148,73 @@ class StoreState:
             "expired_pending": int(expired.size),
             "hard_deleted_pending": self.n_dead,
             "deleted_count": soft + int(expired.size) + self.n_dead,
+            "superseded": self.n_superseded,
         }
 
     # --- effects ----------------------------------------------------------------------------------------------
 
     def lookup(self, id_: str) -> int:
         """The slot of a mapped id, or -1."""
-        return self.slot_of.get(id_, -1)
+        return self.id_map.lookup(id_)
 
-    def apply(self, ops: list[dict], vectors: np.ndarray | None, dim: int | None, seq: int | None = None) -> None:
+    def id_of(self, slot: int) -> str:
+        return self.id_map.id_at(slot)
+
+    def apply(self, ops: list[dict], vectors: np.ndarray | None, dim: int | None, seq: int | None = None,
+              rows: list | None = None) -> None:
         """Apply the effects of one log record (already validated, or read back from a CRC-checked record).
 
         Phase 1 walks the ops in order over the id map and flags; phase 2 writes vectors, metadata columns and the
-        index in bulk, so a batch of 10k upserts costs one index pass.
+        index in bulk, so a batch of 10k upserts costs one index pass. ``rows`` (aligned with ``ops``) are the
+        metadata rows the caller already encoded (`vecstore_ref.columns.encode_row`), if any.
         """
         if dim is not None and self.dim is None:
             self.set_dim(dim)
-        if len(ops) > 1 and self._insert_new(ops, vectors):
+        if len(ops) > 1 and self._insert_new(ops, vectors, rows):
             return
-        n_before = self.n_slots
-        written: dict[int, int] = {}  # slot -> row of `vectors`
-        meta_changed: set[int] = set()
-        killed: list[int] = []
-        for op in ops:
+        new_rows: dict[int, int] = {}  # slot created by this record -> row of `vectors`
+        md_set: dict[int, tuple] = {}  # slot -> (metadata, row text, created by this record)
+        retired: list[int] = []  # slots from before this record that leave the index
+        id_map = self.id_map
+        for i, op in enumerate(ops):
             kind = op["op"]
             id_ = op["id"]
-            slot = self.slot_of.get(id_, -1)
+            slot = id_map.lookup(id_)
             if kind == "upsert":
-                if slot < 0:
-                    slot = self._allocate_one()
-                    self.slot_of[id_] = slot
-                    self.ids[slot] = id_
-                else:
-                    self._unmark(slot)
+                vec_row = op["row"]
+                md = op["metadata"]
+                text = rows[i] if rows is not None else encode_row(md)
+                if slot >= 0 and self._same_vector(slot, vectors[vec_row], new_rows, vectors):
+                    self._unmark(slot)  # the same vector: the record keeps its slot and its place in the graph
+                    self.state[slot] = LIVE
+                    self.live[slot] = True
+                    self.n_live += 1
+                    self._set_expiry(slot, op["expires_at"])
+                    md_set[slot] = (md, text, slot in new_rows)
+                    continue
+                if slot >= 0:
+                    self._retire(slot, id_)
+                    self.n_superseded += 1
+                    md_set.pop(slot, None)
+                    if new_rows.pop(slot, None) is None:
+                        retired.append(slot)
+                slot = self._allocate_one()
+                id_map.append(slot, id_)
                 self.state[slot] = LIVE
                 self.live[slot] = True
                 self.n_live += 1
-                self.meta[slot] = op["metadata"]
                 self._set_expiry(slot, op["expires_at"])
-                written[slot] = op["row"]
-                meta_changed.add(slot)
+                new_rows[slot] = vec_row
+                md_set[slot] = (md, text, True)
                 continue
             if slot < 0:
                 raise CorruptLogError("<replay>", -1, seq, f"{kind} of unknown id {id_!r}")
             if kind in ("delete", "expire"):
-                self._unmark(slot)
-                self._set_expiry(slot, None)
-                self.state[slot] = FREE
-                self.ids[slot] = None
-                self.meta[slot] = None
-                del self.slot_of[id_]
+                self._retire(slot, id_)
                 self.n_dead += 1
-                killed.append(slot)
-                written.pop(slot, None)
-                meta_changed.add(slot)
+                md_set.pop(slot, None)
+                if new_rows.pop(slot, None) is None:
+                    retired.append(slot)
             elif kind == "soft_delete":
                 if self.state[slot] == LIVE:
                     self.state[slot] = SOFT
@@ -206,45 +228,56 @@ class StoreState:
                     self.n_soft -= 1
                     self.n_live += 1
             elif kind == "update_metadata":
-                self.meta[slot] = op["metadata"]
-                meta_changed.add(slot)
+                md = op["metadata"]
+                md_set[slot] = (md, rows[i] if rows is not None else encode_row(md), slot in new_rows)
             elif kind == "set_expiry":
                 self._set_expiry(slot, op["expires_at"])
             else:
                 raise CorruptLogError("<replay>", -1, seq, f"unknown op {kind!r}")
 
-        if written:
-            slots = np.fromiter(written.keys(), dtype=DTYPE_SLOT, count=len(written))
-            rows = np.fromiter(written.values(), dtype=np.int64, count=len(written))
-            order = np.argsort(slots, kind="stable")
-            slots, rows = slots[order], rows[order]
-            self.table.write(slots, vectors[rows])
+        if new_rows:
+            slots = np.fromiter(new_rows.keys(), dtype=DTYPE_SLOT, count=len(new_rows))
+            vec_rows = np.fromiter(new_rows.values(), dtype=np.int64, count=len(new_rows))
+            self.table.write(slots, vectors[vec_rows])
+        for fresh in (True, False):
+            picked = [(s, md, text) for s, (md, text, f) in md_set.items() if f is fresh]
+            if picked:
+                self.columns.set_many(np.array([p[0] for p in picked], dtype=np.int64), [p[1] for p in picked],
+                                      [p[2] for p in picked], fresh=fresh)
+        if retired and self.index is not None:
+            self.index.remove(np.unique(np.asarray(retired, dtype=DTYPE_SLOT)))
+        if new_rows:
             self.index.add(slots)
-        if meta_changed:
-            slots = np.fromiter(sorted(meta_changed), dtype=DTYPE_SLOT, count=len(meta_changed))
-            self.columns.set_many(slots, [self.meta[s] for s in slots])
-        old_killed = [s for s in killed if s < n_before or s in written]
-        if old_killed and self.index is not None:
-            self.index.remove(np.asarray(sorted(set(old_killed)), dtype=DTYPE_SLOT))
 
-    def _insert_new(self, ops: list[dict], vectors: np.ndarray) -> bool:
+    def _same_vector(self, slot: int, vec: np.ndarray, new_rows: dict, vectors: np.ndarray) -> bool:
+        src = vectors[new_rows[slot]] if slot in new_rows else self.table.vectors[slot]
+        return bool(np.array_equal(src, vec))
+
+    def _retire(self, slot: int, id_: str) -> None:
+        """The record leaves ``slot`` (deleted, expired or replaced): FREE, unmapped, out of the counts."""
+        self._unmark(slot)
+        self._set_expiry(slot, None)
+        self.state[slot] = FREE
+        self.id_map.unmap(id_)
+
+    def _insert_new(self, ops: list[dict], vectors: np.ndarray, rows: list | None) -> bool:
         """A bulk load's record: upserts of distinct ids the store does not hold, applied with array operations.
 
-        Returns False (nothing changed) for any other record, which the general loop of :meth:`apply` handles.
+        Returns False (nothing changed) for any other record, which the general loop of `apply` handles.
         """
         if any(op["op"] != "upsert" for op in ops):
             return False
         ids = [op["id"] for op in ops]
-        slot_of = self.slot_of
-        if len(set(ids)) != len(ids) or any(i in slot_of for i in ids):
+        lookup = self.id_map.lookup
+        if len(set(ids)) != len(ids) or any(lookup(i) >= 0 for i in ids):
             return False
         n = len(ops)
-        slots = self._allocate(n)
-        rows = np.fromiter((op["row"] for op in ops), dtype=np.int64, count=n)
         metas = [op["metadata"] for op in ops]
-        slot_of.update(zip(ids, slots.tolist()))
-        self.ids[slots] = ids
-        self.meta[slots] = metas
+        if rows is None:
+            rows = [encode_row(md) for md in metas]
+        slots = self._allocate(n)
+        vec_rows = np.fromiter((op["row"] for op in ops), dtype=np.int64, count=n)
+        self.id_map.append_many(int(slots[0]), ids)
         self.state[slots] = LIVE
         self.live[slots] = True
         self.n_live += n
@@ -255,9 +288,9 @@ class StoreState:
         if finite.any():
             self.n_ttl += int(finite.sum())
             self.min_expiry = min(self.min_expiry, float(expires[finite].min()))
-        self.table.write(slots, vectors[rows])
+        self.table.write(slots, vectors[vec_rows])
+        self.columns.set_many(slots, metas, rows, fresh=True)
         self.index.add(slots)
-        self.columns.set_many(slots, metas)
         return True
 
     def _unmark(self, slot: int) -> None:
@@ -284,45 +317,122 @@ class StoreState:
         return self.table.vectors[slot].copy()
 
     def metadata(self, slot: int) -> dict | None:
-        md = self.meta[slot]
-        return None if md is None else copy_metadata(md)
+        """A fresh dict (the caller may change it without changing the store)."""
+        return self.columns.get(slot)
 
     # --- snapshots --------------------------------------------------------------------------------------------
 
-    def to_snapshot(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """The whole state as a JSON header plus named arrays (no pickle)."""
-        from .storage.snapshot import pack_strings
+    def capture(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The whole state as a JSON header plus named arrays, for a snapshot written *later*, while writes go on.
 
+        Called with writers and readers kept out (a moment: nothing here is per record). Arrays that later writes
+        can change (slot states, expiry times, metadata columns, deletion marks) are copied; those that only grow
+        (vectors, inverse norms, ids, metadata rows) are views of stable bytes below the slot count. The graph's
+        arrays are views too: the caller keeps the index's linker paused until the snapshot is written (see
+        `vecstore_ref.checkpoint`).
+        """
         n = self.n_slots
+        header: dict = {"state_format": STATE_FORMAT, "dim": self.dim, "metric": self.metric, "n_slots": n}
         arrays: dict[str, np.ndarray] = {}
-        header: dict = {"dim": self.dim, "metric": self.metric, "n_slots": n}
         if self.table is None:
             return header, arrays
-        ids = ["" if i is None else i for i in self.ids[:n]]
-        metas = ["" if self.state[s] == FREE else json.dumps(self.meta[s], ensure_ascii=False, allow_nan=False)
-                 for s in range(n)]
         arrays["vectors"] = self.table.vectors[:n]
-        arrays["state"] = self.state[:n]
-        arrays["expires"] = self.expires[:n]
-        arrays["ids.blob"], arrays["ids.offsets"] = pack_strings(ids)
-        arrays["meta.blob"], arrays["meta.offsets"] = pack_strings(metas)
-        index_meta, index_arrays = self.index.to_arrays()
+        arrays["inv_norms"] = self.table.inv_norms[:n]
+        arrays["state"] = self.state[:n].copy()
+        arrays["expires"] = self.expires[:n].copy()
+        arrays["ids.blob"], arrays["ids.offsets"] = self.id_map.to_arrays(n)
+        columns_meta, columns_arrays = self.columns.to_arrays(n)
+        header["columns"] = columns_meta
+        for name, arr in columns_arrays.items():
+            arrays["meta." + name] = arr
+        header["counts"] = {"superseded": self.n_superseded}
+        index_meta, index_arrays = self.index.capture(n)
         header["index_kind"] = self.index.kind
         header["index_meta"] = index_meta
         for name, arr in index_arrays.items():
             arrays["index." + name] = arr
         return header, arrays
 
-    def load_snapshot(self, header: dict, arrays: dict[str, np.ndarray], index_loader) -> None:
-        """Rebuild the state from :meth:`to_snapshot` output; ``index_loader(table, kind, meta, arrays)`` returns
-        the index, or None to rebuild it from the vectors."""
-        from .storage.snapshot import unpack_strings
+    def load_snapshot(self, header: dict, arrays: dict[str, np.ndarray], index_loader,
+                      buffers: SnapshotBuffers | None = None) -> None:
+        """Rebuild the state from a snapshot with array operations only (no work per record).
 
+        ``index_loader(table, kind, meta, arrays, mapped, buffers)`` returns the index, or None to build it from
+        the vectors. ``buffers``: the `SnapshotBuffers` the snapshot was read into, if any (its arrays are adopted
+        with their room to grow). A snapshot written before the state format 2 (ids and metadata as per-slot
+        JSON, no columns) is read by `_load_legacy`.
+        """
         n = int(header.get("n_slots", 0))
         if header.get("dim") is None:
             if n:
                 raise CorruptSnapshotError("snapshot has slots but no dimension")
             return
+        if header.get("state_format") != STATE_FORMAT:
+            return self._load_legacy(header, arrays, index_loader)
+        try:
+            vectors = arrays["vectors"]
+            inv_norms = arrays["inv_norms"]
+            state = arrays["state"]
+            expires = arrays["expires"]
+            ids_blob, ids_offsets = arrays["ids.blob"], arrays["ids.offsets"]
+        except KeyError as exc:
+            raise CorruptSnapshotError(f"snapshot lacks the array {exc}") from None
+        dim = int(header["dim"])
+        if (vectors.shape != (n, dim) or inv_norms.shape != (n,) or state.shape != (n,) or expires.shape != (n,)
+                or ids_offsets.shape != (n + 1,)):
+            raise CorruptSnapshotError("snapshot arrays do not match its slot count")
+        if vectors.dtype != DTYPE_VEC or inv_norms.dtype != DTYPE_VEC or state.dtype != np.uint8:
+            raise CorruptSnapshotError("snapshot arrays have the wrong dtypes")
+        if not np.isin(state, (FREE, LIVE, SOFT)).all():
+            raise CorruptSnapshotError("snapshot holds an unknown slot state")
+        self.dim = dim
+        full_v = buffers.full(vectors) if buffers is not None else None
+        full_i = buffers.full(inv_norms) if buffers is not None else None
+        if full_v is None or full_i is None:
+            full_v, full_i = _room_for(vectors, n, 0.0), _room_for(inv_norms, n, 1.0)
+        self.table = VectorTable.adopt(dim, self.metric, full_v, full_i, n)
+        self.index = self._index_factory(self.table)
+        self.state = _with_room(state, self.table.capacity, FREE)
+        self.live = self.state == LIVE
+        self.expires = _with_room(np.where(state != FREE, expires, NO_EXPIRY), self.table.capacity, NO_EXPIRY)
+        self.n_live = int(np.count_nonzero(self.live))
+        self.n_soft = int(np.count_nonzero(state == SOFT))
+        counts = header.get("counts") or {}
+        superseded = counts.get("superseded", 0)
+        if type(superseded) is not int or not 0 <= superseded <= n - self.n_live - self.n_soft:
+            raise CorruptSnapshotError("snapshot counts are inconsistent")
+        self.n_superseded = superseded
+        self.n_dead = n - self.n_live - self.n_soft - superseded
+        finite = np.isfinite(self.expires[:n])
+        self.n_ttl = int(np.count_nonzero(finite))
+        self.min_expiry = float(self.expires[:n][finite].min()) if self.n_ttl else NO_EXPIRY
+        self.id_map = IdMap.from_arrays(ids_blob, ids_offsets, self._mapped)
+        columns_arrays = {k[len("meta."):]: v for k, v in arrays.items() if k.startswith("meta.")}
+        self.columns = MetadataColumns.from_arrays(header.get("columns"), columns_arrays)
+        if self.columns.capacity < n:
+            raise CorruptSnapshotError("snapshot metadata does not cover its slots")
+        self.columns.reserve(self.table.capacity)
+        index_arrays = {k[len("index."):]: v for k, v in arrays.items() if k.startswith("index.")}
+        index_buffers = {}
+        if buffers is not None:
+            index_buffers = {name: buffers.full(arr) for name, arr in index_arrays.items()}
+        mapped = state != FREE
+        index = index_loader(self.table, header.get("index_kind"), header.get("index_meta") or {}, index_arrays,
+                             mapped, index_buffers)
+        if index is None:
+            if mapped.any():
+                self.index.add(np.flatnonzero(mapped).astype(DTYPE_SLOT))
+        else:
+            self.index = index
+
+    def _load_legacy(self, header: dict, arrays: dict[str, np.ndarray], index_loader) -> None:
+        """Snapshots of format 1: ids and metadata JSON per slot (``ids.*``, ``meta.blob/offsets``), no inverse
+        norms and no columns. Decoded record by record, once; the next checkpoint writes format 2."""
+        import json
+
+        from .storage.snapshot import unpack_strings
+
+        n = int(header.get("n_slots", 0))
         try:
             vectors = arrays["vectors"]
             state = arrays["state"]
@@ -337,10 +447,11 @@ class StoreState:
         if not np.isin(state, (FREE, LIVE, SOFT)).all():
             raise CorruptSnapshotError("snapshot holds an unknown slot state")
         self.set_dim(dim, capacity=max(1024, n))
-        self.table.n_slots = n
-        self.table.vectors[:n] = vectors
+        self._allocate(n)
         mapped = np.flatnonzero(state != FREE)
+        self.table.vectors[:n] = vectors
         self.table.write(mapped.astype(DTYPE_SLOT), vectors[mapped])
+        self.id_map.append_many(0, ids, mapped=False)
         self.state[:n] = state
         self.live[:n] = state == LIVE
         self.expires[:n] = np.where(state != FREE, expires, NO_EXPIRY)
@@ -351,56 +462,103 @@ class StoreState:
         self.n_ttl = int(finite.sum())
         self.min_expiry = float(self.expires[:n][finite].min()) if self.n_ttl else NO_EXPIRY
         try:
-            for s in mapped.tolist():
-                id_ = ids[s]
-                if not id_ or id_ in self.slot_of:
-                    raise CorruptSnapshotError(f"snapshot slot {s} has an empty or repeated id")
-                self.slot_of[id_] = s
-                self.ids[s] = id_
-                self.meta[s] = json.loads(metas[s])
-        except (ValueError, TypeError) as exc:
+            mds = [json.loads(metas[s]) for s in mapped.tolist()]
+        except (ValueError, TypeError, RecursionError) as exc:
             raise CorruptSnapshotError(f"snapshot metadata does not parse: {exc}") from None
+        if any(not ids[s] for s in mapped.tolist()):
+            raise CorruptSnapshotError("a snapshot slot has an empty id")
+        if len(set(self.id_map.array()[mapped].tolist())) != mapped.size:
+            raise CorruptSnapshotError("snapshot slots repeat an id")
         if mapped.size:
-            self.columns.set_many(mapped.astype(DTYPE_SLOT), [self.meta[s] for s in mapped.tolist()])
+            self.columns.set_many(mapped, mds, fresh=True)
         index_arrays = {k[len("index."):]: v for k, v in arrays.items() if k.startswith("index.")}
-        index = index_loader(self.table, header.get("index_kind"), header.get("index_meta") or {}, index_arrays)
+        index = index_loader(self.table, header.get("index_kind"), header.get("index_meta") or {}, index_arrays,
+                             state != FREE, {})
         if index is None:
-            live_or_soft = mapped.astype(DTYPE_SLOT)
-            if live_or_soft.size:
-                self.index.add(live_or_soft)
+            if mapped.size:
+                self.index.add(mapped.astype(DTYPE_SLOT))
         else:
             self.index = index
 
     # --- compaction -------------------------------------------------------------------------------------------
 
     def compacted(self, now: float) -> tuple[StoreState, int]:
-        """A new state holding only the visible records, renumbered in slot order, with a freshly built index.
+        """A new state holding only the visible records, renumbered in slot order, with a fresh index (its vectors
+        queued for linking).
 
-        Returns the new state and the number of records removed for good (soft-deleted, expired, hard-deleted).
+        Returns the new state and the number of records removed for good (soft-deleted, expired, hard-deleted;
+        replaced versions are dropped too but are not records, so they are not counted).
         """
         n = self.n_slots
         new = StoreState(self.dim, self.metric, self._index_factory)
         if self.table is None:
             return new, 0
         keep = np.flatnonzero(self.live[:n] & (self.expires[:n] > now)).astype(DTYPE_SLOT)
-        removed = n - keep.size
+        removed = n - keep.size - self.n_superseded
         new.set_dim(self.dim, capacity=max(1024, keep.size))
         if keep.size:
             slots = new._allocate(keep.size)
             new.table.write(slots, self.table.vectors[keep])
-            new.ids[: keep.size] = self.ids[keep]
-            new.meta[: keep.size] = self.meta[keep]
+            new.id_map.append_many(0, self.id_map.array()[keep].tolist())
             new.state[: keep.size] = LIVE
             new.live[: keep.size] = True
             new.expires[: keep.size] = self.expires[keep]
-            new.slot_of = {id_: i for i, id_ in enumerate(new.ids[: keep.size].tolist())}
             new.n_live = int(keep.size)
             finite = np.isfinite(new.expires[: keep.size])
             new.n_ttl = int(finite.sum())
             new.min_expiry = float(new.expires[: keep.size][finite].min()) if new.n_ttl else NO_EXPIRY
-            new.columns.set_many(slots, list(new.meta[: keep.size]))
+            new.columns = self.columns.take(keep)
+            new.columns.reserve(new.table.capacity)
             new.index.add(slots)
         return new, int(removed)
+
+
+class SnapshotBuffers:
+    """Where the snapshot reader puts the big arrays: buffers with room to grow, so that each is read once, in
+    place, and adopted by the table and the graph (``read_snapshot(..., destination=buffers)``)."""
+
+    FILLS = {"vectors": 0.0, "inv_norms": 1.0, "index.levels": -1, "index.links0": None, "index.up_offset": -1,
+             "index.deleted": 0}
+
+    def __init__(self):
+        self._full: list[np.ndarray] = []
+
+    @staticmethod
+    def capacity_for(n: int) -> int:
+        return max(1024, n + n // 2)
+
+    def __call__(self, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray | None:
+        if name not in self.FILLS or not shape:
+            return None
+        fill = self.FILLS[name]
+        full_shape = (self.capacity_for(shape[0]),) + tuple(shape[1:])
+        if fill is None:
+            buf = np.empty(full_shape, dtype=dtype)  # rows outside the graph are never read (index/hnsw.py)
+        elif fill == 0:
+            buf = np.zeros(full_shape, dtype=dtype)  # untouched pages cost no memory
+        else:
+            buf = np.full(full_shape, fill, dtype=dtype)
+        self._full.append(buf)
+        return buf[: shape[0]]
+
+    def full(self, view: np.ndarray) -> np.ndarray | None:
+        """The buffer ``view`` was read into (with its room), or None."""
+        for buf in self._full:
+            if buf.shape[1:] == view.shape[1:] and buf.dtype == view.dtype and np.shares_memory(buf, view):
+                return buf
+        return None
+
+
+def _room_for(arr: np.ndarray, n: int, fill) -> np.ndarray:
+    out = np.full((SnapshotBuffers.capacity_for(n),) + arr.shape[1:], fill, dtype=arr.dtype)
+    out[:n] = arr
+    return out
+
+
+def _with_room(arr: np.ndarray, capacity: int, fill) -> np.ndarray:
+    out = np.full(capacity, fill, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
 
 
 def copy_metadata(md: dict) -> dict:

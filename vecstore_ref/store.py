@@ -12,7 +12,10 @@ Durability (``durability=``):
   nothing that returned, a power cut may lose the last interval.
 - ``"none"``: fsync only at snapshot and close; for bulk loads and tests.
 
-Every public method takes the store's lock, so a store may be shared by threads; readers wait for writers.
+Threads (``docs/concepts/concurrency.md``): writes are serialized by the store's write lock; reads share a
+read-write lock that a write takes alone only while it applies its record to memory, after the record is
+durable. So reads run in parallel with each other and with fsyncs, graph linking, checkpoints and compactions,
+and each read sees every write acknowledged before it began and, of a write in flight, all of it or none.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,8 +31,9 @@ import numpy as np
 from . import _crash
 from . import _fs as fsmod
 from .batch import check_bulk_rows, check_ops, plan_batch
+from .checkpoint import CheckpointMethods
 from .compaction import compaction_decision
-from .config import MAX_K, CompactionConfig, HNSWParams
+from .config import MAX_K, CheckpointConfig, CompactionConfig, HNSWParams
 from .cost import CostModel
 from .errors import (
     CorruptLogError,
@@ -45,13 +48,12 @@ from .errors import (
 from .filter import Filter
 from .opening import OpeningMethods, _close_index
 from .query import QueryMethods
-from .state import SOFT, StoreState
-from .storage import layout
+from .rwlock import ReadWriteLock
+from .state import SOFT
 from .storage.format import FORMAT_VERSION, RECORD_BATCH
 from .storage.lock import DirectoryLock
-from .storage.log import LogWriter, create_segment
+from .storage.log import LogWriter
 from .storage.records import RecordDecodeError, decode_batch, encode_batch
-from .storage.snapshot import write_snapshot
 from .storage.verify import verify_files
 from .types import (
     BatchResult,
@@ -75,7 +77,7 @@ BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
 
 
-class VecStore(OpeningMethods, QueryMethods):
+class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
 
     # --- opening and closing ----------------------------------------------------------------------------------
@@ -108,7 +110,10 @@ class VecStore(OpeningMethods, QueryMethods):
     def __init__(self, path, *, dim=None, metric=None, index=None, hnsw=None, durability="fsync",
                  read_only=False, repair=False, clock=None, max_k=MAX_K, fs=None):
         self._closed = True
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write lock: one writer (or checkpoint switch) at a time
+        self._rw = ReadWriteLock()  # readers share it; a write takes it alone only to apply to memory
+        self._ckpt_lock = threading.Lock()  # one checkpoint (or compaction) at a time
+        self._close_lock = threading.Lock()
         self.path = os.path.abspath(os.fspath(path))
         self._fs = fs or fsmod.get_fs()
         self._check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k)
@@ -117,10 +122,19 @@ class VecStore(OpeningMethods, QueryMethods):
         self._read_only = bool(read_only)
         self._poisoned: str | None = None
         self._max_k = max_k
-        self._filter_cache: OrderedDict[str, Filter] = OrderedDict()
+        self._filter_cache: dict[str, Filter] = {}
         self._cost = CostModel()
         self._compaction_config = CompactionConfig()
+        self._checkpoint_config = CheckpointConfig()
         self._last_compaction: dict | None = None
+        self._last_checkpoint_at: float | None = None
+        self._snapshot_bytes = 0  # size of the live snapshot file
+        self._older_log_bytes = 0  # log bytes since the last checkpoint in segments other than the current one
+        self._linked_at_checkpoint = 0  # the index's linked_count when the live snapshot was captured
+        self._ckpt_thread: threading.Thread | None = None
+        self._ckpt_wake = threading.Event()
+        self._ckpt_stop = threading.Event()
+        self._ckpt_retry_at = 0.0
         self._writer: LogWriter | None = None
         self._dir_lock: DirectoryLock | None = None
         self._flusher: threading.Thread | None = None
@@ -152,26 +166,46 @@ class VecStore(OpeningMethods, QueryMethods):
         if durability == "batch" and not read_only:
             self._flusher = threading.Thread(target=self._flush_loop, name="vecstore-fsync", daemon=True)
             self._flusher.start()
+        if not read_only:
+            self._start_checkpoint_thread()
 
     def close(self) -> None:
-        """Flush, fsync and release the lock. Idempotent."""
-        with self._lock:
+        """Make every acknowledged write durable, save the graph, and release the directory. Idempotent.
+
+        What it waits for: a checkpoint in progress; then, if anything was linked into the HNSW graph (or 1 MiB of
+        log written) since the last checkpoint, one more checkpoint, so that the next open reads the graph
+        instead of linking it again; the fsync of the log; the linker thread to stop (after the chunk it is
+        linking, about 20 ms). What it does not wait for: vectors still queued for linking. They are saved
+        unlinked and linked in the background after the next open (queries scan them exactly meanwhile;
+        call ``flush_index()`` first to link them now). A failure of the final checkpoint is logged, not
+        raised: the log holds every acknowledged write either way.
+        """
+        with self._close_lock:
             if self._closed:
                 return
-            self._closed = True
-            self._flush_stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
-        with self._lock:
+            self._stop_checkpoint_thread()  # waits for a checkpoint in progress
             try:
-                if self._writer is not None and self._poisoned is None and not self._writer.poisoned:
-                    self._writer.sync()
-            finally:
-                _close_index(self._state)
-                if self._writer is not None:
-                    self._writer.close()
-                if self._dir_lock is not None:
-                    self._dir_lock.release()
+                with self._ckpt_lock:
+                    if self._close_checkpoint_due():
+                        self._checkpoint()
+            except Exception as exc:  # every acknowledged write is in the log; the next open replays it
+                log.warning("store %s: the checkpoint at close failed (%s); the next open replays the log",
+                            self.path, exc)
+            with self._lock:
+                self._closed = True
+                self._flush_stop.set()
+            if self._flusher is not None:
+                self._flusher.join()
+            with self._lock, self._rw.write():
+                try:
+                    if self._writer is not None and self._poisoned is None and not self._writer.poisoned:
+                        self._writer.sync()
+                finally:
+                    _close_index(self._state)
+                    if self._writer is not None:
+                        self._writer.close()
+                    if self._dir_lock is not None:
+                        self._dir_lock.release()
 
     def __enter__(self) -> VecStore:
         return self
@@ -204,6 +238,10 @@ class VecStore(OpeningMethods, QueryMethods):
             self._poisoned = "an fsync of the log failed"
         if self._poisoned is not None:
             raise ReadOnlyError(f"the store at {self.path} refuses writes until reopened: {self._poisoned}")
+
+    def _refuses_writes(self) -> bool:
+        return (self._read_only or self._poisoned is not None
+                or (self._writer is not None and self._writer.poisoned))
 
     def _now(self) -> float:
         return float(self._clock())
@@ -244,9 +282,14 @@ class VecStore(OpeningMethods, QueryMethods):
                 raise
             raise StorageError(f"writing the log failed: {exc}") from exc
         _crash.crashpoint("batch.after_fsync")
-        self._last_seq = seq
-        self._dirty = True
-        self._state.apply(effects, vectors, dim, seq)
+        with self._rw.write():
+            self._last_seq = seq
+            self._dirty = True
+            self._state.apply(effects, vectors, dim, seq)
+        link_backlog = getattr(self._state.index, "link_backlog", None)
+        if link_backlog is not None:
+            link_backlog()  # back-pressure on a bulk load, outside the read-write lock
+        self._maybe_request_checkpoint()
         _crash.crashpoint("batch.before_ack")
         return seq
 
@@ -322,7 +365,7 @@ class VecStore(OpeningMethods, QueryMethods):
             slots = self._state.expired_slots(self._now())
             if slots.size == 0:
                 return 0
-            effects = [{"op": "expire", "id": self._state.ids[s]} for s in slots.tolist()]
+            effects = [{"op": "expire", "id": self._state.id_of(s)} for s in slots.tolist()]
             self._commit(effects, None, None)
             return len(effects)
 
@@ -381,7 +424,7 @@ class VecStore(OpeningMethods, QueryMethods):
     def get(self, id: str, *, include_deleted: bool = False) -> Record:
         """The visible record with this id (or a soft-deleted one with ``include_deleted=True``)."""
         id_ = validate_id(id)
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             st = self._state
             slot = st.lookup(id_)
@@ -395,41 +438,44 @@ class VecStore(OpeningMethods, QueryMethods):
             return Record(id_, st.vector(slot), st.metadata(slot), exp if np.isfinite(exp) else None, bool(soft))
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             return self._state.counts(self._now())["visible"] if self._state.n_ttl else self._state.n_live
 
     def __contains__(self, id: object) -> bool:
         if not isinstance(id, str):
             return False
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             slot = self._state.lookup(id)
             return slot >= 0 and bool(self._state.live[slot]) and not self._state.is_expired(slot, self._now())
 
     def __iter__(self) -> Iterator[str]:
-        """The ids of the visible records, in slot (insertion) order; a snapshot of the moment of the call."""
-        with self._lock:
+        """The ids of the visible records, in slot order (a record moves to the end when its vector changes); a
+        snapshot of the moment of the call."""
+        with self._rw.read():
             self._check_open()
-            mask = self._state.visible_mask(self._now())[: self._state.n_slots]
-            ids = self._state.ids[: self._state.n_slots][mask].tolist()
+            st = self._state
+            mask = st.visible_mask(self._now())[: st.n_slots]
+            ids = st.id_map.array()[: st.n_slots][mask].tolist()
         return iter(ids)
 
     def ids(self) -> list[str]:
         return list(iter(self))
 
     def _visible_records(self) -> dict:
-        """Every visible record as arrays (ids, float32 vectors, metadata, expires_at), read under the lock: what
-        an export writes (see :mod:`vecstore_ref.export`)."""
-        with self._lock:
+        """Every visible record as arrays (ids, float32 vectors, metadata, expires_at), one consistent picture:
+        what an export writes (see `vecstore_ref.export`)."""
+        with self._rw.read():
             self._check_open()
             st = self._state
             if st.dim is None:
                 return {"dim": None, "metric": self._metric, "ids": [], "vectors": None, "metadata": [],
                         "expires_at": []}
             slots = np.flatnonzero(st.visible_mask(self._now())[: st.n_slots])
-            return {"dim": st.dim, "metric": self._metric, "ids": st.ids[slots].tolist(),
-                    "vectors": st.table.vectors[slots].copy(), "metadata": st.meta[slots].tolist(),
+            return {"dim": st.dim, "metric": self._metric, "ids": st.id_map.array()[slots].tolist(),
+                    "vectors": st.table.vectors[slots].copy(),
+                    "metadata": [st.metadata(s) for s in slots.tolist()],
                     "expires_at": st.expires[slots].tolist()}
 
     def export(self, path) -> dict:
@@ -449,77 +495,44 @@ class VecStore(OpeningMethods, QueryMethods):
 
     def deleted_count(self) -> int:
         """Records compaction would remove: soft-deleted + expired + hard-deleted not yet reclaimed."""
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             return self._state.counts(self._now())["deleted_count"]
 
     # --- checkpoints, compaction, stats -----------------------------------------------------------------------
 
     def snapshot(self) -> None:
-        """Write a snapshot of the current state and start a fresh log (a checkpoint)."""
+        """Write a snapshot of the current state and start a fresh log (a checkpoint), now.
+
+        The store checkpoints by itself (see `CheckpointConfig`) and at ``close()``; call this to bound the
+        replay of the next open at a moment of your choosing. Writes and queries go on while the file is written.
+        """
+        self._check_writable()
+        with self._ckpt_lock:
+            self._check_writable()
+            self._checkpoint()
+
+    def checkpoint_config(self) -> CheckpointConfig:
+        return self._checkpoint_config
+
+    def set_checkpoint_config(self, cfg: CheckpointConfig) -> None:
+        """Set when the store checkpoints by itself; persisted in the manifest."""
+        if not isinstance(cfg, CheckpointConfig):
+            raise InvalidArgumentTypeError("set_checkpoint_config takes a CheckpointConfig")
+        cfg.validate()
         with self._lock:
             self._check_writable()
-            self._checkpoint(self._state)
-
-    def _checkpoint(self, state: StoreState, compacting: bool = False) -> None:
-        """Snapshot ``state`` at the current seq, rotate the log, swap the manifest, then delete old files.
-
-        Until the new manifest is durable the old snapshot and logs stay valid and complete, so a crash at any
-        step leaves a store that opens to the same visible state.
-        """
-        fs = self._fs
-        if self._writer is not None:
-            self._writer.sync()
-        seq = self._last_seq
-        name = layout.snapshot_name(seq)
-        if name == self._manifest.snapshot:
-            # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
-            # empty record so that file names never repeat.
-            seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None), sync=True)
-            self._last_seq = seq
-            name = layout.snapshot_name(seq)
-        repair = getattr(state.index, "repair_connectivity", None)
-        if repair is not None:
-            repair()  # nodes orphaned by link pruning since the last bulk insert get an in-link again
-        header, arrays = state.to_snapshot()
-        header["seq"] = seq
-        old_logs = list(self._manifest.logs)
-        old_snapshot = self._manifest.snapshot
-        next_number = layout.parse_segment_name(old_logs[-1]) + 1
-        try:
-            write_snapshot(fs, self.path, name, header, arrays)
-            if compacting:
-                _crash.crashpoint("compact.snapshot_written")
-            new_seg = create_segment(fs, self.path, next_number)
-            new_writer = LogWriter(fs, new_seg, seq + 1)
-        except OSError as exc:  # nothing referenced changed: the store goes on with its old files
-            if isinstance(exc, StorageError):
+            old = self._checkpoint_config
+            self._checkpoint_config = cfg
+            try:
+                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+            except BaseException:
+                self._checkpoint_config = old
                 raise
-            raise StorageError(f"writing a snapshot of {self.path} failed: {exc}") from exc
-        try:
-            self._write_manifest(name, seq, [os.path.basename(new_seg)])
-        except BaseException:
-            new_writer.close()
-            raise
-        _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.log_rotated")
-        old_writer = self._writer
-        self._writer = new_writer
-        old_writer.close()
-        try:
-            for old in old_logs + ([old_snapshot] if old_snapshot else []):
-                try:
-                    fs.unlink(os.path.join(self.path, old))
-                except FileNotFoundError:
-                    pass
-            fs.fsync_dir(self.path)
-        except OSError as exc:  # the new state is committed; leftovers are removed at the next open
-            log.warning("store %s: could not remove old files after a checkpoint: %s", self.path, exc)
-        _crash.crashpoint("compact.old_files_unlinked")
-        self._dirty = False
+        self._maybe_request_checkpoint()
 
     def compaction_config(self) -> CompactionConfig:
-        with self._lock:
-            return self._compaction_config
+        return self._compaction_config
 
     def set_compaction_config(self, cfg: CompactionConfig) -> None:
         """Set when :meth:`maybe_compact` runs; persisted in the manifest."""
@@ -537,8 +550,8 @@ class VecStore(OpeningMethods, QueryMethods):
                 raise
 
     def maybe_compact(self) -> CompactionResult:
-        """Compact if the configuration says so (see :class:`CompactionConfig`)."""
-        with self._lock:
+        """Compact if the configuration says so (see `CompactionConfig`)."""
+        with self._ckpt_lock, self._lock:
             self._check_writable()
             c = self._state.counts(self._now())
             run, reason = compaction_decision(self._compaction_config, c["deleted_count"], c["visible"])
@@ -548,8 +561,13 @@ class VecStore(OpeningMethods, QueryMethods):
             return CompactionResult(True, removed, ms, reason)
 
     def compact(self) -> int:
-        """Remove soft-deleted, expired and hard-deleted records for good; returns how many were removed."""
-        with self._lock:
+        """Remove soft-deleted, expired and hard-deleted records for good (and the old versions of replaced
+        vectors); returns how many records were removed.
+
+        Queries go on meanwhile, on the state as it was; writes wait until the compacted state is durable. The
+        graph of the compacted state is built with one core fewer than the machine has, so queries keep one.
+        """
+        with self._ckpt_lock, self._lock:
             self._check_writable()
             return self._compact()[0]
 
@@ -558,11 +576,14 @@ class VecStore(OpeningMethods, QueryMethods):
         new_state, removed = self._state.compacted(self._now())
         _crash.crashpoint("compact.state_built")
         try:
+            _link_all_leaving_a_core(new_state.index)
             self._checkpoint(new_state, compacting=True)
         except BaseException:
             _close_index(new_state)
             raise
-        old, self._state = self._state, new_state
+        with self._rw.write():
+            old, self._state = self._state, new_state
+        self._linked_at_checkpoint = int(getattr(new_state.index, "linked_count", 0))
         _close_index(old)
         ms = (time.perf_counter() - t0) * 1e3
         self._last_compaction = {"removed_count": removed, "duration_ms": ms, "at": time.time()}
@@ -575,7 +596,7 @@ class VecStore(OpeningMethods, QueryMethods):
         return log_bytes, (fs.size(os.path.join(self.path, snap)) if snap else 0)
 
     def stats(self) -> StoreStats:
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             st = self._state
             c = st.counts(self._now())
@@ -589,11 +610,14 @@ class VecStore(OpeningMethods, QueryMethods):
                 index_effective=effective, visible=c["visible"], soft_deleted=c["soft_deleted"],
                 expired_pending=c["expired_pending"], hard_deleted_pending=c["hard_deleted_pending"],
                 deleted_count=c["deleted_count"], slots=st.n_slots, log_bytes=log_bytes,
-                snapshot_bytes=snap_bytes, reclaimable_bytes=c["deleted_count"] * per_record,
+                snapshot_bytes=snap_bytes, reclaimable_bytes=(c["deleted_count"] + c["superseded"]) * per_record,
                 compaction_config=self._compaction_config.to_dict(), last_compaction=self._last_compaction,
                 recovery_report=self.recovery_report.to_dict(), format_version=FORMAT_VERSION,
-                durability=self._durability, read_only=self._read_only or self._poisoned is not None,
+                durability=self._durability, read_only=self._refuses_writes(),
                 last_seq=self._last_seq, unindexed=int(getattr(index, "n_unlinked", 0)),
+                superseded=c["superseded"], log_bytes_since_checkpoint=self.log_bytes_since_checkpoint(),
+                last_checkpoint_at=self._last_checkpoint_at,
+                checkpoint_config=self._checkpoint_config.to_dict(),
             )
 
     def flush_index(self) -> int:
@@ -603,16 +627,35 @@ class VecStore(OpeningMethods, QueryMethods):
         vectors exactly (``stats().unindexed`` says how many). Call this after a bulk load to pay the linking at a
         time of your choosing, e.g. before measuring query speed. A flat index has nothing to link (returns 0).
         """
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             link = getattr(self._state.index, "link_queued", None)
-            return int(link()) if link is not None else 0
+        return int(link()) if link is not None else 0
 
     def verify(self) -> VerifyReport:
-        """Read every file and check every checksum. Changes nothing."""
-        with self._lock:
+        """Read every file and check every checksum. Changes nothing (a checkpoint waits for it)."""
+        with self._ckpt_lock, self._lock:
             self._check_open()
             return verify_files(self._fs, self.path)
+
+
+def _link_all_leaving_a_core(index) -> None:
+    """Link everything queued in ``index`` in this thread, on every core but one (a compaction's rebuild: the
+    queries still running on the old state keep a core)."""
+    link = getattr(index, "link_queued", None)
+    if link is None:
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    cores = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+    index.link_threads = cores
+    numba.set_num_threads(min(before, cores))
+    try:
+        link()
+    finally:
+        numba.set_num_threads(before)
+        index.link_threads = None
 
 
 def _progress_reporter(progress, total: int):

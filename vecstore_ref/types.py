@@ -274,6 +274,10 @@ class StoreStats:
     read_only: bool
     last_seq: int
     unindexed: int = 0  # vectors written but not linked into the HNSW graph yet (queries scan them exactly)
+    superseded: int = 0  # old versions of records whose vector an upsert replaced; compaction reclaims them
+    log_bytes_since_checkpoint: int = 0  # log an open would replay (checkpoints reset it)
+    last_checkpoint_at: float | None = None  # unix time the live snapshot was captured, or None
+    checkpoint_config: dict | None = None
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))

@@ -37,6 +37,18 @@ class VectorTable:
         self.inv_norms = np.ones(capacity, dtype=DTYPE_VEC)
         self.n_slots = 0  # high-water mark: slots [0, n_slots) have been handed out
 
+    @classmethod
+    def adopt(cls, dim: int, metric: str, vectors: np.ndarray, inv_norms: np.ndarray, n_slots: int) -> VectorTable:
+        """A table over arrays that already hold ``n_slots`` slots, used as they are (a snapshot read in place).
+
+        ``vectors`` float32 (capacity, dim) and ``inv_norms`` float32 (capacity,), C-contiguous; rows from
+        ``n_slots`` on are free room.
+        """
+        t = cls.__new__(cls)
+        t.dim, t.metric, t.metric_code = int(dim), metric, METRIC_CODES[metric]
+        t.vectors, t.inv_norms, t.n_slots = vectors, inv_norms, int(n_slots)
+        return t
+
     @property
     def capacity(self) -> int:
         return self.vectors.shape[0]

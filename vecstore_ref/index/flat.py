@@ -78,6 +78,10 @@ class FlatIndex:
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         return {}, {}
 
+    def capture(self, n: int) -> tuple[dict, dict[str, np.ndarray]]:
+        """Nothing to save: the exact index is the table itself."""
+        return {}, {}
+
     @classmethod
     def from_arrays(cls, table: VectorTable, meta: dict, arrays: dict) -> FlatIndex:
         return cls(table)

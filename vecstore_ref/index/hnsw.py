@@ -20,12 +20,24 @@ choose the parameters, is in ``docs/concepts/hnsw.md``.
 Levels are drawn here, in Python, from ``np.random.Generator(seed)`` (``floor(-ln(U) / ln(m))``) in insertion order
 and passed to the kernels as arrays; the generator's state is saved with the graph, so the same inserts with the
 same seed give the same graph, before and after a save and load, and for any thread count.
+
+Threads. Searches take no lock: they read the arrays while the linker thread writes links into them, which is safe
+because a link is one aligned int32 (a reader sees the old or the new value) and every slot a link can name is a
+node whose own rows were written first. Each search borrows its scratch buffers from a pool. Arrays are replaced
+(grown) only by the thread that adds slots, which the store runs with readers kept out, and the linker publishes
+the upper layers together with the entry point (``_upper``), so a search never pairs an entry point with rows it
+cannot reach. A checkpoint pauses the linker (`pause_linking`) while it writes the graph out.
+
+A slot's links are made for its vector, and the store never changes the vector of a linked slot (a new vector
+gets a new slot, see `vecstore_ref.state`). ``add`` of a slot already in the graph still relinks it, for callers
+of the index itself; that hides the node until it is relinked.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,7 +52,10 @@ SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes
 # A filtered search scans the allowed nodes exactly when allowed**2 <= EXACT_SCAN_FACTOR * nodes * ef * m (and at
 # most half the nodes are allowed): see HNSWIndex.scan_limit.
 EXACT_SCAN_FACTOR = 1.0
-FORMAT_VERSION = 1
+# Format 2: a saved graph may hold only part of the table (slots never linked have level -1 and empty rows; the
+# loader queues them again), and every node's links were made for its current vector. Format 1 graphs were built
+# by relinking nodes in place, which leaves stale neighbourhoods; they are rebuilt once when loaded.
+FORMAT_VERSION = 2
 # With background linking, a write that finds more than this many vectors waiting links the excess itself, so
 # that the exact scan every query makes of the waiting vectors stays short (65,536 x 128 floats: ~2 ms).
 MAX_UNLINKED = 65_536
@@ -62,16 +77,32 @@ def _search_kernels():
     return _SEARCH
 
 
+class _Scratch(NamedTuple):
+    """Buffers of one search (or one batch): per thread an epoch array and a row holding the candidate heap
+    (capacity entries) followed by the result heap (``room`` entries)."""
+
+    cap: int
+    room: int
+    visited: np.ndarray  # uint16 (threads, cap)
+    tags: np.ndarray  # int64 (threads,)
+    sd: np.ndarray  # float32 (threads, cap + room)
+    ss: np.ndarray  # int32 (threads, cap + room)
+
+    @classmethod
+    def new(cls, threads: int, cap: int, room: int) -> _Scratch:
+        return cls(cap, room, np.zeros((threads, cap), dtype=np.uint16), np.zeros(threads, dtype=np.int64),
+                   np.empty((threads, cap + room), dtype=DTYPE_VEC), np.empty((threads, cap + room), dtype=DTYPE_SLOT))
+
+
 class HNSWIndex:
-    """Hierarchical Navigable Small World graph over the slots of a :class:`VectorTable`.
+    """Hierarchical Navigable Small World graph over the slots of a `VectorTable`.
 
-    ``add`` inserts new slots and relinks slots whose vector changed, ``remove`` marks slots deleted (still walked
-    through, never returned, until compaction builds a new index), ``search``/``search_batch`` answer top-k queries
-    among an allowed mask.
+    ``add`` inserts new slots, ``remove`` marks slots deleted (still walked through, never returned, until
+    compaction builds a new index), ``search``/``search_batch`` answer top-k queries among an allowed mask.
 
-    With ``background=True`` (the store's setting), ``add`` only queues the slots (:mod:`.link_queue`) and a
-    daemon thread links them; searches scan the queued slots exactly until then. Otherwise ``add`` links at once.
-    Every method may be called from any thread: the graph arrays change only under ``self.lock``.
+    With ``background=True`` (the store's setting), ``add`` only queues the slots (`vecstore_ref.index.link_queue`)
+    and a daemon thread links them; searches scan the queued slots exactly until then. Otherwise ``add`` links at
+    once. Links change only under ``self.lock``; searches take no lock (module docstring).
     """
 
     kind = "hnsw"
@@ -83,73 +114,113 @@ class HNSWIndex:
         self.params = params
         self.background = bool(background)
         self.max_unlinked = MAX_UNLINKED
-        self.lock = threading.RLock()  # held while the graph arrays are read or changed
+        self.lock = threading.RLock()  # held while links are written (one chunk at a time)
+        self._unpaused = threading.Condition(self.lock)
+        self._paused = 0  # pause_linking() calls not yet resumed
         self._queue = LinkQueue()
         self._linker: threading.Thread | None = None
-        self._in_flight = 0  # slots taken from the queue and being linked
         self.m = params.m
         self._rng = np.random.default_rng(params.seed)
         self._level_mult = 1.0 / math.log(self.m)
-        self.ep = -1
-        self.max_level = -1
         self.n_nodes = 0
         self.n_up_rows = 0
+        self.linked_count = 0  # slots (re)linked since this object was made (a checkpoint remembers it)
+        self.link_threads: int | None = None  # at most this many Numba threads link a backlog (None = all)
         self._unswept = 0  # nodes (re)linked since the last reachability sweep
         self._cap = 0
         self.levels = np.zeros(0, dtype=np.int8)
         self.links0 = np.zeros((0, 2 * self.m), dtype=DTYPE_SLOT)
         self.up_offset = np.zeros(0, dtype=DTYPE_SLOT)
         self.deleted = np.zeros(0, dtype=np.uint8)
-        self.links_up = np.full((16, self.m), -1, dtype=DTYPE_SLOT)
+        self._upper = (np.full((16, self.m), -1, dtype=DTYPE_SLOT), -1, -1)  # (links_up, ep, max_level)
         self.exact_scan_factor = EXACT_SCAN_FACTOR
-        self._n_scratch = 1
         self._room = max(64, params.ef_search)  # W's room after the candidate heap in each scratch row
+        self._pool: list[_Scratch] = []  # scratch of finished searches, for the next ones
+        self._build: _Scratch | None = None  # the linker's scratch (under self.lock)
         self._grow()
+
+    # the upper layers and the entry point are published together (see the module docstring)
+    @property
+    def links_up(self) -> np.ndarray:
+        return self._upper[0]
+
+    @links_up.setter
+    def links_up(self, value: np.ndarray) -> None:
+        self._upper = (value, self._upper[1], self._upper[2])
+
+    @property
+    def ep(self) -> int:
+        return self._upper[1]
+
+    @ep.setter
+    def ep(self, value: int) -> None:
+        self._upper = (self._upper[0], int(value), self._upper[2])
+
+    @property
+    def max_level(self) -> int:
+        return self._upper[2]
+
+    @max_level.setter
+    def max_level(self, value: int) -> None:
+        self._upper = (self._upper[0], self._upper[1], int(value))
 
     # --- storage ----------------------------------------------------------------------------------------------
 
     def _grow(self) -> None:
-        """Follow the vector table's capacity (the store grows the table; the graph grows with it)."""
+        """Follow the vector table's capacity (the store grows the table; the graph grows with it).
+
+        Rows of slots outside the graph are left unwritten (``links0``: ``np.empty``): no kernel reads them, and
+        untouched pages cost no memory. Called by the thread that adds slots, under ``self.lock``."""
         cap = self.table.capacity
         old = self._cap
         if cap <= old:
             return
 
         def grown(arr, fill, shape):
-            out = np.full(shape, fill, dtype=arr.dtype)
+            out = np.empty(shape, dtype=arr.dtype) if fill is None else np.full(shape, fill, dtype=arr.dtype)
             out[:old] = arr[:old]
             return out
 
         self.levels = grown(self.levels, -1, cap)
-        self.links0 = grown(self.links0, -1, (cap, 2 * self.m))
+        self.links0 = grown(self.links0, None, (cap, 2 * self.m))
         self.up_offset = grown(self.up_offset, -1, cap)
         self.deleted = grown(self.deleted, 0, cap)
         self._cap = cap
-        self._alloc_scratch(self._n_scratch, self._room)
+        self._pool = []
 
-    def _alloc_scratch(self, n_threads: int, room: int) -> None:
-        """Per-thread search buffers: an epoch visited array, and a row holding the candidate heap (capacity
-        entries) followed by the result heap (``room`` entries)."""
+    def _scratch_for(self, threads: int, room: int) -> _Scratch:
+        """Scratch for a search on the current arrays: from the pool, or new."""
         cap = self._cap
-        self._n_scratch, self._room = n_threads, room
-        self._visited = np.zeros((n_threads, cap), dtype=np.uint16)
-        self._tags = np.zeros(n_threads, dtype=np.int64)
-        self._sd = np.empty((n_threads, cap + room), dtype=DTYPE_VEC)
-        self._ss = np.empty((n_threads, cap + room), dtype=DTYPE_SLOT)
-        self._visited0, self._sd0, self._ss0 = self._visited[0], self._sd[0], self._ss[0]
+        while self._pool:
+            try:
+                sc = self._pool.pop()
+            except IndexError:
+                break
+            if sc.cap == cap and sc.room >= room and sc.visited.shape[0] >= threads:
+                return sc
+        return _Scratch.new(threads, cap, max(room, self._room))
 
-    def _scratch(self, n_threads: int, ef: int = 0) -> None:
-        if n_threads > self._n_scratch or ef > self._room:
-            self._alloc_scratch(max(n_threads, self._n_scratch), max(ef, self._room))
+    def _give_back(self, sc: _Scratch) -> None:
+        if sc.cap == self._cap and len(self._pool) < 8:
+            self._pool.append(sc)
+
+    def _build_scratch(self, threads: int) -> _Scratch:
+        """The linker's scratch (under ``self.lock``)."""
+        b = self._build
+        if b is None or b.cap != self._cap or b.visited.shape[0] < threads:
+            b = self._build = _Scratch.new(max(threads, 1), self._cap, max(self.params.ef_construction, self.m))
+        return b
 
     def _alloc_up_rows(self, n_new: int) -> int:
-        """Reserve ``n_new`` rows of ``links_up``; returns the first."""
+        """Reserve ``n_new`` rows of ``links_up``; returns the first. A larger array is published with the next
+        links (searches keep the one they started with)."""
         first = self.n_up_rows
         need = first + n_new
-        if need > self.links_up.shape[0]:
-            rows = np.full((max(need, 2 * self.links_up.shape[0]), self.m), -1, dtype=DTYPE_SLOT)
-            rows[:first] = self.links_up[:first]
-            self.links_up = rows
+        links_up, ep, max_level = self._upper
+        if need > links_up.shape[0]:
+            rows = np.full((max(need, 2 * links_up.shape[0]), self.m), -1, dtype=DTYPE_SLOT)
+            rows[:first] = links_up[:first]
+            self._upper = (rows, ep, max_level)
         self.n_up_rows = need
         return first
 
@@ -169,11 +240,11 @@ class HNSWIndex:
         return s
 
     def add(self, slots: np.ndarray) -> None:
-        """Insert new slots (INSERT, Alg. 1) and relink slots already in the graph whose vectors changed.
+        """Insert new slots (INSERT, Alg. 1); relink slots already in the graph (their vectors changed).
 
         The slots are linked in the given order (a repeated slot once, at its first place), in batches of
         ``BUILD_BATCH`` whose neighbour searches run in parallel; a big add is the fast bulk-build path. In the
-        background mode they are queued, and linked here only beyond ``max_unlinked`` waiting slots.
+        background mode they are queued (see `link_backlog`).
         """
         slots = self._slots_arg(slots)
         if slots.size == 0:
@@ -182,37 +253,76 @@ class HNSWIndex:
             _, first = np.unique(slots, return_index=True)
             if first.size != slots.size:
                 slots = slots[np.sort(first)]
+        if self.table.capacity > self._cap:
+            with self.lock:
+                self._grow()
+        relink = slots[self.levels[slots] >= 0]
+        if relink.size:
+            self.deleted[relink] = 1  # walked through, never returned, until relinked (its links are stale)
         self._queue.push(slots)
         if not self.background:
             self.link_queued()
             return
         if self._linker is None or not self._linker.is_alive():
             self._linker = start_linker(self, self._queue)
-        excess = len(self._queue) - self.max_unlinked
-        if excess > 0:
-            self.link_queued(excess)
 
-    def link_queued(self, max_nodes: int | None = None) -> int:
-        """Link up to ``max_nodes`` (None = all) of the oldest queued slots into the graph; returns how many."""
+    def link_backlog(self) -> int:
+        """Link, in the calling thread, what is queued beyond ``max_unlinked`` (the exact scan every query makes of
+        the queue stays short); returns how many. The store calls it after a write, outside its read-write lock,
+        so a bulk load is slowed down to the linking speed instead of queries."""
+        excess = len(self._queue) - self.max_unlinked
+        return self.link_queued(excess) if excess > 0 else 0
+
+    def link_queued(self, max_nodes: int | None = None, from_linker: bool = False) -> int:
+        """Link up to ``max_nodes`` (None = all) of the oldest queued slots into the graph; returns how many.
+
+        Waits while a checkpoint has paused linking (`pause_linking`)."""
+        total = 0
         with self.lock:
-            chunk = self._sync(max_nodes)
-            if chunk.size:
-                self._in_flight = int(chunk.size)
+            while True:
+                while self._paused:
+                    self._unpaused.wait()
+                    if from_linker:
+                        return total  # the linker thread takes the next chunk on its next turn
+                chunk = self._queue.take(max_nodes if max_nodes is None else max_nodes - total)
+                if chunk.size == 0:
+                    return total
                 try:
                     self._link(chunk)
                 except BaseException:  # e.g. MemoryError: the chunk waits again, so queries still scan it
                     self.n_nodes = int(np.count_nonzero(self.levels >= 0))
                     self.up_offset[chunk[self.levels[chunk] < 0]] = -1  # rows reserved for nodes never written
-                    self._queue.push(chunk, front=True)
+                    removed = self._queue.done(failed=True)
+                    if removed.size:
+                        self.deleted[removed] = 1
                     raise
-                finally:
-                    self._in_flight = 0
-            return int(chunk.size)
+                removed = self._queue.done()
+                if removed.size:
+                    self.deleted[removed] = 1  # removed by the store while they were being linked
+                total += int(chunk.size)
+                if max_nodes is not None and total >= max_nodes:
+                    return total
 
     @property
     def n_unlinked(self) -> int:
         """Slots written but not linked yet (queued, or being linked right now)."""
-        return len(self._queue) + self._in_flight
+        return self._queue.n_unlinked
+
+    def unlinked_slots(self) -> np.ndarray:
+        """The slots waiting or being linked (int32)."""
+        return self._queue.for_search()
+
+    def pause_linking(self) -> None:
+        """Stop linking after the chunk in progress (waits for it) until `resume_linking`: a checkpoint writes
+        the arrays out meanwhile. Writers that would link themselves (``max_unlinked``) wait too."""
+        with self.lock:
+            self._paused += 1
+
+    def resume_linking(self) -> None:
+        with self.lock:
+            self._paused -= 1
+            if not self._paused:
+                self._unpaused.notify_all()
 
     def close(self) -> None:
         """Stop the linker thread (what it has not linked stays queued; the store's log still holds it)."""
@@ -220,18 +330,6 @@ class HNSWIndex:
         linker, self._linker = self._linker, None
         if linker is not None and linker is not threading.current_thread():
             linker.join()
-
-    def _sync(self, max_nodes: int | None = 0) -> np.ndarray:
-        """Apply what the queue gathered since the last call (under ``self.lock``); returns the chunk to link, and
-        keeps the slots still waiting in ``self._waiting``."""
-        self._grow()
-        taken = self._queue.take(max_nodes)
-        if taken.to_mark.size:
-            self.deleted[taken.to_mark] = 1  # not returned by a walk until (re)linked, see link_queue
-        if taken.to_delete.size:
-            self.deleted[taken.to_delete] = 1
-        self._waiting = taken.waiting
-        return taken.chunk
 
     def _link(self, slots: np.ndarray) -> None:
         """Link distinct ``slots`` now, in order (under ``self.lock``)."""
@@ -246,38 +344,42 @@ class HNSWIndex:
                 first_row = self._alloc_up_rows(int(lv[high].sum(dtype=np.int64)))
                 starts = first_row + np.cumsum(lv[high], dtype=np.int64) - lv[high]
                 self.up_offset[new[high]] = starts.astype(DTYPE_SLOT)
-        self.deleted[slots] = 0
         is_new_u8 = is_new.astype(np.uint8)
         for start in range(0, slots.size, BUILD_BATCH):
             end = start + BUILD_BATCH
             self._insert_batch(slots[start:end], node_levels[start:end], is_new_u8[start:end])
+        relinked = slots[~is_new]
+        if relinked.size:
+            self.deleted[relinked] = 0
         self.n_nodes += int(new.size)
+        self.linked_count += int(slots.size)
         self._unswept += int(slots.size)
         if self._unswept * SWEEP_EVERY >= self.n_nodes:
             self._repair()
 
     def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, is_new: np.ndarray) -> None:
-        """The three phases of a batch insert (see :mod:`vecstore_ref.kernels.hnsw_build`)."""
+        """The three phases of a batch insert (see `vecstore_ref.kernels.hnsw_build`)."""
         from ..kernels.hnsw_build import connect_back, plan_links, write_links
 
         t = self.table
         m = self.m
         b = nodes.size
+        links_up, ep, max_level = self._upper
         per_node = node_levels.astype(np.int64) + 1
         fwd_off = np.cumsum(per_node) - per_node
         n_rows = int(fwd_off[-1] + per_node[-1])
         fwd = np.full((n_rows, m), -1, dtype=DTYPE_SLOT)
         fwd_n = np.zeros(n_rows, dtype=np.int32)
         n_threads = max(1, min(numba_threads(), b))
-        self._scratch(n_threads)
-        if self.ep >= 0 or b > 1:
-            plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
-                       self.deleted, self.ep, self.max_level, nodes, node_levels, is_new, m,
-                       max(self.params.ef_construction, m), self._visited[:n_threads], self._tags,
-                       self._sd[:n_threads], self._ss[:n_threads], fwd, fwd_n, fwd_off)
-        ep, max_level = write_links(self.links0, self.links_up, self.up_offset, self.levels, self.ep, self.max_level,
+        sc = self._build_scratch(n_threads)
+        if ep >= 0 or b > 1:
+            plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset,
+                       self.deleted, ep, max_level, nodes, node_levels, is_new, m,
+                       max(self.params.ef_construction, m), sc.visited[:n_threads], sc.tags,
+                       sc.sd[:n_threads], sc.ss[:n_threads], fwd, fwd_n, fwd_off)
+        ep, max_level = write_links(self.links0, links_up, self.up_offset, self.levels, ep, max_level,
                                     nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
-        self.ep, self.max_level = int(ep), int(max_level)
+        self._upper = (links_up, int(ep), int(max_level))
         # Reverse links, grouped by (layer, target) so that each target's list is updated by one thread.
         n_links = fwd_n.astype(np.int64)
         if not n_links.any():
@@ -291,27 +393,29 @@ class HNSWIndex:
         starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
         group_start = np.append(starts, key.size).astype(np.int64)
         group_key = key[starts]
-        connect_back(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset,
+        connect_back(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset,
                      group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
                      np.ascontiguousarray(sources), int(np.diff(group_start).max()), n_threads)
 
     def remove(self, slots: np.ndarray) -> None:
         """Mark deleted: excluded from results, still used for traversal until compaction rebuilds the graph."""
         slots = self._slots_arg(slots)
+        if slots.size == 0:
+            return
         self._queue.remove(slots)
-        if not self.background:
+        if self.table.capacity > self._cap:
             with self.lock:
-                self._sync()
+                self._grow()
+        self.deleted[slots] = 1
 
     @property
     def n_deleted(self) -> int:
         """Nodes in the graph marked deleted (not counting those waiting for a relink)."""
-        with self.lock:
-            self._sync()
-            n = self.table.n_slots
-            dead = (self.deleted[:n] != 0) & (self.levels[:n] >= 0)
-            dead[self._waiting] = False
-            return int(np.count_nonzero(dead))
+        n = self.table.n_slots
+        dead = (self.deleted[:n] != 0) & (self.levels[:n] >= 0)
+        waiting = self._queue.for_search()
+        dead[waiting[waiting < n]] = False
+        return int(np.count_nonzero(dead))
 
     def repair_connectivity(self, max_rounds: int = 8) -> int:
         """Link everything queued, then :meth:`_repair` the graph's reachability; returns the links added."""
@@ -326,28 +430,29 @@ class HNSWIndex:
         node can never be found. This sweep (a breadth-first search, O(n * m)) finds them and links each from its
         nearest reachable node. Linking runs it by itself once ``n_nodes / SWEEP_EVERY`` nodes have been
         (re)linked since the last sweep, which amortizes it to a few percent of the insert cost. Runs under
-        ``self.lock``; the table may grow meanwhile (the linker thread does not hold the store's lock).
+        ``self.lock``.
         """
         from ..kernels.hnsw_build import reachable_from, repair_reachability
 
         self._unswept = 0
-        if self.ep < 0:
+        links_up, ep, max_level = self._upper
+        if ep < 0:
             return 0
-        self._grow()
         t = self.table
         n = min(t.n_slots, self._cap)
         total = 0
         queue = np.empty(self._cap, dtype=DTYPE_SLOT)
+        sc = self._build_scratch(1)
         for _ in range(max_rounds):
             seen = np.zeros(self._cap, dtype=bool)
-            reachable_from(self.links0, np.array([self.ep], dtype=DTYPE_SLOT), seen, queue)
+            reachable_from(self.links0, np.array([ep], dtype=DTYPE_SLOT), seen, queue)
             lost = np.flatnonzero((self.levels[:n] >= 0) & (self.deleted[:n] == 0) & ~seen[:n]).astype(DTYPE_SLOT)
             if lost.size == 0:
                 break
-            added, replaced = repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, self.links_up,
-                                                  self.up_offset, self.deleted, self.ep, self.max_level, lost,
+            added, replaced = repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
+                                                  self.up_offset, self.deleted, ep, max_level, lost,
                                                   max(self.params.ef_construction, self.m), seen, queue,
-                                                  self._visited0, self._tags, self._sd0, self._ss0)
+                                                  sc.visited[0], sc.tags, sc.sd[0], sc.ss[0])
             total += int(added)
             if replaced == 0:
                 break
@@ -391,19 +496,13 @@ class HNSWIndex:
             return -1
         return min(int(math.sqrt(self.exact_scan_factor * self.n_nodes * ef * self.m)), self.n_nodes // 2)
 
-    def _ef(self, k: int, ef: int | None) -> int:
-        """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of nodes (or k)."""
+    def _ef(self, k: int, ef: int | None, n_unlinked: int = 0) -> int:
+        """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of candidates (or k)."""
         e = max(int(ef) if ef else self.params.ef_search, k)
-        return max(1, min(e, max(self.n_nodes, k)))
+        return max(1, min(e, max(self.n_nodes + n_unlinked, k)))
 
-    def _unlinked_for_search(self) -> np.ndarray:
-        """The queued slots a search scans exactly (under ``self.lock``), after applying the queue's changes."""
-        if self._queue.idle:
-            return _EMPTY_SLOTS
-        self._sync()
-        return self._waiting
-
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
+               spare: bool = False):
         """K-NN-SEARCH (Alg. 5) for one query among the ``allowed`` live slots.
 
         Args:
@@ -411,36 +510,43 @@ class HNSWIndex:
             k: results wanted; fewer come back if fewer nodes are allowed.
             allowed: bool (>= n_slots,): the slots that may be returned (all nodes are walked through).
             ef: search width (default ``params.ef_search``; at least ``k`` is used).
+            spare: return all of ``W`` (up to ``ef`` results), not just the first ``k``: the caller breaks a tie
+                at the k-th place by id (they are ordered by distance, then slot).
 
         Returns:
-            ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k, best first by (distance, slot).
+            ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k (or ef), best first by (distance,
+            slot).
         """
-        with self.lock:
-            unlinked = self._unlinked_for_search()
-            k = min(int(k), self.n_nodes + unlinked.size)
-            if k <= 0:
-                return _EMPTY_SLOTS, _EMPTY_DISTS, SearchStats()
-            t = self.table
-            if t.capacity != self._cap:
-                self._grow()
-            q = self._query(query)
-            allowed = self._mask(allowed)
-            e = self._ef(k, ef)
-            if e > self._room:
-                self._scratch(1, e)
+        unlinked = self._queue.for_search()
+        k = min(int(k), self.n_nodes + unlinked.size)
+        if k <= 0:
+            return _EMPTY_SLOTS, _EMPTY_DISTS, SearchStats()
+        t = self.table
+        q = self._query(query)
+        allowed = self._mask(allowed)
+        e = self._ef(k, ef, unlinked.size)
+        kk = e if spare else k
+        links_up, ep, max_level = self._upper
+        levels, links0, up_offset, deleted = self.levels, self.links0, self.up_offset, self.deleted
+        sc = self._scratch_for(1, e)
+        try:
             found, n_dist, hops = _search_kernels().knn_search(
-                t.metric_code, q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
-                self.deleted, allowed, self.ep, self.max_level, k, e, self._visited0, self._tags, 0, self._sd0,
-                self._ss0, self.scan_limit(e), unlinked)
-            cap = self._cap
-            return self._ss0[cap:cap + found].copy(), self._sd0[cap:cap + found].copy(), SearchStats(n_dist, hops)
+                t.metric_code, q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed,
+                ep, max_level, kk, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0], self.scan_limit(e), unlinked)
+            cap = sc.cap
+            out = sc.ss[0, cap:cap + found].copy(), sc.sd[0, cap:cap + found].copy(), SearchStats(n_dist, hops)
+        finally:
+            self._give_back(sc)
+        return out
 
-    def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None):
+    def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
+                     spare: bool = False):
         """K-NN-SEARCH for every row of ``queries`` (float32 (nq, dim)), the queries spread over the threads.
 
         Returns:
             ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
-            (nq,), hops int64 (nq,))`` with ``w = min(k, n_slots)``; row i equals ``search(queries[i], ...)``.
+            (nq,), hops int64 (nq,))`` with ``w = min(k, n_slots)`` (with ``spare``: up to ``ef`` columns, as for
+            `search`); row i equals ``search(queries[i], ...)``.
         """
         t = self.table
         Q = queries
@@ -449,62 +555,86 @@ class HNSWIndex:
         if Q.ndim != 2 or Q.shape[1] != t.dim:
             raise InvalidArgumentError(f"queries must have shape (nq, {t.dim}), got {Q.shape}")
         nq = Q.shape[0]
-        w = max(0, min(int(k), t.n_slots))
+        unlinked = self._queue.for_search()
+        kk = min(int(k), t.n_slots, self.n_nodes + unlinked.size)
+        e = self._ef(max(kk, 1), ef, unlinked.size)
+        w = max(0, min(e if spare else int(k), t.n_slots))
         out_d = np.full((nq, w), np.inf, dtype=DTYPE_VEC)
         out_s = np.full((nq, w), -1, dtype=DTYPE_SLOT)
         n_dist = np.zeros(nq, dtype=np.int64)
         hops = np.zeros(nq, dtype=np.int64)
-        with self.lock:
-            unlinked = self._unlinked_for_search()
-            kk = min(w, self.n_nodes + unlinked.size)
-            if nq == 0 or kk == 0:
-                return out_s, out_d, n_dist, hops
-            self._grow()
-            allowed = self._mask(allowed)
-            n_threads = max(1, min(numba_threads(), nq))
-            e = self._ef(kk, ef)
-            self._scratch(n_threads, e)
-            res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
-            res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
+        if nq == 0 or kk == 0:
+            return out_s, out_d, n_dist, hops
+        if spare:
+            kk = min(e, self.n_nodes + unlinked.size)
+        allowed = self._mask(allowed)
+        n_threads = max(1, min(numba_threads(), nq))
+        links_up, ep, max_level = self._upper
+        levels, links0, up_offset, deleted = self.levels, self.links0, self.up_offset, self.deleted
+        res_d = out_d if kk == w else np.full((nq, kk), np.inf, dtype=DTYPE_VEC)
+        res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
+        sc = self._scratch_for(n_threads, e)
+        try:
             _search_kernels().knn_search_batch(
-                t.metric_code, Q, t.vectors, t.inv_norms, self.links0, self.links_up, self.up_offset, self.levels,
-                self.deleted, allowed, self.ep, self.max_level, e, self._visited[:n_threads], self._tags,
-                self._sd[:n_threads], self._ss[:n_threads], self.scan_limit(e), unlinked, res_d, res_s, n_dist, hops)
+                t.metric_code, Q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep,
+                max_level, e, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads], sc.ss[:n_threads],
+                self.scan_limit(e), unlinked, res_d, res_s, n_dist, hops)
+        finally:
+            self._give_back(sc)
         if kk != w:
             out_d[:, :kk], out_s[:, :kk] = res_d, res_s
         return out_s, out_d, n_dist, hops
 
     # --- persistence ------------------------------------------------------------------------------------------
 
-    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """``(meta, arrays)`` for a snapshot: JSON values, and numeric arrays covering the table's used slots.
+    def capture(self, n: int) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)`` of the graph over slots ``0 .. n-1`` for a snapshot, without linking anything.
 
-        Everything queued is linked first: a saved graph holds every vector of the table."""
-        with self.lock:
-            self.link_queued()
-            return self._to_arrays()
-
-    def _to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
-        n = self.table.n_slots
-        self._grow()
+        Slots not linked yet are saved with level -1 (the loader queues them again). The caller keeps linking
+        paused (`pause_linking`) until the arrays are written: they are views, except ``deleted``, which writers
+        change and is copied.
+        """
+        links_up, ep, max_level = self._upper
+        levels = self.levels[:n]
+        links0 = self.links0[:n]
+        outside = np.flatnonzero(levels < 0)
+        if outside.size:
+            links0[outside] = -1  # rows never written (np.empty) or of nodes whose linking failed
         state = self._rng.bit_generator.state
-        meta = {"format": FORMAT_VERSION, "m": self.m, "ep": self.ep, "max_level": self.max_level,
-                "n_nodes": self.n_nodes, "n_up_rows": self.n_up_rows, "unswept": self._unswept,
+        meta = {"format": FORMAT_VERSION, "m": self.m, "ep": ep, "max_level": max_level,
+                "n_nodes": int(np.count_nonzero(levels >= 0)), "n_up_rows": self.n_up_rows,
+                "unswept": self._unswept,
                 "rng": {"bit_generator": state["bit_generator"], "state": str(state["state"]["state"]),
                         "inc": str(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]),
                         "uinteger": int(state["uinteger"])}}
-        arrays = {"levels": self.levels[:n].copy(), "links0": self.links0[:n].copy(),
-                  "up_offset": self.up_offset[:n].copy(), "deleted": self.deleted[:n].copy(),
-                  "links_up": self.links_up[: self.n_up_rows].copy()}
+        arrays = {"levels": levels, "links0": links0, "up_offset": self.up_offset[:n],
+                  "deleted": self.deleted[:n].copy(), "links_up": links_up[: self.n_up_rows]}
         return meta, arrays
+
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)`` of the whole graph as copies (for callers of the index itself)."""
+        self.pause_linking()
+        try:
+            with self.lock:
+                meta, arrays = self.capture(self.table.n_slots)
+                return meta, {k: v.copy() for k, v in arrays.items()}
+        finally:
+            self.resume_linking()
 
     @classmethod
     def from_arrays(cls, table: VectorTable, params: HNSWParams, meta: dict, arrays: dict, *,
-                    background: bool = False) -> HNSWIndex:
+                    background: bool = False, mapped: np.ndarray | None = None,
+                    buffers: dict | None = None) -> HNSWIndex | None:
         """Load a saved graph without rebuilding it, after checking every shape and bound.
 
-        A graph that fails a check raises :class:`CorruptSnapshotError`: no bad index ever reaches a kernel.
+        ``mapped`` (bool (n_slots,)): the slots holding records; those the saved graph did not link yet are
+        queued. ``buffers``: capacity-sized arrays the snapshot reader filled in place (``levels``, ``links0``,
+        ``up_offset``, ``deleted``), adopted instead of copied. Returns None for a graph of format 1 (rebuilt by
+        the caller from the vectors). A graph that fails a check raises `CorruptSnapshotError`: no bad index ever
+        reaches a kernel.
         """
+        if meta.get("format") == 1:
+            return None
         idx = cls(table, params, background=background)
         try:
             fields = validate_saved_graph(meta, arrays, table.n_slots, params.m, FORMAT_VERSION)
@@ -517,14 +647,21 @@ class HNSWIndex:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise CorruptSnapshotError(f"the saved HNSW graph is malformed: {exc!r}") from None
         n = table.n_slots
-        idx.levels[:n] = arrays["levels"]
-        idx.links0[:n] = arrays["links0"]
-        idx.up_offset[:n] = arrays["up_offset"]
-        idx.deleted[:n] = arrays["deleted"]
-        idx._alloc_up_rows(fields["n_up_rows"])
-        idx.links_up[: fields["n_up_rows"]] = arrays["links_up"]
-        idx.ep, idx.max_level = fields["ep"], fields["max_level"]
+        for name in ("levels", "links0", "up_offset", "deleted"):
+            full = (buffers or {}).get(name)
+            if full is not None and full.shape[0] >= idx._cap and np.shares_memory(full, arrays[name]):
+                setattr(idx, name, full[: idx._cap])
+            else:
+                getattr(idx, name)[:n] = arrays[name]
+        links_up = np.full((max(16, fields["n_up_rows"]), params.m), -1, dtype=DTYPE_SLOT)
+        links_up[: fields["n_up_rows"]] = arrays["links_up"]
+        idx._upper = (links_up, fields["ep"], fields["max_level"])
+        idx.n_up_rows = fields["n_up_rows"]
         idx.n_nodes, idx._unswept = fields["n_nodes"], fields["unswept"]
+        if mapped is not None:
+            pending = np.flatnonzero(mapped[:n] & (idx.levels[:n] < 0)).astype(DTYPE_SLOT)
+            if pending.size:
+                idx.add(pending)
         return idx
 
     def memory_bytes(self) -> int:
@@ -540,4 +677,8 @@ class HNSWIndex:
         reachable from the entry point on layer 0."""
         with self.lock:
             self.link_queued()
+            n = self.table.n_slots
+            outside = np.flatnonzero(self.levels[:n] < 0)
+            if outside.size:
+                self.links0[outside] = -1  # rows never written (see _grow): the checks read every row
             return graph_problems(self)

@@ -7,15 +7,16 @@ thread links the queue in chunks, oldest first. Until a slot is linked, queries 
 list) and merge it with the graph's results, so a write is visible to the next query like any other.
 
 :class:`LinkQueue` is the bookkeeping, safe to call from any thread; the graph itself is changed only by the
-index, under its own lock (see :meth:`vecstore_ref.index.hnsw.HNSWIndex.link_queued`). It hands the index, in one
-atomic step, everything the index has to apply to its arrays before it reads them:
+index, under its own lock (see `vecstore_ref.index.hnsw.HNSWIndex.link_queued`). A slot is in one of three
+places:
 
-- ``to_mark``: slots queued since the last step. A slot already in the graph (its vector changed) is marked
-  deleted until it is relinked: the walk still passes through it but never returns it, since its links were made
-  for the old vector; the exact scan returns it instead.
-- ``to_delete``: slots the store removed since the last step (they leave the queue at once).
-- ``chunk``: the oldest queued slots, to link now.
-- ``waiting``: the slots still queued, which a query scans exactly.
+- *waiting*: queued, in write order;
+- *in flight*: taken by the linker, being linked right now (the graph may already hold some of its links);
+- neither: linked, or removed by the store before it was linked.
+
+Queries scan the waiting and in-flight slots exactly (`LinkQueue.for_search`), and the walk skips them (it marks
+them visited first), so a slot being linked is found exactly once. A slot the store removes while it is in flight
+is reported by `LinkQueue.done`, so the index can mark it deleted once its chunk is linked.
 
 Other index engines do the same: Qdrant and Milvus search segments that are not indexed yet by brute force while
 an optimizer builds their graph.
@@ -27,7 +28,6 @@ import logging
 import threading
 import time
 import weakref
-from typing import NamedTuple
 
 import numpy as np
 
@@ -40,15 +40,6 @@ LINK_CHUNK = 256  # slots linked per turn of the background thread (about 20 ms 
 LINGER_S = 0.02  # how long the thread waits for a full chunk once a slot is waiting
 
 
-class Taken(NamedTuple):
-    """What :meth:`LinkQueue.take` hands the index (int32 slot arrays)."""
-
-    to_mark: np.ndarray
-    to_delete: np.ndarray
-    chunk: np.ndarray
-    waiting: np.ndarray
-
-
 class LinkQueue:
     """A FIFO of slots waiting to be linked; a slot is in it at most once."""
 
@@ -57,19 +48,26 @@ class LinkQueue:
         self._queued = np.zeros(1024, dtype=np.uint8)  # 1 = waiting; entries of _fifo whose flag is 0 are stale
         self._fifo: list[np.ndarray] = []
         self._n = 0  # slots waiting
-        self._to_mark: list[np.ndarray] = []
-        self._to_delete: list[np.ndarray] = []
+        self._in_flight = _EMPTY
+        self._removed_in_flight: list[np.ndarray] = []
         self._waiting = _EMPTY  # the waiting slots in queue order, rebuilt when stale
         self._waiting_stale = False
+        self._for_search = _EMPTY  # waiting + in flight, rebuilt when stale
+        self._search_stale = False
         self.closed = False
 
     def __len__(self) -> int:
+        """Slots waiting (not counting the chunk in flight)."""
         return self._n
 
     @property
     def idle(self) -> bool:
-        """Nothing waiting and nothing to apply (read without the lock: a search's fast path)."""
-        return not (self._n or self._to_mark or self._to_delete)
+        """Nothing waiting and nothing in flight (read without the lock: a search's fast path)."""
+        return not self._n and not self._in_flight.size
+
+    @property
+    def n_unlinked(self) -> int:
+        return self._n + int(self._in_flight.size)
 
     def _flags(self, top: int) -> np.ndarray:
         if top > self._queued.shape[0]:
@@ -94,13 +92,13 @@ class LinkQueue:
                 self._fifo.insert(0, new)
             else:
                 self._fifo.append(new)
-            self._to_mark.append(slots)
-            self._waiting_stale = True
+            self._waiting_stale = self._search_stale = True
             if self._n == new.size or self._n >= LINK_CHUNK:
                 self._cond.notify()  # the first slot to wait, or a full chunk
 
     def remove(self, slots: np.ndarray) -> None:
-        """Forget ``slots`` (the store deleted them): they leave the queue and are marked deleted at the next take."""
+        """Forget ``slots`` (the store deleted them): they leave the queue, or are reported by :meth:`done` if they
+        are in flight."""
         if slots.size == 0:
             return
         with self._cond:
@@ -108,25 +106,58 @@ class LinkQueue:
             was = np.unique(slots[flags[slots] == 1])
             flags[was] = 0
             self._n -= int(was.size)
-            self._to_delete.append(slots)
-            self._waiting_stale = True
+            if self._in_flight.size:
+                hit = slots[np.isin(slots, self._in_flight)]
+                if hit.size:
+                    self._removed_in_flight.append(hit)
+            self._waiting_stale = self._search_stale = True
 
-    def take(self, max_chunk: int | None) -> Taken:
-        """The marks and deletions to apply, up to ``max_chunk`` (None = all) oldest slots to link, and the rest."""
+    def take(self, max_chunk: int | None) -> np.ndarray:
+        """Up to ``max_chunk`` (None = all) of the oldest waiting slots, now in flight until :meth:`done`."""
         with self._cond:
-            to_mark = _concat(self._to_mark)
-            to_delete = _concat(self._to_delete)
-            self._to_mark, self._to_delete = [], []
-            chunk = _EMPTY
-            if self._n and (max_chunk is None or max_chunk > 0):
+            if not self._n or (max_chunk is not None and max_chunk <= 0):
+                return _EMPTY
+            waiting = self._waiting_now()
+            limit = waiting.size if max_chunk is None else min(int(max_chunk), waiting.size)
+            chunk, rest = waiting[:limit], waiting[limit:]
+            # In flight before it leaves the count: `idle` is read without the lock, and must never see a moment
+            # where the chunk is in neither place.
+            self._in_flight = chunk
+            self._search_stale = True
+            self._queued[chunk] = 0
+            self._n -= int(chunk.size)
+            self._fifo = [rest] if rest.size else []
+            self._waiting, self._waiting_stale = rest, False
+            return chunk
+
+    def done(self, failed: bool = False) -> np.ndarray:
+        """The chunk in flight is linked (or, with ``failed``, goes back to the front of the queue); returns the
+        slots of it that were removed meanwhile."""
+        with self._cond:
+            chunk, self._in_flight = self._in_flight, _EMPTY
+            removed = np.concatenate(self._removed_in_flight) if self._removed_in_flight else _EMPTY
+            self._removed_in_flight = []
+            self._search_stale = True
+        if failed:
+            keep = chunk[~np.isin(chunk, removed)] if removed.size else chunk
+            self.push(keep, front=True)
+        return removed
+
+    def waiting(self) -> np.ndarray:
+        with self._cond:
+            return self._waiting_now()
+
+    def for_search(self) -> np.ndarray:
+        """The slots a query scans exactly: waiting and in flight (int32, a consistent copy)."""
+        if self.idle:
+            return _EMPTY
+        with self._cond:
+            if self._search_stale:
                 waiting = self._waiting_now()
-                limit = waiting.size if max_chunk is None else min(int(max_chunk), waiting.size)
-                chunk, rest = waiting[:limit], waiting[limit:]
-                self._queued[chunk] = 0
-                self._n -= int(chunk.size)
-                self._fifo = [rest] if rest.size else []
-                self._waiting, self._waiting_stale = rest, False
-            return Taken(to_mark, to_delete, chunk, self._waiting_now())
+                self._for_search = (np.concatenate([self._in_flight, waiting]) if self._in_flight.size
+                                    else waiting)
+                self._search_stale = False
+            return self._for_search
 
     def _waiting_now(self) -> np.ndarray:
         if self._waiting_stale:
@@ -167,8 +198,6 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-
-
 def start_linker(index, queue: LinkQueue) -> threading.Thread:
     """Start the daemon thread that links ``queue`` into ``index`` (``index.link_queued(n)``), a chunk per turn.
 
@@ -192,9 +221,10 @@ def start_linker(index, queue: LinkQueue) -> threading.Thread:
             if idx is None:
                 return
             try:
-                numba.set_num_threads(1 if len(queue) < LINK_CHUNK else all_threads)  # this thread's setting only
-                idx.link_queued(LINK_CHUNK)
-            except Exception:  # the queue stays: queries scan it, and a checkpoint links it (and reports the error)
+                limit = idx.link_threads or all_threads
+                numba.set_num_threads(1 if len(queue) < LINK_CHUNK else min(limit, all_threads))  # this thread only
+                idx.link_queued(LINK_CHUNK, from_linker=True)
+            except Exception:  # the queue stays: queries scan it, flush_index() links it (and reports the error)
                 log.exception("linking queued vectors into the HNSW graph failed; the linker thread stops")
                 return
             finally:

@@ -257,8 +257,10 @@ def prefer_exact(allowed, scan_limit):
 
 
 @njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
-def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, res_s):
+def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, visited, tag, res_d, res_s):
     """Top ``res_d.shape[0]`` of the allowed, live nodes by scanning them all (the sparse-filter path).
+
+    Nodes marked ``visited[s] == tag`` are skipped (the caller scans them itself, see :func:`knn_search`).
 
     Returns ``(results, distance computations)``; results sorted best first by (distance, slot), exactly as the
     flat index ranks them.
@@ -266,7 +268,7 @@ def exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d, 
     n_res = 0
     n_dist = 0
     for s in range(min(allowed.shape[0], levels.shape[0])):
-        if allowed[s] and deleted[s] == 0 and levels[s] >= 0:
+        if allowed[s] and deleted[s] == 0 and levels[s] >= 0 and visited[s] != tag:
             d = row_distance(metric, q, q_inv, X, inv_norms, s)
             n_dist += 1
             n_res = max_heap_push(res_d, res_s, n_res, d, s)
@@ -317,7 +319,8 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
             entries, then ``W``; the results are left at ``[capacity, capacity + found)``, best first.
         scan_limit: scan exactly if at most this many slots are allowed (decided here, see
             :func:`prefer_exact`); -1 = always walk, -2 = always scan.
-        unlinked: int32 (p,), slots outside the graph's results to scan exactly (usually empty).
+        unlinked: int32 (p,), slots to scan exactly rather than through the graph: written but not linked yet,
+            or being linked right now (usually empty).
 
     Returns:
         ``(results found (<= k), distance computations, hops)``.
@@ -329,10 +332,16 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
     found = 0
     n_dist = 0
     hops = 0
+    # The unlinked slots are scanned by fold_unlinked below; marking them visited keeps the walk (or the exact
+    # scan) from returning one of them too, as it could while the linker thread is writing its links.
+    tag = next_tag(visited, tags, t)
+    for i in range(unlinked.shape[0]):
+        visited[unlinked[i]] = tag
     if ep < 0:
         pass  # an empty graph: only unlinked slots can be found
     elif scan_limit == -2 or (scan_limit >= 0 and prefer_exact(allowed[:cap], scan_limit)):
-        found, n_dist = exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, res_d[:k], res_s[:k])
+        found, n_dist = exact_scan(metric, q, q_inv, X, inv_norms, allowed, deleted, levels, visited, tag,
+                                   res_d[:k], res_s[:k])
     else:
         ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
         # np.int64() / np.bool_() keep constant arguments from being typed as literals, so that one compiled
@@ -340,11 +349,11 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
         layer0 = np.int64(0)
         cur, cur_d, n_dist, hops = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d,
                                                   max_level, layer0)
-        tag = next_tag(visited, tags, t)
+        exclude = np.int64(cur) if visited[cur] == tag else np.int64(-1)  # an entry point being linked
         pending = np.empty(links0.shape[1], dtype=np.int32)
         found, nd, nh = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, layer0, cur,
                                      cur_d, res_d, res_s, scratch_d[:cap], scratch_s[:cap], pending, visited, tag,
-                                     allowed, deleted, np.bool_(True), np.int64(-1))
+                                     allowed, deleted, np.bool_(True), exclude)
         n_dist += nd + 1
         hops += nh
     if unlinked.shape[0] > 0:

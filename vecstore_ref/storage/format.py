@@ -10,9 +10,12 @@ All integers are little-endian.
 
 import struct
 
-# The one format version of every file this library writes. A file with a higher version raises
-# UnsupportedFormatError and is never modified; version 0 is invalid.
+# The format version of log segments and manifests. A file with a higher version raises UnsupportedFormatError
+# and is never modified; version 0 is invalid.
 FORMAT_VERSION = 1
+# Snapshots have their own version. Version 2 (block checksums instead of one SHA-256, packed ids and metadata,
+# saved metadata columns, graphs that may hold part of the table) is written; version 1 is still read.
+SNAPSHOT_FORMAT_VERSION = 2
 
 # --- log segments: log-00000001.vsl -------------------------------------------------------------------------------
 LOG_MAGIC = b"VSREFLOG"
@@ -59,8 +62,14 @@ SNAPSHOT_VERSION_OFFSET = 8
 SNAPSHOT_JSON_LEN_OFFSET = 12
 SNAPSHOT_JSON_OFFSET = 16
 SNAPSHOT_ALIGN = 64  # bytes: array data starts on a cache-line boundary (relative to the data block)
-SNAPSHOT_TRAILER_SIZE = 32  # SHA-256 of every byte before it
+# Version 2: the body (fixed header, JSON, padding, arrays) is followed by a table of u32 CRC32s, one per block of
+# SNAPSHOT_BLOCK_BYTES of the body (the last one shorter), then the trailer.
+SNAPSHOT_BLOCK_BYTES = 4 * 2**20  # 4 MiB: blocks are verified in parallel, as they are read
+# trailer := u64 body length | u32 block size | u32 CRC32 of the checksum table
+SNAPSHOT_TRAILER = struct.Struct("<QII")
+SNAPSHOT_TRAILER_SIZE = SNAPSHOT_TRAILER.size  # 16 bytes
 SNAPSHOT_MIN_SIZE = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE
+SNAPSHOT_V1_TRAILER_SIZE = 32  # version 1: a SHA-256 of every byte before it
 SNAPSHOT_MAX_HEADER_BYTES = 64 * 2**20  # 64 MiB of JSON header at most
 # Plain numeric dtypes only: no object arrays, no structured dtypes, nothing that could need pickle.
 SNAPSHOT_DTYPES = ("uint8", "int8", "int32", "int64", "float32", "float64", "bool")

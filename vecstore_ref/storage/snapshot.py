@@ -1,15 +1,22 @@
 """Snapshot files: the whole state at one sequence number, as named numpy arrays behind a JSON header.
 
-Layout (little-endian; see ``docs/concepts/storage-format.md``, constants in ``storage/format.py``)::
+Layout of format version 2 (little-endian; see ``docs/concepts/storage-format.md``, constants in
+``storage/format.py``)::
 
-    magic "VSREFSNP" (8) | u32 format version | u32 json_len | JSON header (json_len bytes)
-    | zero padding to a multiple of 64 | data block: each array at the offset the header's "arrays" table gives,
-    padded to 64 | SHA-256 of every byte before it (32)
+    body := magic "VSREFSNP" (8) | u32 format version | u32 json_len | JSON header (json_len bytes)
+            | zero padding to a multiple of 64 | each array at the offset the header's "arrays" table gives,
+            padded to 64
+    file := body | u32 CRC32 of each 4 MiB block of the body | u64 body length | u32 block size
+            | u32 CRC32 of the checksum table
 
-Written with ``fs.write_atomic`` (temp file, fsync, rename, directory fsync; crash points ``snapshot.*``). Read back
-in one streaming pass: every offset and length is checked against the file size before anything is allocated,
-each array is read straight into its own freshly allocated buffer (never a view of a larger buffer), and nothing is
-returned unless the SHA-256 matches. Only plain numeric dtypes exist here: no object arrays, no pickle.
+Written with ``fs.write_atomic`` (temp file, fsync, rename, directory fsync; crash points ``snapshot.*``), the
+checksums computed as the bytes stream out. Read back with one sequential read per array, straight into the
+buffer the caller provides (the store's vector table and graph, with room to grow), every offset and length
+checked against the file size before anything is allocated; the blocks are verified on a second core while the
+next ones are read, and nothing is returned unless every checksum matches. Only plain numeric dtypes exist here:
+no object arrays, no pickle.
+
+Format version 1 (one SHA-256 of the whole file as the trailer) is still read.
 """
 
 from __future__ import annotations
@@ -19,24 +26,32 @@ import json
 import math
 import os
 import sys
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..errors import CorruptSnapshotError, InvalidArgumentError, UnsupportedFormatError
 from .format import (
-    FORMAT_VERSION,
     SNAPSHOT_ALIGN,
+    SNAPSHOT_BLOCK_BYTES,
     SNAPSHOT_DTYPES,
+    SNAPSHOT_FORMAT_VERSION,
     SNAPSHOT_HEADER,
     SNAPSHOT_HEADER_SIZE,
     SNAPSHOT_MAGIC,
     SNAPSHOT_MAX_HEADER_BYTES,
     SNAPSHOT_MIN_SIZE,
+    SNAPSHOT_TRAILER,
     SNAPSHOT_TRAILER_SIZE,
+    SNAPSHOT_V1_TRAILER_SIZE,
 )
 
 _TABLE_KEYS = frozenset({"name", "dtype", "shape", "offset", "nbytes"})
-_READ_CHUNK = 1 << 20  # bytes per read when skipping padding
+_READ_CHUNK = 1 << 20  # bytes per read when skipping padding (version 1)
+_READ_SPAN = 64 * 2**20  # bytes per readinto of a large array: blocks are verified while the next span is read
+Destination = Callable[[str, np.dtype, tuple], "np.ndarray | None"]
 
 
 def _pad(n: int) -> int:
@@ -51,6 +66,34 @@ def _little_endian(arr: np.ndarray) -> np.ndarray:
     return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray would make 0-d 1-d)
 
 
+def _bytes_of(arr: np.ndarray) -> memoryview:
+    return memoryview(arr.reshape(-1).view(np.uint8))  # no copy
+
+
+class _BlockSums:
+    """CRC32 of consecutive blocks of a byte stream fed in pieces of any size."""
+
+    def __init__(self, block: int):
+        self.block, self.sums, self._crc, self._filled = block, [], 0, 0
+
+    def feed(self, data) -> None:
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+        while view.nbytes:
+            take = min(view.nbytes, self.block - self._filled)
+            self._crc = zlib.crc32(view[:take], self._crc)
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.block:
+                self.sums.append(self._crc)
+                self._crc, self._filled = 0, 0
+
+    def finish(self) -> np.ndarray:
+        if self._filled:
+            self.sums.append(self._crc)
+            self._crc, self._filled = 0, 0
+        return np.array(self.sums, dtype="<u4")
+
+
 def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str, np.ndarray]) -> int:
     """Write ``header`` and ``arrays`` to ``directory/name`` atomically; returns the bytes written.
 
@@ -59,7 +102,8 @@ def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str
         directory: the store directory.
         name: a plain file name (``layout.snapshot_name(seq)``).
         header: JSON-serialisable dict (finite numbers only); the key ``"arrays"`` is reserved.
-        arrays: name -> array of a dtype in ``SNAPSHOT_DTYPES``, any shape; written C-order, little-endian.
+        arrays: name -> array of a dtype in ``SNAPSHOT_DTYPES``, any shape; written C-order, little-endian,
+            without copies when they are already so (views are fine: they are read as they stream out).
 
     Raises:
         InvalidArgumentError: a reserved key, a bad name, an unsupported dtype, a header that is not JSON.
@@ -84,52 +128,30 @@ def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str
         text = json.dumps({**header, "arrays": table}, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"snapshot header is not JSON: {exc}") from None
-    head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, FORMAT_VERSION, len(text)) + text
+    head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, len(text)) + text
     head += b"\0" * _pad(len(head))
-    digest = hashlib.sha256(head)
-    chunks: list = [head]
-    for arr in blobs:
-        if arr.nbytes:
-            data = memoryview(arr.reshape(-1).view(np.uint8))  # no copy
-            digest.update(data)
-            chunks.append(data)
-        pad = b"\0" * _pad(arr.nbytes)
-        if pad:
-            digest.update(pad)
-            chunks.append(pad)
-    chunks.append(digest.digest())
-    return fs.write_atomic(os.path.join(directory, name), chunks, crash_prefix="snapshot")
+    body_len = len(head) + offset
 
+    def chunks():
+        sums = _BlockSums(SNAPSHOT_BLOCK_BYTES)
+        sums.feed(head)
+        yield head
+        for arr in blobs:
+            if arr.nbytes:
+                data = _bytes_of(arr)
+                for a in range(0, data.nbytes, _READ_SPAN):
+                    piece = data[a : a + _READ_SPAN]
+                    sums.feed(piece)
+                    yield piece
+            pad = b"\0" * _pad(arr.nbytes)
+            if pad:
+                sums.feed(pad)
+                yield pad
+        table_bytes = sums.finish().tobytes()
+        yield table_bytes
+        yield SNAPSHOT_TRAILER.pack(body_len, SNAPSHOT_BLOCK_BYTES, zlib.crc32(table_bytes))
 
-class _Reader:
-    """Sequential reads of exactly n bytes, hashed on the way, with truncation reported as corruption."""
-
-    def __init__(self, f, path: str):
-        self.f, self.path, self.pos = f, path, 0
-        self.sha = hashlib.sha256()
-
-    def exact(self, n: int, hashed: bool = True) -> bytes:
-        data = self.f.read(n)
-        if len(data) != n:
-            raise CorruptSnapshotError(f"snapshot {self.path} is truncated at byte {self.pos + len(data)}")
-        self.pos += n
-        if hashed:
-            self.sha.update(data)
-        return data
-
-    def into(self, buf: memoryview) -> None:
-        got = 0
-        while got < buf.nbytes:
-            n = self.f.readinto(buf[got:])
-            if not n:
-                raise CorruptSnapshotError(f"snapshot {self.path} is truncated at byte {self.pos + got}")
-            got += n
-        self.pos += got
-        self.sha.update(buf)
-
-    def skip_to(self, target: int) -> None:
-        while self.pos < target:
-            self.exact(min(_READ_CHUNK, target - self.pos))
+    return fs.write_atomic(os.path.join(directory, name), chunks(), crash_prefix="snapshot")
 
 
 def _reject_constant(name: str):
@@ -167,16 +189,43 @@ def _parse_table(table, data_start: int, body_end: int, path: str) -> list[tuple
     return out
 
 
-def read_snapshot(fs, path: str) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_exact(f, buf: memoryview, pos: int, path: str) -> None:
+    got = 0
+    while got < buf.nbytes:
+        n = f.readinto(buf[got:])
+        if not n:
+            raise CorruptSnapshotError(f"snapshot {path} is truncated at byte {pos + got}")
+        got += n
+
+
+def _parse_header(raw: bytes, path: str) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptSnapshotError(f"snapshot {path} has a malformed header: {exc}") from None
+    if type(header) is not dict or "arrays" not in header:
+        raise CorruptSnapshotError(f"snapshot {path}: the header is not an object with an arrays table")
+    return header
+
+
+def read_snapshot(fs, path: str, destination: Destination | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and verify a snapshot.
+
+    Args:
+        fs: the file system (``vecstore_ref._fs``).
+        path: the snapshot file.
+        destination: optional ``(name, dtype, shape) -> array or None``: where to read an array (a C-contiguous,
+            writable array of exactly that dtype and shape, e.g. the first rows of a larger buffer); None means
+            "allocate one". Called after the header is checked, before the array's bytes are read.
 
     Returns:
         ``(header, arrays)``: the caller's header (without the ``"arrays"`` table) and name -> array, each a
-        freshly allocated, writable, native-byte-order array of the stored dtype and shape.
+        writable, native-byte-order array of the stored dtype and shape that shares memory with nothing else
+        but the caller's buffer.
 
     Raises:
         CorruptSnapshotError: missing, truncated at any byte, bad magic, a length or offset out of bounds, a dtype
-            outside the whitelist, a malformed header, or a SHA-256 mismatch.
+            outside the whitelist, a malformed header, or a checksum mismatch.
         UnsupportedFormatError: written by a newer format version (the file is not modified).
     """
     try:
@@ -187,43 +236,183 @@ def read_snapshot(fs, path: str) -> tuple[dict, dict[str, np.ndarray]]:
         size = os.fstat(f.fileno()).st_size
         if size < SNAPSHOT_MIN_SIZE:
             raise CorruptSnapshotError(f"snapshot {path} is truncated ({size} bytes)")
-        r = _Reader(f, path)
-        magic, version, json_len = SNAPSHOT_HEADER.unpack(r.exact(SNAPSHOT_HEADER_SIZE))
+        fixed = f.read(SNAPSHOT_HEADER_SIZE)
+        magic, version, json_len = SNAPSHOT_HEADER.unpack(fixed)
         if magic != SNAPSHOT_MAGIC:
             raise CorruptSnapshotError(f"{path} is not a vecstore_ref snapshot (bad magic)")
-        if version > FORMAT_VERSION:
+        if version > SNAPSHOT_FORMAT_VERSION:
             raise UnsupportedFormatError(f"{path}: snapshot format version {version}; this library reads versions "
-                                         f"up to {FORMAT_VERSION}")
+                                         f"up to {SNAPSHOT_FORMAT_VERSION}")
         if version == 0:
             raise CorruptSnapshotError(f"snapshot {path} has format version 0")
-        body_end = size - SNAPSHOT_TRAILER_SIZE
-        json_end = SNAPSHOT_HEADER_SIZE + json_len
-        if json_len > SNAPSHOT_MAX_HEADER_BYTES or json_end > body_end:
-            raise CorruptSnapshotError(f"snapshot {path}: header length {json_len} is out of bounds")
-        try:
-            header = json.loads(r.exact(json_len).decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise CorruptSnapshotError(f"snapshot {path} has a malformed header: {exc}") from None
-        if type(header) is not dict or "arrays" not in header:
-            raise CorruptSnapshotError(f"snapshot {path}: the header is not an object with an arrays table")
-        data_start = json_end + _pad(json_end)
-        if data_start > body_end:
-            raise CorruptSnapshotError(f"snapshot {path} is truncated inside its header padding")
-        entries = _parse_table(header.pop("arrays"), data_start, body_end, path)
-        arrays: dict[str, np.ndarray] = {}
+        if version == 1:
+            f.seek(0)
+            return _read_v1(f, path, size)
+        return _read_v2(f, path, size, fixed, json_len, destination)
+
+
+def _read_v2(f, path: str, size: int, fixed: bytes, json_len: int, destination) -> tuple[dict, dict]:
+    f.seek(size - SNAPSHOT_TRAILER_SIZE)
+    body_end, block, table_crc = SNAPSHOT_TRAILER.unpack(f.read(SNAPSHOT_TRAILER_SIZE))
+    if block < 4096 or block > 2**30 or block & (block - 1):
+        raise CorruptSnapshotError(f"snapshot {path}: bad block size {block}")
+    n_blocks = -(-body_end // block)
+    if body_end < SNAPSHOT_HEADER_SIZE or body_end + 4 * n_blocks + SNAPSHOT_TRAILER_SIZE != size:
+        raise CorruptSnapshotError(f"snapshot {path} is truncated or has a bad trailer")
+    f.seek(body_end)
+    table_bytes = f.read(4 * n_blocks)
+    if len(table_bytes) != 4 * n_blocks or zlib.crc32(table_bytes) != table_crc:
+        raise CorruptSnapshotError(f"snapshot {path}: the checksum table is damaged")
+    sums = np.frombuffer(table_bytes, dtype="<u4")
+    json_end = SNAPSHOT_HEADER_SIZE + json_len
+    if json_len > SNAPSHOT_MAX_HEADER_BYTES or json_end > body_end:
+        raise CorruptSnapshotError(f"snapshot {path}: header length {json_len} is out of bounds")
+    data_start = json_end + _pad(json_end)
+    if data_start > body_end:
+        raise CorruptSnapshotError(f"snapshot {path} is truncated inside its header padding")
+    head = bytearray(data_start)
+    head[:SNAPSHOT_HEADER_SIZE] = fixed
+    f.seek(SNAPSHOT_HEADER_SIZE)
+    _read_exact(f, memoryview(head)[SNAPSHOT_HEADER_SIZE:], SNAPSHOT_HEADER_SIZE, path)
+    verifier = _Verifier(sums, block, body_end, path)
+    verifier.add(0, memoryview(head))
+    # The header is parsed before its block is verified (the block holds array bytes too); every offset and
+    # shape it gives is checked against the file size, and a damaged header fails the checksums below.
+    header = _parse_header(bytes(head[SNAPSHOT_HEADER_SIZE:json_end]), path)
+    entries = _parse_table(header.pop("arrays"), data_start, body_end, path)
+    arrays: dict[str, np.ndarray] = {}
+    pos = data_start
+    try:
         for name, dt, shape, offset, nbytes in entries:
-            r.skip_to(offset)
-            arr = np.empty(nbytes // dt.itemsize, dtype=dt)  # stored order (little-endian)
+            if offset > pos:  # padding (or bytes between arrays): read, since the checksums cover them
+                gap = bytearray(offset - pos)
+                _read_exact(f, memoryview(gap), pos, path)
+                verifier.add(pos, memoryview(gap))
+                pos = offset
+            out = destination(name, dt, shape) if destination is not None and dt.isnative else None
+            if out is None or out.dtype != dt or out.shape != shape or not out.flags.c_contiguous:
+                out = np.empty(shape, dtype=dt)  # the stored (little-endian) order
             if nbytes:
-                r.into(memoryview(arr.view(np.uint8)))
-            if not arr.dtype.isnative:
-                arr = arr.astype(dt.newbyteorder("="))
-            arrays[name] = arr.reshape(shape)
-        r.skip_to(body_end)
-        expected = r.sha.digest()
-        trailer = r.exact(SNAPSHOT_TRAILER_SIZE, hashed=False)
-        if trailer != expected:
-            raise CorruptSnapshotError(f"snapshot {path} fails its SHA-256 check")
+                view = _bytes_of(out)
+                for a in range(0, nbytes, _READ_SPAN):
+                    part = view[a : a + _READ_SPAN]
+                    _read_exact(f, part, pos, path)
+                    verifier.add(pos, part)
+                    pos += part.nbytes
+                    verifier.check_through(pos)
+            if not out.dtype.isnative:
+                out = out.astype(dt.newbyteorder("="))
+            arrays[name] = out
+        if body_end > pos:
+            gap = bytearray(body_end - pos)
+            _read_exact(f, memoryview(gap), pos, path)
+            verifier.add(pos, memoryview(gap))
+        verifier.check_through(body_end)
+    finally:
+        verifier.close()
+    return header, arrays
+
+
+class _Verifier:
+    """Checks the CRC32 of each block of the body as soon as its bytes are in memory, on a worker thread
+    (``zlib.crc32`` releases the interpreter lock), while the reader goes on reading."""
+
+    def __init__(self, sums: np.ndarray, block: int, body_end: int, path: str):
+        self.sums, self.block, self.body_end, self.path = sums, block, body_end, path
+        self._pieces: list[tuple[int, memoryview]] = []  # (file offset, bytes) in file order, not yet all checked
+        self._next = 0  # the first block not yet submitted
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vecstore-verify")
+        self._futures = []
+
+    def add(self, offset: int, data: memoryview) -> None:
+        self._pieces.append((offset, data))
+
+    def _block_crc(self, i: int, pieces: list[tuple[int, memoryview]]) -> bool:
+        a, b = i * self.block, min((i + 1) * self.block, self.body_end)
+        crc = 0
+        for off, data in pieces:
+            lo, hi = max(a, off), min(b, off + data.nbytes)
+            if lo < hi:
+                crc = zlib.crc32(data[lo - off : hi - off], crc)
+        return crc == int(self.sums[i])
+
+    def check_through(self, pos: int) -> None:
+        """Submit every block that ends at or before ``pos``; at the body's end, wait for all of them."""
+        last = len(self.sums) if pos >= self.body_end else pos // self.block
+        if last > self._next:
+            pieces = list(self._pieces)
+            for start in range(self._next, last, 8):
+                ids = range(start, min(last, start + 8))
+                self._futures.append((ids, self._pool.submit(lambda ids=ids: [self._block_crc(i, pieces)
+                                                                              for i in ids])))
+            self._next = last
+            keep_from = self._next * self.block
+            self._pieces = [(off, d) for off, d in self._pieces if off + d.nbytes > keep_from]
+        if pos >= self.body_end:
+            for ids, fut in self._futures:
+                if not all(fut.result()):
+                    bad = next(i for i, ok in zip(ids, fut.result()) if not ok)
+                    raise CorruptSnapshotError(f"snapshot {self.path} fails its checksum at block {bad} (bytes "
+                                               f"{bad * self.block}..{min((bad + 1) * self.block, self.body_end)})")
+            self._futures.clear()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _ReaderV1:
+    """Sequential reads of exactly n bytes, hashed on the way, with truncation reported as corruption."""
+
+    def __init__(self, f, path: str):
+        self.f, self.path, self.pos = f, path, 0
+        self.sha = hashlib.sha256()
+
+    def exact(self, n: int, hashed: bool = True) -> bytes:
+        data = self.f.read(n)
+        if len(data) != n:
+            raise CorruptSnapshotError(f"snapshot {self.path} is truncated at byte {self.pos + len(data)}")
+        self.pos += n
+        if hashed:
+            self.sha.update(data)
+        return data
+
+    def into(self, buf: memoryview) -> None:
+        _read_exact(self.f, buf, self.pos, self.path)
+        self.pos += buf.nbytes
+        self.sha.update(buf)
+
+    def skip_to(self, target: int) -> None:
+        while self.pos < target:
+            self.exact(min(_READ_CHUNK, target - self.pos))
+
+
+def _read_v1(f, path: str, size: int) -> tuple[dict, dict]:
+    """Format version 1: the same body, then a SHA-256 of every byte before it."""
+    r = _ReaderV1(f, path)
+    _, _, json_len = SNAPSHOT_HEADER.unpack(r.exact(SNAPSHOT_HEADER_SIZE))
+    body_end = size - SNAPSHOT_V1_TRAILER_SIZE
+    json_end = SNAPSHOT_HEADER_SIZE + json_len
+    if json_len > SNAPSHOT_MAX_HEADER_BYTES or json_end > body_end:
+        raise CorruptSnapshotError(f"snapshot {path}: header length {json_len} is out of bounds")
+    header = _parse_header(r.exact(json_len), path)
+    data_start = json_end + _pad(json_end)
+    if data_start > body_end:
+        raise CorruptSnapshotError(f"snapshot {path} is truncated inside its header padding")
+    entries = _parse_table(header.pop("arrays"), data_start, body_end, path)
+    arrays: dict[str, np.ndarray] = {}
+    for name, dt, shape, offset, nbytes in entries:
+        r.skip_to(offset)
+        arr = np.empty(nbytes // dt.itemsize, dtype=dt)  # stored order (little-endian)
+        if nbytes:
+            r.into(memoryview(arr.view(np.uint8)))
+        if not arr.dtype.isnative:
+            arr = arr.astype(dt.newbyteorder("="))
+        arrays[name] = arr.reshape(shape)
+    r.skip_to(body_end)
+    expected = r.sha.digest()
+    trailer = r.exact(SNAPSHOT_V1_TRAILER_SIZE, hashed=False)
+    if trailer != expected:
+        raise CorruptSnapshotError(f"snapshot {path} fails its SHA-256 check")
     return header, arrays
 
 

@@ -1,0 +1,207 @@
+"""Checkpoints: a snapshot of the state written while the store keeps serving reads and writes.
+
+A checkpoint (``snapshot()``, the automatic one of `CheckpointConfig`, the one ``close()`` writes, and the one
+that commits a compaction) runs in three steps; ``docs/concepts/durability.md`` tells the same story as numbered
+states, with what a crash leaves at each.
+
+1. **Switch** (under the write lock, a moment): start a new log segment for the writes to come and list it in
+   the manifest next to the old ones (so a crash from here on replays it); then, with readers kept out for the
+   time of a few array copies, *capture* the state at the current sequence number ``S``
+   (`vecstore_ref.state.StoreState.capture`) and pause the graph's linker, so the graph arrays stay as captured.
+2. **Write** (no store lock): the snapshot file ``snap-S.vss`` is written from the capture, checksummed and
+   fsynced while writes go to the new segment and queries run. The linker resumes once the file is written.
+3. **Commit** (under the write lock, a moment): the manifest now names ``snap-S.vss`` and only the segments after
+   ``S``; the old snapshot and segments are deleted.
+
+Until step 3 the old snapshot and every old segment stay valid and listed, so a crash at any point opens to the
+same state. The graph is saved as far as it is linked at step 1; the vectors not linked yet are queued again when
+the snapshot is opened. One checkpoint runs at a time (``_ckpt_lock``).
+
+Mixed into `vecstore_ref.store.VecStore`, like `vecstore_ref.opening` and `vecstore_ref.query`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+
+from . import _crash
+from .errors import StorageError
+from .storage import layout
+from .storage.format import LOG_HEADER_SIZE, RECORD_BATCH
+from .storage.log import LogWriter, create_segment
+from .storage.records import encode_batch
+from .storage.snapshot import write_snapshot
+
+log = logging.getLogger("vecstore_ref.store")
+
+CLOSE_CHECKPOINT_LOG_BYTES = 2**20  # close() checkpoints after this much log even when nothing new was linked
+RETRY_AFTER_FAILURE_S = 30.0  # an automatic checkpoint that failed is not tried again for this long
+
+
+class CheckpointMethods:
+    """Mixed into `VecStore`: writing checkpoints, and the thread that writes them when the log grows."""
+
+    # --- bookkeeping ------------------------------------------------------------------------------------------
+
+    def log_bytes_since_checkpoint(self) -> int:
+        """Bytes of log records written since the last checkpoint (what an open would replay)."""
+        writer = self._writer
+        current = max(0, writer.size - LOG_HEADER_SIZE) if writer is not None else 0
+        return self._older_log_bytes + current
+
+    def _linked_since_checkpoint(self) -> int:
+        return int(getattr(self._state.index, "linked_count", 0)) - self._linked_at_checkpoint
+
+    def _maybe_request_checkpoint(self) -> None:
+        """After a commit: wake the checkpoint thread if the log passed both thresholds."""
+        if self._ckpt_thread is None or time.monotonic() < self._ckpt_retry_at:
+            return
+        if self._checkpoint_config.due(self.log_bytes_since_checkpoint(), self._snapshot_bytes):
+            self._ckpt_wake.set()
+
+    def _start_checkpoint_thread(self) -> None:
+        self._ckpt_thread = threading.Thread(target=_checkpoint_loop, args=(weakref.ref(self), self._ckpt_wake,
+                                                                            self._ckpt_stop),
+                                             name="vecstore-checkpoint", daemon=True)
+        self._ckpt_thread.start()
+
+    def _stop_checkpoint_thread(self) -> None:
+        self._ckpt_stop.set()
+        self._ckpt_wake.set()
+        thread, self._ckpt_thread = self._ckpt_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # --- the checkpoint ---------------------------------------------------------------------------------------
+
+    def _checkpoint(self, state=None, compacting: bool = False) -> None:
+        """Write a snapshot of ``state`` (default: the live state) at the current sequence number; see the module
+        docstring for the steps. The caller holds ``_ckpt_lock``; a compaction also holds the write lock
+        throughout (its state is not live yet) and makes it live afterwards.
+        """
+        fs = self._fs
+        with self._lock:  # step 1: switch
+            if self._writer is not None:
+                self._writer.sync()
+            seq = self._last_seq
+            name = layout.snapshot_name(seq)
+            if name == self._manifest.snapshot:
+                # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
+                # empty record so that file names never repeat.
+                seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None), sync=True)
+                self._last_seq = seq
+                name = layout.snapshot_name(seq)
+            old_logs = list(self._manifest.logs)
+            old_snapshot = self._manifest.snapshot
+            next_number = layout.parse_segment_name(old_logs[-1]) + 1
+            try:
+                new_seg = create_segment(fs, self.path, next_number)
+                new_writer = LogWriter(fs, new_seg, seq + 1)
+            except OSError as exc:  # nothing referenced changed: the store goes on with its old files
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
+            try:
+                self._write_manifest(old_snapshot, self._manifest.snapshot_seq,
+                                     old_logs + [os.path.basename(new_seg)])
+            except BaseException:
+                new_writer.close()
+                raise
+            _crash.crashpoint("snapshot.log_rotated")
+            old_writer, self._writer = self._writer, new_writer
+            self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)
+            old_writer.close()
+            target = self._state if state is None else state
+            index = target.index
+            paused = getattr(index, "pause_linking", None) is not None
+            with self._rw.write():
+                if paused:
+                    index.pause_linking()
+                try:
+                    header, arrays = target.capture()
+                except BaseException:
+                    if paused:
+                        index.resume_linking()
+                    raise
+                linked_mark = int(getattr(index, "linked_count", 0))
+        header["seq"] = seq
+        header["created_at"] = time.time()
+        try:  # step 2: write (writes and queries go on meanwhile)
+            size = write_snapshot(fs, self.path, name, header, arrays)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"writing a snapshot of {self.path} failed: {exc}") from exc
+        finally:
+            del arrays
+            if paused:
+                index.resume_linking()
+        if compacting:
+            _crash.crashpoint("compact.snapshot_written")
+        with self._lock:  # step 3: commit
+            logs_now = [n for n in self._manifest.logs if n not in old_logs]
+            self._write_manifest(name, seq, logs_now)
+            _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.manifest_swapped")
+            self._older_log_bytes = sum(fs.size(os.path.join(self.path, n)) - LOG_HEADER_SIZE for n in logs_now[:-1])
+            self._snapshot_bytes = size
+            self._last_checkpoint_at = header["created_at"]
+            self._linked_at_checkpoint = linked_mark if state is None else 0
+            try:
+                for old in old_logs + ([old_snapshot] if old_snapshot else []):
+                    try:
+                        fs.unlink(os.path.join(self.path, old))
+                    except FileNotFoundError:
+                        pass
+                fs.fsync_dir(self.path)
+            except OSError as exc:  # the new state is committed; leftovers are removed at the next open
+                log.warning("store %s: could not remove old files after a checkpoint: %s", self.path, exc)
+            _crash.crashpoint("compact.old_files_unlinked" if compacting else "snapshot.old_files_unlinked")
+            self._dirty = False
+
+    def _run_auto_checkpoint(self) -> None:
+        """The checkpoint thread's turn: checkpoint if still due (and the store still open and writable)."""
+        with self._ckpt_lock:
+            if self._closed or self._read_only or self._poisoned is not None:
+                return
+            if not self._checkpoint_config.due(self.log_bytes_since_checkpoint(), self._snapshot_bytes):
+                return
+            try:
+                self._checkpoint()
+            except Exception as exc:  # the store goes on with its old files; writes are not affected
+                self._ckpt_retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                log.warning("store %s: an automatic checkpoint failed (%s); retrying in %.0f s", self.path, exc,
+                            RETRY_AFTER_FAILURE_S)
+            else:
+                log.info("store %s: checkpoint written at seq %d (%.1f MB)", self.path, self._manifest.snapshot_seq,
+                         self._snapshot_bytes / 1e6)
+
+    def _close_checkpoint_due(self) -> bool:
+        """Whether ``close()`` writes a checkpoint: something was linked into the graph since the last one (so the
+        next open relinks nothing), or the log holds enough to make replaying it cost more than writing it."""
+        if self._read_only or self._poisoned is not None or self._writer is None or self._writer.poisoned:
+            return False
+        log_bytes = self.log_bytes_since_checkpoint()
+        if log_bytes == 0:
+            return False
+        return self._linked_since_checkpoint() > 0 or log_bytes >= CLOSE_CHECKPOINT_LOG_BYTES
+
+
+def _checkpoint_loop(ref, wake: threading.Event, stop: threading.Event) -> None:
+    """The checkpoint thread: wait for a wake-up, then let the store checkpoint if it is due. Holds the store only
+    by a weak reference while waiting, so a store dropped without ``close()`` can still be collected."""
+    while not stop.is_set():
+        wake.wait(timeout=5.0)
+        wake.clear()
+        if stop.is_set():
+            return
+        store = ref()
+        if store is None:
+            return
+        try:
+            store._run_auto_checkpoint()
+        finally:
+            del store

@@ -1,0 +1,71 @@
+"""A reader-writer lock: many readers at once, or one writer, and a waiting writer goes first.
+
+The store's reads (queries, ``get``, ``stats``) share the lock; a write takes it alone only for the moment it
+changes the in-memory state, after its log record is durable (see ``docs/concepts/concurrency.md``). So a read
+waits at most for one write's in-memory apply, never for an fsync, a checkpoint or a compaction; and a read sees
+either all of a write (or a batch) or none of it.
+
+Writer preference: once a writer waits, new readers queue behind it, so a stream of overlapping reads cannot
+starve writes. The lock is not reentrant for writers, and a reader must not ask for the write side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class ReadWriteLock:
+    """Shared (``read``) and exclusive (``write``) locking, with writer preference."""
+
+    __slots__ = ("_cond", "_readers", "_writer", "_writers_waiting")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0  # readers inside
+        self._writer = False  # a writer inside
+        self._writers_waiting = 0
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._writers_waiting:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        self.acquire_read()
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        self.acquire_write()
+        try:
+            yield
+        finally:
+            self.release_write()
