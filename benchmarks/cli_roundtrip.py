@@ -18,8 +18,8 @@ CPU time (this process's, or the child's for the new process). On a busy shared 
 run to run; CPU time, which waiting for a core does not count, is the steadier comparison (the loads are
 single-threaded Python and numpy, plus one fsync per chunk). The source data this script holds for the peer is
 moved out of the garbage collector's reach (`gc.freeze`) before timing, so that the in-process loads do not pay
-for traversing it; the new-process ingest has no such baggage either way. The timed ingests skip the final checkpoint
-(`--no-checkpoint`: graph linking and a snapshot, which `upsert_many` does not do either). Then the round trip
+for traversing it; the new-process ingest has no such baggage either way. The timed ingests run with `--no-link`
+(`upsert_many` does not wait for the HNSW graph either; with the flat index there is nothing to link). Then the round trip
 exports the `.npy` ingest, imports it into a new store, verifies it (exit status 0) and compares ids, vector bytes
 and metadata with the source; the script exits 1 if anything differs.
 
@@ -111,12 +111,12 @@ def ok(result: tuple[int, str]) -> None:
 
 
 def ingest(path, source, index, *extra):
-    ok(cli("ingest", path, source, "--index", index, "--no-progress", "--no-checkpoint", *extra))
+    ok(cli("ingest", path, source, "--index", index, "--no-progress", "--no-link", *extra))
 
 
 def ingest_process(path, data, index):
     proc = subprocess.run([sys.executable, "-m", "vecstore_ref", "ingest", path, data["npy"], "--metadata",
-                           data["meta"], "--index", index, "--no-progress", "--no-checkpoint"],
+                           data["meta"], "--index", index, "--no-progress", "--no-link"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         t_ingest = timed(lambda: ingest(source, data["npy"], a.index, "--metadata", data["meta"]))
         t_export = timed(lambda: ok(cli("export", source, f"{root}/export")))
         t_import = timed(lambda: ok(cli("import", f"{root}/copy", f"{root}/export", "--index", a.index,
-                                        "--no-progress", "--no-checkpoint")))
+                                        "--no-progress", "--no-link")))
         verified, _ = cli("verify", f"{root}/copy")
         equal = same_as_source(source, data) and same_as_source(f"{root}/copy", data)
     finally:

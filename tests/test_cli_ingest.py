@@ -148,7 +148,7 @@ def test_a_kill_leaves_whole_chunks_only(tmp_path):
     for attempt in range(3):
         path = str(tmp_path / f"s{attempt}")
         proc = subprocess.Popen(cli_command("--json", "ingest", path, "-", "--batch", "50", "--index", "flat",
-                                            "--no-checkpoint"),
+                                            "--no-link"),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 env=cli_env(), text=True)
         if attempt == 0:  # deterministic: two chunks acknowledged, twenty lines waiting in the third

@@ -12,8 +12,9 @@ Each chunk of `--batch` records is one `upsert_many` call, which the store write
 size is capped so that it fits one), so a kill leaves whole chunks only. A bad input line is reported with its
 number. With `--on-error fail` (the default) the command stops there with exit status 1 and nothing of that chunk
 is written (the chunks before it are); with `--on-error skip` the line is reported, counted and left out, and
-the rest of its chunk is written. At the end the HNSW graph is linked and a snapshot written, so that the next
-open loads the graph instead of building it (`--no-checkpoint` skips both).
+the rest of its chunk is written. At the end the HNSW graph is linked before the store closes (and the store's
+close saves it with a checkpoint), so that the next open loads the graph instead of linking again (`--no-link`
+leaves the linking to whichever process next opens the store for writing).
 """
 
 from __future__ import annotations
@@ -289,21 +290,20 @@ class Loader:
             self.store.close()
 
 
-def finish(store, out, enabled: bool) -> dict:
-    """Link the graph and write a snapshot (a checkpoint), so that the next open loads the graph."""
+def finish(store, enabled: bool) -> dict:
+    """Link every vector still waiting into the HNSW graph, so that the checkpoint the store writes when it closes
+    holds the whole graph and the next open links nothing (writes return before linking; see `flush_index`)."""
     if not enabled or store is None:
         return {}
     t0 = time.perf_counter()
     linked = store.flush_index()
-    store.snapshot()
-    return {"linked": linked, "checkpoint_seconds": time.perf_counter() - t0}
+    return {"linked": linked, "link_seconds": time.perf_counter() - t0}
 
 
 def finish_text(extra: dict) -> str:
-    if not extra:
+    if not extra.get("linked"):
         return ""
-    linked = f"linked {plural(extra['linked'], 'vector')} into the graph and " if extra["linked"] else ""
-    return f"; {linked}wrote a snapshot in {extra['checkpoint_seconds']:.2f} s"
+    return f"; linked {plural(extra['linked'], 'vector')} into the graph in {extra['link_seconds']:.2f} s"
 
 
 def run_ingest(args, out) -> int:
@@ -354,7 +354,7 @@ def run_ingest(args, out) -> int:
                     loader.write(chunk)
                     bar.update(chunk.progress)
         load_seconds = time.perf_counter() - t0
-        extra = finish(loader.store, out, args.checkpoint and loader.written > 0)
+        extra = finish(loader.store, args.link and loader.written > 0)
     except KeyboardInterrupt:
         out.say(f"interrupted: {plural(loader.written, 'record')} in {plural(loader.chunks, 'whole chunk')} "
                 "written")
@@ -428,7 +428,7 @@ def register(sub, common) -> None:
     p.add_argument("--ttl", type=seconds, default=None, help="every record expires after this many seconds")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar, even on a "
                    "terminal")
-    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
-                   help="do not link the HNSW graph and write a snapshot at the end")
+    p.add_argument("--no-link", dest="link", action="store_false",
+                   help="return without waiting for the HNSW graph to link the new vectors")
     add_create_options(p)
     p.set_defaults(run=run_ingest, parser=p)

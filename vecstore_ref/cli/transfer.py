@@ -51,7 +51,7 @@ def run_import(args, out) -> int:
 
             report = import_records(store, export, batch_size=args.batch, progress=progress)
         took = time.perf_counter() - t0
-        extra = finish(store, out, args.checkpoint)
+        extra = finish(store, args.link)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
     text = f"imported {plural(report.imported, 'record')} from {args.indir} in {took:.2f} s"
     if report.expired:
@@ -79,6 +79,6 @@ def register(sub, common) -> None:
     p.add_argument("--index", choices=INDEX_KINDS, default=None, help="index kind of a new store (default hnsw)")
     p.add_argument("--batch", type=positive_int, default=10_000, help="records per batch (default 10000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
-                   help="do not link the HNSW graph and write a snapshot at the end")
+    p.add_argument("--no-link", dest="link", action="store_false",
+                   help="return without waiting for the HNSW graph to link the new vectors")
     p.set_defaults(run=run_import, parser=p)
