@@ -290,11 +290,14 @@ class Loader:
             self.store.close()
 
 
-def finish(store, enabled: bool) -> dict:
+def finish(store, out, enabled: bool) -> dict:
     """Link every vector still waiting into the HNSW graph, so that the checkpoint the store writes when it closes
     holds the whole graph and the next open links nothing (writes return before linking; see `flush_index`)."""
     if not enabled or store is None:
         return {}
+    waiting = store.stats().unindexed
+    if waiting and out.interactive:  # it can take a while: say what the wait is for
+        out.say(f"linking {plural(waiting, 'vector')} into the HNSW graph (--no-link returns without waiting)")
     t0 = time.perf_counter()
     linked = store.flush_index()
     return {"linked": linked, "link_seconds": time.perf_counter() - t0}
@@ -354,7 +357,7 @@ def run_ingest(args, out) -> int:
                     loader.write(chunk)
                     bar.update(chunk.progress)
         load_seconds = time.perf_counter() - t0
-        extra = finish(loader.store, args.link and loader.written > 0)
+        extra = finish(loader.store, out, args.link and loader.written > 0)
     except KeyboardInterrupt:
         out.say(f"interrupted: {plural(loader.written, 'record')} in {plural(loader.chunks, 'whole chunk')} "
                 "written")

@@ -80,6 +80,11 @@ class Output:
         self.stderr = stderr or sys.stderr
         self._bar = None  # an open progress bar: notes must be written through it
 
+    @property
+    def interactive(self) -> bool:
+        """Is a person watching stderr (a terminal)?"""
+        return _isatty(self.stderr)
+
     def _dumps(self, obj) -> str:
         ascii_only = (getattr(self.stdout, "encoding", None) or "").lower().replace("-", "") != "utf8"
         return json.dumps(plain(obj), ensure_ascii=ascii_only, allow_nan=False)
@@ -123,7 +128,7 @@ class Output:
     def progress(self, total: int | None, unit: str, enabled: bool = True) -> Progress:
         """A progress bar on stderr, shown only when stderr is a terminal (and ``enabled``)."""
         bar = None
-        if enabled and _isatty(self.stderr):
+        if enabled and self.interactive:
             try:
                 from tqdm import tqdm
             except ImportError:  # the bar is a nicety: the [progress] extra brings tqdm

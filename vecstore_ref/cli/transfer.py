@@ -51,7 +51,7 @@ def run_import(args, out) -> int:
 
             report = import_records(store, export, batch_size=args.batch, progress=progress)
         took = time.perf_counter() - t0
-        extra = finish(store, args.link)
+        extra = finish(store, out, args.link)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
     text = f"imported {plural(report.imported, 'record')} from {args.indir} in {took:.2f} s"
     if report.expired:
