@@ -174,3 +174,16 @@ def test_kill9_inside_an_automatic_checkpoint_loses_nothing(tmp_path, point, hit
         assert s._state.index is None or s._state.index.check_integrity() == []  # (killed while creating: empty)
         for id_, v in list(want.items())[::25]:
             assert id_ not in got or s.query(v, k=1)[0].id == id_
+
+
+def test_maintenance_reclaims_old_versions_of_an_overwrite_only_store(tmp_path):
+    rng = np.random.default_rng(9)
+    with vs.VecStore.open(tmp_path / "s", dim=4, index="flat", durability="none") as s:
+        s.set_compaction_config(vs.CompactionConfig(min_deleted_records=5))
+        for _ in range(3):
+            s.upsert_many([f"r{i}" for i in range(10)], rng.normal(size=(10, 4)).astype(np.float32))
+        assert s.stats().superseded == 20 and s.deleted_count() == 0
+        assert not s.maybe_compact().triggered  # it counts records (SPEC section 5)
+        res = vs.Maintenance(s, interval_s=3600).run_once()
+        assert res.triggered and res.removed_count == 0 and "old versions" in res.reason
+        assert s.stats().superseded == 0 and s.stats().slots == 10 and len(s) == 10

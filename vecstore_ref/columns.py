@@ -416,6 +416,7 @@ class MetadataColumns:
         self._start = np.zeros(self.capacity, dtype=np.int64)
         self._length = np.zeros(self.capacity, dtype=np.int32)
         self._row_state = np.zeros(self.capacity, dtype=np.uint8)
+        self._any_text = False  # some slot ever held a dict (so get_many must look)
 
     def __len__(self) -> int:
         """Number of slots currently assigned (set and not cleared)."""
@@ -447,10 +448,8 @@ class MetadataColumns:
         return None if text is None else json.loads(text)
 
     def get_many(self, slots: list[int]) -> list[dict | None]:
-        """`get` for a few slots (a query's results); no work for slots that hold no dict."""
-        st = self._row_state
-        cap = self.capacity
-        if not any(s < cap and st[s] == _ROW_TEXT for s in slots):
+        """`get` for a few slots (a query's results); no work at all in a store that never held a dict."""
+        if not self._any_text:
             return [None] * len(slots)
         return [self.get(s) for s in slots]
 
@@ -527,6 +526,7 @@ class MetadataColumns:
         texts = [r for r in rows if r is not None]
         self._row_state[idx] = np.where(has, _ROW_TEXT, _ROW_NONE).astype(np.uint8)
         if texts:
+            self._any_text = True
             lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
             self._start[idx[has]] = self._bytes.append_joined(b"".join(texts), lengths)
             self._length[idx[has]] = lengths
@@ -585,6 +585,7 @@ class MetadataColumns:
         out._row_state[:k] = state
         text = state == _ROW_TEXT
         if text.any():
+            out._any_text = True
             src = slots[text]
             blob, starts, lengths = _gather(self._bytes.used(), self._start[src], self._length[src])
             out._bytes = ByteLog(blob)
@@ -646,6 +647,7 @@ class MetadataColumns:
                            or int((starts[held] + lengths[held]).max()) > blob.size):
             raise CorruptSnapshotError("a metadata row lies outside the snapshot's blob")
         out._row_state[:n] = state
+        out._any_text = bool(held.any())
         out._start[:n], out._length[:n] = starts, lengths
         out._bytes = ByteLog(blob)
         names = set()

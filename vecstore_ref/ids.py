@@ -35,7 +35,8 @@ class IdMap:
         self._bytes = ByteLog()
         self._ends = np.zeros(max(16, capacity) + 1, dtype=np.int64)  # id of slot s: bytes[ends[s] : ends[s+1]]
         self.n = 0  # slots with an id
-        self._array: np.ndarray | None = np.empty(0, dtype=object)  # decoded ids by slot, or None until needed
+        self._array: np.ndarray | None = np.empty(0, dtype=object)  # decoded ids by slot (None: not decoded yet)
+        self._complete = True  # every id below n is in _array
         self._slot_of: dict[str, int] | None = {}  # mapped id -> slot, or None until needed
 
     # --- writing ----------------------------------------------------------------------------------------------
@@ -101,25 +102,39 @@ class IdMap:
     # --- reading ----------------------------------------------------------------------------------------------
 
     def id_at(self, slot: int) -> str:
-        """The id of ``slot`` (decoded on the spot when the array is not built)."""
+        """The id of ``slot`` (decoded once, on first use, when the store was opened from a snapshot)."""
         arr = self._array
         if arr is not None and slot < arr.shape[0]:
-            return arr[slot]
-        return self._bytes.buf[self._ends[slot] : self._ends[slot + 1]].tobytes().decode("utf-8")
+            v = arr[slot]
+            if v is not None:
+                return v
+        return self._decode_one(slot)
+
+    def _decode_one(self, slot: int) -> str:
+        v = self._bytes.buf[self._ends[slot] : self._ends[slot + 1]].tobytes().decode("utf-8")
+        arr = self._array
+        if arr is None or arr.shape[0] < self.n:  # a cache of the decoded ids, filled as queries need them
+            arr = self._array = _grown_objects(np.empty(0, dtype=object) if arr is None else arr, max(self.n, 1024))
+            self._complete = False
+        arr[slot] = v
+        return v
 
     def ids_of(self, slots: list[int]) -> list[str]:
         """The ids of a few slots (a query's results)."""
         arr = self._array
         if arr is not None and arr.shape[0] >= self.n:
-            return [arr[s] for s in slots]
+            out = [arr[s] for s in slots]
+            if None not in out:
+                return out
         return [self.id_at(s) for s in slots]
 
     def array(self) -> np.ndarray:
-        """Ids by slot as an object array of at least ``n`` entries (built on first use)."""
+        """Ids by slot as an object array of at least ``n`` entries (decoded in bulk on first use)."""
         arr = self._array
-        if arr is None or arr.shape[0] < self.n:
+        if arr is None or arr.shape[0] < self.n or not self._complete:
             arr = self._decode_all()
             self._array = arr
+            self._complete = True
         return arr
 
     def _decode_all(self) -> np.ndarray:
@@ -174,6 +189,7 @@ class IdMap:
         out._ends[: n + 1] = offsets
         out.n = n
         out._array = None
+        out._complete = False
         out._slot_of = None
         return out
 

@@ -1,7 +1,10 @@
 """Background maintenance: sweep expired records, then compact if the configuration says so, on an interval.
 
-The thread takes the store's lock for each step, so reads and writes from other threads interleave safely with it.
-Errors are logged and counted, never raised into the thread's void; ``stop()`` returns once the thread has ended.
+Each step is an ordinary store call, so reads and writes from other threads interleave safely with it. Besides
+``maybe_compact()`` (which counts *records*: soft-deleted, expired, hard-deleted), a pass also compacts when the old
+versions that upserts with new vectors leave behind (``stats().superseded``) outnumber both the visible records
+and ``min_deleted_records``: a store that only ever overwrites would otherwise grow without bound. Errors are
+logged and counted, never raised into the thread's void; ``stop()`` returns once the thread has ended.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 
 from .errors import InvalidArgumentError, StoreClosedError, VecStoreError
+from .types import CompactionResult
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,18 @@ class Maintenance:
         self._thread: threading.Thread | None = None
 
     def run_once(self):
-        """One maintenance pass; returns the :class:`CompactionResult`."""
+        """One maintenance pass; returns the `CompactionResult`."""
         self.expired_total += self.store.expire_ttl_records()
         result = self.store.maybe_compact()
+        if not result.triggered:
+            st = self.store.stats()
+            cfg = self.store.compaction_config()
+            if cfg.enabled and st.superseded > max(cfg.min_deleted_records, st.visible):
+                reason = (f"{st.superseded:,} old versions of replaced vectors outnumber the {st.visible:,} visible "
+                          f"records (and min_deleted_records {cfg.min_deleted_records:,})")
+                t0 = time.perf_counter()
+                removed = self.store.compact()
+                result = CompactionResult(True, removed, (time.perf_counter() - t0) * 1e3, reason)
         self.compactions += int(result.triggered)
         self.runs += 1
         self.last_result = result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 from . import _crash
@@ -53,6 +54,33 @@ def _close_index(state) -> None:
     close = getattr(getattr(state, "index", None), "close", None)
     if close is not None:
         close()
+
+
+_preloaded: set = set()
+
+
+def preload_kernels(kind: str, metric: str) -> None:
+    """Load the query kernels of ``kind`` on a daemon thread (once per process): opening a store reads its
+    snapshot meanwhile, so the first query finds Numba imported and its kernel loaded. Best effort: a failure
+    here only means the first query loads the kernel itself."""
+    if kind in _preloaded or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        return
+    _preloaded.add(kind)
+
+    def run() -> None:
+        try:
+            if kind == "hnsw":
+                from .index.hnsw import HNSWIndex
+
+                HNSWIndex.preload_kernels(metric)
+            else:
+                from .index.flat import FlatIndex
+
+                FlatIndex.preload_kernels(metric)
+        except Exception:  # pragma: no cover - the query path reports real problems itself
+            log.debug("preloading the %s kernels failed", kind, exc_info=True)
+
+    threading.Thread(target=run, name="vecstore-preload", daemon=True).start()
 
 
 OPEN_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "read_only", "repair", "clock", "max_k")
@@ -121,6 +149,8 @@ class OpeningMethods:
         if "checkpoint" in opts:
             self._checkpoint_config = CheckpointConfig(**opts["checkpoint"])
         self._manifest = manifest
+        if manifest.snapshot is not None and opts.get("dim"):
+            preload_kernels(self._index_kind, stored_metric)  # while the snapshot is read
         layout.check_referenced_files(fs, self.path, manifest)
         if not self._read_only:
             report.orphans_removed = layout.cleanup_orphans(fs, self.path, manifest)

@@ -34,6 +34,11 @@ from .validation import validate_ef, validate_k, validate_query_vector, validate
 FILTERED_SCAN_MAX_ROWS = 4096  # below this many matching rows an exact scan beats a filtered graph walk
 FILTERED_SCAN_MAX_FRACTION = 0.05
 FILTER_CACHE_SIZE = 256
+DIST_ZERO = np.float32(0.0)
+
+
+def _by_score_then_id(n: Neighbor) -> tuple:
+    return -n.score, n.id
 
 
 class QueryMethods:
@@ -79,7 +84,7 @@ class QueryMethods:
 
     def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
         """Run one query on the chosen plan; returns ``(slots, dists, stats)``: the top ``k`` by (distance, id)
-        at the boundary, by (distance, slot) inside (see `_neighbors`)."""
+        at the boundary, by (distance, slot) inside (see `_results`)."""
         st = self._state
         if plan in ("hnsw", "filtered-hnsw"):
             slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True)
@@ -120,19 +125,16 @@ class QueryMethods:
         new_dists = np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)])
         return new_slots, new_dists
 
-    def _neighbors(self, slots, dists) -> list[Neighbor]:
+    def _results(self, slots: list[int], dists: np.ndarray) -> list[Neighbor]:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
         st = self._state
         if self._metric == "euclidean":
-            scores = scores_from_distances("euclidean", dists).tolist()
+            scores = (-np.sqrt(np.maximum(dists, DIST_ZERO))).tolist()
         else:
-            scores = [-d for d in dists.tolist()]
-        slot_list = slots.tolist()
-        ids = st.id_map.ids_of(slot_list)
-        metas = st.columns.get_many(slot_list)
-        out = [Neighbor(i, sc, md) for i, sc, md in zip(ids, scores, metas)]
+            scores = (-dists).tolist()
+        out = list(map(Neighbor, st.id_map.ids_of(slots), scores, st.columns.get_many(slots)))
         if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
-            out.sort(key=lambda n: (-n.score, n.id))
+            out.sort(key=_by_score_then_id)
         return out
 
     def _fill_batch_result(self, slots, dists, ids, scores, n_found) -> None:
@@ -187,8 +189,19 @@ class QueryMethods:
             if n_allowed == 0:
                 return []
             plan = self._plan(flt, n_allowed)
-            slots, dists, _ = self._search_one(vec, min(k, n_allowed), allowed, n_allowed, plan, ef)
-            return self._neighbors(slots, dists)
+            if n_allowed < k:
+                k = n_allowed
+            if plan == "hnsw" or plan == "filtered-hnsw":
+                slots, dists, n_dist = st.index.top(vec, k, allowed, ef)
+                self._cost.observe_hnsw(n_dist, max(ef or self._hnsw.ef_search, k))
+                if len(slots) > k:
+                    if dists[k] == dists[k - 1]:  # a tie at the k-th place: settled by id
+                        cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)
+                        return self._results(cut_s.tolist(), cut_d)
+                    slots, dists = slots[:k], dists[:k]
+                return self._results(slots, dists)
+            slots, dists, _ = self._search_one(vec, k, allowed, n_allowed, plan, ef)
+            return self._results(slots.tolist(), dists)
         finally:
             rw.release_read()
 

@@ -50,7 +50,7 @@ from .opening import OpeningMethods, _close_index
 from .query import QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
-from .storage.format import FORMAT_VERSION, RECORD_BATCH
+from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, RECORD_BATCH
 from .storage.lock import DirectoryLock
 from .storage.log import LogWriter
 from .storage.records import RecordDecodeError, decode_batch, encode_batch
@@ -590,10 +590,11 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         return removed, ms
 
     def _file_bytes(self) -> tuple[int, int]:
-        fs = self._fs
-        log_bytes = sum(fs.size(os.path.join(self.path, n)) for n in self._manifest.logs)
-        snap = self._manifest.snapshot
-        return log_bytes, (fs.size(os.path.join(self.path, snap)) if snap else 0)
+        """(bytes of the live log segments, bytes of the live snapshot), from what the store knows in memory (a
+        checkpoint may be deleting the old files right now)."""
+        manifest = self._manifest
+        log_bytes = self.log_bytes_since_checkpoint() + LOG_HEADER_SIZE * len(manifest.logs)
+        return log_bytes, (self._snapshot_bytes if manifest.snapshot else 0)
 
     def stats(self) -> StoreStats:
         with self._rw.read():

@@ -142,18 +142,27 @@ def validate_vector(vector: object, dim: int | None, metric: str, what: str = "v
 
 
 def validate_query_vector(vector: object, dim: int | None, metric: str, what: str = "query vector") -> np.ndarray:
-    """:func:`validate_vector` for a query, without its copy when ``vector`` is a float32 array of the store's
-    dimension: a query is read, never kept. One float32 dot product then settles both checks: it is finite only if
-    every value is, and under cosine it is far inside the norm limits. Anything else takes the full path."""
+    """`validate_vector` for a query, without its copy when ``vector`` is a float32 array of the store's
+    dimension: a query is read, never kept. One pass of a small kernel (`vecstore_ref.kernels.checks`) then
+    settles finiteness and, far inside the limits, the cosine norm; anything else takes the full path, which
+    raises the precise error (or accepts a vector near the limits)."""
     if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1 and dim is not None
             and vector.shape[0] == dim and vector.flags.c_contiguous and vector.flags.writeable):
         # (a read-only array would make Numba compile the kernels again for another array type)
-        with np.errstate(over="ignore", invalid="ignore"):
-            sq = float(np.dot(vector, vector))
-        lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-1.0, math.inf)
-        if lo < sq < hi:  # NaN fails both comparisons
+        sq = _squared_norm(vector)
+        lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-0.5, math.inf)
+        if lo < sq < hi:
             return vector
     return validate_vector(vector, dim, metric, what)
+
+
+def _squared_norm(vector: np.ndarray) -> float:
+    """`vecstore_ref.kernels.checks.squared_norm`, imported on first use (numba loads only when a query runs)."""
+    global _squared_norm
+    from .kernels.checks import squared_norm
+
+    _squared_norm = squared_norm
+    return squared_norm(vector)
 
 
 def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = "vectors") -> np.ndarray:

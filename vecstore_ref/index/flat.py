@@ -89,6 +89,17 @@ class FlatIndex:
     def memory_bytes(self) -> int:
         return 0
 
+    @classmethod
+    def preload_kernels(cls, metric: str = "euclidean") -> None:
+        """Load (or compile) the exact-search kernels by one tiny search through the real methods (see
+        `HNSWIndex.preload_kernels`)."""
+        table = VectorTable(4, metric, 16)
+        table.write(table.allocate(2), np.ones((2, 4), dtype=DTYPE_VEC))
+        allowed = np.ones(table.capacity, dtype=np.bool_)
+        idx = cls(table)
+        idx.search_with_boundary(np.ones(4, dtype=DTYPE_VEC), 1, allowed)
+        idx.search_subset_with_boundary(np.ones(4, dtype=DTYPE_VEC), 1, np.arange(2, dtype=DTYPE_SLOT))
+
     def _k(self, k: int) -> int:
         return max(0, min(int(k), self.table.n_slots))
 

@@ -189,11 +189,12 @@ class HNSWIndex:
         self._pool = []
 
     def _scratch_for(self, threads: int, room: int) -> _Scratch:
-        """Scratch for a search on the current arrays: from the pool, or new."""
+        """Scratch for a search on the current arrays: from the pool (list.pop is atomic), or new."""
         cap = self._cap
-        while self._pool:
+        pool = self._pool
+        while pool:
             try:
-                sc = self._pool.pop()
+                sc = pool.pop()
             except IndexError:
                 break
             if sc.cap == cap and sc.room >= room and sc.visited.shape[0] >= threads:
@@ -539,6 +540,40 @@ class HNSWIndex:
             self._give_back(sc)
         return out
 
+    def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None) -> tuple[list[int], np.ndarray, int]:
+        """`search` with ``spare=True`` for the store's query path, which has already checked its arguments (``q``
+        float32 (dim,) C-contiguous and writable, ``allowed`` bool (>= n_slots,) likewise, ``1 <= k``): no checks,
+        no copies beyond the results, the slots as a list.
+
+        Returns:
+            ``(slots, distances float32, distance computations)``: up to ``ef`` results by (distance, slot).
+        """
+        unlinked = self._queue.for_search()
+        n_cand = self.n_nodes + unlinked.shape[0]
+        if n_cand <= 0:
+            return [], _EMPTY_DISTS, 0
+        if k > n_cand:
+            k = n_cand
+        e = ef or self.params.ef_search
+        if e < k:
+            e = k
+        if e > n_cand:
+            e = max(n_cand, k)
+        t = self.table
+        links_up, ep, max_level = self._upper
+        sc = self._scratch_for(1, e)
+        try:
+            found, n_dist, _ = _search_kernels().knn_search(
+                t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
+                self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
+                self.scan_limit(e), unlinked)
+            cap = sc.cap
+            slots = sc.ss[0, cap:cap + found].tolist()
+            dists = sc.sd[0, cap:cap + found].copy()
+        finally:
+            self._give_back(sc)
+        return slots, dists, n_dist
+
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
                      spare: bool = False):
         """K-NN-SEARCH for every row of ``queries`` (float32 (nq, dim)), the queries spread over the threads.
@@ -663,6 +698,21 @@ class HNSWIndex:
             if pending.size:
                 idx.add(pending)
         return idx
+
+    @classmethod
+    def preload_kernels(cls, metric: str = "euclidean") -> None:
+        """Load (or compile) the search kernel by one search on a graph of one node, through `search` itself, so
+        that the argument types are exactly those of a real query. The store calls it on a thread while it reads
+        its snapshot, so that a first query does not wait for Numba."""
+        table = VectorTable(4, metric, 16)
+        table.write(table.allocate(1), np.ones((1, 4), dtype=DTYPE_VEC))
+        idx = cls(table, HNSWParams(m=2, ef_construction=4, ef_search=4))
+        idx.levels[0] = 0
+        idx.links0[0] = -1
+        idx._upper = (idx._upper[0], 0, 0)
+        idx.n_nodes = 1
+        allowed = np.ones(table.capacity, dtype=np.bool_)
+        idx.search(np.ones(4, dtype=DTYPE_VEC), 1, allowed, spare=True)
 
     def memory_bytes(self) -> int:
         """Bytes held by the graph arrays (not the vectors, which the table holds, nor per-thread scratch)."""
