@@ -21,7 +21,7 @@ BAD_VECTORS = [
     ([np.inf, 1, 1, 1], vs.InvalidVectorError),
     ([1e39, 1, 1, 1], vs.InvalidVectorError),
     ([0.0, 0.0, 0.0, 0.0], vs.InvalidVectorError),
-    ([1e-30, 1e-30, 1e-30, 1e-30], vs.InvalidVectorError),
+    ([1e-31, 1e-31, 1e-31, 1e-31], vs.InvalidVectorError),  # norm 2e-31 (float64) < 1e-30
     (["1", "2", "3", "4"], TypeError),
     ([True, False, True, False], TypeError),
     (np.array([1 + 1j, 0, 0, 0]), TypeError),

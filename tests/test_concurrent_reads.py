@@ -29,14 +29,17 @@ def exact_top(model: dict, q: np.ndarray, k: int) -> list[tuple[str, float]]:
 
 
 class History:
-    """Model versions, one per acknowledged batch; ``acked`` is the newest acknowledged version."""
+    """Model versions, one per batch: a batch's version is recorded *before* the batch is sent (a query may see it
+    as soon as it is applied, before its call returns); ``acked`` is the newest acknowledged version."""
 
     def __init__(self):
         self.versions: list[dict] = [{}]
         self.acked = 0
 
-    def commit(self, model: dict) -> None:
+    def expect(self, model: dict) -> None:
         self.versions.append(dict(model))
+
+    def commit(self) -> None:
         self.acked = len(self.versions) - 1
 
 
@@ -63,11 +66,12 @@ def run_program(store, ops_per_thread, seed, n_readers=2, extra=None):
                         v = grid[int(r.integers(0, len(grid)))]
                         batch.append(vs.Upsert(i, v))
                         nxt[i] = v
+                hist.expect(nxt)
                 res = store.batch_execute(batch)
                 assert res.failed == 0, res.errors
                 model.clear()
                 model.update(nxt)
-                hist.commit(model)
+                hist.commit()
         except BaseException as exc:  # pragma: no cover - reported below
             failures.append(exc)
         finally:
@@ -80,9 +84,9 @@ def run_program(store, ops_per_thread, seed, n_readers=2, extra=None):
                 q = grid[int(r.integers(0, len(grid)))]
                 start = hist.acked
                 got = [(h.id, h.score) for h in store.query(q, k=N_IDS + 1)]
-                end = hist.acked + 1  # a batch may be applied (and seen) just before its call returns
+                end = min(hist.acked + 1, len(hist.versions) - 1)  # the batch in flight may be seen
                 ok = any([i for i, _ in exact_top(hist.versions[v], q, N_IDS + 1)] == [i for i, _ in got]
-                         for v in range(start, min(end, len(hist.versions) - 1) + 1))
+                         for v in range(start, end + 1))
                 if not ok:
                     failures.append(AssertionError(f"query saw no state between versions {start} and {end}: {got}"))
                     return

@@ -8,6 +8,11 @@ and fsyncs the directory, so that a crash leaves the old file or the new one, ne
 the n-th operation of a kind (ENOSPC, EIO, short writes) and simulates a power cut by dropping every byte and
 every directory change that was not yet made durable (see its docstring for exactly what it models).
 
+No symbolic link is followed below a root: a path is opened one directory at a time, each relative to the one
+before with O_NOFOLLOW, and the operation acts on the last directory's descriptor (see `add_root` for what
+counts as a root and which part of a path is trusted). A link in the way raises ``UnsafePathError`` before
+anything is read, written or deleted.
+
 The store takes an explicit ``fs`` or uses the process-wide default (:func:`get_fs`, :func:`set_fs`,
 :func:`use_fs`). The file formats are in ``docs/concepts/storage-format.md``.
 """
@@ -19,17 +24,167 @@ import errno
 import hashlib
 import os
 import random
-import shutil
 import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import _crash
+from .errors import UnsafePathError
 
 TMP_SUFFIX = ".tmp"  # same as storage.format.TMP_SUFFIX (kept here so that _fs imports nothing from storage)
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+
+
+# --- roots: below them no symbolic link is followed -------------------------------------------------------------
+#
+# A path the library reaches under a root is opened one component at a time, each relative to the directory
+# opened before it (``openat``) with O_NOFOLLOW, and every operation then acts on the last directory's descriptor
+# (``unlinkat``, ``renameat``, ``mkdirat``). So no component below the root can be a link, not even one planted
+# between two calls: a link anywhere raises UnsafePathError before anything is read, written or deleted.
+#
+# Which part of a path is trusted (followed as the caller named it):
+# - under a registered root (a NamespaceManager registers its root): the root itself, nothing below it;
+# - elsewhere: the directory holding the file, and a directory a directory operation names. So a store opened
+#   at a path that is a link to a directory works (the user named that path), but no file inside a store
+#   directory is ever a link.
+
+_roots: dict[str, int] = {}  # absolute path -> how many holders registered it
+_roots_lock = threading.Lock()
+
+
+def add_root(path: str) -> str:
+    """Register ``path`` as a root: from now on nothing below it is reached through a symbolic link.
+
+    Registrations are counted; each needs its `remove_root`. Returns the absolute path registered.
+    """
+    path = os.path.abspath(path)
+    with _roots_lock:
+        _roots[path] = _roots.get(path, 0) + 1
+    return path
+
+
+def remove_root(path: str) -> None:
+    """Undo one `add_root` of ``path`` (a path never added is ignored)."""
+    path = os.path.abspath(path)
+    with _roots_lock:
+        n = _roots.get(path, 0) - 1
+        if n > 0:
+            _roots[path] = n
+        else:
+            _roots.pop(path, None)
+
+
+def root_of(path: str) -> str | None:
+    """The outermost registered root that is ``path`` or holds it, or None."""
+    best = None
+    with _roots_lock:
+        for root in _roots:
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                if best is None or len(root) < len(best):
+                    best = root
+    return best
+
+
+def _refuse(path: str, parent_fd: int, name: str, exc: OSError) -> BaseException:
+    """The error for a failed ``openat(parent_fd, name)`` on the way to ``path``: UnsafePathError if ``name`` is a
+    symbolic link (O_NOFOLLOW says ELOOP, ENOTDIR with O_DIRECTORY, EEXIST with O_EXCL), else ``exc`` itself."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK, errno.EEXIST):
+        try:
+            link = stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            link = False
+        if link:
+            return _unsafe(path, name)
+    return exc
+
+
+def _unsafe(path: str, name: str) -> UnsafePathError:
+    return UnsafePathError(f"{path}: {name!r} is a symbolic link, and nothing below a store's directory or a "
+                           "namespace manager's root is reached through one; refused")
+
+
+def _open_dir_below(top: str, parts: list[str], path: str) -> int:
+    """A descriptor of ``top/parts[0]/parts[1]/...``, ``top`` followed as given, every part opened without
+    following a link."""
+    fd = os.open(top, _DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                nfd = os.open(part, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                raise _refuse(path, fd, part, exc) from None
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _parts(path: str, top: str) -> list[str]:
+    rel = path[len(top):].strip(os.sep)
+    return [p for p in rel.split(os.sep) if p] if rel else []
+
+
+def open_directory(path: str) -> int:
+    """A descriptor (O_RDONLY | O_DIRECTORY) of the directory ``path``, reached without following a link below its
+    root (see the notes above `add_root`). The caller closes it."""
+    path = os.path.abspath(path)
+    root = root_of(path)
+    if root is None:
+        return os.open(path, _DIR_FLAGS)  # a directory named by the caller: followed as named
+    return _open_dir_below(root, _parts(path, root), path)
+
+
+def open_parent(path: str) -> tuple[int, str]:
+    """``(descriptor of the directory holding path, the last component)``, that directory reached as
+    `open_directory` reaches one; the last component is for the caller to open without following it."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if not name:
+        raise IsADirectoryError(errno.EISDIR, "no last component", path)
+    return open_directory(parent), name
+
+
+def open_file(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW)`` relative to `open_parent`: no component below the root, and never
+    the file itself, may be a symbolic link (UnsafePathError)."""
+    dfd, name = open_parent(path)
+    try:
+        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dfd)
+    except OSError as exc:
+        raise _refuse(path, dfd, name, exc) from None
+    finally:
+        os.close(dfd)
+
+
+def _lstat_in(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove_tree_in(dfd: int, name: str) -> None:
+    """Remove the directory ``name`` of ``dfd`` and everything in it, by descriptors: a link inside is removed,
+    never followed."""
+    fd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dfd)
+    try:
+        with os.scandir(fd) as entries:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_tree_in(fd, child)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)
 
 
 def _as_bytes_view(data) -> memoryview:
@@ -44,14 +199,15 @@ class AppendFile:
     """A file opened for appending, whose logical end (``size``) the writer tracks.
 
     Writes go to ``size`` with ``pwrite`` (not ``O_APPEND``), so that after a failed write the caller can
-    ``truncate(size_before)`` and the next write lands exactly there.
+    ``truncate(size_before)`` and the next write lands exactly there. The file is opened with `open_file`:
+    never through a symbolic link.
     """
 
     def __init__(self, fs: OSFileSystem, path: str, create: bool = False):
-        flags = os.O_WRONLY | _O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
         self._fs = fs
         self.path = path
-        self.fd = os.open(path, flags, 0o644)
+        self.fd = open_file(path, flags, 0o644)
         self.size = os.fstat(self.fd).st_size  # bytes; the logical end, where the next write goes
 
     def write(self, data) -> None:
@@ -88,7 +244,9 @@ class AppendFile:
 
 class OSFileSystem:
     """Plain POSIX I/O with the durability rules of the store (Linux semantics: fsync a directory to make the
-    creation, rename or removal of its entries durable)."""
+    creation, rename or removal of its entries durable), and no symbolic link followed below a root (see
+    `add_root`): each method opens the directories on the way relative to each other and acts on the last
+    one's descriptor."""
 
     # --- primitives FaultFS intercepts ---------------------------------------------------------------------------
 
@@ -110,7 +268,7 @@ class OSFileSystem:
     def _discard_tmp(self, path: str) -> None:
         """Remove a temp file after a failed ``write_atomic`` (best effort, never raises)."""
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            OSFileSystem.unlink(self, path)
 
     # --- the API the store uses ----------------------------------------------------------------------------------
 
@@ -119,12 +277,12 @@ class OSFileSystem:
         return AppendFile(self, path, create)
 
     def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as f:
+        with os.fdopen(open_file(path, os.O_RDONLY), "rb") as f:
             return f.read()
 
     def open_read(self, path: str):
         """A binary file object for reading (``readinto``, ``seek``, ``fileno``)."""
-        return open(path, "rb")
+        return os.fdopen(open_file(path, os.O_RDONLY), "rb")
 
     def write_atomic(self, path: str, chunks, crash_prefix: str | None = None) -> int:
         """Replace ``path`` with the concatenation of ``chunks`` so that a crash leaves the old file or the new one.
@@ -172,57 +330,138 @@ class OSFileSystem:
         except BaseException:
             if f is not None:
                 f.close()
-            self._discard_tmp(tmp)
+            self._discard_tmp(tmp)  # (never a link: unlink refuses one)
             raise
         return written
 
     def replace(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
+        """``os.replace(src, dst)`` by descriptors; refuses if either name is a symbolic link."""
+        sfd, sname = open_parent(src)
+        try:
+            dfd, dname = open_parent(dst)
+            try:
+                for fd, name, full in ((sfd, sname, src), (dfd, dname, dst)):
+                    st = _lstat_in(fd, name)
+                    if st is not None and stat.S_ISLNK(st.st_mode):
+                        raise _unsafe(full, name)
+                os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
 
     def unlink(self, path: str) -> None:
-        os.unlink(path)
+        """Remove the file ``path``; a symbolic link there is refused, not removed (UnsafePathError)."""
+        dfd, name = open_parent(path)
+        try:
+            st = _lstat_in(dfd, name)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise _unsafe(path, name)
+            os.unlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
 
     def fsync_dir(self, path: str) -> None:
         """fsync a directory: makes the creations, renames and removals of its entries durable."""
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        fd = open_directory(path)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def listdir(self, path: str) -> list[str]:
-        return os.listdir(path)
+        fd = open_directory(path)
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        """``lstat`` of ``path`` reached without following a link below its root; None if it (or a directory on
+        the way) is missing. A link on the way raises UnsafePathError."""
+        path = os.path.abspath(path)
+        if root_of(path) == path:  # a root is followed as named
+            try:
+                return os.stat(path)
+            except FileNotFoundError:
+                return None
+        try:
+            dfd, name = open_parent(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return _lstat_in(dfd, name)
+        finally:
+            os.close(dfd)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        """Something is at ``path`` (a symbolic link counts: it is not followed)."""
+        return self._lstat(path) is not None
 
     def isdir(self, path: str) -> bool:
-        return os.path.isdir(path)
+        """A directory: a root, or a directory the caller named outside every root, is followed as named; below a
+        root a symbolic link to a directory is not one."""
+        path = os.path.abspath(path)
+        if root_of(path) is None:
+            return os.path.isdir(path)
+        st = self._lstat(path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
 
     def isfile(self, path: str) -> bool:
         """A regular file (symlinks not followed)."""
-        try:
-            return stat.S_ISREG(os.lstat(path).st_mode)
-        except OSError:
-            return False
+        st = self._lstat(path)
+        return st is not None and stat.S_ISREG(st.st_mode)
 
     def makedirs(self, path: str) -> None:
-        """``os.makedirs(exist_ok=True)``, then fsync the parent of every directory it created."""
+        """``os.makedirs(exist_ok=True)``, then fsync the parent of every directory it created.
+
+        Below a root each missing directory is made relative to its parent's descriptor, and an existing
+        component that is a symbolic link is refused; above (or without) a root, the path is the caller's.
+        """
         path = os.path.abspath(path)
+        root = root_of(path)
+        top = root if root is not None else path
         missing = []
-        p = path
+        p = top
         while not os.path.isdir(p):
             missing.append(p)
             parent = os.path.dirname(p)
             if parent == p:
                 break
             p = parent
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(top, exist_ok=True)
         for created in reversed(missing):
             self.fsync_dir(os.path.dirname(created))
+        if root is None:
+            return
+        fd = os.open(top, _DIR_FLAGS)
+        done = top
+        try:
+            for part in _parts(path, top):
+                made = False
+                try:
+                    nfd = os.open(part, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    made = True
+                    nfd = os.open(part, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=fd)
+                except OSError as exc:
+                    raise _refuse(path, fd, part, exc) from None
+                os.close(fd)
+                fd = nfd
+                if made:
+                    self.fsync_dir(done)
+                done = os.path.join(done, part)
+        finally:
+            os.close(fd)
 
     def size(self, path: str) -> int:
-        return os.stat(path).st_size
+        st = self._lstat(path)
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        if stat.S_ISLNK(st.st_mode):
+            raise _unsafe(path, os.path.basename(path))
+        return st.st_size
 
     def truncate(self, path: str, size: int) -> None:
         """Cut ``path`` to ``size`` bytes and fsync it."""
@@ -234,7 +473,20 @@ class OSFileSystem:
             f.close()
 
     def rmtree(self, path: str) -> None:
-        shutil.rmtree(path)
+        """Remove the directory ``path`` and everything in it, by descriptors: a symbolic link inside is removed,
+        never followed, and ``path`` itself (or a directory on the way) being one is refused."""
+        dfd, name = open_parent(path)
+        try:
+            st = _lstat_in(dfd, name)
+            if st is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            if stat.S_ISLNK(st.st_mode):
+                raise _unsafe(path, name)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            _remove_tree_in(dfd, name)
+        finally:
+            os.close(dfd)
 
 
 _default_fs: OSFileSystem = OSFileSystem()
@@ -443,7 +695,7 @@ class FaultFS(OSFileSystem):
         with self._mu:
             self._tick("replace", dst)
             s, d = os.path.abspath(src), os.path.abspath(dst)
-            old = self._durable_content(d) if os.path.isfile(d) else None
+            old = self._durable_content(d) if self.isfile(d) else None
             src_synced = self.synced.get(s)
             super().replace(src, dst)
             self.journal.append(_Entry("rename", d, src=s, old=old, old_synced=src_synced))
@@ -454,7 +706,7 @@ class FaultFS(OSFileSystem):
         with self._mu:
             self._tick("unlink", path)
             key = os.path.abspath(path)
-            content = self._durable_content(key) if self.track_unlinks and os.path.isfile(key) else None
+            content = self._durable_content(key) if self.track_unlinks and self.isfile(key) else None
             super().unlink(path)
             self.synced.pop(key, None)
             if content is not None:

@@ -84,6 +84,15 @@ class CheckpointMethods:
         throughout (its state is not live yet) and makes it live afterwards.
         """
         fs = self._fs
+        # The new segment is made before the write lock is taken (only checkpoints add segments, one at a time),
+        # so that writers wait for one manifest write, not for two more fsyncs.
+        try:
+            next_number = layout.parse_segment_name(self._manifest.logs[-1]) + 1
+            new_seg = create_segment(fs, self.path, next_number)
+        except OSError as exc:  # nothing referenced changed: the store goes on with its old files
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
         with self._lock:  # step 1: switch
             if self._writer is not None:
                 self._writer.sync()
@@ -97,14 +106,12 @@ class CheckpointMethods:
                 name = layout.snapshot_name(seq)
             old_logs = list(self._manifest.logs)
             old_snapshot = self._manifest.snapshot
-            next_number = layout.parse_segment_name(old_logs[-1]) + 1
             try:
-                new_seg = create_segment(fs, self.path, next_number)
                 new_writer = LogWriter(fs, new_seg, seq + 1)
-            except OSError as exc:  # nothing referenced changed: the store goes on with its old files
+            except OSError as exc:
                 if isinstance(exc, StorageError):
                     raise
-                raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
+                raise StorageError(f"opening the log segment {new_seg} failed: {exc}") from exc
             try:
                 self._write_manifest(old_snapshot, self._manifest.snapshot_seq,
                                      old_logs + [os.path.basename(new_seg)])
@@ -118,16 +125,16 @@ class CheckpointMethods:
             target = self._state if state is None else state
             index = target.index
             paused = getattr(index, "pause_linking", None) is not None
-            with self._rw.write():
-                if paused:
-                    index.pause_linking()
-                try:
+            if paused:
+                index.pause_linking()  # waits for the chunk being linked; readers go on meanwhile
+            try:
+                with self._rw.write():
                     header, arrays = target.capture()
-                except BaseException:
-                    if paused:
-                        index.resume_linking()
-                    raise
-                linked_mark = int(getattr(index, "linked_count", 0))
+            except BaseException:
+                if paused:
+                    index.resume_linking()
+                raise
+            linked_mark = int(getattr(index, "linked_count", 0))
         header["seq"] = seq
         header["created_at"] = time.time()
         try:  # step 2: write (writes and queries go on meanwhile)
@@ -150,17 +157,17 @@ class CheckpointMethods:
             self._snapshot_bytes = size
             self._last_checkpoint_at = header["created_at"]
             self._linked_at_checkpoint = linked_mark if state is None else 0
-            try:
-                for old in old_logs + ([old_snapshot] if old_snapshot else []):
-                    try:
-                        fs.unlink(os.path.join(self.path, old))
-                    except FileNotFoundError:
-                        pass
-                fs.fsync_dir(self.path)
-            except OSError as exc:  # the new state is committed; leftovers are removed at the next open
-                log.warning("store %s: could not remove old files after a checkpoint: %s", self.path, exc)
-            _crash.crashpoint("compact.old_files_unlinked" if compacting else "snapshot.old_files_unlinked")
             self._dirty = False
+        try:  # the old files are no longer named by the manifest: removed without holding up writers
+            for old in old_logs + ([old_snapshot] if old_snapshot else []):
+                try:
+                    fs.unlink(os.path.join(self.path, old))
+                except FileNotFoundError:
+                    pass
+            fs.fsync_dir(self.path)
+        except OSError as exc:  # the new state is committed; leftovers are removed at the next open
+            log.warning("store %s: could not remove old files after a checkpoint: %s", self.path, exc)
+        _crash.crashpoint("compact.old_files_unlinked" if compacting else "snapshot.old_files_unlinked")
 
     def _run_auto_checkpoint(self) -> None:
         """The checkpoint thread's turn: checkpoint if still due (and the store still open and writable)."""

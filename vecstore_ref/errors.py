@@ -38,6 +38,7 @@ __all__ = [
     "UnsupportedRecordError",
     "BackupCorruptError",
     "UnsafeArchiveError",
+    "UnsafePathError",
 ]
 
 
@@ -252,3 +253,14 @@ class UnsafeArchiveError(StorageError):
 
     http_status = 400
     code = "unsafe_archive"
+
+
+class UnsafePathError(StorageError):
+    """A path below a store's directory or a namespace manager's root passes through a symbolic link.
+
+    Nothing below a root is ever reached through a link (it could point anywhere), so the call is refused before
+    it reads, writes or deletes anything. The link was planted by someone with write access to the directory; an
+    operator has to remove it.
+    """
+
+    code = "unsafe_path"

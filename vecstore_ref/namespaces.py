@@ -15,6 +15,12 @@ It copies and verifies the backup into a staging directory, renames it to the ne
 ``NAMESPACE.json`` to it with an atomic file replace; that replace is the commit. Files of a generation the JSON
 does not name are leftovers of an interrupted restore and are removed at the next start.
 
+Nothing below the root is reached through a symbolic link: the manager registers its root with the file-system
+layer (``vecstore_ref._fs.add_root``), which then opens every path below it one directory at a time without
+following links, for the manager and for the stores it opens. A link planted anywhere below the root (a namespace,
+``backups``, a backup, a store directory, a file in one) makes the call raise ``UnsafePathError`` (a namespace that
+is itself a link: ``InvalidNameError``) before anything is read, written or deleted.
+
 Backups are online and consistent: the files are copied while the store's lock is held (writes wait), after the log
 is synced, so every write acknowledged before the backup started is in it and nothing half-written is. Archives
 (``export_backup``/``import_backup``) are plain tar files of a backup directory; import accepts only regular files
@@ -23,20 +29,23 @@ with plain names and caps what it reads, then verifies every checksum before the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
-import shutil
 import stat
 import tarfile
 import threading
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from . import _crash
-from ._fs import get_fs
+from ._fs import add_root, get_fs, remove_root
+from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
     BackupCorruptError,
@@ -47,18 +56,22 @@ from .errors import (
     QuotaExceededError,
     StorageError,
     UnsafeArchiveError,
+    UnsafePathError,
     UnsupportedFormatError,
+    VecStoreError,
 )
 from .opening import check_open_options
 from .storage.manifest import read_manifest
+from .validation import validate_store_path
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Every name rule is applied with re.fullmatch: re.match with "$" also accepts a name ending in "\n".
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAMESPACE_FILE = "NAMESPACE.json"
 BACKUP_FILE = "BACKUP.json"
 BACKUPS_DIR = "backups"
 FORMAT_VERSION = 1
 MAX_ARCHIVE_BYTES = 64 * 2**30  # import_backup reads at most this much
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # the files a backup may hold
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # the files a backup may hold
 _COPY_CHUNK = 4 * 2**20
 NAMESPACE_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "clock", "max_k")  # of VecStore.open
 
@@ -126,12 +139,23 @@ class BackupInfo:
         return d
 
 
+def is_plain_name(name: object, pattern: re.Pattern = NAME_RE) -> bool:
+    """True for a str that matches ``pattern`` in full and does not end in a dot.
+
+    The patterns start with a letter or digit, so ``.``, ``..``, ``../x`` and ``/abs`` never match; a trailing
+    dot is refused because some file systems (Windows, SMB shares) drop it, which would make ``a.`` and ``a`` one
+    directory.
+    """
+    return isinstance(name, str) and pattern.fullmatch(name) is not None and not name.endswith(".")
+
+
 def validate_name(name: object, what: str = "namespace") -> str:
-    """A namespace or backup name: ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``, not ``.`` or ``..``."""
+    """A namespace or backup name: ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`` matched in full, not ending in a dot."""
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} name must be a str, got {type(name).__name__}")
-    if not NAME_RE.match(name) or name in (".", ".."):
-        raise InvalidNameError(f"{what} name {name!r} must match {NAME_RE.pattern}")
+    if not is_plain_name(name):
+        raise InvalidNameError(f"{what} name {name!r} must be 1 to 64 of A-Z a-z 0-9 _ . - , start with a letter "
+                               "or digit and not end with a dot")
     return name
 
 
@@ -142,23 +166,30 @@ class NamespaceManager:
         """``read_only=True`` creates and cleans nothing (the root must exist, else `NotFoundError`), opens
         the namespaces read-only, and refuses every write with `ReadOnlyError`: for inspecting a root that
         another process may be writing."""
-        self.root = os.path.abspath(os.fspath(root))
+        self.root = validate_store_path(root, "namespace root")
         self._fs = get_fs()
         self._read_only = bool(read_only)
         if os.path.islink(self.root):
             raise InvalidArgumentError(f"the namespace root {self.root} is a symbolic link")
         if self._read_only and not os.path.isdir(self.root):
             raise NotFoundError(f"no namespace root at {self.root}")
+        if not self._read_only:
+            try:
+                self._fs.makedirs(self.root)
+            except OSError as exc:
+                raise StorageError(f"cannot create the namespace root {self.root}: {exc}") from exc
         self._lock = threading.RLock()
         self._handles: dict = {}
         self._runtime: dict[str, dict] = {}  # per namespace: clock and max_k given at creation (not persisted)
         self._closed = False
+        # From here on no path below the root is reached through a symbolic link, by this manager or by the
+        # stores it opens (vecstore_ref._fs.add_root); close() gives the registration back.
+        add_root(self.root)
         if self._read_only:
             return
-        self._fs.makedirs(self.root)
         for name in self._fs.listdir(self.root):
             if name.startswith(".deleting-") or name.startswith(".creating-"):
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                self._remove_tree(os.path.join(self.root, name))
 
     # --- paths ------------------------------------------------------------------------------------------------
 
@@ -173,18 +204,36 @@ class NamespaceManager:
 
     def _existing(self, ns: str) -> str:
         path = self._ns_dir(ns)
-        if not os.path.isfile(os.path.join(path, NAMESPACE_FILE)):
+        if not self._fs.isfile(os.path.join(path, NAMESPACE_FILE)):
             raise NotFoundError(f"no namespace {ns!r}")
         return path
 
     def _read_config(self, path: str) -> dict:
         try:
             cfg = json.loads(self._fs.read_bytes(os.path.join(path, NAMESPACE_FILE)))
-        except (OSError, ValueError) as exc:
+        except StorageError:
+            raise
+        except (OSError, ValueError, RecursionError) as exc:
             raise StorageError(f"{path}/{NAMESPACE_FILE} is unreadable: {exc}") from exc
-        if cfg.get("format") != FORMAT_VERSION or not _FILE_RE.match(str(cfg.get("store", ""))):
+        if (not isinstance(cfg, dict) or cfg.get("format") != FORMAT_VERSION
+                or not is_plain_name(cfg.get("store"), _FILE_RE)):
             raise StorageError(f"{path}/{NAMESPACE_FILE} has an unknown format")
         return cfg
+
+    def _remove_tree(self, path: str) -> None:
+        """Remove a directory tree we own, best effort (leftovers are retried at the next start). A symbolic link
+        inside is removed, never followed; ``path`` being one is left alone."""
+        with contextlib.suppress(OSError):
+            self._fs.rmtree(path)
+
+    def _backups_dir(self, ns_path: str) -> str | None:
+        """``<ns>/backups``, or None if the namespace has none yet; a symbolic link there is UnsafePathError."""
+        bdir = os.path.join(ns_path, BACKUPS_DIR)
+        if self._fs.isdir(bdir):
+            return bdir
+        if self._fs.exists(bdir):
+            raise UnsafePathError(f"{bdir} is not a directory (a symbolic link?); refused")
+        return None
 
     def _write_config(self, path: str, cfg: dict) -> None:
         data = json.dumps(cfg, indent=1, sort_keys=True).encode()
@@ -216,7 +265,7 @@ class NamespaceManager:
         with self._lock:
             self._check_writable()
             path = self._ns_dir(ns)
-            if os.path.lexists(path):
+            if self._fs.exists(path):
                 raise AlreadyExistsError(f"namespace {ns!r} exists")
             check_open_options(open_options, NAMESPACE_OPTIONS)
             staging = os.path.join(self.root, f".creating-{ns}-{uuid.uuid4().hex[:8]}")
@@ -230,12 +279,13 @@ class NamespaceManager:
                 self._fs.replace(staging, path)
                 self._fs.fsync_dir(self.root)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                self._remove_tree(staging)
                 raise
             return self._open_handle(ns, path, open_options)
 
     def get_namespace(self, ns: str):
         """The one shared :class:`VecStore` handle of ``ns`` (opened on first use)."""
+        validate_name(ns)
         with self._lock:
             self._check_open()
             h = self._handles.get(ns)
@@ -263,18 +313,25 @@ class NamespaceManager:
         """Remove what an interrupted restore left: staging directories and generations not in use."""
         for name in self._fs.listdir(path):
             if name != current and (name.startswith("store-") or name.startswith(".staging-")):
-                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
-        bdir = os.path.join(path, BACKUPS_DIR)
-        for name in self._fs.listdir(bdir) if os.path.isdir(bdir) else []:
+                self._remove_tree(os.path.join(path, name))
+        try:
+            bdir = self._backups_dir(path)
+        except UnsafePathError:
+            return  # nothing is cleaned through a link; the backup calls refuse it
+        for name in self._fs.listdir(bdir) if bdir else []:
             if name.startswith(".tmp-") or name.startswith(".deleting-"):  # an interrupted backup or import
-                shutil.rmtree(os.path.join(bdir, name), ignore_errors=True)
+                self._remove_tree(os.path.join(bdir, name))
 
     def list_namespaces(self) -> list[str]:
         with self._lock:
             self._check_open()
-            return sorted(n for n in self._fs.listdir(self.root)
-                          if NAME_RE.match(n) and not os.path.islink(os.path.join(self.root, n))
-                          and os.path.isfile(os.path.join(self.root, n, NAMESPACE_FILE)))
+            return sorted(n for n in self._fs.listdir(self.root) if is_plain_name(n) and self._is_namespace(n))
+
+    def _is_namespace(self, name: str) -> bool:
+        try:
+            return self._fs.isfile(os.path.join(self.root, name, NAMESPACE_FILE))
+        except UnsafePathError:  # a symbolic link planted under the root is no namespace
+            return False
 
     def delete_namespace(self, ns: str) -> None:
         """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go."""
@@ -286,7 +343,7 @@ class NamespaceManager:
             trash = os.path.join(self.root, f".deleting-{ns}-{uuid.uuid4().hex[:8]}")
             self._fs.replace(path, trash)
             self._fs.fsync_dir(self.root)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._remove_tree(trash)
 
     def _close_handle(self, ns: str) -> None:
         h = self._handles.pop(ns, None)
@@ -298,6 +355,8 @@ class NamespaceManager:
         with self._lock:
             for ns in list(self._handles):
                 self._close_handle(ns)
+            if not self._closed:
+                remove_root(self.root)
             self._closed = True
 
     def __enter__(self):
@@ -312,12 +371,23 @@ class NamespaceManager:
         validate_name(name, "backup")
         return os.path.join(self._existing(ns), BACKUPS_DIR, name)
 
+    def _existing_backup(self, ns: str, name: str) -> str:
+        """The directory of backup ``name`` of ``ns``; NotFoundError if there is none, UnsafePathError if it (or
+        ``<ns>/backups``) is a symbolic link."""
+        target = self._backup_dir(ns, name)
+        if not self._fs.isdir(target):
+            if self._fs.exists(target):
+                raise UnsafePathError(f"backup {name!r} of namespace {ns!r} is not a directory (a symbolic link?); "
+                                      "refused")
+            raise NotFoundError(f"namespace {ns!r} has no backup {name!r}")
+        return target
+
     def backup_namespace(self, ns: str, backup_name: str) -> BackupInfo:
         """Copy ``ns`` into the backup ``backup_name``, online: writes wait while the files are copied."""
         with self._lock:
             self._check_writable()
             target = self._backup_dir(ns, backup_name)
-            if os.path.lexists(target):
+            if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
             store = self.get_namespace(ns)
             tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
@@ -329,7 +399,7 @@ class NamespaceManager:
                         store._writer.sync()
                     manifest = read_manifest(self._fs, store.path)
                     names = ["MANIFEST"] + ([manifest.snapshot] if manifest.snapshot else []) + list(manifest.logs)
-                    files = [_copy_file(os.path.join(store.path, n), os.path.join(tmp, n)) | {"name": n}
+                    files = [_copy_file(self._fs, os.path.join(store.path, n), os.path.join(tmp, n)) | {"name": n}
                              for n in names]
                     st = store._state
                     count, dim = st.n_live + st.n_soft, st.dim
@@ -343,7 +413,7 @@ class NamespaceManager:
                 self._fs.replace(tmp, target)
                 self._fs.fsync_dir(os.path.dirname(target))
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._remove_tree(tmp)
                 raise
             return BackupInfo(ns, backup_name, created, count, dim, metric, sum(f["size"] for f in files), files)
 
@@ -351,14 +421,14 @@ class NamespaceManager:
         """``(name, created_at UTC, count)`` of each complete backup of ``ns``, newest first."""
         with self._lock:
             self._check_open()
-            bdir = os.path.join(self._existing(ns), BACKUPS_DIR)
+            bdir = self._backups_dir(self._existing(ns))
             out = []
-            for name in self._fs.listdir(bdir) if os.path.isdir(bdir) else []:
-                if not NAME_RE.match(name):
+            for name in self._fs.listdir(bdir) if bdir else []:
+                if not is_plain_name(name):
                     continue
                 try:
-                    info = _read_backup_manifest(os.path.join(bdir, name))
-                except BackupCorruptError:
+                    info = _read_backup_manifest(self._fs, os.path.join(bdir, name))
+                except (BackupCorruptError, UnsafePathError):  # not a (complete) backup: not listed
                     continue
                 out.append((name, datetime.fromisoformat(info["created_at"]), int(info["count"])))
             return sorted(out, key=lambda r: (r[1], r[0]), reverse=True)
@@ -366,40 +436,29 @@ class NamespaceManager:
     def delete_namespace_backup(self, ns: str, backup_name: str) -> None:
         with self._lock:
             self._check_writable()
-            target = self._backup_dir(ns, backup_name)
-            if not os.path.isdir(target) or os.path.islink(target):
-                raise NotFoundError(f"namespace {ns!r} has no backup {backup_name!r}")
+            target = self._existing_backup(ns, backup_name)
             trash = os.path.join(os.path.dirname(target), f".deleting-{backup_name}-{uuid.uuid4().hex[:8]}")
             self._fs.replace(target, trash)
             self._fs.fsync_dir(os.path.dirname(target))
-            shutil.rmtree(trash, ignore_errors=True)
+            self._remove_tree(trash)
 
     def restore_namespace(self, ns: str, backup_name: str) -> None:
         """Replace ``ns`` by the backup: verified in a staging directory, then switched in by one atomic replace.
 
         The namespace's handle is closed and reopened: handles taken before the restore are closed.
         """
-        from .store import VecStore
-
         with self._lock:
             self._check_writable()
-            source = self._backup_dir(ns, backup_name)
-            if not os.path.isdir(source) or os.path.islink(source):
-                raise NotFoundError(f"namespace {ns!r} has no backup {backup_name!r}")
+            source = self._existing_backup(ns, backup_name)
             path = self._existing(ns)
-            info = _read_backup_manifest(source)
+            info = _read_backup_manifest(self._fs, source)
             staging = os.path.join(path, f".staging-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(staging)
             try:
                 for f in info["files"]:
-                    _copy_verified(os.path.join(source, f["name"]), os.path.join(staging, f["name"]), f)
+                    _copy_verified(self._fs, os.path.join(source, f["name"]), os.path.join(staging, f["name"]), f)
                 self._fs.fsync_dir(staging)
-                with VecStore.open(staging, read_only=True) as staged:  # it opens: the store's own checks pass
-                    held = staged._state.n_live + staged._state.n_soft
-                    if held != info["count"] or staged._state.dim != info["dim"]:
-                        raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim "
-                                                 f"{staged._state.dim}; its manifest says {info['count']} of dim "
-                                                 f"{info['dim']}")
+                _check_staged_store(staging, info, backup_name)
                 _crash.crashpoint("restore.staged")
                 cfg = self._read_config(path)
                 new_gen = _next_generation(cfg["store"])
@@ -408,27 +467,34 @@ class NamespaceManager:
                 self._fs.fsync_dir(path)
                 _crash.crashpoint("restore.generation_renamed")
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                self._remove_tree(staging)
                 raise
             old_gen, cfg["store"] = cfg["store"], new_gen
             self._write_config(path, cfg)  # the commit: from here the namespace is the restored one
             _crash.crashpoint("restore.switched")
-            shutil.rmtree(os.path.join(path, old_gen), ignore_errors=True)
+            self._remove_tree(os.path.join(path, old_gen))
             self._open_handle(ns, path, {})
 
     def export_backup(self, ns: str, backup_name: str, file) -> None:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object)."""
         with self._lock:
             self._check_open()
-            source = self._backup_dir(ns, backup_name)
-            if not os.path.isdir(source) or os.path.islink(source):
-                raise NotFoundError(f"namespace {ns!r} has no backup {backup_name!r}")
-            info = _read_backup_manifest(source)
+            kw = _archive_arg(file, "w")
+            source = self._existing_backup(ns, backup_name)
+            info = _read_backup_manifest(self._fs, source)
             names = [f["name"] for f in info["files"]] + [BACKUP_FILE]
-            kw = {"fileobj": file} if hasattr(file, "write") else {"name": os.fspath(file)}
-            with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **kw) as tar:
-                for n in names:
-                    tar.add(os.path.join(source, n), arcname=n, recursive=False)
+            try:
+                with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **kw) as tar:
+                    for n in names:
+                        with _open_regular(self._fs, os.path.join(source, n)) as f:  # never through a link
+                            st = os.fstat(f.fileno())
+                            member = tarfile.TarInfo(n)
+                            member.size, member.mtime, member.mode = st.st_size, int(st.st_mtime), 0o644
+                            tar.addfile(member, f)
+            except StorageError:
+                raise
+            except OSError as exc:  # writing the caller's file
+                raise StorageError(f"cannot write the archive: {exc}") from exc
 
     def import_backup(self, ns: str, file, backup_name: str, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
         """Read an archive made by :meth:`export_backup` into the backup ``backup_name`` of ``ns``.
@@ -437,25 +503,31 @@ class NamespaceManager:
         ``max_bytes`` are read, and every checksum is verified (:class:`BackupCorruptError`) before the backup
         appears.
         """
+        kw = _archive_arg(file, "r")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise InvalidArgumentTypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+        if max_bytes < 0:
+            raise InvalidArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
         with self._lock:
             self._check_writable()
             target = self._backup_dir(ns, backup_name)
-            if os.path.lexists(target):
+            if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
             tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(tmp)
             try:
-                _extract_safely(file, tmp, max_bytes)
-                info = _read_backup_manifest(tmp)
+                _extract_safely(self._fs, kw, tmp, max_bytes)
+                info = _read_backup_manifest(self._fs, tmp)
                 for f in info["files"]:
-                    _verify_file(os.path.join(tmp, f["name"]), f)
-                extra = set(os.listdir(tmp)) - {f["name"] for f in info["files"]} - {BACKUP_FILE}
+                    _verify_file(self._fs, os.path.join(tmp, f["name"]), f)
+                extra = set(self._fs.listdir(tmp)) - {f["name"] for f in info["files"]} - {BACKUP_FILE}
                 if extra:
                     raise UnsafeArchiveError(f"the archive holds files its manifest does not list: {sorted(extra)}")
+                _check_staged_store(tmp, info, backup_name, index="flat")  # a lying count is refused now
                 self._fs.replace(tmp, target)
                 self._fs.fsync_dir(os.path.dirname(target))
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._remove_tree(tmp)
                 raise
             return BackupInfo(ns, backup_name, datetime.fromisoformat(info["created_at"]), int(info["count"]),
                               info["dim"], info["metric"], sum(f["size"] for f in info["files"]), info["files"])
@@ -475,14 +547,21 @@ def _next_generation(current: str) -> str:
     return f"store-{n + 1:04d}"
 
 
-def _copy_file(src: str, dst: str, limit: int | None = None) -> dict:
-    """Copy ``src`` to ``dst`` (fsynced), refusing anything but a regular file; returns size and SHA-256."""
-    st = os.lstat(src)
-    if not stat.S_ISREG(st.st_mode):
-        raise BackupCorruptError(f"{src} is not a regular file")
+def _open_regular(fs, path: str):
+    """``fs.open_read(path)`` (never through a symbolic link), refusing anything but a regular file."""
+    f = fs.open_read(path)
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise BackupCorruptError(f"{path} is not a regular file")
+    return f
+
+
+def _copy_file(fs, src: str, dst: str, limit: int | None = None) -> dict:
+    """Copy ``src`` to the new file ``dst`` (fsynced), refusing anything but a regular file; returns size and
+    SHA-256. Both are opened through ``fs``, so neither is ever reached through a symbolic link."""
     h = hashlib.sha256()
     size = 0
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    with _open_regular(fs, src) as fin, fs.open_append(dst, create=True) as fout:
         while True:
             want = _COPY_CHUNK if limit is None else min(_COPY_CHUNK, limit + 1 - size)
             chunk = fin.read(want) if want > 0 else b""
@@ -493,36 +572,66 @@ def _copy_file(src: str, dst: str, limit: int | None = None) -> dict:
                 raise BackupCorruptError(f"{src} is larger than its manifest says")
             h.update(chunk)
             fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
+        fout.fsync()
     return {"size": size, "sha256": h.hexdigest()}
 
 
-def _copy_verified(src: str, dst: str, entry: dict) -> None:
-    got = _copy_file(src, dst, limit=int(entry["size"]))
+def _copy_verified(fs, src: str, dst: str, entry: dict) -> None:
+    try:
+        got = _copy_file(fs, src, dst, limit=int(entry["size"]))
+    except FileNotFoundError:
+        raise BackupCorruptError(f"the backup lacks {os.path.basename(src)}, which its manifest lists") from None
     if got["size"] != entry["size"] or got["sha256"] != entry["sha256"]:
         raise BackupCorruptError(f"{os.path.basename(src)} does not match the backup's checksum")
 
 
-def _verify_file(path: str, entry: dict) -> None:
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"]:
-        raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's manifest")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
+def _verify_file(fs, path: str, entry: dict) -> None:
+    try:
+        f = _open_regular(fs, path)
+    except FileNotFoundError:
+        raise BackupCorruptError(f"the backup lacks {os.path.basename(path)}, which its manifest lists") from None
+    with f:
+        if os.fstat(f.fileno()).st_size != entry["size"]:
+            raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's manifest")
+        h = hashlib.sha256()
         for chunk in iter(lambda: f.read(_COPY_CHUNK), b""):
             h.update(chunk)
     if h.hexdigest() != entry["sha256"]:
         raise BackupCorruptError(f"{os.path.basename(path)} does not match the backup's checksum")
 
 
-def _read_backup_manifest(directory: str) -> dict:
+def _check_staged_store(directory: str, info: dict, backup_name: str, index: str | None = None) -> None:
+    """Open the store files of a backup read-only and check them against its manifest (count, dim, metric).
+
+    The checksums only say the files are the ones the manifest lists; opening says they form a store, and the
+    counts say the manifest tells the truth about it. ``index="flat"`` skips building a graph (an import only
+    checks; the restore that follows builds it). Anything wrong is `BackupCorruptError`: the files come
+    from outside, so their store's errors (a corrupt log, say) are reported as a corrupt backup.
+    """
+    from .store import VecStore
+
+    try:
+        with VecStore.open(directory, read_only=True, index=index) as staged:
+            st = staged._state
+            held, dim, metric = st.n_live + st.n_soft, st.dim, staged._metric
+    except BackupCorruptError:
+        raise
+    except (VecStoreError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        raise BackupCorruptError(f"the store in backup {backup_name!r} does not open: {exc}") from None
+    if (held, dim, metric) != (info["count"], info["dim"], info["metric"]):
+        raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim {dim} under {metric}; its "
+                                 f"manifest says {info['count']} of dim {info['dim']} under {info['metric']}")
+
+
+def _read_backup_manifest(fs, directory: str) -> dict:
     path = os.path.join(directory, BACKUP_FILE)
     try:
-        if not stat.S_ISREG(os.lstat(path).st_mode) or os.lstat(path).st_size > 2**24:
-            raise BackupCorruptError(f"{path} is not a regular file of a sane size")
-        with open(path, "rb") as f:
+        with _open_regular(fs, path) as f:
+            if os.fstat(f.fileno()).st_size > 2**24:
+                raise BackupCorruptError(f"{path} is larger than a backup manifest can be")
             info = json.loads(f.read())
+        if not isinstance(info, dict):
+            raise BackupCorruptError(f"{path} is not a JSON object")
         fmt = info.get("format")
         if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT_VERSION:
             raise UnsupportedFormatError(f"{path}: backup format {fmt} is newer than this library's "
@@ -530,12 +639,20 @@ def _read_backup_manifest(directory: str) -> dict:
         if fmt != FORMAT_VERSION:
             raise BackupCorruptError(f"{path}: unknown backup format {fmt!r}")
         datetime.fromisoformat(info["created_at"])
-        int(info["count"])
+        count, dim, metric = info["count"], info["dim"], info["metric"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise BackupCorruptError(f"{path} gives a bad record count {count!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM):
+            raise BackupCorruptError(f"{path} gives a bad dimension {dim!r}")
+        if metric not in METRICS:
+            raise BackupCorruptError(f"{path} gives an unknown metric {metric!r}")
         files = info["files"]
         if not isinstance(files, list) or not files:
             raise BackupCorruptError(f"{path} lists no files")
         for f in files:
-            if not _FILE_RE.match(str(f["name"])) or f["name"] == BACKUP_FILE:
+            if not isinstance(f, dict):
+                raise BackupCorruptError(f"{path} lists a file that is not a JSON object")
+            if not is_plain_name(f["name"], _FILE_RE) or f["name"] == BACKUP_FILE:
                 raise BackupCorruptError(f"{path} lists an unsafe file name {f['name']!r}")
             if isinstance(f["size"], bool) or not isinstance(f["size"], int) or f["size"] < 0:
                 raise BackupCorruptError(f"{path} gives a bad size for {f['name']!r}")
@@ -546,31 +663,50 @@ def _read_backup_manifest(directory: str) -> dict:
         return info
     except FileNotFoundError:
         raise BackupCorruptError(f"{directory} has no {BACKUP_FILE}") from None
-    except (BackupCorruptError, UnsupportedFormatError):
+    except (BackupCorruptError, UnsupportedFormatError, UnsafePathError):
         raise
+    except RecursionError:
+        raise BackupCorruptError(f"{path} is nested too deeply to be a backup manifest") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
 
-def _extract_safely(file, directory: str, max_bytes: int) -> None:
-    """Extract the regular, plainly named members of a tar archive, reading at most ``max_bytes``."""
-    kw = {"fileobj": file} if hasattr(file, "read") else {"name": os.fspath(file)}
+def _archive_arg(file, mode: str) -> dict:
+    """The ``tarfile.open`` keywords for an archive given as a path or a binary file object (``mode`` "r" or "w")."""
+    if hasattr(file, "read" if mode == "r" else "write"):
+        if isinstance(file, io.TextIOBase):
+            raise InvalidArgumentTypeError("the archive must be a binary file object (opened with 'rb' or 'wb'), "
+                                           "not a text one")
+        return {"fileobj": file}
+    try:
+        path = os.fspath(file)
+    except TypeError:
+        raise InvalidArgumentTypeError(f"the archive must be a path or a binary file object, got "
+                                       f"{type(file).__name__}") from None
+    if not isinstance(path, str) or "\x00" in path:
+        raise InvalidArgumentError(f"the archive path {path!r} must be a str without NUL bytes")
+    return {"name": path}
+
+
+def _extract_safely(fs, archive: dict, directory: str, max_bytes: int) -> None:
+    """Extract the regular, plainly named members of a tar archive (``archive``: the keywords of `_archive_arg`),
+    reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link)."""
     total = 0
     try:
-        with tarfile.open(mode="r:*", **kw) as tar:
+        with tarfile.open(mode="r:*", **archive) as tar:
             for member in tar:
                 if not member.isreg():
                     raise UnsafeArchiveError(f"archive member {member.name!r} is not a regular file")
-                if not _FILE_RE.match(member.name) or member.name in (".", ".."):
+                if not is_plain_name(member.name, _FILE_RE):
                     raise UnsafeArchiveError(f"archive member {member.name!r} is not a plain file name")
                 total += member.size
                 if total > max_bytes:
                     raise UnsafeArchiveError(f"the archive holds more than {max_bytes:,} bytes")
                 dst = os.path.join(directory, member.name)
-                if os.path.lexists(dst):
+                if fs.exists(dst):
                     raise UnsafeArchiveError(f"archive member {member.name!r} appears twice")
                 src = tar.extractfile(member)
-                with open(dst, "xb") as out:
+                with fs.open_append(dst, create=True) as out:
                     left = member.size
                     while left > 0:
                         chunk = src.read(min(_COPY_CHUNK, left))
@@ -578,10 +714,13 @@ def _extract_safely(file, directory: str, max_bytes: int) -> None:
                             raise BackupCorruptError(f"archive member {member.name!r} is truncated")
                         out.write(chunk)
                         left -= len(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-    except tarfile.TarError as exc:
+                    out.fsync()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a cut compressed archive
         raise BackupCorruptError(f"not a readable tar archive: {exc}") from None
+    except StorageError:
+        raise
+    except OSError as exc:  # the caller's file cannot be read (missing, a directory), or extracting failed
+        raise StorageError(f"importing the archive failed: {exc}") from exc
 
 
 __all__ = ["NamespaceManager", "Quotas", "BackupInfo", "validate_name"]

@@ -69,7 +69,7 @@ from .types import (
     Upsert,
     VerifyReport,
 )
-from .validation import validate_id, validate_vectors
+from .validation import validate_id, validate_store_path, validate_vectors
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._rw = ReadWriteLock()  # readers share it; a write takes it alone only to apply to memory
         self._ckpt_lock = threading.Lock()  # one checkpoint (or compaction) at a time
         self._close_lock = threading.Lock()
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = validate_store_path(path)
         self._fs = fs or fsmod.get_fs()
         self._check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k)
         self._clock = clock or time.time
@@ -146,7 +146,12 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         if not self._fs.isdir(self.path):
             if read_only:
                 raise NotFoundError(f"no store at {self.path}")
-            self._fs.makedirs(self.path)
+            try:
+                self._fs.makedirs(self.path)
+            except OSError as exc:  # e.g. a parent that is a file, a name too long, no permission
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
         if not read_only:
             self._dir_lock = DirectoryLock(self.path)
             self._dir_lock.acquire()

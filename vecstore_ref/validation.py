@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import stat
 
 import numpy as np
 
@@ -80,7 +82,9 @@ def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
 
 # A float32 squared norm inside this range is far from every limit of the cosine check below (the float32 sum is
 # within 0.5% of the exact one even at MAX_DIM), so the exact check cannot fail: nearly every vector passes on this
-# one cheap test, and only the rest are checked again in float64.
+# one cheap test, and only the rest are checked again in float64. (Outside it a vector may well be valid: its
+# float32 square overflows or underflows, its float64 norm need not; the kernels then compute its cosine in
+# float64, see vecstore_ref.kernels.distances.)
 CLEARLY_VALID_SQUARED_NORM = (2e-30, 5e37)
 
 
@@ -102,17 +106,14 @@ def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
         return
     first = int(np.flatnonzero(unclear)[0])
     rows = rows[first:]
-    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
-    with np.errstate(over="ignore", under="ignore"):
-        sq32 = np.einsum("ij,ij->i", rows, rows, dtype=np.float32)  # what float32 kernels will see
-    bad = ~(np.isfinite(norms) & (norms > MIN_COSINE_NORM) & np.isfinite(sq32) & (sq32 > 0))
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)  # finite: float32 values squared fit a float64
+    bad = ~(norms > MIN_COSINE_NORM)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         where = "" if vectors.ndim == 1 else f" (row {first + row})"
         raise InvalidVectorError(
-            f"{what}{where} has norm {norms[row]:.3g}; the cosine metric needs a norm above "
-            f"{MIN_COSINE_NORM:g} whose square is a finite, non-zero float32 (a zero vector has no direction; "
-            "one this small or this large underflows or overflows in float32 arithmetic)"
+            f"{what}{where} has norm {norms[row]:.3g} (computed in float64); the cosine metric needs a norm above "
+            f"{MIN_COSINE_NORM:g} (a zero vector has no direction)"
         )
 
 
@@ -208,9 +209,45 @@ def validate_ttl(ttl: object, *, allow_none: bool = False) -> float | None:
         raise InvalidArgumentTypeError("ttl must be a number of seconds, got None")
     if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
         raise InvalidArgumentTypeError(f"ttl must be a number of seconds, got {type(ttl).__name__}")
-    value = float(ttl)
+    try:
+        value = float(ttl)
+    except OverflowError:  # an int (or Fraction) of hundreds of digits does not fit a float
+        value = math.inf if ttl > 0 else -math.inf
     if not math.isfinite(value) or value <= 0:
-        raise InvalidArgumentError(f"ttl must be a finite number of seconds above 0, got {ttl}")
+        raise InvalidArgumentError(f"ttl must be a finite number of seconds above 0, got {_short(ttl)}")
     if value > MAX_TTL_SECONDS:
-        raise InvalidArgumentError(f"ttl must be at most 100 years ({MAX_TTL_SECONDS:.0f} s), got {ttl}")
+        raise InvalidArgumentError(f"ttl must be at most 100 years ({MAX_TTL_SECONDS:.0f} s), got {_short(ttl)}")
     return value
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about numbers of any size."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int above sys.get_int_max_str_digits() has no decimal repr
+        return f"an int of about {value.bit_length() * 0.30103:.0f} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_store_path(path: object, what: str = "store path") -> str:
+    """A directory path given to ``VecStore.open`` or ``NamespaceManager``: a str or ``os.PathLike`` of one,
+    without a NUL byte, and not naming something that exists but is not a directory. Returns it absolute.
+
+    Whether the directory may be created, or locked, is for the file system to say (a ``StorageError``).
+    """
+    try:
+        raw = os.fspath(path)
+    except TypeError:
+        raise InvalidArgumentTypeError(f"{what} must be a str or os.PathLike, got {type(path).__name__}") from None
+    if not isinstance(raw, str):
+        raise InvalidArgumentTypeError(f"{what} must be a str, got {type(raw).__name__}")
+    if "\x00" in raw:
+        raise InvalidArgumentError(f"{what} {raw!r} holds a NUL byte")
+    absolute = os.path.abspath(raw)
+    try:
+        st = os.stat(absolute)
+    except OSError:
+        return absolute  # missing (created later) or unreachable (the open reports it)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidArgumentError(f"{what} {absolute} exists and is not a directory")
+    return absolute

@@ -187,8 +187,9 @@ class FlatIndex:
         else:
             q_inv = np.ones(nq, dtype=DTYPE_VEC)
             Qn = Q
-        x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float32) if t.metric == "euclidean" else None
-        q_sq = np.einsum("ij,ij->i", Q, Q, dtype=np.float32)
+        with np.errstate(over="ignore"):  # vectors near the float32 limits: an inf here only widens `tol` below
+            x_sq = np.einsum("ij,ij->i", X, X, dtype=np.float32) if t.metric == "euclidean" else None
+            q_sq = np.einsum("ij,ij->i", Q, Q, dtype=np.float32)
         x_aux = x_sq if x_sq is not None else t.inv_norms
         heap_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
         heap_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
@@ -214,7 +215,8 @@ class FlatIndex:
         exact_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
         rescore_shortlists(t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes, exact_d, exact_s)
         # BLAS rounding bound: a few float32 ulps of the largest |q||x| term, times the dimension
-        x_max = float(np.sqrt(x_sq.max())) if x_sq is not None and n else float(np.linalg.norm(X, axis=1).max())
+        with np.errstate(over="ignore"):
+            x_max = float(np.sqrt(x_sq.max())) if x_sq is not None and n else float(np.linalg.norm(X, axis=1).max())
         scale = (q_norm + x_max) ** 2 if t.metric == "euclidean" else q_norm * (1.0 if t.metric == "cosine" else x_max)
         tol = 1e-5 * (t.dim ** 0.5) * scale + 1e-30
         rows = np.arange(nq)

@@ -36,7 +36,7 @@ Two things decide the speed of a graph walk:
 import numpy as np
 from numba import njit, prange
 
-from .distances import COSINE, DOT, EUCLIDEAN, FASTMATH
+from .distances import COSINE, DOT, EUCLIDEAN, FASTMATH, cosine_f64, cosine_scale
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .prefetch import prefetch_row
 
@@ -66,7 +66,10 @@ def row_distance(metric, q, q_inv, X, inv_norms, i):
         s += q[j] * X[i, j]
     if metric == DOT:
         return -s
-    return -(s * q_inv) * inv_norms[i]
+    inv = cosine_scale(q_inv, inv_norms[i])
+    if inv > 0:
+        return -(s * inv)
+    return cosine_f64(q, X, i)
 
 
 @njit(cache=True, inline="always", fastmath=FASTMATH)
@@ -82,7 +85,10 @@ def rows_distance(metric, X, inv_norms, a, b):
         s += X[a, j] * X[b, j]
     if metric == DOT:
         return -s
-    return -(s * inv_norms[a]) * inv_norms[b]
+    inv = cosine_scale(inv_norms[a], inv_norms[b])
+    if inv > 0:
+        return -(s * inv)
+    return cosine_f64(X[a], X, b)
 
 
 @njit(cache=True, inline="always")

@@ -24,12 +24,13 @@ import os
 import stat
 import threading
 
+from .._fs import open_directory, open_file
 from ..errors import StorageError, StoreLockedError
 from .format import LOCK_NAME
 
 _registry: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) of a locked directory -> the LOCK fd holding it
 _registry_lock = threading.Lock()
-_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_FLAGS = os.O_RDWR | os.O_CREAT  # open_file adds O_NOFOLLOW and O_CLOEXEC
 
 
 class DirectoryLock:
@@ -56,18 +57,25 @@ class DirectoryLock:
 
         Raises:
             StoreLockedError: another ``DirectoryLock`` in this process, or another process, holds it.
-            StorageError: LOCK cannot be opened (permissions, a symlink or other non-regular file).
+            UnsafePathError: LOCK, or a directory on the way below a root, is a symbolic link.
+            StorageError: LOCK cannot be opened (permissions, a non-regular file).
         """
         if self._fd is not None:
             raise StoreLockedError(f"{self.directory} is already locked by this DirectoryLock")
-        st = os.stat(self.directory)
+        dir_fd = open_directory(self.directory)
+        try:
+            st = os.fstat(dir_fd)
+        finally:
+            os.close(dir_fd)
         key = (st.st_dev, st.st_ino)
         with _registry_lock:
             if key in _registry:
                 raise StoreLockedError(f"{self.directory} is already open for writing in this process "
                                        f"(pid {os.getpid()})")
             try:
-                fd = os.open(self.path, _FLAGS, 0o644)
+                fd = open_file(self.path, _FLAGS, 0o644)  # never through a symbolic link (UnsafePathError)
+            except StorageError:
+                raise
             except OSError as exc:
                 raise StorageError(f"cannot open the lock file {self.path}: {exc}") from exc
             try:
@@ -110,7 +118,7 @@ class DirectoryLock:
         if self._fd is not None:
             return os.getpid()
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            fd = open_file(self.path, os.O_RDONLY)
         except OSError:
             return None
         try:

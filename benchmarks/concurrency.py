@@ -1,0 +1,143 @@
+"""Reads that never wait: queries from several threads, and queries while a compaction or a checkpoint runs.
+
+Through the public API on one store (clustered vectors, euclidean, HNSW defaults, k = 10, linked before timing):
+
+1. **Threads.** Queries per second with 1 and 2 query threads (each its own share of the queries), and the ratio.
+2. **Compaction.** Query latency (p50, p99) from one thread, in a window without maintenance and in a window during
+   which another thread compacts the store (every record soft-deleted beforehand is reclaimed, so the compaction
+   rebuilds the whole graph), and the ratio of the p99s.
+3. **Checkpoints.** p50/p99 of fsynced single upserts and of queries, each from its own thread, without and with
+   checkpoints written back to back (see ``benchmarks.restarts --checkpoint-load``).
+
+    python -m benchmarks.concurrency [--n 100000] [--dim 128] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from . import machine, machine_line, md_table, write_json
+from .datasets import clustered_vectors
+from .restarts import checkpoint_load
+
+
+def _pct(v: list[float], p: float) -> float:
+    v = sorted(v)
+    return 1e3 * v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
+
+
+def _qps(store, Q: np.ndarray, seconds: float, n_threads: int) -> float:
+    counts = [0] * n_threads
+    stop = threading.Event()
+    barrier = threading.Barrier(n_threads + 1)
+
+    def run(t):
+        barrier.wait()
+        i = t
+        while not stop.is_set():
+            store.query(Q[i % len(Q)], k=10)
+            counts[t] += 1
+            i += n_threads
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for th in threads:
+        th.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def threads_qps(store, Q: np.ndarray, seconds: float) -> dict:
+    out = {n: _qps(store, Q, seconds, n) for n in (1, 2)}
+    out["ratio"] = out[2] / out[1]
+    return out
+
+
+def compaction_latency(store, Q: np.ndarray, seconds: float) -> dict:
+    def window(compacting: bool) -> dict:
+        lat: list[float] = []
+        done = threading.Event()
+        result = {}
+
+        def compactor():
+            t0 = time.perf_counter()
+            result["removed"] = store.compact()
+            result["compact_s"] = time.perf_counter() - t0
+            done.set()
+
+        th = threading.Thread(target=compactor) if compacting else None
+        if th:
+            th.start()
+        t_end = time.perf_counter() + seconds
+        i = 0
+        while (not done.is_set()) if compacting else time.perf_counter() < t_end:
+            a = time.perf_counter()
+            store.query(Q[i % len(Q)], k=10)
+            lat.append(time.perf_counter() - a)
+            i += 1
+        if th:
+            th.join()
+        return {"p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99), "queries": len(lat), **result}
+
+    return {"without": window(False), "during": window(True)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--skip-checkpoints", action="store_true")
+    args = ap.parse_args(argv)
+    import vecstore_ref as vs
+
+    m = machine()
+    print(machine_line(m))
+    result: dict = {"machine": m, "n": args.n, "dim": args.dim}
+    x, Q = clustered_vectors(args.n, args.dim, n_clusters=200, seed=0, n_queries=1000)
+    d = tempfile.mkdtemp(prefix="vs-conc-")
+    try:
+        with vs.VecStore.open(os.path.join(d, "s"), dim=args.dim, metric="euclidean", durability="none") as s:
+            s.upsert_many([f"doc-{i}" for i in range(args.n)], x)
+            s.flush_index()
+            result["threads"] = tq = threads_qps(s, Q, args.seconds)
+            print(md_table(["query threads", "queries/s"], [[1, f"{tq[1]:,.0f}"], [2, f"{tq[2]:,.0f}"]]))
+            print(f"2 threads / 1 thread: {tq['ratio']:.2f}x")
+            # a compaction that rebuilds everything: soft-delete a tenth, so every record moves
+            s.batch_execute([vs.SoftDelete(f"doc-{i}") for i in range(0, args.n, 10)])
+            result["compaction"] = cl = compaction_latency(s, Q, args.seconds)
+            w0, w1 = cl["without"], cl["during"]
+            print(md_table(["window", "query p50 ms", "query p99 ms", "queries"],
+                           [["no compaction", f"{w0['p50_ms']:.3f}", f"{w0['p99_ms']:.3f}", w0["queries"]],
+                            [f"compacting ({w1.get('compact_s', 0):.1f} s)", f"{w1['p50_ms']:.3f}",
+                             f"{w1['p99_ms']:.3f}", w1["queries"]]]))
+            print(f"query p99 during / without compaction: {w1['p99_ms'] / w0['p99_ms']:.2f}x")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    if not args.skip_checkpoints:
+        result["checkpoints"] = ck = checkpoint_load(args.n, args.dim, args.seconds)
+        w0, w1 = ck["without"], ck["with"]
+        print(md_table(["window", "upsert p50 ms", "upsert p99 ms", "query p50 ms", "query p99 ms", "checkpoints"],
+                       [["no checkpoint", f"{w0['upsert_p50_ms']:.2f}", f"{w0['upsert_p99_ms']:.2f}",
+                         f"{w0['query_p50_ms']:.3f}", f"{w0['query_p99_ms']:.3f}", 0],
+                        ["checkpoints back to back", f"{w1['upsert_p50_ms']:.2f}", f"{w1['upsert_p99_ms']:.2f}",
+                         f"{w1['query_p50_ms']:.3f}", f"{w1['query_p99_ms']:.3f}", w1["checkpoints"]]]))
+        print(f"with / without checkpoints: upsert p99 {w1['upsert_p99_ms'] / w0['upsert_p99_ms']:.2f}x, "
+              f"query p99 {w1['query_p99_ms'] / w0['query_p99_ms']:.2f}x")
+    write_json("concurrency", result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Ties at the k-th place are broken by id on every exact path (SPEC section 1, "result order").
+
+Many records share one vector, so they tie exactly at the k-th distance; they are written in an order where slot
+order and id order disagree. Each path (single and batch; unfiltered and filtered; the flat index, the filtered
+scan under HNSW and the exact scan the HNSW kernel itself makes for a sparse filter) must return the same top k as
+a ranking of every allowed record by (score descending, id ascending).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecstore_ref as vs
+from vecstore_ref import query as query_module
+
+DIM = 8
+N_NEAR, N_TIED, N_FAR = 5, 40, 120
+
+
+def build(path, index, metric):
+    rng = np.random.default_rng(7)
+    q = rng.normal(size=DIM).astype(np.float32)
+    tied = (q + 0.5 * rng.normal(size=DIM)).astype(np.float32)
+    scale = 3.0 if metric == "dot" else 1.0  # under dot, longer is better
+    near = (scale * q + 0.01 * rng.normal(size=(N_NEAR, DIM))).astype(np.float32)
+    far = (-q + 0.3 * rng.normal(size=(N_FAR, DIM))).astype(np.float32)
+    rows = ([(f"near{i}", near[i], 1) for i in range(N_NEAR)]
+            + [(f"tie{i:02d}", tied, 1) for i in range(N_TIED)]
+            + [(f"far{i:03d}", far[i], i % 4) for i in range(N_FAR)])
+    # slots in descending id order among the tied records: a slot-ordered tie break picks the wrong ones
+    rows.sort(key=lambda r: r[0], reverse=True)
+    s = vs.VecStore.open(path, dim=DIM, metric=metric, index=index)
+    s.upsert_many([r[0] for r in rows], np.stack([r[1] for r in rows]), [{"g": r[2]} for r in rows])
+    s.flush_index()
+    return s, q
+
+
+def oracle(store, q, k, flt):
+    """Every allowed record, ranked by the store's own scores (k = all: no boundary), then cut at k."""
+    everything = store.query(q, k=len(store), filter=flt)
+    ranked = sorted(everything, key=lambda n: (-n.score, n.id))
+    assert [n.id for n in ranked] == [n.id for n in everything]
+    return [(n.id, n.score) for n in ranked[:k]]
+
+
+@pytest.fixture(params=["cosine", "euclidean", "dot"])
+def metric(request):
+    return request.param
+
+
+@pytest.mark.parametrize("index,flt", [("flat", None), ("flat", "g = 1"), ("hnsw", "g = 1")])
+def test_ties_at_the_kth_place_are_broken_by_id(tmp_path, index, metric, flt):
+    """(An unfiltered HNSW search is approximate: it has no exact answer to check.)"""
+    s, q = build(str(tmp_path / "s"), index, metric)
+    with s:
+        k = N_NEAR + 15  # the boundary falls inside the tied group
+        expected = oracle(s, q, k, flt)
+        assert [i for i, _ in expected if i.startswith("tie")] == [f"tie{i:02d}" for i in range(15)]
+        assert [(n.id, n.score) for n in s.query(q, k=k, filter=flt)] == expected
+        batch = s.query_batch(np.stack([q, q, q]), k=k, filter=flt)
+        for row in range(3):
+            assert list(zip(batch.ids[row].tolist(), batch.scores[row].tolist())) == [
+                (i, np.float32(sc)) for i, sc in expected]
+
+
+def test_the_hnsw_kernels_own_exact_scan_breaks_ties_by_id(tmp_path, metric, monkeypatch):
+    """A filter too broad for the query layer's filtered scan, but sparse enough that the graph search would scan
+    the allowed nodes exactly itself (HNSWIndex.scan_limit)."""
+    monkeypatch.setattr(query_module, "FILTERED_SCAN_MAX_ROWS", 0)
+    monkeypatch.setattr(query_module, "FILTERED_SCAN_MAX_FRACTION", 0.0)
+    s, q = build(str(tmp_path / "s"), "hnsw", metric)
+    with s:
+        assert s._plan(s._filter("g = 1"), N_NEAR + N_TIED + N_FAR // 4) == "filtered-hnsw"
+        assert N_NEAR + N_TIED + N_FAR // 4 <= s._state.index.scan_limit(64)
+        k = N_NEAR + 15
+        expected = oracle(s, q, k, "g = 1")
+        assert [(n.id, n.score) for n in s.query(q, k=k, filter="g = 1")] == expected
+        batch = s.query_batch(np.stack([q, q]), k=k, filter="g = 1")
+        assert batch.ids[1].tolist() == [i for i, _ in expected]
+
+
+def test_a_tie_break_by_id_survives_compaction(tmp_path):
+    """Why ids and not slots: compaction moves slots, and the results must not change."""
+    s, q = build(str(tmp_path / "s"), "flat", "cosine")
+    with s:
+        before = [n.id for n in s.query(q, k=N_NEAR + 15, filter="g = 1")]
+        for i in range(N_FAR):
+            if i % 3 == 0:
+                s.delete(f"far{i:03d}")
+        s.compact()
+        assert [n.id for n in s.query(q, k=N_NEAR + 15, filter="g = 1")] == before
