@@ -10,13 +10,16 @@ Numba kernels are compiled (or loaded from the cache) and run once before anythi
 separate cost, measured by ``benchmarks.first_query``. Each timing is the best of ``--repeats`` runs.
 
     python -m benchmarks.ann [--datasets clustered,minilm] [--n 100000] [--sentences 20000] [--quick]
+                             [--json docs/figures/data/ann.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -157,6 +160,11 @@ def plot(all_results: dict[str, dict], path, threads: int) -> bool:
     return True
 
 
+def _loadavg() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the (shared) machine was while it measured."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="clustered,minilm", help="comma list of: clustered, minilm")
@@ -171,6 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per point; the best is kept")
     p.add_argument("--exact-single", type=int, default=100, help="queries timed one by one for exact peers")
     p.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the results to FILE (the committed copy the docs figures are drawn from: "
+                        "docs/figures/data/ann.json, see benchmarks/figures.py)")
     p.add_argument("--quick", action="store_true", help="a toy-size run (smoke test)")
     a = p.parse_args(argv)
     efs = [int(e) for e in a.efs.split(",")]
@@ -182,7 +193,8 @@ def main(argv=None) -> int:
     print(f"# ANN benchmark\n\nmachine: {machine_line(m)}\n\nEvery library builds with M = 16, ef_construction = "
           f"200 on {a.threads} threads; single queries run on 1 thread, batches on {a.threads} threads; Numba "
           f"kernels warmed before timing (compile time excluded); best of {a.repeats} timed passes.\n")
-    payload = {"machine": m, "settings": vars(a) | {"efs": efs}, "datasets": {}, "results": {}, "ratios": {}}
+    payload = {"machine": m, "load_average": _loadavg(), "settings": vars(a) | {"efs": efs}, "datasets": {},
+               "results": {}, "ratios": {}}
     all_results: dict[str, dict] = {}
     for name in a.datasets.split(","):
         try:
@@ -207,7 +219,11 @@ def main(argv=None) -> int:
                                         "queries": len(ds.queries), "info": ds.info}
         payload["results"][ds.name] = results
         payload["ratios"][ds.name] = ratios(results)
+    payload["load_average_end"] = _loadavg()
     path = write_json("ann", payload, a.out)
+    if a.json:
+        copy = write_json(Path(a.json).stem, payload, Path(a.json).parent)
+        print(f"results copied to {copy}")
     png = path.with_suffix(".png")
     print(f"results: {path}" + (f", plot: {png}" if all_results and plot(all_results, png, a.threads) else ""))
     return 0

@@ -11,7 +11,7 @@ import tempfile
 
 import hypothesis.strategies as st
 import numpy as np
-from conftest import FakeClock
+from conftest import FakeClock, examples
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from invariants import Model, ModelRecord, query_equals_brute_force, state_equals_model
@@ -211,12 +211,12 @@ class HNSWStoreMachine(StoreMachine):
     index = "hnsw"
 
 
-SETTINGS = settings(max_examples=100, stateful_step_count=30, deadline=None,
+SETTINGS = settings(max_examples=examples(100), stateful_step_count=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = SETTINGS
 TestDotStoreMachine = DotStoreMachine.TestCase
-TestDotStoreMachine.settings = settings(SETTINGS, max_examples=50)
+TestDotStoreMachine.settings = settings(SETTINGS, max_examples=examples(50))
 TestHNSWStoreMachine = HNSWStoreMachine.TestCase
-TestHNSWStoreMachine.settings = settings(SETTINGS, max_examples=50)
+TestHNSWStoreMachine.settings = settings(SETTINGS, max_examples=examples(50))

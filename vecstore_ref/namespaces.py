@@ -461,6 +461,7 @@ class NamespaceManager:
                 _check_staged_store(staging, info, backup_name)
                 _crash.crashpoint("restore.staged")
                 cfg = self._read_config(path)
+                _check_restore_quota(cfg, held, sum(f["size"] for f in info["files"]), ns, backup_name)
                 new_gen = _next_generation(cfg["store"])
                 self._close_handle(ns)
                 self._fs.replace(staging, os.path.join(path, new_gen))
@@ -537,6 +538,17 @@ class NamespaceManager:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _check_restore_quota(cfg: dict, held: int, nbytes: int, ns: str, backup_name: str) -> None:
+    """A restore may not take a namespace past its quotas (a backup imported from elsewhere may hold more)."""
+    q = cfg.get("quotas") or {}
+    if q.get("max_vectors") is not None and held > q["max_vectors"]:
+        raise QuotaExceededError(f"backup {backup_name!r} holds {held} records; namespace {ns!r} allows "
+                                 f"{q['max_vectors']}")
+    if q.get("max_bytes") is not None and nbytes > q["max_bytes"]:
+        raise QuotaExceededError(f"backup {backup_name!r} holds {nbytes:,} bytes of store files; namespace {ns!r} "
+                                 f"allows {q['max_bytes']:,}")
 
 
 def _next_generation(current: str) -> str:
