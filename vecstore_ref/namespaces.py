@@ -461,7 +461,7 @@ class NamespaceManager:
                 _check_staged_store(staging, info, backup_name)
                 _crash.crashpoint("restore.staged")
                 cfg = self._read_config(path)
-                _check_restore_quota(cfg, held, sum(f["size"] for f in info["files"]), ns, backup_name)
+                _check_restore_quota(cfg, info["count"], sum(f["size"] for f in info["files"]), ns, backup_name)
                 new_gen = _next_generation(cfg["store"])
                 self._close_handle(ns)
                 self._fs.replace(staging, os.path.join(path, new_gen))

@@ -25,9 +25,9 @@ DISTANCE = {"cosine": "cosine", "dot": "dot", "euclidean": "l2"}  # LanceDB's na
 
 
 def load(export_dir, db, table_name: str, batch_size: int = 10_000) -> int:
-    """Create ``table_name`` in the LanceDB connection ``db`` with every live record of the export; returns how
-    many."""
-    export = open_export(export_dir)  # checks the manifest and both files' SHA-256 before reading
+    """Create ``table_name`` in the LanceDB connection ``db`` with every live record of the
+    export; returns how many."""
+    export = open_export(export_dir)  # checks the manifest and the files' SHA-256 first
     if export.dim is None:
         return 0  # an empty export has no dimension
     schema = pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), export.dim)),
@@ -35,14 +35,16 @@ def load(export_dir, db, table_name: str, batch_size: int = 10_000) -> int:
     table = db.create_table(table_name, schema=schema)
     now, loaded = time.time(), 0
     for ids, vectors, metadatas, expires in export.batches(batch_size):
-        keep = [i for i, expires_at in enumerate(expires) if expires_at is None or expires_at > now]
+        keep = [i for i, expires_at in enumerate(expires)
+                if expires_at is None or expires_at > now]
         if not keep:
             continue
-        rows = vectors[keep]
+        flat = pa.array(vectors[keep].reshape(-1))
         table.add(pa.table({
             "id": [ids[i] for i in keep],
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), export.dim),
-            "metadata": [None if metadatas[i] is None else json.dumps(metadatas[i]) for i in keep],
+            "vector": pa.FixedSizeListArray.from_arrays(flat, export.dim),
+            "metadata": [None if metadatas[i] is None else json.dumps(metadatas[i])
+                         for i in keep],
             "expires_at": [expires[i] for i in keep],
         }, schema=schema))
         loaded += len(keep)

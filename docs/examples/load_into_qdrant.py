@@ -29,7 +29,7 @@ def point_id(record_id: str) -> str:
 
 def load(export_dir, client: QdrantClient, collection: str, batch_size: int = 1000) -> int:
     """Create ``collection`` and upsert every live record of the export; returns how many."""
-    export = open_export(export_dir)  # checks the manifest and both files' SHA-256 before reading
+    export = open_export(export_dir)  # checks the manifest and the files' SHA-256 first
     if export.dim is None:
         return 0  # an empty export has no dimension
     client.create_collection(collection, vectors_config=models.VectorParams(
@@ -38,7 +38,8 @@ def load(export_dir, client: QdrantClient, collection: str, batch_size: int = 10
     for ids, vectors, metadatas, expires in export.batches(batch_size):
         points = [models.PointStruct(id=point_id(id_), vector=vector.tolist(),
                                      payload={**(metadata or {}), "vecstore_id": id_})
-                  for id_, vector, metadata, expires_at in zip(ids, vectors, metadatas, expires)
+                  for id_, vector, metadata, expires_at
+                  in zip(ids, vectors, metadatas, expires)
                   if expires_at is None or expires_at > now]
         if points:
             client.upsert(collection, points=points, wait=True)

@@ -306,7 +306,7 @@ def finish(store, out, enabled: bool) -> dict:
 def finish_text(extra: dict) -> str:
     if not extra.get("linked"):
         return ""
-    return f"; linked {plural(extra['linked'], 'vector')} into the graph in {extra['link_seconds']:.2f} s"
+    return f"; graph linked in {extra['link_seconds']:.2f} s"
 
 
 def run_ingest(args, out) -> int:
@@ -367,8 +367,8 @@ def run_ingest(args, out) -> int:
     summary = {"event": "done", "source": args.source, "written": loader.written, "skipped": loader.skipped,
                "chunks": loader.chunks, "seconds": load_seconds,
                "records_per_s": loader.written / load_seconds if load_seconds > 0 else None, **extra}
-    text = (f"ingested {plural(loader.written, 'record')} from {args.source} in {plural(loader.chunks, 'chunk')}, "
-            f"{load_seconds:.2f} s" + (f"; skipped {plural(loader.skipped, 'bad ' + label)}" if loader.skipped else ""))
+    text = (f"ingested {plural(loader.written, 'record')} from {args.source} ({plural(loader.chunks, 'chunk')}, "
+            f"{load_seconds:.2f} s)" + (f"; skipped {plural(loader.skipped, 'bad ' + label)}" if loader.skipped else ""))
     out.result(summary, text + finish_text(extra))
     return 0
 

@@ -28,8 +28,9 @@ def _manager(args, *, read_only: bool = False, create_root: bool = False):
 
 
 def _backup_text(info: dict) -> str:
+    created = datetime.fromisoformat(info["created_at"]).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (f"backup {info['name']} of {info['namespace']}: {plural(info['count'], 'record')}, "
-            f"{plural(len(info['files']), 'file')}, {plural(info['bytes'], 'byte')}, created {info['created_at']}")
+            f"{plural(len(info['files']), 'file')}, {plural(info['bytes'], 'byte')}, created {created}")
 
 
 def run_namespaces_list(args, out) -> int:
@@ -126,7 +127,8 @@ def run_import_backup(args, out) -> int:
         raise NotFoundError(f"no file {args.file}")
     with _manager(args) as mgr:
         info = mgr.import_backup(args.namespace, args.file, args.name).to_dict()
-    out.result(info, _backup_text(info) + f", imported from {args.file}")
+    out.result(info, f"imported {args.file} as backup {info['name']} of {info['namespace']}: "
+                     f"{plural(info['count'], 'record')}, {plural(info['bytes'], 'byte')}")
     return 0
 
 

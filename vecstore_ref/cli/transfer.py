@@ -53,7 +53,7 @@ def run_import(args, out) -> int:
         took = time.perf_counter() - t0
         extra = finish(store, out, args.link)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
-    text = f"imported {plural(report.imported, 'record')} from {args.indir} in {took:.2f} s"
+    text = f"imported {plural(report.imported, 'record')} from {args.indir} ({took:.2f} s)"
     if report.expired:
         text += f"; left out {report.expired} whose TTL passed since the export"
     out.result(result, text + finish_text(extra))
