@@ -1,8 +1,8 @@
 """Running the command line as a user does: a real subprocess, ``sys.executable -m vecstore_ref ...``.
 
 The child imports this checkout (PYTHONPATH), whatever is installed. It shares Numba's on-disk cache with every
-other process (the kernels compile once, in whichever process needs them first), and most tests use flat stores,
-so a command costs about one interpreter start.
+other process, and `warm_kernels` fills that cache once per test session before the first child runs: a command then
+costs about one interpreter start, and no child prints the compile notice on stderr that a first run prints.
 """
 
 from __future__ import annotations
@@ -17,6 +17,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 600  # a safety net for a hung child on a very busy machine, not a performance check
 
 
+_warmed: list = []
+
+
+def warm_kernels() -> None:
+    """Compile (or load) every kernel once in this process, before the first child: the children then find them
+    all in the cache."""
+    if not _warmed:
+        from vecstore_ref.jit import warmup
+
+        warmup()
+        _warmed.append(True)
+
+
 def cli_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -26,6 +39,7 @@ def cli_env(**extra) -> dict:
 
 
 def cli_command(*args) -> list[str]:
+    warm_kernels()
     return [sys.executable, "-m", "vecstore_ref", *map(str, args)]
 
 

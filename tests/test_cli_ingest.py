@@ -15,7 +15,15 @@ import termios
 
 import numpy as np
 import pytest
-from cli_helpers import assert_one_line_error, cli_command, cli_env, json_lines, one_json, run, run_many
+from cli_helpers import (
+    assert_one_line_error,
+    cli_command,
+    cli_env,
+    json_lines,
+    one_json,
+    run,
+    run_many,
+)
 
 import vecstore_ref as vs
 from vecstore_ref._fs import dir_digest

@@ -258,7 +258,7 @@ class StoreState:
         self._unmark(slot)
         self._set_expiry(slot, None)
         self.state[slot] = FREE
-        self.id_map.unmap(id_)
+        self.id_map.unmap(slot)
 
     def _insert_new(self, ops: list[dict], vectors: np.ndarray, rows: list | None) -> bool:
         """A bulk load's record: upserts of distinct ids the store does not hold, applied with array operations.
@@ -268,8 +268,7 @@ class StoreState:
         if any(op["op"] != "upsert" for op in ops):
             return False
         ids = [op["id"] for op in ops]
-        lookup = self.id_map.lookup
-        if len(set(ids)) != len(ids) or any(lookup(i) >= 0 for i in ids):
+        if len(set(ids)) != len(ids) or (self.id_map.lookup_many(ids) >= 0).any():
             return False
         n = len(ops)
         metas = [op["metadata"] for op in ops]
@@ -499,7 +498,7 @@ class StoreState:
         if keep.size:
             slots = new._allocate(keep.size)
             new.table.write(slots, self.table.vectors[keep])
-            new.id_map.append_many(0, self.id_map.array()[keep].tolist())
+            new.id_map = self.id_map.take(keep, new._mapped)
             new.state[: keep.size] = LIVE
             new.live[: keep.size] = True
             new.expires[: keep.size] = self.expires[keep]

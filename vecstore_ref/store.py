@@ -80,6 +80,10 @@ UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upse
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
 
+    # Reads never wait for a lock held across I/O (a write's fsync, a checkpoint, a compaction): at most for a
+    # write's in-memory apply (see vecstore_ref.rwlock). The HTTP server then runs them on its event loop.
+    reads_wait_for_io = False
+
     # --- opening and closing ----------------------------------------------------------------------------------
 
     @classmethod

@@ -32,7 +32,7 @@ from .output import Output
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, store_commands.EXIT_DAMAGED, 130
 
 COMMAND_GROUPS = (
-    app_commands.register,          # demo, serve
+    app_commands.register,          # demo, warmup, serve
     store_commands.register_reads,  # stats, verify, get, query
     ingest.register,                # ingest
     transfer.register,              # export, import
@@ -70,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets an escape, not a crash
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
+    from ..jit import report_compiles
+
     args = build_parser().parse_args(argv)
     out = Output(json_mode=args.json)
     try:
-        return int(args.run(args, out) or 0)
+        with report_compiles(out.say):  # a first run's compile is never silent (on stderr: stdout stays clean)
+            return int(args.run(args, out) or 0)
     except KeyboardInterrupt:
         out.error(KeyboardInterrupt("interrupted"))
         return EXIT_INTERRUPTED

@@ -1,5 +1,5 @@
-"""The commands that are about no particular store: `demo` (a guided tour on generated data) and `serve` (the
-HTTP API over a namespace root). Commands of this kind (one that prepares the machine, say) register here."""
+"""The commands that are about no particular store: `demo` (a guided tour on generated data), `warmup` (compile
+every kernel ahead of the first query) and `serve` (the HTTP API over a namespace root)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,32 @@ def run_demo(args, out) -> int:
     return demo(args.data, n=args.n, dim=args.dim)
 
 
+def run_warmup(args, out) -> int:
+    """Compile every kernel once (or find them all in the cache) and say where the cache is."""
+    from ..jit import warmup
+
+    report = warmup()
+    cache = report.cache_dir or "none (no writable directory: the kernels compile in every process)"
+    text = [f"kernel cache: {cache}"]
+    text += [f"  {m['module']:<12} {'compiled' if m['compiled'] else 'loaded'} in {m['seconds']:.2f} s"
+             for m in report.modules]
+    text.append(f"{report.compiled} kernels compiled in {report.seconds:.1f} s" if report.compiled
+                else f"every kernel was in the cache ({report.seconds:.2f} s)")
+    out.result(report.to_dict(), text)
+    return 0
+
+
 def run_serve(args, out) -> int:
     try:
         import fastapi  # noqa: F401
+        import orjson  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise CommandError('the HTTP server needs the [server] extra: pip install "vecstore-ref[server]"') from None
     from ..http_api import serve
 
     out.note({"event": "serving", "data": args.data, "url": f"http://{args.host}:{args.port}"}, None)
-    serve(args.data, host=args.host, port=args.port, token=args.token)
+    serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log)
     return 0
 
 
@@ -37,6 +53,12 @@ def register(sub, common) -> None:
     d.add_argument("--dim", type=positive_int, default=64, help="dimension (default 64)")
     d.set_defaults(run=run_demo, parser=d)
 
+    w = sub.add_parser("warmup", parents=[common], help="compile every kernel once (for container images and CI) "
+                       "and print the cache directory",
+                       description="Compile every Numba kernel once, or find them all in the cache, and print "
+                       "the cache directory and the time per kernel module.")
+    w.set_defaults(run=run_warmup, parser=w)
+
     v = sub.add_parser("serve", parents=[common], help="the HTTP API over the namespaces under --data (needs the "
                        "[server] extra)",
                        description="Serve the HTTP API over the namespaces under --data until interrupted.")
@@ -45,4 +67,6 @@ def register(sub, common) -> None:
     v.add_argument("--port", type=positive_int, default=8080, help="default 8080")
     v.add_argument("--token", default=None,
                    help="require 'Authorization: Bearer TOKEN' on every route (or set VECSTORE_TOKEN)")
+    v.add_argument("--access-log", action="store_true",
+                   help="log one line per request (off by default: it costs throughput)")
     v.set_defaults(run=run_serve, parser=v)
