@@ -589,7 +589,9 @@ class HNSWIndex:
             raise InvalidArgumentError(f"queries must have shape (nq, {t.dim}), got {Q.shape}")
         nq = Q.shape[0]
         unlinked = self._queue.for_search()
-        kk = min(int(k), t.n_slots, self.n_nodes + unlinked.size)
+        # (n_nodes is read once: the linker changes it, and counts a chunk in flight that `unlinked` holds too)
+        n_cand = self.n_nodes + unlinked.size
+        kk = min(int(k), t.n_slots, n_cand)
         e = self._ef(max(kk, 1), ef, unlinked.size)
         w = max(0, min(e if spare else int(k), t.n_slots))
         out_d = np.full((nq, w), np.inf, dtype=DTYPE_VEC)
@@ -599,7 +601,7 @@ class HNSWIndex:
         if nq == 0 or kk == 0:
             return out_s, out_d, n_dist, hops
         if spare:
-            kk = min(e, self.n_nodes + unlinked.size)
+            kk = min(e, w, n_cand)
         allowed = self._mask(allowed)
         n_threads = max(1, min(numba_threads(), nq))
         links_up, ep, max_level = self._upper

@@ -59,12 +59,14 @@ def check_shard_dir(path: str, shard: int) -> None:
 def read_shard_count(root: str, requested: int | None) -> int | None:
     """The shard count ``SHARDS.json`` records (None for a new store); a conflicting ``requested`` count is an
     ``InvalidArgumentError``."""
+    from .._fs import get_fs
+
     cfg_path = os.path.join(root, SHARDS_FILE)
-    if not os.path.exists(cfg_path):
+    fs = get_fs()
+    if not fs.exists(cfg_path):
         return None
     try:
-        with open(cfg_path, "rb") as f:
-            cfg = json.loads(f.read())
+        cfg = json.loads(fs.read_bytes(cfg_path))
     except (OSError, ValueError) as exc:
         raise StorageError(f"{cfg_path} is unreadable: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_VERSION:

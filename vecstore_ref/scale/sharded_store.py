@@ -26,6 +26,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from .._fs import add_root, get_fs, remove_root
 from ..batch import check_bulk_rows, check_ops
 from ..config import MAX_K
 from ..errors import (
@@ -198,16 +199,28 @@ class ShardedStore:
         self.path = os.path.abspath(os.fspath(path))
         self._clock = open_options.get("clock") or time.time
         self._max_k = open_options.get("max_k", MAX_K)
-        existing = routing.read_shard_count(self.path, n_shards)
-        self.n_shards = existing or routing.check_shard_count(n_shards)
-        if isinstance(executor, RayExecutor):
-            executor.check(self.n_shards)
-        if existing is None:
-            os.makedirs(self.path, exist_ok=True)
-        if isinstance(executor, RayExecutor):
-            self._group = _RayShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
-        else:
-            self._group = _LocalShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
+        self._closed = True
+        # Below its root nothing is reached through a symbolic link (vecstore_ref._fs.add_root), as for namespaces.
+        self._root = add_root(self.path)
+        try:
+            existing = routing.read_shard_count(self.path, n_shards)
+            self.n_shards = existing or routing.check_shard_count(n_shards)
+            if isinstance(executor, RayExecutor):
+                executor.check(self.n_shards)
+            if existing is None:
+                get_fs().makedirs(self.path)
+        except BaseException:
+            remove_root(self._root)
+            raise
+        try:
+            if isinstance(executor, RayExecutor):
+                self._group = _RayShards(self.path, self.n_shards, open_options, executor, must_exist=bool(existing))
+            else:
+                self._group = _LocalShards(self.path, self.n_shards, open_options, executor,
+                                           must_exist=bool(existing))
+        except BaseException:
+            remove_root(self._root)
+            raise
         self._closed = False
         try:
             if existing is None:
@@ -245,7 +258,10 @@ class ShardedStore:
         if self._closed:
             return
         self._closed = True
-        self._group.close()
+        try:
+            self._group.close()
+        finally:
+            remove_root(self._root)
 
     def __enter__(self) -> ShardedStore:
         return self
