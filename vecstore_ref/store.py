@@ -519,6 +519,21 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                     "metadata": [st.metadata(s) for s in slots.tolist()],
                     "expires_at": st.expires[slots].tolist()}
 
+    def export(self, path) -> dict:
+        """Write every visible record to the new directory ``path`` as `vectors.npy` + `records.jsonl` +
+        `manifest.json` (one consistent picture; format in `vecstore_ref.export`); returns the manifest."""
+        from .export import export_records
+
+        return export_records([self], path)
+
+    def import_(self, path, *, batch_size: int = 10_000, progress=None) -> int:
+        """Upsert every record of the export at ``path`` (its checksums checked first) in batches of
+        ``batch_size``, TTLs carried as the time left; ``progress`` is a callable ``(done, total)``. Returns how
+        many were imported (records expired since the export are left out)."""
+        from .export import import_records
+
+        return import_records(self, path, batch_size=batch_size, progress=progress).imported
+
     def deleted_count(self) -> int:
         """Records compaction would remove: soft-deleted + expired + hard-deleted not yet reclaimed."""
         with self._rw.read():
