@@ -232,9 +232,9 @@ class IdMap:
 
 
 def _table_size(count: int) -> int:
-    """A power of two at least twice ``count`` (and 4x after growing, so that tables do not rebuild often)."""
+    """The smallest power of two at least twice ``count`` (at most half full; doubling amortizes the rebuilds)."""
     size = 16
-    while size < 4 * count:
+    while size < 2 * count:
         size *= 2
     return size
 

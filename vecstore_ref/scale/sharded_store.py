@@ -571,7 +571,7 @@ class ShardedStore:
             ops: list[Operation] = []
             now = self._clock()
             for i, id_ in enumerate(ids):
-                ttl = None if expires[i] is None else expires[i] - now
+                ttl = None if expires[i] is None else expires[i] - now  # type: ignore[operator]
                 if ttl is not None and ttl <= 0:
                     continue  # expired since the export
                 ops.append(Upsert(id_, vectors[i], metadatas[i], ttl))
