@@ -64,6 +64,7 @@ MAX_UNLINKED = 65_536
 # vecstore_ref.kernels.filtered_search).
 FILTER_SEEDS = 128
 FILTER_WIDEN = 1.5
+FILTER_GATHER = 1  # x m: new candidates one expansion of a filtered walk collects (ACORN's M)
 
 _EMPTY_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
 _EMPTY_DISTS = np.zeros(0, dtype=DTYPE_VEC)
@@ -608,7 +609,7 @@ class HNSWIndex:
             found, n_dist, hops = filtered_knn_search(
                 t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
                 self.deleted, allowed, ep, max_level, e, wide, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
-                unlinked, 2 * self.m, FILTER_SEEDS, float(selectivity))
+                unlinked, self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity))
             cap = sc.cap
             slots = sc.ss[0, cap:cap + found].tolist()
             dists = sc.sd[0, cap:cap + found].copy()
@@ -645,7 +646,7 @@ class HNSWIndex:
             filtered_knn_search_batch(
                 t.metric_code, queries, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
                 self.deleted, allowed, ep, max_level, e, wide, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads],
-                sc.ss[:n_threads], unlinked, 2 * self.m, FILTER_SEEDS, float(selectivity), out_d, out_s, n_dist,
+                sc.ss[:n_threads], unlinked, self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity), out_d, out_s, n_dist,
                 hops)
         finally:
             self._give_back(sc)

@@ -117,7 +117,8 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
             ``selectivity`` (the fraction of nodes allowed), the filter is anti-correlated with the query: the
             answers lie farther away and closer together, and ``W`` widens to all of ``res_d``.
         cand_d, cand_s: float32/int32 (capacity,): ``C`` from the front, the FIFO of bridges from the back.
-        pending: int32 (>= gather + 2m,): one expansion's new allowed nodes.
+        pending: int32 (>= gather + 2m,): one expansion's new allowed nodes; an anti-correlated walk gathers up
+            to ``len(pending) - 2m`` per expansion.
         bridges: int32 (>= 2m,): one expansion's non-matching neighbours.
         visited, tag: the epoch array (uint16 (capacity,)) and this search's tag.
         gather: new candidates one expansion collects before it stops crossing bridges (ACORN's M).
@@ -175,8 +176,9 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
                 met += n_new
                 eager -= n_new
                 if (eager <= 0 or head <= tail) and met * ANTI_RATIO < selectivity * seen:
-                    w_d = res_d  # anti-correlated: widen W (the heap stays valid, it only gets room)
+                    w_d = res_d  # anti-correlated: widen W (the heap stays valid, it only gets room) ...
                     w_s = res_s
+                    gather = pending.shape[0] - width  # ... and cross further per expansion
                     eager = 0
         elif n_cand > 0:
             eager = 0
@@ -283,7 +285,7 @@ def filtered_knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, le
         cur_ok = visited[cur] != tag and allowed[cur] and deleted[cur] == 0
         visited[cur] = tag
         width = links0.shape[1]
-        pending = np.empty(gather + width, dtype=np.int32)
+        pending = np.empty(2 * gather + width, dtype=np.int32)  # room for the anti-correlated case's gather
         bridges = np.empty(width, dtype=np.int32)
         found, nd, nh = filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, cur, cur_d,
                                         cur_ok, ef, res_d, res_s, scratch_d[:cap], scratch_s[:cap], pending,
