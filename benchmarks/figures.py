@@ -707,8 +707,9 @@ def draw_cost_model(path: Path, digest: str) -> None:
     axes[1].set_title(f"work: median |log2 error| {summary['dist_median_abs_log2']:.2f}, "
                       f"{summary['dist_within_2x']:.0%} within 2x")
     s = data["settings"]
-    _suptitle(fig, f"The cost model against what queries did: {len(pts)} queries on {s['n']:,} x {s['dim']} "
-                 f"{s['dataset']} (k, ef, filters and both indexes varied); {_machine_note(data)}")
+    what = s.get("points") or (f"{len(pts)} queries on {s['n']:,} x {s['dim']} {s['dataset']} (k, ef, filters and "
+                               "both indexes varied)")
+    _suptitle(fig, f"The cost model against what queries did: {what}; {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 

@@ -230,6 +230,8 @@ def main(argv=None) -> int:
     d_med, d_in = err("estimated_distances", "measured_distances")
     write_json("cost_model", {"schema": "vecstore_ref.figures.cost_model/1", **block,
                               "settings": {**settings, "queries": len(points),
+                                           "points": f"the {len(points)} sets of benchmarks/filtered.py "
+                                                     f"({settings['dataset']}), p50 of {a.queries} queries each",
                                            "timing": "measured_ms: the p50 of the filtered benchmark's set"},
                               "summary": {"time_median_abs_log2": t_med, "time_within_2x": t_in,
                                           "dist_median_abs_log2": d_med, "dist_within_2x": d_in},

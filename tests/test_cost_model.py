@@ -204,3 +204,23 @@ def test_estimates_and_queries_agree_on_the_plan(tmp_path):
                 est = s.estimate_query(q, k=k, filter=flt, ef=ef)
                 assert est.plan == s.query_explain(q, k=k, filter=flt, ef=ef).plan, (flt, k, ef)
         assert os.path.isdir(s.path)
+
+
+def test_a_graph_still_being_linked_is_timed_once_it_is_big_enough(tmp_path, counted):
+    """Vectors are queryable before they are linked; a calibration made while the graph was too small to time
+    is not repeated on every query, and is made again once the graph is linked."""
+    with vs.VecStore.open(str(tmp_path / "s"), dim=DIM, durability="none") as s:
+        index = s._state.index
+        index.pause_linking()  # keep everything in the queue
+        try:
+            rng = np.random.default_rng(0)
+            s.upsert_many([f"r{i}" for i in range(N)], rng.normal(size=(N, DIM)), [{"g": i % 10} for i in range(N)])
+            assert index.n_nodes < cost_module.MIN_CALIBRATION_ROWS
+            for _ in range(3):
+                s.estimate_query(np.ones(DIM), filter="g < 5")
+            assert len(counted) == 1 and not s._cost.cal.get("walk")
+        finally:
+            index.resume_linking()
+        s.flush_index()
+        s.estimate_query(np.ones(DIM), filter="g < 5")
+        assert len(counted) == 2 and s._cost.cal["walk"]

@@ -213,3 +213,23 @@ def test_a_walk_whose_results_never_fill_reaches_every_matching_node():
     got, dists, _, _ = idx.filtered_top(queries[0], 10, allowed, 64, 37 / 1500)
     assert sorted(got) == sorted(pick[5:].tolist())
     assert list(dists) == sorted(dists)
+
+
+def test_the_filtered_benchmark_runs_and_writes_both_results_files(tmp_path):
+    """benchmarks/filtered.py at toy size (it measures nothing here): the files follow their schemas."""
+    import json
+
+    from benchmarks import filtered
+
+    assert filtered.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "filtered.json").read_text())
+    assert data["schema"] == "vecstore_ref.figures.filtered/1"
+    rows = data["rows"]
+    assert [r["filter"] for r in rows] == [None] + [f"u < {t}" for t in filtered.THRESHOLDS] + ["side = 1"]
+    for r in rows:
+        assert {"filter", "selectivity", "plan", "recall", "qps", "p50_ms", "estimated_ms", "qps_ratio"} <= set(r)
+        assert r["recall"] == 1.0 or r["plan"] in ("hnsw", "filtered-hnsw")
+    assert rows[-1]["anti_correlated"] and abs(rows[-1]["selectivity"] - 0.5) < 0.01
+    points = json.loads((tmp_path / "cost_model.json").read_text())
+    assert points["schema"] == "vecstore_ref.figures.cost_model/1" and len(points["points"]) == len(rows)
+    assert 0.0 <= points["summary"]["time_within_2x"] <= 1.0

@@ -146,13 +146,15 @@ class CostModel:
             return False  # nothing worth timing: the defaults serve
         if cal is None:
             return True
-        index = getattr(st.index, "kind", "flat")
         n = max(1, cal.get("n_live", 1))
-        return (cal.get("machine") != machine_fingerprint() or cal.get("dim") != st.dim
-                or cal.get("metric") != store._metric or (index == "hnsw" and not cal.get("walk"))
-                or (index == "hnsw" and (cal.get("m"), cal.get("ef_search")) != (store._hnsw.m,
-                                                                                  store._hnsw.ef_search))
-                or not (n / REFRESH_FACTOR <= st.n_live <= n * REFRESH_FACTOR))
+        if (cal.get("machine") != machine_fingerprint() or cal.get("dim") != st.dim
+                or cal.get("metric") != store._metric or not n / REFRESH_FACTOR <= st.n_live <= n * REFRESH_FACTOR):
+            return True
+        if getattr(st.index, "kind", "flat") != "hnsw":
+            return False
+        if not cal.get("walk"):  # measured while the graph was too small (or with the flat index)
+            return st.index.n_nodes >= MIN_CALIBRATION_ROWS
+        return (cal.get("m"), cal.get("ef_search")) != (store._hnsw.m, store._hnsw.ef_search)
 
     def ensure(self, store) -> None:
         """Calibrate if `stale` (one reader at a time; the others wait for its result). Runs under the store's
