@@ -1,33 +1,40 @@
 """Filtered search kernels: a graph walk that stays inside the matching records, and an exact scan of them.
 
 A filter turns a query into "the k nearest among the *allowed* nodes". Two ways to answer it, and the planner
-(``vecstore_ref.query``) picks the cheaper from measured costs (``vecstore_ref.cost``):
+(`vecstore_ref.query`) picks the cheaper from measured costs (`vecstore_ref.cost`):
 
-- :func:`scan_subset`: an exact scan of the matching rows, given as a sorted list of slots. One distance per row;
-  rows are read in slot order with a software prefetch a few rows ahead, so a scattered subset streams from
-  memory almost as fast as a contiguous one.
-- :func:`filtered_knn_search`: a graph walk restricted to the allowed nodes, after ACORN (Patel et al., SIGMOD
-  2024, "ACORN-1"). The classic filtered walk traverses every node and lets only allowed ones into the results,
-  so at selectivity ``s`` it computes about ``1/s`` times the distances of an unfiltered search. Here distances
-  are computed for allowed nodes only, and the walk crosses non-matching nodes without computing theirs: when an
+- `scan_subset`: an exact scan of the matching rows, given as a sorted list of slots. One distance per row; rows
+  are read in slot order with a software prefetch a few rows ahead, so a scattered subset streams from memory
+  almost as fast as a contiguous one.
+- `filtered_knn_search`: a graph walk restricted to the allowed nodes, after ACORN (Patel et al., SIGMOD 2024,
+  "ACORN-1"). The classic filtered walk traverses every node and lets only allowed ones into the results, so at
+  selectivity ``s`` it computes about ``1/s`` times the distances of an unfiltered search. Here distances are
+  computed for allowed nodes only, and the walk crosses non-matching nodes without computing theirs: when an
   allowed node is expanded, its allowed neighbours are candidates, and each non-matching neighbour is a *bridge*
   whose own allowed neighbours are gathered too (two hops), up to ``gather`` new candidates per expansion. The
   candidate set ``C`` and the results ``W`` hold allowed nodes only, and the walk stops as SEARCH-LAYER does
   (Malkov & Yashunin 2018, Alg. 2): when the closest candidate is farther than the worst of a full ``W``.
 
-Bridges the walk did not need are kept in a FIFO. When ``C`` runs empty before ``W`` is full (the filter is
-anti-correlated with the query: the greedy descent ends among nodes that do not match; or the matching nodes
-around the entry are few), the walk continues breadth-first through the bridges until it meets allowed nodes
-again. So a walk whose ``W`` never fills visits every allowed node reachable from the entry point, which makes it
-exact whenever ``ef`` is at least the number of allowed nodes (the property tests rely on that).
+Every bridge goes into a FIFO. The walk crosses the FIFO breadth-first, reading each bridge's list for allowed
+nodes and for more bridges, in two cases:
+
+- **At the start**, when the greedy descent ends at a node that does not match: until ``seeds_wanted`` allowed
+  nodes are found, the ways out of the region where nothing matches. If they were found much more rarely than
+  the filter's selectivity predicts (``ANTI_RATIO``), the filter is anti-correlated with the query: the answers
+  lie farther away and closer together, so ``W`` widens (to ``ef_wide``) and each expansion gathers twice as far.
+- **Whenever ``C`` runs empty before ``W`` is full.** So a walk whose ``W`` never fills visits every allowed
+  node reachable from the entry point, which makes it exact whenever ``ef`` is at least the number of allowed
+  nodes (the property tests rely on that).
 
 Memory. ``C`` is a min-heap at the start of the caller's scratch row (as in
-:func:`vecstore_ref.kernels.hnsw_search.knn_search`), and the FIFO of bridges grows down from the end of the same
-``capacity`` entries: every node enters one of them at most once (it is marked visited first), so together they
-never hold more than ``capacity`` entries and never overlap. ``W`` follows at ``[capacity, capacity + ef)``.
+`vecstore_ref.kernels.hnsw_search.knn_search`), and the FIFO grows down from the end of the same ``capacity``
+entries: every node enters one of them at most once (it is marked visited first), so together they never hold
+more than ``capacity`` entries and never overlap. ``W`` follows at ``[capacity, capacity + ef_wide)``.
 
-Distances are those of :func:`vecstore_ref.kernels.hnsw_search.row_distance`, the same operations in the same
-order as the flat index, so a walk that finds every allowed node returns exactly what a scan does, ties included.
+Distances are those of `vecstore_ref.kernels.hnsw_search.row_distance`, the same operations in the same order as
+the flat index, so a walk that finds every allowed node returns exactly what a scan does, ties included. The
+kernels allocate nothing in their loops and return their work counters (distance computations, hops = neighbour
+lists read), as every kernel of the package does.
 """
 
 import numpy as np
@@ -90,7 +97,7 @@ def scan_subset(metric, q, q_inv, X, inv_norms, candidates, res_d, res_s):
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def scan_subset_batch(metric, Q, q_invs, X, inv_norms, candidates, out_d, out_s, out_found, out_next):
-    """:func:`scan_subset` for every row of ``Q`` (float32 (nq, d)), the queries spread over threads.
+    """`scan_subset` for every row of ``Q`` (float32 (nq, d)), the queries spread over threads.
 
     Outputs: out_d/out_s float32/int32 (nq, k) (filled best first, the rest left as given), out_found int64 (nq,),
     out_next float32 (nq,).
@@ -251,18 +258,18 @@ def filtered_knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, le
                         max_level, ef, ef_wide, visited, tags, t, scratch_d, scratch_s, unlinked, gather,
                         seeds_wanted, selectivity):
     """K-NN-SEARCH restricted to the allowed nodes: the greedy descent of the upper layers (unfiltered: they only
-    steer towards the query), :func:`filtered_layer0`, then the exact scan of the vectors not linked yet.
+    steer towards the query), `filtered_layer0`, then the exact scan of the vectors not linked yet.
 
     Args:
         q: the query, float32 (d,), C-contiguous.
         allowed: bool (>= n_slots,): the slots that may be returned; deleted nodes never are.
         ef, ef_wide: the search width, and the width it takes if the filter proves anti-correlated with the
-            query (``ef <= ef_wide``; see :func:`filtered_layer0`).
+            query (``ef <= ef_wide``; see `filtered_layer0`).
         visited, tags, t: the thread's epoch array (uint16 (capacity,)), the tags (int64 (threads,)), the thread.
         scratch_d, scratch_s: float32/int32 (capacity + ef_wide,): ``C`` and the FIFO in the first ``capacity``
             entries, then ``W``; the results are left at ``[capacity, capacity + found)``, best first.
         unlinked: int32 (p,): slots written but not linked yet, scanned exactly (usually empty).
-        gather, seeds_wanted, selectivity: see :func:`filtered_layer0`.
+        gather, seeds_wanted, selectivity: see `filtered_layer0`.
 
     Returns:
         ``(results found (<= ef_wide), distance computations, hops)``.
@@ -304,7 +311,7 @@ def filtered_knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, le
 def filtered_knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep,
                               max_level, ef, ef_wide, visited, tags, scratch_d, scratch_s, unlinked, gather,
                               seeds_wanted, selectivity, out_d, out_s, out_dist, out_hops):
-    """:func:`filtered_knn_search` for every row of ``Q`` (float32 (nq, d)), the queries dealt round-robin to
+    """`filtered_knn_search` for every row of ``Q`` (float32 (nq, d)), the queries dealt round-robin to
     threads; row i equals the single search of ``Q[i]``.
 
     Args:
