@@ -8,7 +8,10 @@ never per call: entering a threadpoolctl limit costs about a millisecond.
 =====================  =====================================================================================
 adapter                parameters (the same graph size and build effort for every HNSW)
 =====================  =====================================================================================
-``vecstore_ref hnsw``  ``HNSWParams(m=16, ef_construction=200)``; threads through ``numba.set_num_threads``
+``vecstore_ref store``  ``VecStore`` (HNSW, ``m=16, ef_construction=200``), the way users call it: ``upsert_many`` +
+                       ``flush_index()`` to build, ``query`` one at a time, ``query_batch``
+``vecstore_ref hnsw``  the raw ``HNSWIndex`` under the store, ``HNSWParams(m=16, ef_construction=200)``;
+                       threads through ``numba.set_num_threads``
 ``hnswlib``            ``M=16, ef_construction=200``; ``num_threads``
 ``faiss hnsw``         ``IndexHNSWFlat(d, 16)``, ``efConstruction=200``; ``faiss.omp_set_num_threads``
 ``usearch``            ``connectivity=16, expansion_add=200``, f32; ``threads=`` per call
@@ -19,8 +22,9 @@ adapter                parameters (the same graph size and build effort for ever
 
 Cosine peers that lack it natively (faiss) get unit-normalized vectors and inner product, which ranks the same;
 their queries are normalized once before timing (:meth:`Peer.prepare`), which only favours the peer.
-Memory is "raw vectors + links": vecstore_ref's table rows plus :meth:`HNSWIndex.memory_bytes`; for the peers, the
-size of the serialized index (hnswlib ``index_file_size``, faiss ``serialize_index``, usearch
+Memory is "raw vectors + links": vecstore_ref's table rows plus :meth:`HNSWIndex.memory_bytes` (for the store,
+also everything it keeps per record: ids and their hash table, slot states, expiry times, metadata rows); for the
+peers, the size of the serialized index (hnswlib ``index_file_size``, faiss ``serialize_index``, usearch
 ``serialized_length``), which holds exactly the vectors, links and per-node bookkeeping.
 
 Peers are optional (``pip install -e ".[bench]"``); :func:`make` raises ImportError for one that is missing.
@@ -38,7 +42,7 @@ from . import set_numba_threads
 
 M = 16
 EF_CONSTRUCTION = 200
-GRAPH_PEERS = ("vecstore_ref hnsw", "hnswlib", "faiss hnsw", "usearch")
+GRAPH_PEERS = ("vecstore_ref store", "vecstore_ref hnsw", "hnswlib", "faiss hnsw", "usearch")
 EXACT_PEERS = ("vecstore_ref flat", "faiss flat", "numpy")
 
 
@@ -146,6 +150,73 @@ class VecstoreHNSW(Peer):
     def memory_bytes(self) -> int:
         t = self.table
         return int(t.vectors[: self.n].nbytes + t.inv_norms[: self.n].nbytes + self.index.memory_bytes())
+
+
+class VecstoreStore(Peer):
+    """The store API a user calls; ids are the row numbers as strings."""
+
+    name = "vecstore_ref store"
+
+    def __init__(self, metric: str, m: int = M, ef_construction: int = EF_CONSTRUCTION):
+        super().__init__(metric)
+        import vecstore_ref as vs
+
+        self._vs = vs
+        self.params = vs.HNSWParams(m=m, ef_construction=ef_construction, ef_search=64, seed=0)
+        self.ef = 64
+        self._dir = tempfile.mkdtemp(prefix="vs-bench-store-")
+        self.store = None
+
+    def _open(self, name: str, dim: int):
+        return self._vs.VecStore.open(os.path.join(self._dir, name), dim=dim, metric=self.metric, hnsw=self.params)
+
+    def warmup(self, dim: int) -> None:
+        rng = np.random.default_rng(7)
+        x = rng.standard_normal((600, dim), dtype=np.float32)
+        with self._open("warmup", dim) as s:
+            s.upsert_many([str(i) for i in range(600)], x)
+            s.flush_index()
+            s.query(x[0], k=10, ef=16)
+            s.query_batch(x[:4], k=10, ef=16)
+
+    def build(self, x: np.ndarray, threads: int) -> None:
+        set_numba_threads(threads)
+        if self.store is not None:
+            self.store.close()
+        self.store = self._open("bench", x.shape[1])
+        self.store.upsert_many([str(i) for i in range(x.shape[0])], x)
+        self.store.flush_index()
+        self.n = x.shape[0]
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = ef
+
+    def single_thread(self) -> None:
+        set_numba_threads(1)
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        return np.array([int(h.id) for h in self.store.query(q, k=k, ef=self.ef)], dtype=np.int64)
+
+    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+        set_numba_threads(threads)
+        res = self.store.query_batch(Q, k=k, ef=self.ef)
+        ids = res.ids
+        if (res.n_found < k).any():
+            ids = np.where(np.equal(ids, None), "-1", ids)
+        return ids.astype(np.int64)
+
+    def memory_bytes(self) -> int:
+        st = self.store._state
+        n = st.n_slots
+        idm = st.id_map
+        table = idm._table.nbytes if idm._table is not None else 0
+        per_slot = (st.state[:n].nbytes + st.live[:n].nbytes + st.expires[:n].nbytes + idm._ends[: n + 1].nbytes
+                    + st.columns._start[:n].nbytes + st.columns._length[:n].nbytes + st.columns._row_state[:n].nbytes)
+        g = st.index
+        graph = (g.levels[:n].nbytes + g.links0[:n].nbytes + g.up_offset[:n].nbytes + g.deleted[:n].nbytes
+                 + g.links_up[: g.n_up_rows].nbytes)
+        return int(st.table.vectors[:n].nbytes + st.table.inv_norms[:n].nbytes + graph + idm._bytes.size + table
+                   + per_slot)
 
 
 class VecstoreFlat(Peer):
@@ -340,7 +411,7 @@ class NumpyFlat(Peer):
         return int(self.x.nbytes)
 
 
-_ADAPTERS = {cls.name: cls for cls in (VecstoreHNSW, Hnswlib, FaissHNSW, Usearch, VecstoreFlat, FaissFlat,
+_ADAPTERS = {cls.name: cls for cls in (VecstoreStore, VecstoreHNSW, Hnswlib, FaissHNSW, Usearch, VecstoreFlat, FaissFlat,
                                        NumpyFlat)}
 
 

@@ -138,6 +138,17 @@ def test_first_query_quick(capsys, tmp_path):
     assert first_query.main(["--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| flat | warm |" in out and "| hnsw | warm |" in out
+    assert "Bulk load of 200 x 64" in out and "fixed cost" in out
+
+
+def test_compile_times_quick(capsys, tmp_path):
+    from benchmarks import compile_times
+
+    assert compile_times.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| flat_query |" in out and "| import |" in out
+    kernels = {k["kernel"] for k in _json(tmp_path, "compile_times")["results"][1]["kernels"]}
+    assert "flat_search.topk_masked" in kernels  # an empty cache: the flat query compiled its kernel
 
 
 def test_store_overhead_quick(capsys, tmp_path):

@@ -1,48 +1,229 @@
-"""The command line, run as a user would (subprocess), on a small store."""
+"""The command line, run as a user would (a subprocess): inspection without side effects, one-record writes,
+maintenance, output formats, errors and exit statuses."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+from cli_helpers import (
+    assert_one_line_error,
+    cli_command,
+    cli_env,
+    json_lines,
+    one_json,
+    run,
+    run_many,
+)
+
 import vecstore_ref as vs
+from vecstore_ref._fs import dir_digest
+
+PYTHON_REPR = re.compile(r"\b(None|True|False)\b|array\(|np\.")
 
 
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vecstore_ref", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+def make_store(path, n=40, dim=4, index="flat"):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    with vs.VecStore.open(path, dim=dim, metric="cosine", index=index, durability="none") as s:
+        s.upsert_many([f"r{i}" for i in range(n)], x, [{"i": i, "even": i % 2 == 0, "tag": None} for i in range(n)])
+        s.soft_delete("r1")
+        s.upsert_with_ttl("ttl", x[0], {"k": "v"}, 3600)
+    return x
+
+
+def test_version_and_both_entry_points():
+    by_module = run("--version")
+    assert by_module.returncode == 0 and by_module.stdout.strip() == f"vecstore-ref {vs.__version__}"
+    by_main = subprocess.run([sys.executable, "-c", "import sys; from vecstore_ref.cli import main; sys.exit(main())",
+                              "--version"], capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert by_main.stdout == by_module.stdout
+    nothing = run()
+    assert nothing.returncode == 2 and "usage: vecstore-ref" in nothing.stderr
 
 
 def test_demo_prints_real_results(tmp_path):
-    out = run("demo", "--data", str(tmp_path / "data"), "--n", "1500", "--dim", "16")
+    out = run("demo", "--data", tmp_path / "data", "--n", "1000", "--dim", "16")
     assert out.returncode == 0, out.stderr
-    assert "ingested 1500 vectors" in out.stdout
-    assert "recall@10" in out.stdout
+    assert "ingested 1000 vectors" in out.stdout
     assert out.stdout.count("score=") >= 10
     recall = float(out.stdout.split("exact scan on 100 queries: ")[1].split()[0])
     assert recall >= 0.9
-    again = run("demo", "--data", str(tmp_path / "data"), "--n", "1500", "--dim", "16")
+    again = run("--json", "demo", "--data", tmp_path / "data", "--n", "1000", "--dim", "16")
     assert again.returncode == 0, again.stderr
+    messages = [m["message"] for m in json_lines(again.stdout)]
+    assert any("recall@10" in m for m in messages)
 
 
-def test_store_commands(tmp_path):
+READS = [("stats", "{p}"), ("verify", "{p}"), ("get", "{p}", "x"), ("query", "{p}", "--vector", "[1, 0]"),
+         ("export", "{p}", "{p}-out"), ("backups", "ns", "--data", "{p}"), ("namespaces", "--data", "{p}"),
+         ("namespaces", "list", "--data", "{p}"), ("export-backup", "ns", "b", "{p}.tar", "--data", "{p}")]
+# every write but ingest, import, upsert and `namespaces create` needs what it writes to exist (a sample of them)
+WRITES_NEEDING_A_STORE = [("soft-delete", "{p}", "x"), ("set-ttl", "{p}", "x", "5"), ("compact", "{p}"),
+                          ("backup", "ns", "--data", "{p}"), ("namespaces", "delete", "ns", "--data", "{p}")]
+
+
+def test_a_path_with_no_store_is_an_error_that_creates_nothing(tmp_path):
+    missing = str(tmp_path / "typo")
+    before = dir_digest(str(tmp_path))
+    commands = [tuple(a.format(p=missing) for a in c) for c in READS + WRITES_NEEDING_A_STORE]
+    for cmd, proc in zip(commands, run_many(commands)):
+        assert_one_line_error(proc, "no ", missing)
+        assert proc.stdout == "", cmd
+    assert dir_digest(str(tmp_path)) == before
+    os.makedirs(missing)  # an empty directory is not a store either
+    for proc in run_many([("stats", missing), ("--json", "verify", missing)]):
+        assert proc.returncode == 1 and f"no store at {missing}" in proc.stderr
+    assert os.listdir(missing) == []
+
+
+def test_reads_change_nothing_and_work_beside_a_writer(tmp_path):
     path = str(tmp_path / "s")
-    with vs.VecStore.open(path, dim=2, metric="euclidean", index="flat") as s:
-        s.upsert("a", [1.0, 0.0], {"k": 1})
-        s.upsert("b", [0.0, 1.0])
-        s.delete("b")
-    out = run("stats", path, "--json")
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["visible"] == 1
-    out = run("query", path, "--vector", "[1, 0]", "--k", "1", "--json")
-    assert json.loads(out.stdout)["results"][0]["id"] == "a"
-    out = run("get", path, "a", "--json")
-    assert json.loads(out.stdout)["metadata"] == {"k": 1}
+    make_store(path, index="hnsw")
+    with vs.VecStore.open(path) as writer:  # holds the write lock: the reads must not need it
+        before = dir_digest(path)
+        procs = run_many([("stats", path, "--json"), ("get", path, "r3", "--json"), ("verify", path),
+                          ("query", path, "--vector", "[1, 0, 0, 0]", "--k", "3", "--json"),
+                          ("export", path, tmp_path / "exp")])
+        assert [p.returncode for p in procs] == [0] * 5, [p.stderr for p in procs]
+        assert dir_digest(path) == before
+        writer.upsert("later", [0.0, 0.0, 1.0, 0.0])  # and the writer was never disturbed
+    stats = one_json(procs[0].stdout)
+    assert stats["visible"] == 40 and stats["soft_deleted"] == 1 and "read_only" not in stats
+    assert one_json(procs[1].stdout)["metadata"] == {"i": 3, "even": False, "tag": None}
+    assert len(json_lines(procs[3].stdout)) == 3
+    assert json.loads((tmp_path / "exp" / "manifest.json").read_text())["count"] == 40
+
+
+def test_one_record_commands(tmp_path):
+    path = str(tmp_path / "s")
+    created = run("upsert", path, "a", "--vector", "[1, 0, 0]", "--metadata", '{"lang": "en"}', "--index", "flat",
+                  "--metric", "euclidean")
+    assert created.returncode == 0 and created.stdout == "upserted a\n", created.stderr
+    r = run("--json", "upsert", path, "b", "--vector", "[0, 1, 0]", "--ttl", "3600")
+    assert one_json(r.stdout)["expires_at"] is not None
+    with vs.VecStore.open(path, read_only=True) as s:
+        assert s.stats().metric == "euclidean" and s.stats().index == "flat" and len(s) == 2
+    steps = [
+        (("update-metadata", path, "a", "--metadata", '{"lang": "de"}'), "updated the metadata of a"),
+        (("soft-delete", path, "a"), "soft-deleted a"),
+        (("soft-delete", path, "a"), "a was already soft-deleted"),
+        (("restore", path, "a"), "restored a"),
+        (("set-ttl", path, "a", "60"), "a expires at 20"),
+        (("set-ttl", path, "a", "--clear"), "a has no TTL"),
+        (("delete", path, "b"), "deleted b"),
+    ]
+    for args, text in steps:
+        proc = run(*args)
+        assert proc.returncode == 0 and proc.stdout.startswith(text), (args, proc.stdout, proc.stderr)
+    got = one_json(run("get", path, "a", "--json").stdout)
+    assert got == {"id": "a", "vector": [1.0, 0.0, 0.0], "metadata": {"lang": "de"}, "expires_at": None,
+                   "deleted": False}
+    assert_one_line_error(run("delete", path, "b"), "NotFoundError", "'b'")
+    assert one_json(run("soft-delete", path, "a", "--json").stdout) == {"id": "a", "changed": True}
+    assert one_json(run("get", path, "a", "--include-deleted", "--json").stdout)["deleted"] is True
+    # a store that exists keeps its options; --index only shapes a new one
+    assert_one_line_error(run("upsert", path, "c", "--vector", "[0, 0, 1]", "--index", "hnsw"), "--index")
+
+
+def test_text_output_is_words_and_json_never_python_reprs(tmp_path):
+    path = str(tmp_path / "s")
+    make_store(path)
+    procs = run_many([("stats", path), ("get", path, "r2"), ("get", path, "ttl"), ("verify", path),
+                      ("query", path, "--vector", "[1, 0, 0, 0]", "--k", "5"), ("compact", path, "--if-needed")])
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr
+        assert not PYTHON_REPR.search(proc.stdout), proc.stdout
+    stats, plain, ttl, verify, query, compact = (p.stdout for p in procs)
+    assert "last_compaction: null" in stats and "compaction_config.enabled: true" in stats
+    assert "metadata.even: true" in plain and "metadata.tag: null" in plain and "expires_at: null" in plain
+    assert re.search(r"^expires_at: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", ttl, re.M), ttl
+    assert verify.startswith("ok: ")
+    rows = [line.split("\t") for line in query.splitlines()]
+    assert len(rows) == 5 and all(len(r) == 3 for r in rows)
+    assert [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
+    assert json.loads(rows[0][2]).keys() == {"i", "even", "tag"}
+    assert compact.startswith("not compacted: ")
+
+
+def test_query_json_is_one_hit_per_line(tmp_path):
+    path = str(tmp_path / "s")
+    x = make_store(path)
+    hits = json_lines(run("query", path, "--vector", json.dumps(x[5].tolist()), "--k", "4", "--json",
+                          "--filter", "even = false").stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert hits[0]["id"] == "r5" and hits[0]["score"] == pytest.approx(1.0, abs=1e-6)
+    assert all(h["metadata"]["even"] is False for h in hits) and "r1" not in {h["id"] for h in hits}
+    assert run("query", path, "--vector", "[0, 0, 0, 1]", "--filter", "i > 1000").stdout == ""
+
+
+def test_errors_are_one_line_and_usage_errors_exit_2(tmp_path):
+    path = str(tmp_path / "s")
+    make_store(path)
+    wrong_dim, bad_filter, json_error, bad_k, bad_vector, bad_ttl = run_many([
+        ("upsert", path, "x", "--vector", "[1, 2]"),
+        ("query", path, "--vector", "[1, 0, 0, 0]", "--filter", "i >"),
+        ("--json", "get", path, "nope"),
+        ("query", path, "--vector", "[1, 0, 0, 0]", "--k", "0"),
+        ("query", path, "--vector", "[1, true, 0, 0]"),
+        ("set-ttl", path, "r2", "-5"),
+    ])
+    assert_one_line_error(wrong_dim, "DimensionMismatchError")
+    assert_one_line_error(bad_filter, "FilterSyntaxError")
+    assert json.loads(json_error.stderr) == {"error": {"type": "NotFoundError",
+                                                       "message": "no record with id 'nope'"}}
+    for usage in (bad_k, bad_vector, bad_ttl):
+        assert usage.returncode == 2 and "usage: vecstore-ref" in usage.stderr and "Traceback" not in usage.stderr
+    assert "--k" in bad_k.stderr and "--vector" in bad_vector.stderr
+
+
+def test_verify_exit_status_3_when_damaged(tmp_path):
+    path = str(tmp_path / "s")
+    make_store(path)
     assert run("verify", path).returncode == 0
-    out = run("compact", path, "--json")
-    assert json.loads(out.stdout)["removed_count"] == 1
-    assert run("snapshot", path).returncode == 0
-    assert run("expire", path).returncode == 0
-    bad = run("get", path, "zzz")
-    assert bad.returncode == 1 and "NotFoundError" in bad.stderr and "Traceback" not in bad.stderr
+    log = os.path.join(path, "log-00000001.vsl")
+    data = bytearray(open(log, "rb").read())
+    data[40] ^= 0xFF  # inside the first record, with valid records after it: corruption, not a torn tail
+    open(log, "wb").write(bytes(data))
+    text, as_json = run_many([("verify", path), ("verify", path, "--json")])
+    assert text.returncode == 3 and text.stdout.startswith("damaged: "), text.stdout + text.stderr
+    report = one_json(as_json.stdout)
+    assert as_json.returncode == 3 and report["ok"] is False and report["errors"]
+    assert_one_line_error(run("stats", path), "CorruptLogError")
+
+
+def test_maintenance_commands(tmp_path):
+    path = str(tmp_path / "s")
+    make_store(path)
+    run("delete", path, "r4")
+    compact = one_json(run("compact", path, "--json").stdout)
+    assert compact["triggered"] is True and compact["removed_count"] == 2  # r1 (soft) and r4 (hard)
+    snap = run("snapshot", path)
+    assert snap.returncode == 0 and snap.stdout.startswith("wrote a snapshot of ")
+    assert one_json(run("expire", path, "--json").stdout) == {"expired": 0}
+    with vs.VecStore.open(path, read_only=True) as s:
+        assert s.stats().snapshot_bytes > 0 and len(s) == 39
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
+    path = str(tmp_path / "s")
+    make_store(path, n=3000, dim=4)
+    proc = subprocess.Popen(cli_command("query", path, "--vector", "[1, 0, 0, 0]", "--k", "3000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) in (0, 1) and "Traceback" not in err and err == ""
+
+
+def test_a_vector_can_come_from_stdin(tmp_path):
+    path = str(tmp_path / "s")
+    vector = json.dumps([0.5] * 300)
+    assert run("upsert", path, "long", "--vector", "-", "--index", "flat", input=vector).returncode == 0
+    hits = json_lines(run("query", path, "--vector", "-", "--k", "1", "--json", input=vector).stdout)
+    assert hits[0]["id"] == "long" and hits[0]["score"] == pytest.approx(1.0, abs=1e-6)

@@ -23,10 +23,12 @@ def run_and_kill(path: str, seed: int, n_ops: int, mode: str, kill_after_s: floa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.strip() == "READY", proc.stderr.read()
+    first = proc.stdout.readline()  # the clock starts at the first acknowledgement: loading kernels is not writing
+    assert first.startswith("ACK "), (first, proc.stderr.read())
     time.sleep(kill_after_s)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
-    acked = [int(x.split()[1]) for x in out.splitlines() if x.startswith("ACK ") and len(x.split()) == 2]
+    acked = [int(x.split()[1]) for x in (first + out).splitlines() if x.startswith("ACK ") and len(x.split()) == 2]
     return max(acked) + 1 if acked else 0
 
 

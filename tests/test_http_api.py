@@ -1,4 +1,5 @@
-"""The HTTP API (SPEC section 8) through FastAPI's test client: routes, error bodies, limits, token."""
+"""The HTTP API (SPEC section 8) through FastAPI's test client: routes, error bodies, limits, token, where reads run,
+and a real `vecstore-ref serve`. The body models have their own tests (test_http_models.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import vecstore_ref as vs  # noqa: E402
 from vecstore_ref._fs import dir_digest  # noqa: E402
-from vecstore_ref.http_api import create_app  # noqa: E402
+from vecstore_ref.server import create_app  # noqa: E402
 
 
 @pytest.fixture
@@ -45,9 +46,10 @@ def test_write_query_and_record_routes(client):
         {"op": "delete", "id": "nope"},
         {"op": "soft_delete", "id": "c"},
         {"op": "restore", "id": "c"},
-        {"op": "upsert", "id": "d", "vector": [True, 0, 0]},
+        {"op": "upsert", "id": "d", "vector": [1, 0]},
     ]}).json()
     assert r["succeeded"] == 4 and r["failed"] == 2 and [e["index"] for e in r["errors"]] == [2, 5]
+    assert [e["type"] for e in r["errors"]] == ["NotFoundError", "DimensionMismatchError"]
     res = post(client, "/v1/query", {"vector": [1, 0, 0], "limit": 2}).json()["results"]
     assert [h["id"] for h in res] == ["a", "b"] and res[0]["metadata"] == {"lang": "en"}
     res = post(client, "/v1/query", {"vector": [1, 0, 0], "k": 5, "filter": "lang = 'de'"}).json()["results"]
@@ -107,7 +109,9 @@ def test_namespace_and_backup_routes(client):
     b'{"id": 5, "vector": [1, 2, 3]}', b'{"id": "a", "vector": "abc"}', b'{"id": "a", "vector": [true, 1, 2]}',
     b'{"id": "a"}', b'{"id": "a", "vector": [1, 2, 3], "ttl": -1}', b'{"id": "a", "vector": [1, 2, 3], "ttl": true}',
     b'{"id": "a", "vector": [1, 2, 3], "metadata": {"k": {"nested": 1}}}', b'{"id": "", "vector": [1, 2, 3]}',
-    b'{"id": "a", "vector": [1e39, 1, 2]}',
+    b'{"id": "a", "vector": [1e39, 1, 2]}', b'{"id": "a", "vector": [1, 2, 3], "ttl": ' + b"9" * 400 + b"}",
+    b'{"id": "a", "vector": [1, 2, 3], "ttl": 1e400}', b'{"id": "\\ud800", "vector": [1, 2, 3]}',
+    b'{"id": "a", "vector": [1, 2, 3], "metdata": {"a": 1}}',
 ])
 def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, raw):
     post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
@@ -115,7 +119,7 @@ def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, 
     r = client.post("/v1/upsert", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert set(err) == {"type", "message"} and "Traceback" not in r.text and client.root not in r.text
+    assert set(err) <= {"type", "message", "field"} and "Traceback" not in r.text and client.root not in r.text
     assert hasattr(vs, err["type"]) and issubclass(getattr(vs, err["type"]), vs.VecStoreError)  # a public class
     assert dir_digest(client.root) == before
 
@@ -124,6 +128,7 @@ def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, 
     {"vector": [1, 2, 3], "limit": 0}, {"vector": [1, 2, 3], "limit": True}, {"vector": [1, 2, 3], "limit": "5"},
     {"vector": [1, 2], "limit": 3}, {"vector": [1, 2, 3], "filter": "lang = "}, {"vector": [0, 0, 0]},
     {"vector": [1, 2, 3], "ef": -4}, {"vector": [1, 2, 3], "limit": 2, "k": 2}, {"limit": 3},
+    {"vector": [1, 2, 3], "top_k": 3}, {"vector": [1, 2, 3], "k": 10**30},
 ])
 def test_bad_queries_get_400(client, body):
     post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
@@ -140,6 +145,14 @@ def test_no_server_path_in_error_bodies(client, monkeypatch):
     monkeypatch.setattr(mgr, "get_namespace", lambda ns: closed)
     r = client.get("/v1/records/seed")
     assert r.status_code >= 400 and client.root not in r.text and "<data>" in r.text
+
+
+def test_a_handle_closed_behind_the_server_is_looked_up_again(client):
+    post(client, "/v1/upsert", {"id": "seed", "vector": [1, 2, 3]})
+    client.app.state.manager.get_namespace("default").close()  # as a restore or a delete would
+    r = post(client, "/v1/query", {"vector": [1, 2, 3], "k": 1})
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == "seed"  # the manager reopened it
+    assert post(client, "/v1/upsert", {"id": "more", "vector": [1, 2, 3]}).status_code == 200
 
 
 def test_not_found_conflict_and_unknown_routes(client):
@@ -207,28 +220,117 @@ def test_serve_command_binds_localhost_and_answers(tmp_path):
     assert os.path.isdir(tmp_path / "data" / "default")
 
 
-def test_a_stalled_body_gets_408_and_other_clients_are_served(tmp_path):
-    import threading
+class _Server:
+    """The app under uvicorn in a thread of this process, on a free port of 127.0.0.1."""
 
-    import uvicorn
+    def __init__(self, app):
+        import threading
 
-    app = create_app(str(tmp_path / "d"), body_timeout_s=0.5)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-                      b"content-length: 100\r\n\r\n{\"id\": \"a\"")  # 10 of the 100 bytes promised
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:  # not blocked
+        import uvicorn
+
+        self.app = app
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        self.app.state.manager.close()
+
+
+def _stalled_upsert(port: int) -> socket.socket:
+    """A connection that sends 10 bytes of the 100-byte body it announces, then nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=120)
+    s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+              b"content-length: 100\r\n\r\n{\"id\": \"a\"")
+    return s
+
+
+def _read_to_end(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_stalled_body_does_not_hold_up_other_clients(tmp_path):
+    """The wait for a body happens on the event loop, not in a worker: with a stalled upsert open (and a timeout
+    that cannot pass during the test), other requests, writes included, are answered."""
+    with _Server(create_app(str(tmp_path / "d"), body_timeout_s=3600)) as srv:
+        stalled = [_stalled_upsert(srv.port) for _ in range(3)]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/healthz", timeout=120) as r:
                 assert r.status == 200
-            reply = s.recv(4096)
-        assert reply.startswith(b"HTTP/1.1 408") and b"RequestTimeout" in reply
-    finally:
-        server.should_exit = True
-        t.join(timeout=10)
-        app.state.manager.close()
+            req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/v1/upsert", method="POST",
+                                         data=json.dumps({"id": "b", "vector": [1, 2]}).encode(),
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                assert json.loads(r.read()) == {"ok": True}
+        finally:
+            for s in stalled:
+                s.close()
+
+
+def test_a_stalled_body_gets_408_and_its_connection_closed(tmp_path):
+    """However slow the machine, the answer is a whole 408 (read until the server closes), and nothing is written."""
+    with _Server(create_app(str(tmp_path / "d"), body_timeout_s=0.2)) as srv:
+        with _stalled_upsert(srv.port) as s:
+            reply = _read_to_end(s)
+        assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "RequestTimeout"
+        assert len(srv.app.state.manager.get_namespace("default")) == 0
+
+
+class _CountingThreads:
+    """Counts the calls the app hands to worker threads."""
+
+    def __init__(self, monkeypatch):
+        from starlette.concurrency import run_in_threadpool
+
+        import vecstore_ref.server.app as app_module
+
+        self.calls = 0
+
+        async def counted(fn, *args, **kwargs):
+            self.calls += 1
+            return await run_in_threadpool(fn, *args, **kwargs)
+
+        monkeypatch.setattr(app_module, "run_in_threadpool", counted)
+
+
+def _queries_in_threads(tmp_path, monkeypatch, inline_reads, reads_wait_for_io=None, n=4) -> int:
+    threads = _CountingThreads(monkeypatch)
+    app = create_app(str(tmp_path / "d"), inline_reads=inline_reads)
+    with TestClient(app) as c:
+        post(c, "/v1/upsert", {"id": "a", "vector": [1, 2]})
+        store = app.state.manager.get_namespace("default")
+        if reads_wait_for_io is not None:
+            monkeypatch.setattr(store, "reads_wait_for_io", reads_wait_for_io, raising=False)
+        before = threads.calls
+        for _ in range(n):
+            assert post(c, "/v1/query", {"vector": [1, 2], "k": 1}).json()["results"][0]["id"] == "a"
+        assert c.get("/v1/records/a").status_code == 200
+        handed_off = threads.calls - before
+    app.state.manager.close()
+    return handed_off
+
+
+def test_reads_go_to_a_worker_thread_when_they_may_wait_for_io(tmp_path, monkeypatch):
+    assert _queries_in_threads(tmp_path, monkeypatch, None, reads_wait_for_io=True) == 5
+    assert _queries_in_threads(tmp_path / "2", monkeypatch, False) == 5  # or when told to
+
+
+def test_reads_run_on_the_event_loop_when_the_store_says_they_never_wait_for_io(tmp_path, monkeypatch):
+    assert vs.VecStore.reads_wait_for_io is False  # the store's reads take no lock held across I/O
+    # the first read of the handle runs in a thread (kernels load there), the others inline
+    assert _queries_in_threads(tmp_path, monkeypatch, None) == 1
+    assert _queries_in_threads(tmp_path / "2", monkeypatch, True, reads_wait_for_io=True) == 1

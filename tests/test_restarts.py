@@ -187,3 +187,39 @@ def test_maintenance_reclaims_old_versions_of_an_overwrite_only_store(tmp_path):
         res = vs.Maintenance(s, interval_s=3600).run_once()
         assert res.triggered and res.removed_count == 0 and "old versions" in res.reason
         assert s.stats().superseded == 0 and s.stats().slots == 10 and len(s) == 10
+
+
+def test_metadata_changed_while_a_checkpoint_is_written_survives_a_crash(tmp_path, monkeypatch):
+    """Metadata changed while a checkpoint's file is being written is in the log after the snapshot: after a crash
+    the record and the filter columns both show it."""
+    import threading
+
+    from vecstore_ref import checkpoint as ckpt
+
+    writing, release = threading.Event(), threading.Event()
+    real = ckpt.write_snapshot
+
+    def slow_write(*args, **kw):
+        writing.set()
+        assert release.wait(60)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ckpt, "write_snapshot", slow_write)
+    path = tmp_path / "s"
+    s = vs.VecStore.open(path, dim=2, index="flat")
+    s.upsert_many([f"r{i}" for i in range(10)], np.eye(2, dtype=np.float32)[[i % 2 for i in range(10)]],
+                  [{"g": 1} for _ in range(10)])
+    t = threading.Thread(target=s.snapshot)
+    t.start()
+    assert writing.wait(60)
+    s.update_metadata("r3", {"g": 2})  # after the capture, before the file is written
+    release.set()
+    t.join(60)
+    # what a crash right now would leave: the snapshot, then the log after it
+    from test_stateful_checkpoints import abandon
+
+    abandon(s)
+    with vs.VecStore.open(path) as s2:
+        assert s2.get("r3").metadata == {"g": 2}
+        assert [h.id for h in s2.query([1, 0], k=10, filter="g = 2")] == ["r3"]
+        assert len(s2.query([1, 0], k=10, filter="g = 1")) == 9

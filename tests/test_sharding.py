@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import vecstore_ref as vs
-from vecstore_ref.sharding import shard_of
+from vecstore_ref.scale import shard_of
 
 
 def data(n, dim=8, seed=0):
@@ -22,7 +22,7 @@ def data(n, dim=8, seed=0):
 def test_routing_is_stable_across_processes():
     ids = [f"id-{i}" for i in range(50)] + ["é", "日本", "a b"]
     here = [shard_of(i, 7) for i in ids]
-    code = "import json,sys; from vecstore_ref.sharding import shard_of; " \
+    code = "import json,sys; from vecstore_ref.scale import shard_of; " \
            "print(json.dumps([shard_of(i, 7) for i in json.loads(sys.argv[1])]))"
     out = subprocess.run([sys.executable, "-c", code, json.dumps(ids)], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONHASHSEED="123"))
@@ -125,30 +125,6 @@ def test_export_then_import_gives_the_same_records(tmp_path):
             b.import_(tmp_path / "exp")
 
 
-def test_ray_actors_hold_the_shards(tmp_path):
-    ray = pytest.importorskip("ray")
-    ids, x = data(200, seed=6)
-    try:
-        with vs.ShardedStore.open(tmp_path / "sh", 3, executor="ray", dim=8, index="flat", durability="none") as sh, \
-                vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none") as one:
-            assert sh.upsert_many(ids, x) == 200
-            one.upsert_many(ids, x)
-            q = x[17]
-            assert [(n.id, n.score) for n in sh.query(q, k=5)] == [(n.id, n.score) for n in one.query(q, k=5)]
-            res = sh.batch_execute([vs.Delete("doc-1"), vs.Delete("nope"), vs.SoftDelete("doc-2")])
-            assert res.succeeded == 2 and [e.index for e in res.errors] == [1]
-            assert len(sh) == 198 and "doc-3" in sh
-            with pytest.raises(vs.NotFoundError):
-                sh.get("doc-1")
-            with pytest.raises(vs.StoreLockedError):  # the actor holds the shard's directory lock
-                vs.VecStore.open(tmp_path / "sh" / "shard-0000")
-            sh.export(tmp_path / "exp")
-        with vs.ShardedStore.open(tmp_path / "sh") as again:  # the actors released the locks
-            assert len(again) == 198
-    finally:
-        ray.shutdown()
-
-
 @pytest.mark.parametrize("bad", ["id", "metadata", "ttl"])
 def test_a_bad_row_on_any_shard_writes_nothing(tmp_path, bad):
     from vecstore_ref._fs import dir_digest
@@ -192,3 +168,146 @@ def test_a_malformed_export_record_is_a_typed_error(tmp_path):
         with pytest.raises(vs.BackupCorruptError):
             b.import_(tmp_path / "exp")
         assert len(b) == 0
+
+
+# --- fan-out, merge, dimensions, layout ------------------------------------------------------------------------
+
+def test_shard_threads_run_every_call_and_hand_back_errors_as_values():
+    import threading
+    import time
+
+    from vecstore_ref.scale.fanout import ShardThreads
+
+    done = []
+    lock = threading.Lock()
+
+    def work(i):
+        time.sleep(0.001 * (i % 3))
+        with lock:
+            done.append(i)
+        if i == 2:
+            raise vs.NotFoundError("two")
+        return threading.current_thread().name, i * i
+
+    pool = ShardThreads(3)
+    try:
+        for _ in range(20):
+            done.clear()
+            out = pool.run(work, list(range(5)))
+            assert sorted(done) == [0, 1, 2, 3, 4]  # every call finished before run returned
+            assert isinstance(out[2], vs.NotFoundError)
+            assert [o[1] for i, o in enumerate(out) if i != 2] == [0, 1, 9, 16]
+            assert out[0][0] == threading.current_thread().name  # the first runs in the calling thread
+        names = pool.run(lambda i: threading.current_thread().name, range(4))
+        assert len(set(names)) == 4  # one worker per item past the first
+    finally:
+        pool.close()
+    pool.close()  # idempotent
+
+
+def test_a_callers_executor_runs_the_fan_out_and_stays_usable(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids, x = data(200, seed=9)
+    with ThreadPoolExecutor(2) as pool:
+        with vs.ShardedStore.open(tmp_path / "sh", 3, executor=pool, dim=8, index="flat", durability="none") as sh, \
+                vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none") as one:
+            sh.upsert_many(ids, x)
+            one.upsert_many(ids, x)
+            assert [(n.id, n.score) for n in sh.query(x[3], k=6)] == [(n.id, n.score) for n in one.query(x[3], k=6)]
+        assert pool.submit(lambda: 42).result() == 42
+
+
+def test_ties_across_shards_are_broken_by_id_as_in_one_store(tmp_path):
+    ids, x = data(400, seed=10)
+    x[50:70] = x[0]  # twenty-one records at the same place, spread over the shards
+    with vs.ShardedStore.open(tmp_path / "sh", 4, dim=8, index="flat", durability="none") as sh, \
+            vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none") as one:
+        sh.upsert_many(ids, x)
+        one.upsert_many(ids, x)
+        assert len({shard_of(f"doc-{i}", 4) for i in [0, *range(50, 70)]}) == 4
+        for k in (1, 5, 21, 22, 30):
+            a, b = sh.query(x[0], k=k), one.query(x[0], k=k)
+            assert [(n.id, n.score) for n in a] == [(n.id, n.score) for n in b]
+        qs = np.stack([x[0], x[1], x[50]])
+        for k in (3, 21, 25):
+            ra, rb = sh.query_batch(qs, k=k), one.query_batch(qs, k=k)
+            assert (ra.ids == rb.ids).all() and np.array_equal(ra.scores, rb.scores)
+
+
+def test_results_say_no_shard_was_missing(tmp_path):
+    ids, x = data(30)
+    with vs.ShardedStore.open(tmp_path / "sh", 2, dim=8, durability="none") as sh:
+        sh.upsert_many(ids, x)
+        hits = sh.query(x[0], k=3)
+        assert isinstance(hits, list) and hits.missing_shards == () and hits == list(hits)
+        assert hits.to_dict()["missing_shards"] == [] and len(hits.to_dict()["results"]) == 3
+        batch = sh.query_batch(x[:2], k=3)
+        assert batch.missing_shards == () and batch.to_dict()["missing_shards"] == []
+
+
+def test_the_first_write_fixes_the_dimension_for_every_shard(tmp_path):
+    with vs.ShardedStore.open(tmp_path / "sh", 4, durability="none") as sh:
+        assert sh.query(np.ones(3, np.float32)) == []  # empty: any dimension is fine to ask
+        sh.upsert("first", np.ones(3, np.float32))
+        others = [i for i in (f"o{j}" for j in range(40)) if shard_of(i, 4) != shard_of("first", 4)]
+        with pytest.raises(vs.DimensionMismatchError):
+            sh.upsert(others[0], np.ones(5, np.float32))  # a shard with no vector yet would have taken it
+        with pytest.raises(vs.DimensionMismatchError):
+            sh.upsert_many(others[:2], np.ones((2, 5), np.float32))
+        res = sh.batch_execute([vs.Upsert(others[1], [1, 2, 3]), vs.Upsert(others[2], [1, 2, 3, 4, 5])])
+        assert res.succeeded == 1 and [(e.index, e.type) for e in res.errors] == [(1, "DimensionMismatchError")]
+        assert all(s.stats().dim in (None, 3) for s in sh.shards) and len(sh) == 2
+    with vs.ShardedStore.open(tmp_path / "sh") as sh:
+        with pytest.raises(vs.DimensionMismatchError):
+            sh.upsert(others[3], np.ones(4, np.float32))
+    with vs.ShardedStore.open(tmp_path / "b", 3, durability="none") as sh:  # a batch sets it too
+        res = sh.batch_execute([vs.Upsert("bad", [np.nan, 1.0]), vs.Upsert("a", [1, 2, 3, 4]),
+                                vs.Upsert("b", [1, 2])])
+        assert res.succeeded == 1 and [e.index for e in res.errors] == [0, 2]
+        assert sh.stats()["dim"] == 4
+
+
+def test_a_missing_shard_directory_is_an_error_not_an_empty_shard(tmp_path):
+    import shutil
+
+    ids, x = data(50)
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=8) as sh:
+        sh.upsert_many(ids, x)
+    shutil.move(tmp_path / "sh" / "shard-0002", tmp_path / "away")
+    with pytest.raises(vs.CorruptStoreError, match="shard 2"):
+        vs.ShardedStore.open(tmp_path / "sh")
+    assert not os.path.exists(tmp_path / "sh" / "shard-0002")
+    shutil.move(tmp_path / "away", tmp_path / "sh" / "shard-0002")
+    with vs.ShardedStore.open(tmp_path / "sh") as sh:  # the other shards were not left locked
+        assert len(sh) == 50
+
+
+def test_shards_json_is_written_last(tmp_path):
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=8) as sh:
+        sh.upsert("a", np.ones(8, np.float32))
+    os.remove(tmp_path / "sh" / "SHARDS.json")  # as if creation had crashed before its commit point
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=8) as sh:
+        assert "a" in sh
+    assert json.loads((tmp_path / "sh" / "SHARDS.json").read_text())["n_shards"] == 3
+
+
+def test_progress_hears_the_total(tmp_path, capsys):
+    ids, x = data(20)
+    seen = []
+    with vs.ShardedStore.open(tmp_path / "sh", 2, dim=8, durability="none") as sh:
+        sh.upsert_many(ids, x, progress=lambda done, total: seen.append((done, total)))
+        sh.upsert_many(ids, x, progress=True)
+        with pytest.raises(TypeError):
+            sh.upsert_many(ids, x, progress="yes")
+    assert seen == [(20, 20)]
+
+
+def test_shard_unavailable_error_is_a_typed_503():
+    import pickle
+
+    exc = vs.ShardUnavailableError("shard 3 is unavailable: gone", (3,))
+    assert isinstance(exc, vs.VecStoreError) and exc.http_status == 503 and exc.code == "shard_unavailable"
+    again = pickle.loads(pickle.dumps(exc))
+    assert again.shards == (3,) and str(again) == str(exc)
+    assert "ShardUnavailableError" in vs.__all__

@@ -331,3 +331,22 @@ def test_every_file_system_call_refuses_a_link_below_a_root(tmp_path):
     finally:
         remove_root(str(root))
     assert (outside / "f").read_bytes() == b"outside"
+
+
+def test_a_sharded_store_follows_no_link_below_its_root(tmp_path):
+    """ShardedStore registers its root like NamespaceManager: a shard directory planted as a link to a folder
+    outside is refused, and nothing outside is written."""
+    import numpy as np
+
+    root, outside = tmp_path / "sharded", tmp_path / "outside"
+    outside.mkdir()
+    with vs.ShardedStore.open(root, 2, dim=4, index="flat") as s:
+        s.upsert("a", np.ones(4, dtype=np.float32))
+    shard = next(p for p in sorted(root.iterdir()) if p.is_dir())
+    shutil.move(str(shard), str(outside / shard.name))
+    os.symlink(outside / shard.name, shard)
+    before = sorted(str(p) for p in outside.rglob("*"))
+    with pytest.raises(vs.VecStoreError):
+        with vs.ShardedStore.open(root) as s:
+            s.upsert_many([f"r{i}" for i in range(20)], np.ones((20, 4), dtype=np.float32))
+    assert sorted(str(p) for p in outside.rglob("*")) == before

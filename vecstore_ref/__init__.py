@@ -19,7 +19,7 @@ from .errors import __all__ as _error_names
 from .filter import Filter, parse_filter
 from .maintenance import Maintenance
 from .namespaces import BackupInfo, NamespaceManager, Quotas
-from .sharding import ShardedStore
+from .scale import ShardedStore
 from .store import VecStore
 from .types import (
     BatchError,

@@ -308,7 +308,7 @@ class FieldColumns:
         for attr in _COLUMNS:
             col = getattr(self, attr)
             if col is not None:
-                arrays[prefix + attr] = col[:n]
+                arrays[prefix + attr] = col[:n].copy()  # a copy: later writes change values in place
         if self.code is not None:
             arrays[prefix + "vocab.blob"], arrays[prefix + "vocab.offsets"] = pack_strings(list(self.code_of))
         if self.list_version is not None:

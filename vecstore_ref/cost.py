@@ -210,9 +210,10 @@ class CostModel:
 
 def calibrate(store) -> dict:
     """Time the kernels of every plan on ``store``'s data (module docstring). About 30-100 ms, once per store."""
-    from .index.base import DTYPE_SLOT, DTYPE_VEC
-    from .kernels.filtered_search import scan_subset
-    from .kernels.hnsw_search import inv_norm
+    from .index.base import DTYPE_SLOT, DTYPE_VEC, query_inv_norm
+    from .jit import load as load_kernels
+
+    scan_subset = load_kernels("filtered_search").scan_subset
 
     st = store._state
     t = st.table
@@ -224,7 +225,7 @@ def calibrate(store) -> dict:
     res_d = np.empty(10, dtype=DTYPE_VEC)
     res_s = np.empty(10, dtype=DTYPE_SLOT)
     q0 = queries[0]
-    q_inv = inv_norm(t.metric_code, q0)
+    q_inv = query_inv_norm(t.metric, q0)
 
     # exact scans of subsets, at several densities: each repetition on rows of its own (a subset read twice would
     # come from the cache, which a query of a real workload finds taken by everything else it reads)

@@ -30,6 +30,7 @@ __all__ = [
     "StoreLockedError",
     "StoreClosedError",
     "ReadOnlyError",
+    "ShardUnavailableError",
     "StorageError",
     "CorruptLogError",
     "CorruptSnapshotError",
@@ -183,6 +184,26 @@ class ReadOnlyError(VecStoreError):
 
     http_status = 409
     code = "read_only"
+
+
+class ShardUnavailableError(VecStoreError):
+    """A shard of a `ShardedStore` did not answer: its Ray actor died, its node is gone, or it timed out.
+
+    ``shards`` lists the shard numbers that failed. A write that fails this way may or may not have reached that
+    shard's log (it is never half-applied); the shard reopens from its directory on the next call that needs it.
+    Queries with ``allow_partial=True`` return the other shards' results instead, naming the missing ones.
+    """
+
+    http_status = 503
+    code = "shard_unavailable"
+
+    def __init__(self, message: str, shards: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.shards = tuple(shards)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.shards))
 
 
 # --- storage errors: the files on disk ------------------------------------------------------------------------

@@ -2,15 +2,12 @@
 
 Every slot that was ever handed out has an id: the record it held (or holds). Ids are packed as UTF-8 in a
 `ByteLog` with an offset per slot, in slot order, and never change once written, so a snapshot writes them as they
-are and an opened snapshot's ids are used without decoding one. Two views are built only when first needed:
+are and an opened snapshot's ids are used without decoding one. Finding a slot by id goes through a hash table over
+those same bytes (`vecstore_ref.kernels.id_hash`: 4 bytes per entry, no Python object per record), built in one
+pass the first time an id is looked up after an open (about 30 ms per million ids).
 
-- ``array()``: the ids as a numpy object array by slot, for results of batch queries (decoded once, then kept up
-  to date);
-- the id -> slot map of *mapped* records (live or soft-deleted), for writes and ``get`` (built from the array
-  and the slot states once, then kept up to date).
-
-So opening a store of a million records costs nothing here; the first ``get`` or write pays for the map once
-(about 0.2 s per million ids).
+Query results need ids as ``str``: ``id_at`` decodes one and keeps it in a cache by slot, and ``array()`` decodes
+all of them at once for the results of batch queries.
 
 Invariant: ``lookup(id) == s`` iff slot ``s`` holds the record ``id`` and is mapped (the store's ``state[s] !=
 FREE``).
@@ -25,9 +22,21 @@ import numpy as np
 from .blob import ByteLog
 from .errors import CorruptSnapshotError
 
+_EMPTY_TABLE = np.zeros(16, dtype=np.int32)
+_KERNELS = None
+
+
+def _kernels():
+    global _KERNELS
+    if _KERNELS is None:
+        from .jit import load
+
+        _KERNELS = load("id_hash")
+    return _KERNELS
+
 
 class IdMap:
-    """Ids by slot (append-only) and the lazily built id -> slot map of mapped slots."""
+    """Ids by slot (append-only) and the id -> slot table of mapped slots."""
 
     def __init__(self, mapped: Callable[[int], np.ndarray], capacity: int = 1024):
         """``mapped(n)`` returns the bool mask (n,) of the slots that are mapped (the store's state array)."""
@@ -35,9 +44,10 @@ class IdMap:
         self._bytes = ByteLog()
         self._ends = np.zeros(max(16, capacity) + 1, dtype=np.int64)  # id of slot s: bytes[ends[s] : ends[s+1]]
         self.n = 0  # slots with an id
-        self._array: np.ndarray | None = np.empty(0, dtype=object)  # decoded ids by slot (None: not decoded yet)
-        self._complete = True  # every id below n is in _array
-        self._slot_of: dict[str, int] | None = {}  # mapped id -> slot, or None until needed
+        self._cache: np.ndarray | None = None  # decoded ids by slot, for reads (None entries: not decoded yet)
+        self._complete = False  # every id below n is in _cache
+        self._table: np.ndarray | None = _EMPTY_TABLE.copy()  # None until built (after an open)
+        self._count = 0  # entries in _table
 
     # --- writing ----------------------------------------------------------------------------------------------
 
@@ -46,6 +56,27 @@ class IdMap:
             grown = np.zeros(max(n + 1, 2 * self._ends.shape[0]), dtype=np.int64)
             grown[: self.n + 1] = self._ends[: self.n + 1]
             self._ends = grown
+
+    def _rebuild(self, size: int, upto: int | None = None) -> None:
+        """A new table of ``size`` entries holding the mapped slots below ``upto`` (default: all of them)."""
+        n = self.n if upto is None else upto
+        mapped = np.flatnonzero(self._mapped(n)).astype(np.int64)
+        table = np.zeros(size, dtype=np.int32)
+        dup = _kernels().insert_many(table, self._bytes.buf, self._ends, mapped)
+        if dup >= 0:
+            raise CorruptSnapshotError(f"two mapped slots hold the id {self.id_at(int(dup))!r}")
+        self._table, self._count = table, int(mapped.size)
+
+    def _insert(self, slots: np.ndarray) -> None:
+        """Map the new slots ``slots`` (the last ones appended)."""
+        if self._table is None:
+            return  # built from the slot states when first needed
+        if 2 * (self._count + slots.size) > self._table.shape[0]:  # keep the table at most half full
+            self._rebuild(_table_size(self._count + slots.size), upto=int(slots[0]))
+        dup = _kernels().insert_many(self._table, self._bytes.buf, self._ends, slots)
+        if dup >= 0:  # the caller maps only ids that are not mapped: a broken invariant, not bad input
+            raise AssertionError(f"id {self.id_at(int(dup))!r} is mapped twice")
+        self._count += slots.size
 
     def append(self, slot: int, id_: str) -> None:
         """Give the next slot (``slot == n``) its id, and map it."""
@@ -56,113 +87,121 @@ class IdMap:
         self._bytes.append(raw)
         self._ends[slot + 1] = self._ends[slot] + len(raw)
         self.n = slot + 1
-        if self._array is not None:
-            if self._array.shape[0] <= slot:
-                self._array = _grown_objects(self._array, max(slot + 1, 2 * self._array.shape[0], 1024))
-            self._array[slot] = id_
-        if self._slot_of is not None:
-            self._slot_of[id_] = slot
+        self._put_cache(slot, [id_])
+        self._insert(np.array([slot], dtype=np.int64))
 
     def append_many(self, first: int, ids: list[str], mapped: bool = True) -> None:
         """Give slots ``first .. first + len(ids) - 1`` (``first == n``) their ids, and map them (with
-        ``mapped=False`` the map is rebuilt from the slot states when next needed)."""
+        ``mapped=False`` the table is rebuilt from the slot states when next needed)."""
         if first != self.n:
             raise AssertionError(f"ids are assigned in slot order: slot {first} after {self.n}")
         k = len(ids)
-        joined = "\0".join(ids)  # ids hold no NUL (SPEC section 1): one encode for all of them
-        raw = joined.encode("utf-8")
-        if joined.isascii():
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=k)
-        else:
-            lengths = np.fromiter((len(i.encode("utf-8")) for i in ids), dtype=np.int64, count=k)
-        raw = raw.replace(b"\0", b"")
+        raw, lengths = _joined(ids)
         self._reserve(first + k)
         self._bytes.append(raw)
         self._ends[first + 1 : first + k + 1] = self._ends[first] + np.cumsum(lengths)
         self.n = first + k
-        if self._array is not None:
-            if self._array.shape[0] < self.n:
-                self._array = _grown_objects(self._array, max(self.n, 2 * self._array.shape[0], 1024))
-            self._array[first : self.n] = ids
+        self._put_cache(first, ids)
         if not mapped:
-            self._slot_of = None
-        elif self._slot_of is not None:
-            self._slot_of.update(zip(ids, range(first, first + k)))
+            self._table = None
+            self._count = 0
+        else:
+            self._insert(np.arange(first, first + k, dtype=np.int64))
 
-    def unmap(self, id_: str) -> None:
-        """The record left its slot (deleted, expired, or replaced by a new version); the slot keeps its id."""
-        if self._slot_of is not None:
-            self._slot_of.pop(id_, None)
-
-    def remap(self, id_: str, slot: int) -> None:
-        """Map ``id_`` to ``slot`` again (a write that was rolled back)."""
-        if self._slot_of is not None:
-            self._slot_of[id_] = slot
+    def unmap(self, slot: int) -> None:
+        """The record left ``slot`` (deleted, expired, or replaced by a new version); the slot keeps its id."""
+        if self._table is not None and _kernels().remove(self._table, self._bytes.buf, self._ends, slot):
+            self._count -= 1
 
     # --- reading ----------------------------------------------------------------------------------------------
 
+    def lookup(self, id_: str) -> int:
+        """The slot of a mapped id, or -1."""
+        if self._table is None:
+            self._rebuild(_table_size(int(np.count_nonzero(self._mapped(self.n)))))
+        out = np.empty(1, dtype=np.int64)
+        try:
+            raw = np.frombuffer(bytearray(id_.encode("utf-8")), dtype=np.uint8)  # writable: the kernel's type
+        except UnicodeEncodeError:  # a lone surrogate: no stored id has one
+            return -1
+        _kernels().find_many(self._table, self._bytes.buf, self._ends, raw, np.array([0, raw.size]), out)
+        return int(out[0])
+
+    def lookup_many(self, ids: list[str]) -> np.ndarray:
+        """`lookup` for many ids at once: int64 (len(ids),)."""
+        if self._table is None:
+            self._rebuild(_table_size(int(np.count_nonzero(self._mapped(self.n)))))
+        raw, lengths = _joined(ids)
+        key_ends = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=key_ends[1:])
+        out = np.empty(len(ids), dtype=np.int64)
+        _kernels().find_many(self._table, self._bytes.buf, self._ends, np.frombuffer(bytearray(raw), dtype=np.uint8),
+                             key_ends, out)
+        return out
+
+    def _put_cache(self, first: int, ids: list[str]) -> None:
+        """Keep a cache in step with appended ids (writes never start one: it is for reads)."""
+        cache = self._cache
+        if cache is None:
+            return
+        if first + len(ids) <= cache.shape[0]:
+            cache[first : first + len(ids)] = ids
+        else:
+            self._complete = False
+
     def id_at(self, slot: int) -> str:
-        """The id of ``slot`` (decoded once, on first use, when the store was opened from a snapshot)."""
-        arr = self._array
-        if arr is not None and slot < arr.shape[0]:
-            v = arr[slot]
+        """The id of ``slot`` (decoded once, on first use, and cached)."""
+        cache = self._cache
+        if cache is not None and slot < cache.shape[0]:
+            v = cache[slot]
             if v is not None:
                 return v
-        return self._decode_one(slot)
-
-    def _decode_one(self, slot: int) -> str:
         v = self._bytes.buf[self._ends[slot] : self._ends[slot + 1]].tobytes().decode("utf-8")
-        arr = self._array
-        if arr is None or arr.shape[0] < self.n:  # a cache of the decoded ids, filled as queries need them
-            arr = self._array = _grown_objects(np.empty(0, dtype=object) if arr is None else arr, max(self.n, 1024))
+        if cache is None or cache.shape[0] < self.n:
+            cache = self._cache = _grown_objects(np.empty(0, dtype=object) if cache is None else cache,
+                                                 max(self.n, 1024))
             self._complete = False
-        arr[slot] = v
+        cache[slot] = v
         return v
 
     def ids_of(self, slots: list[int]) -> list[str]:
         """The ids of a few slots (a query's results)."""
-        arr = self._array
-        if arr is not None and arr.shape[0] >= self.n:
-            out = [arr[s] for s in slots]
+        cache = self._cache
+        if cache is not None and cache.shape[0] >= self.n:
+            out = [cache[s] for s in slots]
             if None not in out:
                 return out
         return [self.id_at(s) for s in slots]
 
     def array(self) -> np.ndarray:
-        """Ids by slot as an object array of at least ``n`` entries (decoded in bulk on first use)."""
-        arr = self._array
-        if arr is None or arr.shape[0] < self.n or not self._complete:
-            arr = self._decode_all()
-            self._array = arr
-            self._complete = True
-        return arr
+        """Ids by slot as an object array of at least ``n`` entries (decoded in bulk on first use, then kept)."""
+        cache = self._cache
+        if cache is None or cache.shape[0] < self.n or not self._complete:
+            from .storage.snapshot import unpack_strings
 
-    def _decode_all(self) -> np.ndarray:
-        from .storage.snapshot import unpack_strings
+            cache = np.empty(max(self.n, 1024), dtype=object)
+            if self.n:
+                cache[: self.n] = unpack_strings(self._bytes.used()[: self._ends[self.n]], self._ends[: self.n + 1])
+            self._cache, self._complete = cache, True
+        return cache
 
-        arr = np.empty(max(self.n, 1024), dtype=object)
-        if self.n:
-            arr[: self.n] = unpack_strings(self._bytes.used()[: self._ends[self.n]], self._ends[: self.n + 1])
-        return arr
+    def take(self, slots: np.ndarray, mapped: Callable[[int], np.ndarray]) -> IdMap:
+        """A new map where slot ``i`` holds the id of ``slots[i]`` here (compaction renumbers slots); ``mapped`` is
+        the new state's mask. The bytes are gathered with array operations, nothing is decoded."""
+        from .columns import _gather
 
-    def lookup(self, id_: str) -> int:
-        """The slot of a mapped id, or -1."""
-        slot_of = self._slot_of
-        if slot_of is None:
-            slot_of = self._build_map()
-        return slot_of.get(id_, -1)
-
-    def _build_map(self) -> dict[str, int]:
-        mapped = np.flatnonzero(self._mapped(self.n))
-        ids = self.array()
-        slot_of = dict(zip(ids[mapped].tolist(), mapped.tolist()))
-        if len(slot_of) != mapped.size:
-            raise CorruptSnapshotError("two mapped slots hold the same id")
-        self._slot_of = slot_of
-        return slot_of
+        slots = np.asarray(slots, dtype=np.int64)
+        blob, _, lengths = _gather(self._bytes.used(), self._ends[slots], self._ends[slots + 1] - self._ends[slots])
+        out = IdMap(mapped, capacity=slots.size)
+        out._bytes = ByteLog(blob)
+        out._reserve(slots.size)
+        out._ends[1 : slots.size + 1] = np.cumsum(lengths.astype(np.int64))
+        out.n = int(slots.size)
+        out._table = None
+        return out
 
     def mapped_count(self) -> int:
-        return len(self._slot_of) if self._slot_of is not None else int(np.count_nonzero(self._mapped(self.n)))
+        return self._count if self._table is not None else int(np.count_nonzero(self._mapped(self.n)))
 
     # --- persistence ------------------------------------------------------------------------------------------
 
@@ -173,7 +212,7 @@ class IdMap:
 
     @classmethod
     def from_arrays(cls, blob: np.ndarray, offsets: np.ndarray, mapped: Callable[[int], np.ndarray]) -> IdMap:
-        """Ids from a snapshot, used as they are (nothing decoded until needed).
+        """Ids from a snapshot, used as they are (nothing decoded, no table built until needed).
 
         Raises:
             CorruptSnapshotError: offsets that do not start at 0, fall, or end elsewhere than the blob's end.
@@ -188,10 +227,25 @@ class IdMap:
         out._ends = np.zeros(max(16, n) + 1, dtype=np.int64)
         out._ends[: n + 1] = offsets
         out.n = n
-        out._array = None
-        out._complete = False
-        out._slot_of = None
+        out._table = None
         return out
+
+
+def _table_size(count: int) -> int:
+    """The smallest power of two at least twice ``count`` (at most half full; doubling amortizes the rebuilds)."""
+    size = 16
+    while size < 2 * count:
+        size *= 2
+    return size
+
+
+def _joined(ids: list[str]) -> tuple[bytes, np.ndarray]:
+    """The ids' UTF-8 bytes, concatenated, and their lengths (int64)."""
+    joined = "\0".join(ids)  # ids hold no NUL (SPEC section 1): one encode for all of them
+    if joined.isascii():
+        return joined.replace("\0", "").encode("ascii"), np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    raws = [i.encode("utf-8") for i in ids]
+    return b"".join(raws), np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
 
 
 def _grown_objects(arr: np.ndarray, capacity: int) -> np.ndarray:

@@ -162,15 +162,22 @@ def validate_name(name: object, what: str = "namespace") -> str:
 class NamespaceManager:
     """Namespaces under ``root``, each one store with its own quotas and backups. Thread-safe."""
 
-    def __init__(self, root):
+    def __init__(self, root, *, read_only: bool = False):
+        """``read_only=True`` creates and cleans nothing (the root must exist, else `NotFoundError`), opens
+        the namespaces read-only, and refuses every write with `ReadOnlyError`: for inspecting a root that
+        another process may be writing."""
         self.root = validate_store_path(root, "namespace root")
         self._fs = get_fs()
+        self._read_only = bool(read_only)
         if os.path.islink(self.root):
             raise InvalidArgumentError(f"the namespace root {self.root} is a symbolic link")
-        try:
-            self._fs.makedirs(self.root)
-        except OSError as exc:
-            raise StorageError(f"cannot create the namespace root {self.root}: {exc}") from exc
+        if self._read_only and not os.path.isdir(self.root):
+            raise NotFoundError(f"no namespace root at {self.root}")
+        if not self._read_only:
+            try:
+                self._fs.makedirs(self.root)
+            except OSError as exc:
+                raise StorageError(f"cannot create the namespace root {self.root}: {exc}") from exc
         self._lock = threading.RLock()
         self._handles: dict = {}
         self._runtime: dict[str, dict] = {}  # per namespace: clock and max_k given at creation (not persisted)
@@ -178,6 +185,8 @@ class NamespaceManager:
         # From here on no path below the root is reached through a symbolic link, by this manager or by the
         # stores it opens (vecstore_ref._fs.add_root); close() gives the registration back.
         add_root(self.root)
+        if self._read_only:
+            return
         for name in self._fs.listdir(self.root):
             if name.startswith(".deleting-") or name.startswith(".creating-"):
                 self._remove_tree(os.path.join(self.root, name))
@@ -236,6 +245,13 @@ class NamespaceManager:
 
             raise StoreClosedError("the namespace manager is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            from .errors import ReadOnlyError
+
+            raise ReadOnlyError(f"the namespace root {self.root} was opened read_only=True")
+
     # --- namespaces -------------------------------------------------------------------------------------------
 
     def create_namespace(self, ns: str, *, quotas: Quotas | None = None, **open_options):
@@ -247,7 +263,7 @@ class NamespaceManager:
             raise InvalidArgumentTypeError("quotas must be a Quotas")
         quotas.validate()
         with self._lock:
-            self._check_open()
+            self._check_writable()
             path = self._ns_dir(ns)
             if self._fs.exists(path):
                 raise AlreadyExistsError(f"namespace {ns!r} exists")
@@ -281,10 +297,12 @@ class NamespaceManager:
         from .store import VecStore
 
         cfg = self._read_config(path)
-        self._cleanup_generations(path, cfg["store"])
+        if not self._read_only:
+            self._cleanup_generations(path, cfg["store"])
         runtime = self._runtime.setdefault(ns, {})
         runtime.update({k: v for k, v in open_options.items() if k in ("clock", "max_k")})
-        store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"), **runtime)
+        store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"),
+                              read_only=self._read_only, **runtime)
         q = cfg.get("quotas") or {}
         quotas = Quotas(q.get("max_vectors"), q.get("max_bytes"))
         store._quota = quotas if (quotas.max_vectors is not None or quotas.max_bytes is not None) else None
@@ -318,7 +336,7 @@ class NamespaceManager:
     def delete_namespace(self, ns: str) -> None:
         """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go."""
         with self._lock:
-            self._check_open()
+            self._check_writable()
             path = self._existing(ns)
             self._close_handle(ns)
             self._runtime.pop(ns, None)
@@ -367,7 +385,7 @@ class NamespaceManager:
     def backup_namespace(self, ns: str, backup_name: str) -> BackupInfo:
         """Copy ``ns`` into the backup ``backup_name``, online: writes wait while the files are copied."""
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._backup_dir(ns, backup_name)
             if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
@@ -417,7 +435,7 @@ class NamespaceManager:
 
     def delete_namespace_backup(self, ns: str, backup_name: str) -> None:
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._existing_backup(ns, backup_name)
             trash = os.path.join(os.path.dirname(target), f".deleting-{backup_name}-{uuid.uuid4().hex[:8]}")
             self._fs.replace(target, trash)
@@ -430,7 +448,7 @@ class NamespaceManager:
         The namespace's handle is closed and reopened: handles taken before the restore are closed.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             source = self._existing_backup(ns, backup_name)
             path = self._existing(ns)
             info = _read_backup_manifest(self._fs, source)
@@ -492,7 +510,7 @@ class NamespaceManager:
         if max_bytes < 0:
             raise InvalidArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
         with self._lock:
-            self._check_open()
+            self._check_writable()
             target = self._backup_dir(ns, backup_name)
             if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")

@@ -33,7 +33,9 @@ from typing import NamedTuple
 from .cost import choose_filtered_plan, estimate, explain
 from .errors import InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
-from .index.base import DTYPE_SLOT, query_inv_norm, scores_from_distances
+from .index.base import DTYPE_SLOT, numba_threads, query_inv_norm, scores_from_distances
+from .index.parallel import run_split
+from .jit import load as load_kernels
 from .types import BatchQueryResult, Neighbor, Query
 from .validation import validate_ef, validate_k, validate_query_vector, validate_vector, validate_vectors
 
@@ -200,20 +202,17 @@ class QueryMethods:
 
     def _scan(self, vec, k, candidates):
         """Exact top ``k`` of the rows ``candidates`` (int32, ascending): ``(slots, dists, next_dist)``."""
-        from .kernels.filtered_search import scan_subset
-
         t = self._state.table
         k = min(k, candidates.shape[0])
         out_d = np.empty(k, dtype=np.float32)
         out_s = np.empty(k, dtype=DTYPE_SLOT)
         q_inv = query_inv_norm(t.metric, vec)  # as the flat index and ties_at compute it
-        found, _, next_d = scan_subset(t.metric_code, vec, q_inv, t.vectors, t.inv_norms, candidates, out_d, out_s)
+        found, _, next_d = load_kernels("filtered_search").scan_subset(t.metric_code, vec, q_inv, t.vectors,
+                                                                       t.inv_norms, candidates, out_d, out_s)
         return out_s[:found], out_d[:found], float(next_d)
 
     def _scan_batch(self, mat, k, candidates):
         """`_scan` for every row of ``mat`` (float32 (nq, dim)), in parallel: ``(slots, dists, next_dist)``."""
-        from .kernels.filtered_search import scan_subset_batch
-
         t = self._state.table
         nq = mat.shape[0]
         out_d = np.full((nq, k), np.inf, dtype=np.float32)
@@ -224,7 +223,8 @@ class QueryMethods:
             inv = (1.0 / np.linalg.norm(mat.astype(np.float64), axis=1)).astype(np.float32)
         else:
             inv = np.ones(nq, dtype=np.float32)
-        scan_subset_batch(t.metric_code, mat, inv, t.vectors, t.inv_norms, candidates, out_d, out_s, found, nxt)
+        run_split(load_kernels("filtered_batch").scan_subset_batch, max(1, min(numba_threads(), nq)), t.metric_code,
+                  mat, inv, t.vectors, t.inv_norms, candidates, out_d, out_s, found, nxt)
         return out_s, out_d, nxt
 
     def _cut_at_k(self, slots: np.ndarray, dists: np.ndarray, k: int):

@@ -17,30 +17,44 @@ from contextlib import contextmanager
 
 
 class ReadWriteLock:
-    """Shared (``read``) and exclusive (``write``) locking, with writer preference."""
+    """Shared (``read``) and exclusive (``write``) locking, with writer preference.
 
-    __slots__ = ("_cond", "_readers", "_writer", "_writers_waiting")
+    The common case, a reader while no writer holds or wants the lock, costs one uncontended mutex: readers and
+    writers count themselves under ``_mutex``, and only a thread that must wait sleeps on ``_cond``.
+    """
+
+    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_writers_waiting")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0  # readers inside
         self._writer = False  # a writer inside
         self._writers_waiting = 0
 
     def acquire_read(self) -> None:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
+        mutex = self._mutex
+        mutex.acquire()
+        if self._writer or self._writers_waiting:
+            try:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+            except BaseException:
+                mutex.release()
+                raise
+        self._readers += 1
+        mutex.release()
 
     def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0 and self._writers_waiting:
-                self._cond.notify_all()
+        mutex = self._mutex
+        mutex.acquire()
+        self._readers -= 1
+        if self._readers == 0 and self._writers_waiting:
+            self._cond.notify_all()
+        mutex.release()
 
     def acquire_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             try:
                 while self._writer or self._readers:
@@ -50,7 +64,7 @@ class ReadWriteLock:
             self._writer = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writer = False
             self._cond.notify_all()
 

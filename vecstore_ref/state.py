@@ -258,7 +258,7 @@ class StoreState:
         self._unmark(slot)
         self._set_expiry(slot, None)
         self.state[slot] = FREE
-        self.id_map.unmap(id_)
+        self.id_map.unmap(slot)
 
     def _insert_new(self, ops: list[dict], vectors: np.ndarray, rows: list | None) -> bool:
         """A bulk load's record: upserts of distinct ids the store does not hold, applied with array operations.
@@ -268,30 +268,42 @@ class StoreState:
         if any(op["op"] != "upsert" for op in ops):
             return False
         ids = [op["id"] for op in ops]
-        lookup = self.id_map.lookup
-        if len(set(ids)) != len(ids) or any(lookup(i) >= 0 for i in ids):
+        if not self.all_new(ids):
             return False
-        n = len(ops)
         metas = [op["metadata"] for op in ops]
         if rows is None:
             rows = [encode_row(md) for md in metas]
+        vec_rows = np.fromiter((op["row"] for op in ops), dtype=np.int64, count=len(ops))
+        expires = np.fromiter((NO_EXPIRY if op["expires_at"] is None else float(op["expires_at"]) for op in ops),
+                              dtype=np.float64, count=len(ops))
+        self.insert_rows(ids, vectors[vec_rows], metas, rows, expires)
+        return True
+
+    def all_new(self, ids: list[str]) -> bool:
+        """Whether ``ids`` are distinct and none of them is mapped (what `insert_rows` needs)."""
+        return len(set(ids)) == len(ids) and not (self.id_map.lookup_many(ids) >= 0).any()
+
+    def insert_rows(self, ids: list[str], vectors: np.ndarray, metas: list, rows: list, expires: np.ndarray) -> None:
+        """Append new records (ids distinct and not mapped, see `all_new`) with array operations: the bulk path.
+
+        Args:
+            ids: the records' ids; vectors: float32 (n, dim); metas: their metadata dicts (or None), rows the
+            same as JSON (`encode_row`); expires: float64 (n,), ``inf`` for no expiry.
+        """
+        n = len(ids)
         slots = self._allocate(n)
-        vec_rows = np.fromiter((op["row"] for op in ops), dtype=np.int64, count=n)
         self.id_map.append_many(int(slots[0]), ids)
         self.state[slots] = LIVE
         self.live[slots] = True
         self.n_live += n
-        expires = np.fromiter((NO_EXPIRY if op["expires_at"] is None else float(op["expires_at"]) for op in ops),
-                              dtype=np.float64, count=n)
         self.expires[slots] = expires
         finite = np.isfinite(expires)
         if finite.any():
             self.n_ttl += int(finite.sum())
             self.min_expiry = min(self.min_expiry, float(expires[finite].min()))
-        self.table.write(slots, vectors[vec_rows])
+        self.table.write(slots, vectors)
         self.columns.set_many(slots, metas, rows, fresh=True)
         self.index.add(slots)
-        return True
 
     def _unmark(self, slot: int) -> None:
         """Take a mapped slot out of the live/soft counts (before it changes state)."""
@@ -499,7 +511,7 @@ class StoreState:
         if keep.size:
             slots = new._allocate(keep.size)
             new.table.write(slots, self.table.vectors[keep])
-            new.id_map.append_many(0, self.id_map.array()[keep].tolist())
+            new.id_map = self.id_map.take(keep, new._mapped)
             new.state[: keep.size] = LIVE
             new.live[: keep.size] = True
             new.expires[: keep.size] = self.expires[keep]

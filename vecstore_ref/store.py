@@ -53,7 +53,7 @@ from .state import SOFT
 from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, RECORD_BATCH
 from .storage.lock import DirectoryLock
 from .storage.log import LogWriter
-from .storage.records import RecordDecodeError, decode_batch, encode_batch
+from .storage.records import RecordDecodeError, decode_batch, encode_batch, encode_upserts
 from .storage.verify import verify_files
 from .types import (
     BatchResult,
@@ -79,6 +79,10 @@ UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upse
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     """An embedded vector store on a local directory. Open it with :meth:`VecStore.open`."""
+
+    # Reads never wait for a lock held across I/O (a write's fsync, a checkpoint, a compaction): at most for a
+    # write's in-memory apply (see vecstore_ref.rwlock). The HTTP server then runs them on its event loop.
+    reads_wait_for_io = False
 
     # --- opening and closing ----------------------------------------------------------------------------------
 
@@ -281,8 +285,20 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         if self._quota is not None:
             self._quota.check(self, effects, len(payload))
         _crash.crashpoint("batch.before_append")
+        seq = self._append(payload)
+        _crash.crashpoint("batch.after_fsync")
+        with self._rw.write():
+            self._last_seq = seq
+            self._dirty = True
+            self._state.apply(effects, vectors, dim, seq)
+        self._after_commit()
+        _crash.crashpoint("batch.before_ack")
+        return seq
+
+    def _append(self, payload: bytes) -> int:
+        """Append one record and make it durable per the durability mode; returns its sequence number."""
         try:
-            seq = self._writer.append(RECORD_BATCH, payload, sync=self._durability == "fsync")
+            return self._writer.append(RECORD_BATCH, payload, sync=self._durability == "fsync")
         except ReadOnlyError:
             self._poisoned = "an earlier fsync failed"
             raise
@@ -292,17 +308,12 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"writing the log failed: {exc}") from exc
-        _crash.crashpoint("batch.after_fsync")
-        with self._rw.write():
-            self._last_seq = seq
-            self._dirty = True
-            self._state.apply(effects, vectors, dim, seq)
+
+    def _after_commit(self) -> None:
         link_backlog = getattr(self._state.index, "link_backlog", None)
         if link_backlog is not None:
             link_backlog()  # back-pressure on a bulk load, outside the read-write lock
         self._maybe_request_checkpoint()
-        _crash.crashpoint("batch.before_ack")
-        return seq
 
     def _run_ops(self, ops: list) -> list:
         """Plan and commit single-call ops: raise the first error (nothing written), else return per-op results."""
@@ -418,17 +429,42 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 while done < total:
                     end = min(total, done + rows_per_chunk)
                     expires_at = None if ttl is None else self._now() + ttl
-                    effects = [
-                        {"op": "upsert", "id": ids[i], "row": i - done, "metadata": checked_md[i],
-                         "expires_at": expires_at}
-                        for i in range(done, end)
-                    ]
-                    self._commit(effects, mat[done:end], dim)
+                    if self._quota is None and self._state.dim in (None, dim) and self._state.all_new(ids[done:end]):
+                        self._commit_new_rows(ids[done:end], mat[done:end], checked_md[done:end], expires_at, dim)
+                    else:  # ids the store holds (or a quota to check): the general path, one effect per row
+                        effects = [
+                            {"op": "upsert", "id": ids[i], "row": i - done, "metadata": checked_md[i],
+                             "expires_at": expires_at}
+                            for i in range(done, end)
+                        ]
+                        self._commit(effects, mat[done:end], dim)
                     done = end
                     report(done)
             finally:
                 report(None)
             return total
+
+    def _commit_new_rows(self, ids: list[str], mat: np.ndarray, metas: list, expires_at: float | None,
+                         dim: int) -> None:
+        """`_commit` for a chunk of new records, without a dict per row: the record is encoded as text
+        (`encode_upserts`: the same bytes the effects would give) and applied with array operations. Each row's
+        metadata is encoded once, for the log and for the columns."""
+        from .columns import encode_row
+
+        rows = [encode_row(md) for md in metas]
+        payload = encode_upserts(dim, ids, rows, expires_at, mat)
+        _crash.crashpoint("batch.before_append")
+        seq = self._append(payload)
+        _crash.crashpoint("batch.after_fsync")
+        expires = np.full(len(ids), np.inf if expires_at is None else float(expires_at), dtype=np.float64)
+        with self._rw.write():
+            self._last_seq = seq
+            self._dirty = True
+            if self._state.dim is None:
+                self._state.set_dim(dim)
+            self._state.insert_rows(ids, mat, metas, rows, expires)
+        self._after_commit()
+        _crash.crashpoint("batch.before_ack")
 
     # --- reads ------------------------------------------------------------------------------------------------
 
@@ -488,6 +524,21 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                     "vectors": st.table.vectors[slots].copy(),
                     "metadata": [st.metadata(s) for s in slots.tolist()],
                     "expires_at": st.expires[slots].tolist()}
+
+    def export(self, path) -> dict:
+        """Write every visible record to the new directory ``path`` as `vectors.npy` + `records.jsonl` +
+        `manifest.json` (one consistent picture; format in `vecstore_ref.export`); returns the manifest."""
+        from .export import export_records
+
+        return export_records([self], path)
+
+    def import_(self, path, *, batch_size: int = 10_000, progress=None) -> int:
+        """Upsert every record of the export at ``path`` (its checksums checked first) in batches of
+        ``batch_size``, TTLs carried as the time left; ``progress`` is a callable ``(done, total)``. Returns how
+        many were imported (records expired since the export are left out)."""
+        from .export import import_records
+
+        return import_records(self, path, batch_size=batch_size, progress=progress).imported
 
     def deleted_count(self) -> int:
         """Records compaction would remove: soft-deleted + expired + hard-deleted not yet reclaimed."""

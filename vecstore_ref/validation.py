@@ -160,8 +160,9 @@ def validate_query_vector(vector: object, dim: int | None, metric: str, what: st
 def _squared_norm(vector: np.ndarray) -> float:
     """`vecstore_ref.kernels.checks.squared_norm`, imported on first use (numba loads only when a query runs)."""
     global _squared_norm
-    from .kernels.checks import squared_norm
+    from .jit import load
 
+    squared_norm = load("checks").squared_norm
     _squared_norm = squared_norm
     return squared_norm(vector)
 

@@ -138,3 +138,13 @@ def numba_threads() -> int:
     from numba import get_num_threads
 
     return max(1, get_num_threads())
+
+
+def kernel_array(a, dtype) -> np.ndarray:
+    """``a`` as the kernels take it: an ndarray of exactly ``dtype``, C-contiguous and writable (a copy only if not).
+
+    Each kernel is compiled for that one array type (see :mod:`vecstore_ref.kernels.signatures`).
+    """
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C")

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads, query_inv_norm
+from ..jit import load as load_kernels
+from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, kernel_array, numba_threads, query_inv_norm
+from .parallel import run_split
 
 BLAS_MIN_QUERIES = 32  # below this the per-query kernel is as fast and needs no second pass
 BLAS_MIN_ROWS = 4096
@@ -105,15 +107,14 @@ class FlatIndex:
 
     def search_with_boundary(self, query: np.ndarray, k: int, allowed: np.ndarray, ef=None):
         """``(slots, dists, stats, next_dist)``: the top-k and the best distance left out (for tie-breaking)."""
-        from ..kernels.flat_search import topk_masked
-
         t = self.table
         k = self._k(k)
         out_d = np.full(k, np.inf, dtype=DTYPE_VEC)
         out_s = np.full(k, -1, dtype=DTYPE_SLOT)
-        q = np.ascontiguousarray(query, dtype=DTYPE_VEC)
-        found, n_dist, next_d = topk_masked(t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms,
-                                            allowed, t.n_slots, out_d, out_s)
+        q = kernel_array(query, DTYPE_VEC)
+        found, n_dist, next_d = load_kernels("flat_search").topk_masked(
+            t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms, kernel_array(allowed, np.bool_),
+            t.n_slots, out_d, out_s)
         return out_s[:found], out_d[:found], SearchStats(int(n_dist), 0), float(next_d)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef=None):
@@ -126,26 +127,23 @@ class FlatIndex:
         return slots, dists, stats
 
     def search_subset_with_boundary(self, query: np.ndarray, k: int, candidates: np.ndarray):
-        from ..kernels.flat_search import topk_subset
-
         t = self.table
         k = max(0, min(int(k), len(candidates)))
         out_d = np.full(k, np.inf, dtype=DTYPE_VEC)
         out_s = np.full(k, -1, dtype=DTYPE_SLOT)
-        q = np.ascontiguousarray(query, dtype=DTYPE_VEC)
-        cand = np.ascontiguousarray(candidates, dtype=DTYPE_SLOT)
-        found, n_dist, next_d = topk_subset(t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms,
-                                            cand, out_d, out_s)
+        q = kernel_array(query, DTYPE_VEC)
+        cand = kernel_array(candidates, DTYPE_SLOT)
+        found, n_dist, next_d = load_kernels("flat_search").topk_subset(
+            t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms, cand, out_d, out_s)
         return out_s[:found], out_d[:found], SearchStats(int(n_dist), 0), float(next_d)
 
     def search_batch_with_boundary(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef=None):
         """Top-k for every query; big batches shortlist with BLAS, then rescore exactly (see ``_blas_batch``)."""
-        from ..kernels.flat_search import topk_masked_batch
-
         t = self.table
+        allowed = kernel_array(allowed, np.bool_)
         if queries.shape[0] >= BLAS_MIN_QUERIES and t.n_slots >= BLAS_MIN_ROWS and 0 < k <= BLAS_MAX_K:
-            return self._blas_batch(np.ascontiguousarray(queries, dtype=DTYPE_VEC), self._k(k), allowed)
-        Q = np.ascontiguousarray(queries, dtype=DTYPE_VEC)
+            return self._blas_batch(kernel_array(queries, DTYPE_VEC), self._k(k), allowed)
+        Q = kernel_array(queries, DTYPE_VEC)
         nq = Q.shape[0]
         k = self._k(k)
         out_d = np.full((nq, k), np.inf, dtype=DTYPE_VEC)
@@ -157,8 +155,8 @@ class FlatIndex:
         else:
             inv = np.ones(nq, dtype=DTYPE_VEC)
         if nq and k:
-            topk_masked_batch(t.metric_code, Q, inv, t.vectors, t.inv_norms, allowed, t.n_slots, out_d, out_s, found,
-                              nxt)
+            run_split(load_kernels("flat_batch").topk_masked_batch, min(numba_threads(), nq), t.metric_code, Q, inv,
+                      t.vectors, t.inv_norms, allowed, t.n_slots, out_d, out_s, found, nxt)
         n_dist = np.full(nq, int(np.count_nonzero(allowed[: t.n_slots])), dtype=np.int64)
         return out_s, out_d, n_dist, np.zeros(nq, dtype=np.int64), nxt
 
@@ -168,14 +166,14 @@ class FlatIndex:
         1. Distances of a block of queries to a block of rows come from one float32 matmul (BLAS), and a Numba
            kernel keeps the best ``k + BLAS_MARGIN`` of them per query (the top-k selection, not the matmul, is the
            real cost of exact search, so it stays in Numba). Each core's Python thread runs both for its own slice
-           of the queries (see :func:`~vecstore_ref.kernels.flat_search.merge_block` for why not ``prange``).
+           of the queries (see :func:`~vecstore_ref.kernels.flat_blas.merge_block` for why not ``prange``).
         2. The shortlist is rescored with the very kernel distance of the single-query path and sorted.
         3. A query whose rescored k-th distance comes within BLAS rounding of the shortlist's boundary (something
            outside might still belong in) is answered again by the exact scan. So results equal the single-query
            path's, bit for bit, whatever BLAS does.
         """
-        from ..kernels.flat_search import merge_block, rescore_shortlists, topk_masked
-
+        blas = load_kernels("flat_blas")
+        topk_masked = load_kernels("flat_search").topk_masked
         t = self.table
         n, nq, c = t.n_slots, Q.shape[0], k + BLAS_MARGIN
         X = t.vectors[:n]
@@ -203,8 +201,8 @@ class FlatIndex:
                     r1 = min(n, r0 + BLAS_BLOCK_ROWS)
                     if allowed[r0:r1].any():
                         ip = np.ascontiguousarray(Qn[q0:q1] @ X[r0:r1].T, dtype=DTYPE_VEC)
-                        merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1],
-                                    heap_s[q0:q1], sizes[q0:q1])
+                        blas.merge_block(t.metric_code, ip, r0, q_sq[q0:q1], x_aux, allowed, heap_d[q0:q1],
+                                         heap_s[q0:q1], sizes[q0:q1])
 
         n_threads = min(numba_threads(), nq)
         cuts = np.linspace(0, nq, n_threads + 1).astype(np.int64).tolist()
@@ -213,7 +211,8 @@ class FlatIndex:
                 share.result()
         exact_d = np.full((nq, c), np.inf, dtype=DTYPE_VEC)
         exact_s = np.full((nq, c), -1, dtype=DTYPE_SLOT)
-        rescore_shortlists(t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes, exact_d, exact_s)
+        run_split(blas.rescore_shortlists, n_threads, t.metric_code, Q, q_inv, t.vectors, t.inv_norms, heap_s, sizes,
+                  exact_d, exact_s)
         # BLAS rounding bound: a few float32 ulps of the largest |q||x| term, times the dimension
         with np.errstate(over="ignore"):
             x_max = float(np.sqrt(x_sq.max())) if x_sq is not None and n else float(np.linalg.norm(X, axis=1).max())
@@ -244,11 +243,9 @@ class FlatIndex:
 
     def ties_at(self, query: np.ndarray, allowed: np.ndarray, dist: float) -> np.ndarray:
         """Allowed slots at exactly distance ``dist`` from ``query``, ascending."""
-        from ..kernels.flat_search import ties_at
-
         t = self.table
-        q = np.ascontiguousarray(query, dtype=DTYPE_VEC)
+        q = kernel_array(query, DTYPE_VEC)
         out = np.empty(t.n_slots, dtype=DTYPE_SLOT)
-        n = ties_at(t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms, allowed, t.n_slots,
-                    DTYPE_VEC(dist), out)
+        n = load_kernels("flat_search").ties_at(t.metric_code, q, query_inv_norm(t.metric, q), t.vectors, t.inv_norms,
+                                                kernel_array(allowed, np.bool_), t.n_slots, DTYPE_VEC(dist), out)
         return out[:n].copy()

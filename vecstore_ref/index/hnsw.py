@@ -43,9 +43,11 @@ import numpy as np
 
 from ..config import HNSWParams
 from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
+from ..jit import load as load_kernels
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads
 from .hnsw_checks import MAX_LEVEL, graph_problems, validate_saved_graph
 from .link_queue import LinkQueue, start_linker
+from .parallel import run_split
 
 BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
 SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes were (re)linked since the last
@@ -77,9 +79,7 @@ def _search_kernels():
     """:mod:`vecstore_ref.kernels.hnsw_search`, imported on first use (numba loads only when a search runs)."""
     global _SEARCH
     if _SEARCH is None:
-        from ..kernels import hnsw_search
-
-        _SEARCH = hnsw_search
+        _SEARCH = load_kernels("hnsw_search")
     return _SEARCH
 
 
@@ -366,8 +366,7 @@ class HNSWIndex:
 
     def _insert_batch(self, nodes: np.ndarray, node_levels: np.ndarray, is_new: np.ndarray) -> None:
         """The three phases of a batch insert (see `vecstore_ref.kernels.hnsw_build`)."""
-        from ..kernels.hnsw_build import connect_back, plan_links, write_links
-
+        build = load_kernels("hnsw_build")
         t = self.table
         m = self.m
         b = nodes.size
@@ -380,12 +379,12 @@ class HNSWIndex:
         n_threads = max(1, min(numba_threads(), b))
         sc = self._build_scratch(n_threads)
         if ep >= 0 or b > 1:
-            plan_links(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset,
-                       self.deleted, ep, max_level, nodes, node_levels, is_new, m,
-                       max(self.params.ef_construction, m), sc.visited[:n_threads], sc.tags,
-                       sc.sd[:n_threads], sc.ss[:n_threads], fwd, fwd_n, fwd_off)
-        ep, max_level = write_links(self.links0, links_up, self.up_offset, self.levels, ep, max_level,
-                                    nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
+            run_split(build.plan_links, n_threads, t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
+                      self.up_offset, self.deleted, ep, max_level, nodes, node_levels, is_new, m,
+                      max(self.params.ef_construction, m), sc.visited[:n_threads], sc.tags,
+                      sc.sd[:n_threads], sc.ss[:n_threads], fwd, fwd_n, fwd_off)
+        ep, max_level = build.write_links(self.links0, links_up, self.up_offset, self.levels, ep, max_level,
+                                          nodes, node_levels, is_new, fwd, fwd_n, fwd_off)
         self._upper = (links_up, int(ep), int(max_level))
         # Reverse links, grouped by (layer, target) so that each target's list is updated by one thread.
         n_links = fwd_n.astype(np.int64)
@@ -400,9 +399,9 @@ class HNSWIndex:
         starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
         group_start = np.append(starts, key.size).astype(np.int64)
         group_key = key[starts]
-        connect_back(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset,
-                     group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
-                     np.ascontiguousarray(sources), int(np.diff(group_start).max()), n_threads)
+        run_split(build.connect_back, n_threads, t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
+                  self.up_offset, group_key // self._cap, (group_key % self._cap).astype(DTYPE_SLOT), group_start,
+                  np.ascontiguousarray(sources), int(np.diff(group_start).max()))
 
     def remove(self, slots: np.ndarray) -> None:
         """Mark deleted: excluded from results, still used for traversal until compaction rebuilds the graph."""
@@ -439,8 +438,7 @@ class HNSWIndex:
         (re)linked since the last sweep, which amortizes it to a few percent of the insert cost. Runs under
         ``self.lock``.
         """
-        from ..kernels.hnsw_build import reachable_from, repair_reachability
-
+        repair = load_kernels("hnsw_repair")
         self._unswept = 0
         links_up, ep, max_level = self._upper
         if ep < 0:
@@ -452,14 +450,14 @@ class HNSWIndex:
         sc = self._build_scratch(1)
         for _ in range(max_rounds):
             seen = np.zeros(self._cap, dtype=bool)
-            reachable_from(self.links0, np.array([ep], dtype=DTYPE_SLOT), seen, queue)
+            repair.reachable_from(self.links0, np.array([ep], dtype=DTYPE_SLOT), seen, queue)
             lost = np.flatnonzero((self.levels[:n] >= 0) & (self.deleted[:n] == 0) & ~seen[:n]).astype(DTYPE_SLOT)
             if lost.size == 0:
                 break
-            added, replaced = repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
-                                                  self.up_offset, self.deleted, ep, max_level, lost,
-                                                  max(self.params.ef_construction, self.m), seen, queue,
-                                                  sc.visited[0], sc.tags, sc.sd[0], sc.ss[0])
+            added, replaced = repair.repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
+                                                         self.up_offset, self.deleted, ep, max_level, lost,
+                                                         max(self.params.ef_construction, self.m), seen, queue,
+                                                         sc.visited[0], sc.tags, sc.sd[0], sc.ss[0])
             total += int(added)
             if replaced == 0:
                 break
@@ -594,8 +592,6 @@ class HNSWIndex:
             ``(slots, distances float32, distance computations, hops)``: up to ``ef`` results (``ef x
             FILTER_WIDEN`` for an anti-correlated filter) by (distance, slot).
         """
-        from ..kernels.filtered_search import filtered_knn_search
-
         unlinked = self._queue.for_search()
         n_cand = self.n_nodes + unlinked.shape[0]
         if n_cand <= 0:
@@ -606,7 +602,7 @@ class HNSWIndex:
         links_up, ep, max_level = self._upper
         sc = self._scratch_for(1, wide)
         try:
-            found, n_dist, hops = filtered_knn_search(
+            found, n_dist, hops = load_kernels("filtered_search").filtered_knn_search(
                 t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
                 self.deleted, allowed, ep, max_level, e, wide, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
                 unlinked, self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity))
@@ -625,8 +621,6 @@ class HNSWIndex:
             ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
             (nq,), hops int64 (nq,))``, ``w`` the widest ``W``: row i holds what `filtered_top` returns for it.
         """
-        from ..kernels.filtered_search import filtered_knn_search_batch
-
         nq = queries.shape[0]
         unlinked = self._queue.for_search()
         n_cand = self.n_nodes + unlinked.shape[0]
@@ -643,11 +637,11 @@ class HNSWIndex:
         links_up, ep, max_level = self._upper
         sc = self._scratch_for(n_threads, wide)
         try:
-            filtered_knn_search_batch(
-                t.metric_code, queries, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
-                self.deleted, allowed, ep, max_level, e, wide, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads],
-                sc.ss[:n_threads], unlinked, self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity), out_d, out_s, n_dist,
-                hops)
+            run_split(
+                load_kernels("filtered_batch").filtered_knn_search_batch, n_threads, t.metric_code, queries,
+                t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels, self.deleted, allowed, ep,
+                max_level, e, wide, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads], sc.ss[:n_threads], unlinked,
+                self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity), out_d, out_s, n_dist, hops)
         finally:
             self._give_back(sc)
         return out_s, out_d, n_dist, hops
@@ -669,7 +663,9 @@ class HNSWIndex:
             raise InvalidArgumentError(f"queries must have shape (nq, {t.dim}), got {Q.shape}")
         nq = Q.shape[0]
         unlinked = self._queue.for_search()
-        kk = min(int(k), t.n_slots, self.n_nodes + unlinked.size)
+        # (n_nodes is read once: the linker changes it, and counts a chunk in flight that `unlinked` holds too)
+        n_cand = self.n_nodes + unlinked.size
+        kk = min(int(k), t.n_slots, n_cand)
         e = self._ef(max(kk, 1), ef, unlinked.size)
         w = max(0, min(e if spare else int(k), t.n_slots))
         out_d = np.full((nq, w), np.inf, dtype=DTYPE_VEC)
@@ -679,7 +675,7 @@ class HNSWIndex:
         if nq == 0 or kk == 0:
             return out_s, out_d, n_dist, hops
         if spare:
-            kk = min(e, self.n_nodes + unlinked.size)
+            kk = min(e, w, n_cand)
         allowed = self._mask(allowed)
         n_threads = max(1, min(numba_threads(), nq))
         links_up, ep, max_level = self._upper
@@ -688,10 +684,11 @@ class HNSWIndex:
         res_s = out_s if kk == w else np.full((nq, kk), -1, dtype=DTYPE_SLOT)
         sc = self._scratch_for(n_threads, e)
         try:
-            _search_kernels().knn_search_batch(
-                t.metric_code, Q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep,
-                max_level, e, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads], sc.ss[:n_threads],
-                self.scan_limit(e), unlinked, res_d, res_s, n_dist, hops)
+            run_split(
+                load_kernels("hnsw_batch").knn_search_batch, n_threads, t.metric_code, Q, t.vectors, t.inv_norms,
+                links0, links_up, up_offset, levels, deleted, allowed, ep, max_level, e, sc.visited[:n_threads],
+                sc.tags, sc.sd[:n_threads], sc.ss[:n_threads], self.scan_limit(e), unlinked, res_d, res_s, n_dist,
+                hops)
         finally:
             self._give_back(sc)
         if kk != w:

@@ -109,8 +109,9 @@ def _link_problem(rows: np.ndarray, levels: np.ndarray, level: int, owners: np.n
 
 def graph_problems(idx) -> list[str]:
     """What :meth:`HNSWIndex.check_integrity` reports, collected over every layer."""
-    from ..kernels.hnsw_build import reachable_from
+    from ..jit import load
 
+    reachable_from = load("hnsw_repair").reachable_from
     n = idx.table.n_slots
     levels = idx.levels[:n]
     in_graph = levels >= 0

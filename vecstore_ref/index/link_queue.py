@@ -209,7 +209,10 @@ def start_linker(index, queue: LinkQueue) -> threading.Thread:
     ref = weakref.ref(index)
 
     def run() -> None:
-        import numba
+        from ..jit import load
+
+        load("hnsw_build")  # the build kernels, through the library's loader: numba is imported there, under its
+        import numba  # lock (importing it from two threads at once can leave one with a half-initialized module)
 
         all_threads = numba.config.NUMBA_NUM_THREADS
         while not queue.closed:

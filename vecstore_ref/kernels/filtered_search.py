@@ -38,19 +38,39 @@ lists read), as every kernel of the package does.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import boolean, float64, njit
 
-from .distances import COSINE, FASTMATH
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
-from .hnsw_search import NO_REFCOUNT, fold_unlinked, greedy_descend, inv_norm, next_tag, row_distance
+from .hnsw_search import fold_unlinked, inv_norm
+from .hnsw_walk import greedy_descend, next_tag, row_distance
 from .prefetch import prefetch_row
+from .signatures import (
+    CACHE,
+    COSINE,
+    COUNTS,
+    DIST,
+    EPOCHS,
+    FASTMATH,
+    FLAGS,
+    FLOATS,
+    INT,
+    INTERNAL,
+    LEVELS,
+    MASK,
+    NO_REFCOUNT,
+    SLOT_ROWS,
+    SLOTS,
+    VECTOR,
+    VECTORS,
+)
 
 LINE_FLOATS = 16  # float32 values per 64-byte cache line
 SCAN_AHEAD = 8  # rows of a subset scan requested before they are needed
 ANTI_RATIO = 4  # matches this many times rarer near the entry than overall: the filter is anti-correlated
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOTS, FLOATS, SLOTS), cache=CACHE, nogil=True, fastmath=FASTMATH,
+      **NO_REFCOUNT)
 def scan_subset(metric, q, q_inv, X, inv_norms, candidates, res_d, res_s):
     """Exact top ``res_d.shape[0]`` of the rows ``candidates`` (int32 (m,), ascending), the filtered-scan plan.
 
@@ -95,20 +115,9 @@ def scan_subset(metric, q, q_inv, X, inv_norms, candidates, res_d, res_s):
     return size, m, next_d
 
 
-@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def scan_subset_batch(metric, Q, q_invs, X, inv_norms, candidates, out_d, out_s, out_found, out_next):
-    """`scan_subset` for every row of ``Q`` (float32 (nq, d)), the queries spread over threads.
-
-    Outputs: out_d/out_s float32/int32 (nq, k) (filled best first, the rest left as given), out_found int64 (nq,),
-    out_next float32 (nq,).
-    """
-    for i in prange(Q.shape[0]):
-        found, _, nd = scan_subset(metric, Q[i], q_invs[i], X, inv_norms, candidates, out_d[i], out_s[i])
-        out_found[i] = found
-        out_next[i] = nd
-
-
-@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, MASK, FLAGS, INT, DIST, boolean, INT, FLOATS, SLOTS, FLOATS,
+       SLOTS, SLOTS, SLOTS, EPOCHS, INT, INT, INT, float64), cache=CACHE, nogil=True, fastmath=FASTMATH,
+      **NO_REFCOUNT, **INTERNAL)
 def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep, ep_d, ep_ok, ef, res_d, res_s,
                     cand_d, cand_s, pending, bridges, visited, tag, gather, seeds_wanted, selectivity):
     """The filtered SEARCH-LAYER on layer 0 (module docstring): best-first among allowed nodes, crossing
@@ -253,7 +262,8 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
     return n_res, n_dist, hops
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH)
+@njit((INT, VECTOR, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, LEVELS, FLAGS, MASK, INT, INT, INT, INT, EPOCHS, COUNTS,
+       INT, FLOATS, SLOTS, SLOTS, INT, INT, float64), cache=CACHE, nogil=True, fastmath=FASTMATH)
 def filtered_knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep,
                         max_level, ef, ef_wide, visited, tags, t, scratch_d, scratch_s, unlinked, gather,
                         seeds_wanted, selectivity):
@@ -305,33 +315,3 @@ def filtered_knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, le
                                   scratch_d[:w], scratch_s[:w])
         n_dist += nd
     return found, n_dist, hops
-
-
-@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def filtered_knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep,
-                              max_level, ef, ef_wide, visited, tags, scratch_d, scratch_s, unlinked, gather,
-                              seeds_wanted, selectivity, out_d, out_s, out_dist, out_hops):
-    """`filtered_knn_search` for every row of ``Q`` (float32 (nq, d)), the queries dealt round-robin to
-    threads; row i equals the single search of ``Q[i]``.
-
-    Args:
-        visited: uint16 (threads, capacity); tags: int64 (threads,);
-        scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef_wide), one row per thread.
-        out_d, out_s: float32/int32 (nq, w), filled with +inf/-1 by the caller; the best ``w`` written first.
-        out_dist, out_hops: int64 (nq,), the work counters per query.
-    """
-    nq = Q.shape[0]
-    w = out_d.shape[1]
-    cap = levels.shape[0]
-    n_threads = visited.shape[0]
-    for t in prange(n_threads):
-        for i in range(t, nq, n_threads):
-            found, nd, nh = filtered_knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels,
-                                                deleted, allowed, ep, max_level, ef, ef_wide, visited[t], tags,
-                                                np.int64(t), scratch_d[t], scratch_s[t], unlinked, gather,
-                                                seeds_wanted, selectivity)
-            for j in range(min(found, w)):
-                out_d[i, j] = scratch_d[t, cap + j]
-                out_s[i, j] = scratch_s[t, cap + j]
-            out_dist[i] = nd
-            out_hops[i] = nh

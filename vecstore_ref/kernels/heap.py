@@ -2,8 +2,9 @@
 
 Heaps are tuples of arrays plus a size held by the caller (as in pynndescent): no objects, no allocation inside
 the kernels. Entries are ordered by ``(dist, slot)`` so that equal distances resolve the same way every time.
-Every operation is ``inline="always"``: it runs inside the hot loops of the search kernels, where a call would
-cost more than the operation (and, in the kernels compiled without reference counting, add it back).
+Every operation is a step of a hot loop, compiled once for ``(float32[::1], int32[::1], int64 size, float32, int64
+slot)`` and inlined by LLVM into its callers (``STEP`` in :mod:`.signatures`): a call would cost more than the
+operation.
 
 - A *max-heap* keeps the best ``cap`` entries seen so far with the worst of them at index 0: the result list of a
   top-k scan, the ``W`` set of HNSW's search layer.
@@ -13,14 +14,38 @@ cost more than the operation (and, in the kernels compiled without reference cou
 import numpy as np
 from numba import njit
 
+from .signatures import CACHE, DIST, FLOATS, INT, SLOTS, STEP
 
-@njit(cache=True, inline="always")
+
+@njit((DIST, INT, DIST, INT), cache=CACHE, **STEP)
 def worse(d1, s1, d2, s2):
     """True if entry 1 ranks after entry 2 (larger distance, then larger slot)."""
     return d1 > d2 or (d1 == d2 and s1 > s2)
 
 
-@njit(cache=True, inline="always")
+@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
+def max_heap_replace_top(dists, slots, size, d, s):
+    """Put ``(d, s)`` at the top of a non-empty max-heap and sift it down."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        right = left + 1
+        child = left
+        if right < size and worse(dists[right], slots[right], dists[left], slots[left]):
+            child = right
+        if worse(dists[child], slots[child], d, s):
+            dists[i] = dists[child]
+            slots[i] = slots[child]
+            i = child
+        else:
+            break
+    dists[i] = d
+    slots[i] = s
+
+
+@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
 def max_heap_push(dists, slots, size, d, s):
     """Offer ``(d, s)`` to a max-heap of capacity ``dists.shape[0]``; returns the new size.
 
@@ -47,29 +72,7 @@ def max_heap_push(dists, slots, size, d, s):
     return size
 
 
-@njit(cache=True, inline="always")
-def max_heap_replace_top(dists, slots, size, d, s):
-    """Put ``(d, s)`` at the top of a non-empty max-heap and sift it down."""
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            break
-        right = left + 1
-        child = left
-        if right < size and worse(dists[right], slots[right], dists[left], slots[left]):
-            child = right
-        if worse(dists[child], slots[child], d, s):
-            dists[i] = dists[child]
-            slots[i] = slots[child]
-            i = child
-        else:
-            break
-    dists[i] = d
-    slots[i] = s
-
-
-@njit(cache=True, inline="always")
+@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def max_heap_pop(dists, slots, size):
     """Remove the top (worst) entry; returns the new size. The removed entry is not returned."""
     size -= 1
@@ -78,7 +81,7 @@ def max_heap_pop(dists, slots, size):
     return size
 
 
-@njit(cache=True, inline="always")
+@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def heap_sort_ascending(dists, slots, size):
     """Sort the first ``size`` entries of a max-heap in place, best (smallest ``(dist, slot)``) first."""
     n = size
@@ -90,7 +93,7 @@ def heap_sort_ascending(dists, slots, size):
         slots[n] = s
 
 
-@njit(cache=True, inline="always")
+@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
 def min_heap_push(dists, slots, size, d, s):
     """Push onto a min-heap; the caller guarantees ``size < dists.shape[0]``. Returns the new size."""
     i = size
@@ -108,7 +111,7 @@ def min_heap_push(dists, slots, size, d, s):
     return size
 
 
-@njit(cache=True, inline="always")
+@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def min_heap_pop(dists, slots, size):
     """Pop the closest entry of a non-empty min-heap; returns ``(dist, slot, new_size)``."""
     d_top = dists[0]

@@ -13,27 +13,39 @@ phases, so that both cores work and the graph stays a deterministic function of 
    overflows with the same heuristic (Alg. 1 lines 11-16). Each target is handled by one thread, all of its
    incoming links at once, so the outcome does not depend on the thread count.
 
-The heuristic may leave a node with no incoming link, and an update may cut a path. :func:`reachable_from` and
-:func:`repair_reachability` find the live nodes that layer 0 no longer reaches from the entry point and link each
-from its nearest reachable node.
+Phases 1 and 3 are serial kernels over one thread's share (``t, n_threads``), run on every core by
+:func:`vecstore_ref.index.parallel.run_split`.
+
+The heuristic may leave a node with no incoming link, and an update may cut a path: :mod:`.hnsw_repair` finds the
+live nodes that layer 0 no longer reaches from the entry point and links them again.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .distances import FASTMATH
 from .heap import heap_sort_ascending, max_heap_push
-from .hnsw_search import (
+from .hnsw_walk import greedy_descend, next_tag, row_distance, rows_distance, search_layer
+from .signatures import (
+    CACHE,
+    COUNTS,
+    EPOCH_ROWS,
+    FASTMATH,
+    FLAGS,
+    FLOATS,
+    INT,
+    INTERNAL,
+    LEVELS,
     NO_REFCOUNT,
-    greedy_descend,
-    next_tag,
-    row_distance,
-    rows_distance,
-    search_layer,
+    SLOT_ROWS,
+    SLOTS,
+    STEP,
+    VECTORS,
 )
 
 
-@njit(cache=True, inline="always")
+# Inlined by Numba, not LLVM: it returns a view, and a call returning an array counts a reference that a caller
+# compiled without reference counting (connect_one) would never release.
+@njit(cache=CACHE, inline="always")
 def layer_links(links0, links_up, up_offset, node, level):
     """The neighbour row of ``node`` on ``level`` (a view, -1 after the last neighbour)."""
     if level == 0:
@@ -41,7 +53,7 @@ def layer_links(links0, links_up, up_offset, node, level):
     return links_up[up_offset[node] + level - 1]
 
 
-@njit(cache=True, inline="always", fastmath=FASTMATH)
+@njit((INT, VECTORS, FLOATS, FLOATS, SLOTS, INT, INT, SLOTS), cache=CACHE, fastmath=FASTMATH, **STEP)
 def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max_keep, out_s):
     """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates and keepPrunedConnections).
 
@@ -74,7 +86,7 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
     return kept
 
 
-@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
               is_new, i, m, visited, tags, t, cand_d, cand_s, pending, res_d, res_s, merged_d, merged_s, fwd, fwd_n,
               fwd_off, no_filter):
@@ -133,10 +145,11 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
         fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, merged_d, merged_s, size, m, fwd[row])
 
 
-@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
+@njit((INT, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, FLAGS, INT, INT, SLOTS, LEVELS, FLAGS, INT, INT, EPOCH_ROWS,
+       COUNTS, VECTORS, SLOT_ROWS, SLOT_ROWS, SLOTS, COUNTS, INT, INT), cache=CACHE, nogil=True, fastmath=FASTMATH)
 def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels, is_new,
-               m, ef, visited, tags, cand_d, cand_s, fwd, fwd_n, fwd_off):
-    """Phase 1 of a batch insert (parallel, the graph is only read): :func:`plan_node` for every member.
+               m, ef, visited, tags, cand_d, cand_s, fwd, fwd_n, fwd_off, t, n_threads):
+    """Phase 1 of a batch insert (the graph is only read): :func:`plan_node` for members ``t, t + n_threads, ...``.
 
     Args:
         nodes: int32 (b,), the batch in insertion order; node_levels: int8 (b,); is_new: uint8 (b,), 0 = relink.
@@ -145,23 +158,23 @@ def plan_links(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, m
         visited: uint16 (threads, capacity); tags: int64 (threads,); cand_d/cand_s: (threads, capacity) scratch.
         fwd: int32 (rows, m), -1 filled; member i's row for layer l is ``fwd_off[i] + l`` (fwd_off: int64 (b,)).
         fwd_n: int32 (rows,), receives how many links each row holds.
+        t, n_threads: this thread's share (round-robin: later members cost more, having more earlier members).
     """
     b = nodes.shape[0]
-    n_threads = visited.shape[0]
-    for t in prange(n_threads):
-        res_d = np.empty(ef, dtype=np.float32)
-        res_s = np.empty(ef, dtype=np.int32)
-        merged_d = np.empty(ef, dtype=np.float32)
-        merged_s = np.empty(ef, dtype=np.int32)
-        pending = np.empty(links0.shape[1], dtype=np.int32)
-        no_filter = np.ones(1, dtype=np.bool_)
-        for i in range(t, b, n_threads):  # round-robin: later members cost more (more earlier members)
-            plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
-                      is_new, i, m, visited[t], tags, np.int64(t), cand_d[t], cand_s[t], pending, res_d, res_s, merged_d,
-                      merged_s, fwd, fwd_n, fwd_off, no_filter)
+    res_d = np.empty(ef, dtype=np.float32)
+    res_s = np.empty(ef, dtype=np.int32)
+    merged_d = np.empty(ef, dtype=np.float32)
+    merged_s = np.empty(ef, dtype=np.int32)
+    pending = np.empty(links0.shape[1], dtype=np.int32)
+    no_filter = np.ones(1, dtype=np.bool_)
+    for i in range(t, b, n_threads):
+        plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, nodes, node_levels,
+                  is_new, i, m, visited[t], tags, t, cand_d[t], cand_s[t], pending, res_d, res_s, merged_d, merged_s,
+                  fwd, fwd_n, fwd_off, no_filter)
 
 
-@njit(cache=True, nogil=True)
+@njit((SLOT_ROWS, SLOT_ROWS, SLOTS, LEVELS, INT, INT, SLOTS, LEVELS, FLAGS, SLOT_ROWS, SLOTS, COUNTS), cache=CACHE,
+      nogil=True)
 def write_links(links0, links_up, up_offset, levels, ep, max_level, nodes, node_levels, is_new, fwd, fwd_n, fwd_off):
     """Phase 2 (serial, batch order): set each member's own links (Alg. 1 line 11) and the entry point (lines 17-18).
 
@@ -203,7 +216,7 @@ def write_links(links0, links_up, up_offset, levels, ep, max_level, nodes, node_
     return ep, max_level
 
 
-@njit(cache=True, fastmath=FASTMATH, **NO_REFCOUNT)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sources, buf_d, buf_s, keep):
     """Alg. 1 lines 11-16 for one target: link ``u -> s`` for every ``s`` of ``sources`` on ``level``.
 
@@ -243,116 +256,24 @@ def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sou
         row[j] = -1
 
 
-@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
+@njit((INT, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, COUNTS, SLOTS, COUNTS, SLOTS, INT, INT, INT), cache=CACHE,
+      nogil=True, fastmath=FASTMATH)
 def connect_back(metric, X, inv_norms, links0, links_up, up_offset, group_level, group_node, group_start, sources,
-                 max_group, n_threads):
-    """Phase 3 (parallel over targets): :func:`connect_one` for every group of reverse links.
+                 max_group, t, n_threads):
+    """Phase 3 (one thread's share of the targets): :func:`connect_one` for groups ``t, t + n_threads, ...``.
 
     Args:
         group_level, group_node: int64/int32 (g,), the layer and target node of each group.
         group_start: int64 (g + 1,), group j's sources are ``sources[group_start[j]:group_start[j + 1]]``.
         sources: int32, the new neighbours of each target, in batch order.
         max_group: the largest group (sizes the per-thread buffers).
+        t, n_threads: this thread's share; each target is in one group, so shares never write the same row.
     """
     g = group_node.shape[0]
     width = links0.shape[1] + max_group
-    for t in prange(n_threads):
-        buf_d = np.empty(width, dtype=np.float32)
-        buf_s = np.empty(width, dtype=np.int32)
-        keep = np.empty(width, dtype=np.int32)
-        for j in range(t, g, n_threads):
-            connect_one(metric, X, inv_norms, links0, links_up, up_offset, group_level[j], group_node[j],
-                        sources[group_start[j]:group_start[j + 1]], buf_d, buf_s, keep)
-
-
-@njit(cache=True, nogil=True)
-def reachable_from(links0, sources, seen, queue):
-    """Breadth-first search on layer 0 from ``sources`` (int32), marking ``seen`` (bool (capacity,)).
-
-    Nodes already seen are not expanded again, so a call extends an earlier search. ``queue``: int32 (capacity,)
-    scratch. Returns how many nodes were newly marked.
-    """
-    head = 0
-    tail = 0
-    for j in range(sources.shape[0]):
-        s = sources[j]
-        if not seen[s]:
-            seen[s] = True
-            queue[tail] = s
-            tail += 1
-    while head < tail:
-        c = queue[head]
-        head += 1
-        row = links0[c]
-        for j in range(row.shape[0]):
-            e = row[j]
-            if e < 0:
-                break
-            if not seen[e]:
-                seen[e] = True
-                queue[tail] = e
-                tail += 1
-    return tail
-
-
-@njit(cache=True, nogil=True, fastmath=FASTMATH)
-def repair_reachability(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, max_level, lost, ef, seen,
-                        queue, visited, tags, cand_d, cand_s):
-    """Link every node of ``lost`` (int32, live nodes layer 0 does not reach) from its nearest reachable node.
-
-    For each lost node still unseen: walk the graph towards its vector keeping only reachable nodes (``seen``) in
-    ``W``; the closest of them with a free link slot gets a link to it, else the closest one replaces its farthest
-    link (which may cut another node off: the caller then searches again). The nodes the new link reaches are
-    marked seen.
-
-    Returns:
-        ``(links added, links replaced)``.
-    """
-    added = 0
-    replaced = 0
-    res_d = np.empty(ef, dtype=np.float32)
-    res_s = np.empty(ef, dtype=np.int32)
-    pending = np.empty(links0.shape[1], dtype=np.int32)
-    one = np.empty(1, dtype=np.int32)
-    max_deg = links0.shape[1]
-    for idx in range(lost.shape[0]):
-        u = lost[idx]
-        if seen[u]:
-            continue
-        q = X[u]
-        q_inv = inv_norms[u]
-        ep_d = row_distance(metric, q, q_inv, X, inv_norms, ep)
-        cur, cur_d, _, _ = greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d, max_level,
-                                          np.int64(0))
-        if not seen[cur]:
-            cur = ep
-            cur_d = ep_d
-        tag = next_tag(visited, tags, 0)
-        n_w, _, _ = search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, np.int64(0), cur, cur_d,
-                                 res_d, res_s, cand_d, cand_s, pending, visited, tag, seen, deleted, np.bool_(True),
-                                 np.int64(u))
-        w = ep if n_w == 0 else res_s[0]
-        for j in range(n_w):
-            if links0[res_s[j], max_deg - 1] < 0:
-                w = res_s[j]
-                break
-        row = links0[w]
-        if row[max_deg - 1] < 0:
-            n = 0
-            while row[n] >= 0:
-                n += 1
-            row[n] = u
-        else:
-            far = 0
-            far_d = np.float32(-np.inf)
-            for j in range(max_deg):
-                d = rows_distance(metric, X, inv_norms, w, row[j])
-                if d > far_d:
-                    far_d = d
-                    far = j
-            row[far] = u
-            replaced += 1
-        added += 1
-        one[0] = u
-        reachable_from(links0, one, seen, queue)
-    return added, replaced
+    buf_d = np.empty(width, dtype=np.float32)
+    buf_s = np.empty(width, dtype=np.int32)
+    keep = np.empty(width, dtype=np.int32)
+    for j in range(t, g, n_threads):
+        connect_one(metric, X, inv_norms, links0, links_up, up_offset, group_level[j], group_node[j],
+                    sources[group_start[j]:group_start[j + 1]], buf_d, buf_s, keep)

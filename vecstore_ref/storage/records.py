@@ -82,6 +82,39 @@ def encode_batch(dim: int | None, ops: list[dict], vectors: np.ndarray | None) -
     return payload
 
 
+def encode_upserts(dim: int, ids: list[str], rows: list[bytes | None], expires_at: float | None,
+                   vectors: np.ndarray) -> bytes:
+    """The payload of a bulk load: one ``upsert`` effect per row, as `encode_batch` would write it, built as text
+    without a dict per row.
+
+    Args:
+        dim: the vectors' dimension.
+        ids: validated ids.
+        rows: each row's metadata as compact JSON (`vecstore_ref.columns.encode_row`), or None.
+        expires_at: the absolute expiry time of every row, or None.
+        vectors: float32 (len(ids), dim).
+
+    The bytes equal ``encode_batch(dim, [{"op": "upsert", "id": i, "row": r, "metadata": md, "expires_at": e}
+    ...], vectors)``, so a reader cannot tell the two apart.
+    """
+    from json.encoder import encode_basestring  # the C escaper json.dumps uses for str (ensure_ascii=False)
+
+    if expires_at is not None and not math.isfinite(expires_at):
+        raise InvalidArgumentError("expires_at must be finite")
+    tail = ',"expires_at":' + ("null" if expires_at is None else json.dumps(expires_at)) + "}"
+    parts = [f'{{"op":"upsert","id":{encode_basestring(i)},"row":{r},"metadata":'
+             f'{"null" if md is None else md.decode("utf-8")}{tail}' for r, (i, md) in enumerate(zip(ids, rows))]
+    text = ("[" + ",".join(parts) + "]").encode("utf-8")
+    vec = np.ascontiguousarray(vectors, dtype="<f4")
+    if vec.shape != (len(ids), dim) or not (1 <= dim <= BATCH_MAX_DIM):
+        raise InvalidArgumentError(f"vectors of shape {vec.shape} do not match {len(ids)} rows of dim {dim}")
+    payload = BATCH_PAYLOAD_HEADER.pack(len(text), vec.shape[0], dim) + text + vec.tobytes()
+    if len(payload) > MAX_RECORD_BYTES:
+        raise InvalidArgumentError(f"a batch encodes to {len(payload)} bytes; a log record holds at most "
+                                   f"{MAX_RECORD_BYTES}")
+    return payload
+
+
 def _bad(msg: str, index: int | None = None) -> RecordDecodeError:
     return RecordDecodeError(msg if index is None else f"effect {index}: {msg}")
 

@@ -1,0 +1,99 @@
+"""The namespace and backup commands over `--data ROOT`, and the read-only `NamespaceManager` they inspect with."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+import pytest
+from cli_helpers import assert_one_line_error, json_lines, one_json, run, run_many
+
+import vecstore_ref as vs
+from vecstore_ref._fs import dir_digest
+
+
+def test_namespaces_and_backups_from_the_shell(tmp_path):
+    root = str(tmp_path / "data")
+    created = run("namespaces", "create", "docs", "--data", root, "--dim", "3", "--index", "flat", "--max-vectors",
+                  "5")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "created namespace docs (cosine, flat, dim 3)\n"
+    made = run("--json", "namespaces", "--data", root, "create", "pics", "--metric", "dot")
+    assert one_json(made.stdout) == {"namespace": "pics", "dim": None, "metric": "dot", "index": "hnsw",
+                                     "quotas": {"max_vectors": None, "max_bytes": None}}
+    assert_one_line_error(run("namespaces", "create", "docs", "--data", root), "AlreadyExistsError")
+    listed, listed_json = run_many([("namespaces", "--data", root), ("namespaces", "list", "--data", root, "--json")])
+    assert listed.stdout == "docs\npics\n" and json_lines(listed_json.stdout) == [{"namespace": "docs"},
+                                                                                   {"namespace": "pics"}]
+    with vs.NamespaceManager(root) as mgr:
+        mgr.get_namespace("docs").upsert("a", [1.0, 0.0, 0.0], {"v": 1})
+    first = one_json(run("backup", "docs", "first", "--data", root, "--json").stdout)
+    assert first["name"] == "first" and first["count"] == 1 and first["dim"] == 3
+    with vs.NamespaceManager(root) as mgr:
+        mgr.get_namespace("docs").upsert("a", [0.0, 1.0, 0.0], {"v": 2})
+    auto = run("backup", "docs", "--data", root)
+    assert auto.returncode == 0 and auto.stdout.startswith("backup 20"), auto.stderr
+    backups = json_lines(run("backups", "docs", "--data", root, "--json").stdout)
+    assert [b["name"] for b in backups][1:] == ["first"] and backups[0]["name"].endswith("Z")
+    text = run("backups", "docs", "--data", root).stdout.splitlines()
+    assert text[1].split("\t")[0] == "first" and text[1].split("\t")[2] == "1"
+
+    archive = tmp_path / "first.tar"
+    wrote = run("export-backup", "docs", "first", archive, "--data", root)
+    assert wrote.returncode == 0 and archive.stat().st_size > 0, wrote.stderr
+    assert {m.name for m in tarfile.open(archive)} >= {"BACKUP.json", "MANIFEST"}
+    assert_one_line_error(run("export-backup", "docs", "first", archive, "--data", root), "--overwrite")
+    assert run("export-backup", "docs", "first", archive, "--data", root, "--overwrite").returncode == 0
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+
+    imported = run("import-backup", "pics", "from-docs", archive, "--data", root, "--json")
+    assert one_json(imported.stdout)["name"] == "from-docs", imported.stderr
+    restored = run("restore-backup", "docs", "first", "--data", root)
+    assert restored.stdout.startswith("restored namespace docs from backup first (1 record visible)")
+    with vs.NamespaceManager(root, read_only=True) as mgr:
+        assert mgr.get_namespace("docs").get("a").metadata == {"v": 1}
+    assert run("delete-backup", "docs", "first", "--data", root).returncode == 0
+    assert_one_line_error(run("restore-backup", "docs", "first", "--data", root), "NotFoundError", "first")
+    assert_one_line_error(run("backup", "../etc", "x", "--data", root), "InvalidNameError")
+    assert run("namespaces", "delete", "pics", "--data", root).returncode == 0
+    assert run("namespaces", "--data", root).stdout == "docs\n"
+
+
+def test_reading_a_root_changes_nothing_there(tmp_path):
+    root = str(tmp_path / "data")
+    with vs.NamespaceManager(root) as mgr:
+        mgr.create_namespace("docs", dim=2, index="flat").upsert("a", [1.0, 0.0])
+        mgr.backup_namespace("docs", "b1")
+    leftover = os.path.join(root, ".creating-other-1234abcd")  # what a writer creating a namespace has in flight
+    os.makedirs(leftover)
+    before = dir_digest(root)
+    procs = run_many([("namespaces", "--data", root), ("backups", "docs", "--data", root),
+                      ("export-backup", "docs", "b1", tmp_path / "b1.tar", "--data", root)])
+    assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
+    assert dir_digest(root) == before and os.path.isdir(leftover)
+
+
+def test_a_read_only_manager_creates_cleans_and_writes_nothing(tmp_path):
+    with pytest.raises(vs.NotFoundError):
+        vs.NamespaceManager(tmp_path / "missing", read_only=True)
+    assert not os.path.exists(tmp_path / "missing")
+    root = str(tmp_path / "data")
+    with vs.NamespaceManager(root) as mgr:
+        mgr.create_namespace("docs", dim=2, index="flat").upsert("a", [1.0, 0.0])
+        mgr.backup_namespace("docs", "b1")
+    before = dir_digest(root)
+    with vs.NamespaceManager(root, read_only=True) as ro:
+        assert ro.list_namespaces() == ["docs"]
+        assert [b[0] for b in ro.list_namespace_backups("docs")] == ["b1"]
+        store = ro.get_namespace("docs")
+        assert store.get("a").metadata is None
+        with pytest.raises(vs.ReadOnlyError):
+            store.upsert("b", [0.0, 1.0])
+        for write in (lambda: ro.create_namespace("x"), lambda: ro.delete_namespace("docs"),
+                      lambda: ro.backup_namespace("docs", "b2"), lambda: ro.restore_namespace("docs", "b1"),
+                      lambda: ro.delete_namespace_backup("docs", "b1"),
+                      lambda: ro.import_backup("docs", tmp_path / "none.tar", "b3")):
+            with pytest.raises(vs.ReadOnlyError):
+                write()
+        ro.export_backup("docs", "b1", tmp_path / "b1.tar")  # reads the root, writes outside it
+    assert dir_digest(root) == before

@@ -1,0 +1,190 @@
+"""What the command groups share: opening a store the right way, and argument types.
+
+Opening follows one rule: a command that only reads opens the store read-only (no lock, nothing written, not even
+a torn-tail repair) and a path with no store is an error that creates nothing. Only `ingest`, `import` and
+`upsert` create a store; every other write needs an existing one, so a typo in a path never leaves a new store
+behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+from ..errors import InvalidArgumentError, NotFoundError, VecStoreError
+from ..namespaces import NAMESPACE_FILE
+from ..scale.routing import SHARDS_FILE
+from ..storage.layout import MANIFEST
+
+INDEX_KINDS = ("hnsw", "flat")
+METRICS = ("cosine", "dot", "euclidean")
+
+
+def add_json_flag(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """``--json`` on ``parser``. ``suppress``: leave the value alone unless given, so that the flag works before
+    and after a subcommand name."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="print one JSON object per line (NDJSON) instead of text")
+
+
+def add_create_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a store that a command may create (`ingest`, `import`, `upsert`)."""
+    g = parser.add_argument_group("when the command creates the store")
+    g.add_argument("--dim", type=positive_int, default=None, help="dimension (default: from the data)")
+    g.add_argument("--metric", choices=METRICS, default=None, help="similarity (default cosine)")
+    g.add_argument("--index", choices=INDEX_KINDS, default=None, help="index kind (default hnsw)")
+
+
+# --- opening ----------------------------------------------------------------------------------------------------
+
+def store_exists(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, MANIFEST))
+
+
+def no_store(path: str) -> NotFoundError:
+    """The error for a path without a store, with a hint when the path is something else we know."""
+    hint = ""
+    if os.path.isfile(os.path.join(path, SHARDS_FILE)):
+        hint = " (it holds a sharded store: open it from Python with vs.ShardedStore.open)"
+    elif os.path.isfile(os.path.join(path, NAMESPACE_FILE)):
+        hint = " (it is a namespace: use --data with the namespace commands)"
+    return NotFoundError(f"no store at {path}{hint}")
+
+
+def open_for_reading(path: str, **options):
+    """Open an existing store read-only; `NotFoundError` ("no store at PATH") without touching the disk."""
+    from ..store import VecStore
+
+    if not store_exists(path):
+        raise no_store(path)
+    return VecStore.open(path, read_only=True, **options)
+
+
+def open_for_writing(path: str, *, create: bool = False, dim=None, metric=None, index=None):
+    """Open a store for writing. Without ``create`` the store must exist. ``dim``, ``metric`` and ``index`` shape
+    a new store; given for an existing one they must agree with it (the store checks dim and metric before it
+    writes anything; the index kind is compared here, since opening with another kind would convert the store)."""
+    from ..store import VecStore
+
+    exists = store_exists(path)
+    if not exists and not create:
+        raise no_store(path)
+    if not exists:
+        return VecStore.open(path, dim=dim, metric=metric, index=index)
+    store = VecStore.open(path, dim=dim, metric=metric)
+    stored_index = store.stats().index
+    if index is not None and index != stored_index:
+        store.close()
+        raise InvalidArgumentError(f"the store at {path} uses index {stored_index!r}; --index applies only when "
+                                   "the command creates the store")
+    return store
+
+
+# --- argument types: a bad value is a usage error (exit 2) naming the option -------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds above 0, got {text}")
+    return value
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice in one object")
+            seen.add(key)
+    return obj
+
+
+_JSON_SPACE = " \t\n\r"  # the whitespace JSON allows (str.strip() would also drop others)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+def strict_json(text: str | bytes):
+    """One JSON value (bytes must be UTF-8), refusing what JSON does not allow but Python's parser accepts (NaN,
+    Infinity) and objects with a key given twice (which would silently keep the last). Raises `ValueError`.
+
+    The decoder is built once: for the short lines of a large file, ``json.loads`` spends a good part of its time
+    setting one up."""
+    if not isinstance(text, str):
+        text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    text = text.strip(_JSON_SPACE)
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value at char {end}")
+    return value
+
+
+def json_vector(text: str) -> list:
+    """A vector given on the command line: a JSON list of numbers, or ``-`` to read that list from stdin (a
+    vector of a few thousand numbers is awkward as an argument)."""
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        value = strict_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, list) or not all(type(x) in (int, float) for x in value):
+        raise argparse.ArgumentTypeError("expected a JSON list of numbers, e.g. '[0.1, 0.2, 0.3]'")
+    return value
+
+
+def json_metadata(text: str) -> dict | None:
+    """Metadata given on the command line: a JSON object, or null."""
+    try:
+        value = strict_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if value is not None and not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"lang\": \"en\"}', or null")
+    return value
+
+
+class CommandError(VecStoreError):
+    """A command cannot run for a reason of its own (e.g. an optional dependency is missing); exit status 1."""
+
+    code = "command_error"
+
+
+class InternalError(VecStoreError):
+    """An exception nobody planned for: a bug. Reported in one line like any error (exit status 1); set
+    ``VECSTORE_REF_TRACEBACK=1`` to see the traceback instead."""
+
+    code = "internal_error"

@@ -1,0 +1,290 @@
+"""Compiling the Numba kernels: where the compiled code is cached, saying so when a run compiles, and warming up.
+
+Every kernel has one explicit signature (:mod:`vecstore_ref.kernels.signatures`), so Numba compiles it when its
+module is first imported, and the library imports a kernel module only when a call needs it (:func:`load`): an
+exact query never compiles the HNSW build. The machine code goes to a cache directory, and every later process
+loads it in milliseconds. Numba picks the directory with its cache locators, first that works:
+
+1. ``NUMBA_CACHE_DIR``, when it is set and writable;
+2. ``__pycache__`` beside the kernel sources, when the package directory is writable (an editable install, a venv
+   of your own);
+3. a per-user directory (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``) when it is not (a system or container
+   install).
+
+When none is writable the kernels compile in memory, in every process, and the library logs one warning instead
+of failing (Numba itself would raise ``cannot cache function ...: no locator available``).
+
+A first run that compiles is never silent: just before Numba starts, the library logs ``compiling the ... kernels,
+first run only ...`` at INFO on the ``vecstore_ref`` logger, and how long it took afterwards; the CLI and the demo
+print those lines (:func:`report_compiles`). ``vecstore-ref warmup`` (:func:`warmup`) compiles every kernel once,
+for a container image or a CI cache. Everything in this module is cheap to import: numba loads only in
+:func:`load`, :func:`warmup` and the cache checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("vecstore_ref")
+
+# Every kernel module, in the order a warmup compiles them, with what its kernels are for.
+PATHS = {
+    "checks": "query check",
+    "id_hash": "id table",
+    "hnsw_search": "HNSW search",
+    "hnsw_batch": "HNSW batch search",
+    "filtered_search": "filtered search",
+    "filtered_batch": "filtered batch search",
+    "hnsw_build": "HNSW build",
+    "hnsw_repair": "HNSW repair",
+    "flat_search": "exact search",
+    "flat_batch": "exact batch search",
+    "flat_blas": "exact big-batch search",
+}
+
+_lock = threading.RLock()  # one thread imports (compiles) kernels at a time; the others wait for the result
+_reporters: list = []
+_loaded: dict = {}  # kernel modules fully imported, by name
+_cache_checked: dict[str, bool] = {}
+
+
+# --- where the cache is ---------------------------------------------------------------------------------------
+
+def _sources_digest(directory: str) -> str:
+    """SHA-256 of every ``.py`` file in ``directory`` (names and contents, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            h.update(name.encode())
+            with open(os.path.join(directory, name), "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def use_kernel_sources_stamp(directory: str) -> None:
+    """Make the cached code of every kernel in ``directory`` depend on all the kernel sources there.
+
+    Numba stamps a cache entry with its own source file only, but a kernel's machine code contains the steps it
+    calls from other files (inlined): after an upgrade that changed only ``heap.py``, every kernel calling the heap
+    would load its old code. So the kernels get a locator of their own, which finds the same directory as Numba's
+    (the first of its locators that works) and stamps entries with a digest of every kernel source.
+    """
+    from numba.core import caching
+
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    base = getattr(caching, "_CacheLocator", None) or getattr(caching, "CacheLocator", None)
+    if impl is None or base is None or any(getattr(c, "kernels_dir", None) == directory
+                                           for c in impl._locator_classes):
+        return
+    standard = list(impl._locator_classes)
+    stamp = _sources_digest(directory)
+
+    class KernelSourcesLocator(base):
+        kernels_dir = directory
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def ensure_cache_path(self):
+            self._inner.ensure_cache_path()
+
+        def get_cache_path(self):
+            return self._inner.get_cache_path()
+
+        def get_source_stamp(self):
+            return stamp
+
+        def get_disambiguator(self):
+            return self._inner.get_disambiguator()
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != directory:
+                return None
+            for other in standard:
+                inner = other.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
+            return None
+
+    impl._locator_classes = [KernelSourcesLocator, *standard]
+
+
+def _function_cache(py_func):
+    """Numba's cache object for ``py_func``, or None when no locator finds a writable directory."""
+    from numba.core.caching import FunctionCache
+
+    try:
+        return FunctionCache(py_func)
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        return None
+
+
+def cache_enabled(probe) -> bool:
+    """Whether the kernels next to ``probe`` (a function in their module directory) can use an on-disk cache.
+
+    False when no cache directory is writable; the first such answer in a process logs one warning.
+    """
+    from numba import config
+
+    if config.DISABLE_JIT:
+        return True  # plain Python: nothing compiles, nothing is cached
+    where = os.path.dirname(os.path.abspath(probe.__code__.co_filename))
+    if where not in _cache_checked:
+        ok = _function_cache(probe) is not None
+        _cache_checked[where] = ok
+        if not ok:
+            log.warning("no writable directory for the Numba kernel cache (NUMBA_CACHE_DIR is %s, %s is read-only "
+                        "and so is the per-user cache directory): the kernels compile in memory in every process. "
+                        "Set NUMBA_CACHE_DIR to a writable directory to keep them.",
+                        repr(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR") else "not set",
+                        os.path.join(where, "__pycache__"))
+    return _cache_checked[where]
+
+
+def cache_dir() -> str | None:
+    """The directory the kernels are cached in, or None when they compile in memory (no writable directory)."""
+    from .kernels import signatures
+
+    cache = _function_cache(signatures.probe) if signatures.CACHE else None
+    if cache is None:
+        return None
+    return getattr(cache, "_cache_path", None)  # the locator's directory: <root>/<dir name>_<hash>, or __pycache__
+
+
+# --- saying when a run compiles -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def report_compiles(write):
+    """While the block runs, also pass the compile messages to ``write(line)`` (the CLI prints them).
+
+    Blocks nest; the innermost one's ``write`` gets the lines (the demo prints them in its own output).
+    """
+    _reporters.append(write)
+    try:
+        yield
+    finally:
+        _reporters.remove(write)
+
+
+def _say(level: int, msg: str, *args) -> None:
+    log.log(level, msg, *args)
+    if _reporters:
+        _reporters[-1](msg % args)
+
+
+class _CompileWatch:
+    """Listens to Numba's compile events while kernel modules import: announces the first, times them all."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.depth = 0
+        self.kernels = 0  # kernels compiled (each explicit signature is one)
+        self.started: float | None = None
+
+    def __enter__(self):
+        import numba  # noqa: F401 - the package first: importing a submodule while another thread (the linker)
+        from numba.core import event  # is still importing numba can deadlock the two imports
+
+        watch = self
+
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                if watch.started is None:
+                    watch.started = time.perf_counter()
+                    _say(logging.INFO, "compiling the %s kernels, first run only (later runs load them from the "
+                                       "cache) ...", watch.label)
+                if watch.depth == 0:
+                    watch.kernels += 1
+                watch.depth += 1
+
+            def on_end(self, ev):
+                watch.depth -= 1
+
+        self._listener = Listener()
+        event.register("numba:compile", self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        from numba.core import event
+
+        event.unregister("numba:compile", self._listener)
+        self.seconds = 0.0 if self.started is None else time.perf_counter() - self.started
+        if self.started is not None and exc[0] is None:
+            where = cache_dir()
+            _say(logging.INFO, "compiled the %s kernels in %.1f s (%s)", self.label, self.seconds,
+                 f"cached in {where}" if where else "not cached: no writable cache directory")
+        return False
+
+
+def load(name: str):
+    """The kernel module ``vecstore_ref.kernels.<name>``, imported (so compiled or loaded from the cache) on first
+    use, with the compile announced (see the module docstring)."""
+    module = _loaded.get(name)  # not sys.modules: there a module appears while another thread still imports it
+    if module is not None:
+        return module
+    with _lock:
+        module = _loaded.get(name)
+        if module is None:
+            with _CompileWatch(PATHS.get(name, name)):
+                module = importlib.import_module(f"vecstore_ref.kernels.{name}")
+            _loaded[name] = module
+        return module
+
+
+# --- warmup ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class WarmupReport:
+    """What :func:`warmup` did: per kernel module, whether it compiled (or loaded) and how long it took."""
+
+    cache_dir: str | None
+    numba_version: str
+    # {"module", "kernels", "compiled", "seconds"}: kernels compiled while the module was imported (a kernel shared
+    # by several modules counts with the first that needs it), and the time the import took.
+    modules: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def compiled(self) -> int:
+        """Kernels compiled (0 when every kernel loaded from the cache)."""
+        return sum(m["kernels"] for m in self.modules)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"compiled": self.compiled}
+
+
+def warmup(paths=None) -> WarmupReport:
+    """Compile (or load from the cache) the kernels of ``paths`` (names of :data:`PATHS`; default all of them).
+
+    In a fresh process each module is imported; one already imported costs nothing and is reported as loaded.
+    """
+    import numba
+
+    names = list(PATHS) if paths is None else list(paths)
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"unknown kernel modules {unknown}; known: {', '.join(PATHS)}")
+    t0 = time.perf_counter()
+    report = WarmupReport(cache_dir=None, numba_version=numba.__version__)
+    with _lock:
+        pending = [n for n in names if n not in _loaded]
+        with _CompileWatch(PATHS[pending[0]] if len(pending) == 1 else "search") as w:
+            for name in names:
+                before = w.kernels
+                t = time.perf_counter()
+                _loaded[name] = importlib.import_module(f"vecstore_ref.kernels.{name}")
+                report.modules.append({"module": name, "kernels": w.kernels - before,
+                                       "compiled": w.kernels > before, "seconds": time.perf_counter() - t})
+    report.cache_dir = cache_dir()
+    report.seconds = time.perf_counter() - t0
+    return report

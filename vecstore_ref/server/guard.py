@@ -1,0 +1,94 @@
+"""The checks every request passes before routing: bearer token, body size, body timeout, content type.
+
+A plain ASGI middleware, in front of FastAPI. It reads the body itself (so it can refuse one over the limit with 413
+before reading it, when the declared length says so, or as soon as what arrives passes the limit) and keeps it in
+``scope["state"]["raw_body"]``, where the routes find it; nothing reads it twice. A client that stops sending a body
+it announced gets 408 and its connection closed when no byte has come for ``body_timeout_s``, without holding up
+anyone else: the wait is on the event loop, not in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sys
+
+_WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
+
+if sys.version_info >= (3, 11):
+    async def _receive_within(receive, seconds: float):
+        async with asyncio.timeout(seconds):  # a timer, not a task per message as wait_for makes
+            return await receive()
+else:  # pragma: no cover - Python 3.10
+    async def _receive_within(receive, seconds: float):
+        return await asyncio.wait_for(receive(), seconds)
+
+
+class Guard:
+    """ASGI middleware: token (401), then for POST/PUT/PATCH the body's length (400 if malformed, 413 if over
+    ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless JSON).
+
+    ``error(status, type, message, headers)`` builds the JSON error response, as the app's handlers do.
+    """
+
+    def __init__(self, app, *, token: str | None, max_body_bytes: int, body_timeout_s: float, error):
+        self.app = app
+        self.expected = None if token is None else f"Bearer {token}".encode()
+        self.limit = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.error = error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""),
+                                                                 self.expected):
+            return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)
+        if scope["method"] not in _WITH_BODY:
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None and not length.isdigit():
+            return await self.error(400, "InvalidInputError",
+                                    "Content-Length must be a non-negative integer")(scope, receive, send)
+        if length is not None and int(length) > self.limit:
+            return await self._too_big(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            try:
+                message = await _receive_within(receive, self.body_timeout_s)
+            except asyncio.TimeoutError:
+                return await self.error(408, "RequestTimeout", "the body did not arrive in time",
+                                        {"connection": "close"})(scope, receive, send)
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await self._too_big(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if raw and headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
+            return await self.error(415, "UnsupportedMediaType",
+                                    "the body must be application/json")(scope, receive, send)
+        scope.setdefault("state", {})["raw_body"] = raw
+        return await self.app(scope, _no_more_body(receive), send)
+
+    def _too_big(self, scope, receive, send):
+        return self.error(413, "PayloadTooLarge", f"the body is over {self.limit:,} bytes")(scope, receive, send)
+
+
+def _no_more_body(receive):
+    """What the app sees of the request stream once the guard has read the body: an empty last chunk, then the
+    client's disconnect."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return replay
