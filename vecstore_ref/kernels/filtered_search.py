@@ -18,10 +18,12 @@ A filter turns a query into "the k nearest among the *allowed* nodes". Two ways 
 Every bridge goes into a FIFO. The walk crosses the FIFO breadth-first, reading each bridge's list for allowed
 nodes and for more bridges, in two cases:
 
-- **At the start**, when the greedy descent ends at a node that does not match: until ``seeds_wanted`` allowed
-  nodes are found, the ways out of the region where nothing matches. If they were found much more rarely than
-  the filter's selectivity predicts (``ANTI_RATIO``), the filter is anti-correlated with the query: the answers
-  lie farther away and closer together, so ``W`` widens (to ``ef_wide``) and each expansion gathers twice as far.
+- **At the start**, when the greedy descent ends at a node that does not match. Once it has met a few neighbour
+  lists' worth of nodes (``EAGER_SAMPLE``) it judges the region: if matches are about as common there as the
+  filter's selectivity says, the walk starts. If they are much rarer (``ANTI_RATIO`` times), the filter is
+  anti-correlated with the query: the crossing goes on until ``seeds_wanted`` allowed nodes are found, the ways
+  out of the region where nothing matches, and since such answers lie farther away and closer together, ``W``
+  widens (to ``ef_wide``) and each expansion gathers twice as far.
 - **Whenever ``C`` runs empty before ``W`` is full.** So a walk whose ``W`` never fills visits every allowed
   node reachable from the entry point, which makes it exact whenever ``ef`` is at least the number of allowed
   nodes (the property tests rely on that).
@@ -67,6 +69,7 @@ from .signatures import (
 LINE_FLOATS = 16  # float32 values per 64-byte cache line
 SCAN_AHEAD = 8  # rows of a subset scan requested before they are needed
 ANTI_RATIO = 4  # matches this many times rarer near the entry than overall: the filter is anti-correlated
+EAGER_SAMPLE = 4  # neighbour lists' worth of nodes the first crossing reads before it judges the region
 
 
 @njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOTS, FLOATS, SLOTS), cache=CACHE, nogil=True, fastmath=FASTMATH,
@@ -126,12 +129,11 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
     Args:
         ep, ep_d: where the greedy descent ended and its distance; the caller has marked it visited.
         ep_ok: whether ``ep`` may be returned (allowed, live, not being linked). If not, the walk first crosses
-            breadth-first from it until it has found ``seeds_wanted`` allowed nodes: the ways out of a region where
-            nothing matches.
+            breadth-first from it (module docstring): until the region looks ordinary, or, when matches are
+            ``ANTI_RATIO`` times rarer there than ``selectivity`` (the fraction of nodes allowed) says, until
+            ``seeds_wanted`` allowed nodes are found; then ``W`` widens to all of ``res_d``.
         ef: the width of ``W``; ``res_d``/``res_s`` (float32/int32 (>= ef,)) receive ``W`` sorted best first by
-            (distance, slot). When that first crossing finds matches ``ANTI_RATIO`` times rarer than
-            ``selectivity`` (the fraction of nodes allowed), the filter is anti-correlated with the query: the
-            answers lie farther away and closer together, and ``W`` widens to all of ``res_d``.
+            (distance, slot).
         cand_d, cand_s: float32/int32 (capacity,): ``C`` from the front, the FIFO of bridges from the back.
         pending: int32 (>= gather + 2m,): one expansion's new allowed nodes; an anti-correlated walk gathers up
             to ``len(pending) - 2m`` per expansion.
@@ -191,10 +193,14 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
             if eager > 0:
                 met += n_new
                 eager -= n_new
-                if (eager <= 0 or head <= tail) and met * ANTI_RATIO < selectivity * seen:
-                    w_d = res_d  # anti-correlated: widen W (the heap stays valid, it only gets room) ...
-                    w_s = res_s
-                    gather = pending.shape[0] - width  # ... and cross further per expansion
+                anti = met * ANTI_RATIO < selectivity * seen
+                if not anti and seen >= EAGER_SAMPLE * width:
+                    eager = 0  # matches are as common here as anywhere: the walk can start
+                elif eager <= 0 or head <= tail:
+                    if anti:
+                        w_d = res_d  # anti-correlated: widen W (the heap stays valid, it only gets room) ...
+                        w_s = res_s
+                        gather = pending.shape[0] - width  # ... and cross further per expansion
                     eager = 0
         elif n_cand > 0:
             eager = 0
