@@ -628,29 +628,49 @@ PLAN_COLOUR = {"filtered-scan": "#ff7f0e", "filtered-hnsw": "#1f77b4", "hnsw": "
 
 
 def draw_filtered(path: Path, digest: str) -> None:
+    """Recall and speed by selectivity, one line per data set, the plan chosen as the colour of each point. Rows
+    with ``qps_ratio`` (written by ``benchmarks/filtered.py``) are drawn against the unfiltered queries/s of the
+    same run; an ``anti_correlated`` row is a diamond."""
     plt = _pyplot()
     data = _load("filtered.json")
-    rows = sorted(data["rows"], key=lambda r: r["selectivity"])
     s = data["settings"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, label in ((axes[0], "recall", "recall@10"), (axes[1], "qps", "queries per second")):
-        ax.plot([r["selectivity"] for r in rows], [r[key] for r in rows], color="#999999", zorder=1)
-        for plan in PLAN_COLOUR:
-            pick = [r for r in rows if r["plan"] == plan]
-            if pick:
-                ax.scatter([r["selectivity"] for r in pick], [r[key] for r in pick], color=PLAN_COLOUR[plan],
-                           label=f"plan: {plan}", zorder=2, s=28)
+    relative = all("qps_ratio" in r for r in data["rows"])
+    groups: dict = {}
+    for r in data["rows"]:
+        groups.setdefault(r.get("dataset", s["dataset"]), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    speed = ("qps_ratio", "queries/s, relative to unfiltered (same run)") if relative else ("qps", "queries per second")
+    styles = ("-", "--", ":", "-.")
+    for ax, (key, label) in zip(axes, (("recall", "recall@10"), speed)):
+        for g, (name, rows) in enumerate(groups.items()):
+            line = sorted((r for r in rows if r.get("filter") is not None and not r.get("anti_correlated")),
+                          key=lambda r: r["selectivity"])
+            ax.plot([r["selectivity"] for r in line], [r[key] for r in line], color="#999999", zorder=1,
+                    linestyle=styles[g % len(styles)], label=name if len(groups) > 1 else None)
+            for plan in PLAN_COLOUR:
+                for anti, marker in ((False, "o"), (True, "D")):
+                    pick = [r for r in rows if r["plan"] == plan and bool(r.get("anti_correlated")) == anti
+                            and r.get("filter") is not None]
+                    if pick:
+                        ax.scatter([r["selectivity"] for r in pick], [r[key] for r in pick], s=30 if anti else 24,
+                                   color=PLAN_COLOUR[plan], marker=marker, zorder=2,
+                                   label=(f"plan: {plan}" + (" (anti-correlated)" if anti else "")) if g == 0
+                                   else None)
+        if key == "recall":
+            ax.axhline(0.95, color="#d62728", linewidth=0.8, linestyle=":", label="target 0.95")
+        elif relative:
+            ax.axhline(0.5, color="#d62728", linewidth=0.8, linestyle=":", label="target 0.5x")
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xlabel("selectivity (fraction of the records the filter keeps)")
         ax.set_ylabel(label)
-        if key == "qps":
-            ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylim(min(0.8, min(r["recall"] for r in rows) - 0.02), 1.01)
-    _suptitle(fig, f"Filtered queries by selectivity, with the plan the store chose: {s['n']:,} x {s['dim']} "
-                 f"{s['dataset']}, k = {s['k']}, ef = {s['ef']}, {s['queries']} queries per point; "
-                 f"{_machine_note(data)}")
+        ax.legend(fontsize=7)
+    axes[0].set_ylim(min(0.8, min(r["recall"] for r in data["rows"]) - 0.02), 1.01)
+    _suptitle(fig, f"Filtered queries by selectivity, with the plan the store chose: {s['dataset']}, k = {s['k']}, "
+                   f"ef = {s['ef']}, {s['queries']} queries per point, one thread; {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 
@@ -687,8 +707,9 @@ def draw_cost_model(path: Path, digest: str) -> None:
     axes[1].set_title(f"work: median |log2 error| {summary['dist_median_abs_log2']:.2f}, "
                       f"{summary['dist_within_2x']:.0%} within 2x")
     s = data["settings"]
-    _suptitle(fig, f"The cost model against what queries did: {len(pts)} queries on {s['n']:,} x {s['dim']} "
-                 f"{s['dataset']} (k, ef, filters and both indexes varied); {_machine_note(data)}")
+    what = s.get("points") or (f"{len(pts)} queries on {s['n']:,} x {s['dim']} {s['dataset']} (k, ef, filters and "
+                               "both indexes varied)")
+    _suptitle(fig, f"The cost model against what queries did: {what}; {_machine_note(data)}")
     fig.tight_layout()
     _save(fig, path, digest)
 

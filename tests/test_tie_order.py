@@ -2,7 +2,7 @@
 
 Many records share one vector, so they tie exactly at the k-th distance; they are written in an order where slot
 order and id order disagree. Each path (single and batch; unfiltered and filtered; the flat index, the filtered
-scan under HNSW and the exact scan the HNSW kernel itself makes for a sparse filter) must return the same top k as
+scan under HNSW and the filtered graph walk when it reaches every matching record) must return the same top k as
 a ranking of every allowed record by (score descending, id ascending).
 """
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import vecstore_ref as vs
-from vecstore_ref import query as query_module
 
 DIM = 8
 N_NEAR, N_TIED, N_FAR = 5, 40, 120
@@ -64,19 +63,17 @@ def test_ties_at_the_kth_place_are_broken_by_id(tmp_path, index, metric, flt):
                 (i, np.float32(sc)) for i, sc in expected]
 
 
-def test_the_hnsw_kernels_own_exact_scan_breaks_ties_by_id(tmp_path, metric, monkeypatch):
-    """A filter too broad for the query layer's filtered scan, but sparse enough that the graph search would scan
-    the allowed nodes exactly itself (HNSWIndex.scan_limit)."""
-    monkeypatch.setattr(query_module, "FILTERED_SCAN_MAX_ROWS", 0)
-    monkeypatch.setattr(query_module, "FILTERED_SCAN_MAX_FRACTION", 0.0)
+def test_the_filtered_graph_walk_breaks_ties_by_id(tmp_path, metric):
+    """The filtered walk (plan filtered-hnsw), forced, with ef above the number of matching records: the walk then
+    reaches every one of them, and a tie at the k-th place must still be settled by id, single and batch."""
     s, q = build(str(tmp_path / "s"), "hnsw", metric)
     with s:
-        assert s._plan(s._filter("g = 1"), N_NEAR + N_TIED + N_FAR // 4) == "filtered-hnsw"
-        assert N_NEAR + N_TIED + N_FAR // 4 <= s._state.index.scan_limit(64)
         k = N_NEAR + 15
         expected = oracle(s, q, k, "g = 1")
-        assert [(n.id, n.score) for n in s.query(q, k=k, filter="g = 1")] == expected
-        batch = s.query_batch(np.stack([q, q]), k=k, filter="g = 1")
+        s._forced_plan = "filtered-hnsw"
+        assert s.query_explain(q, k=k, filter="g = 1", ef=200).plan == "filtered-hnsw"
+        assert [(n.id, n.score) for n in s.query(q, k=k, filter="g = 1", ef=200)] == expected
+        batch = s.query_batch(np.stack([q, q]), k=k, filter="g = 1", ef=200)
         assert batch.ids[1].tolist() == [i for i, _ in expected]
 
 

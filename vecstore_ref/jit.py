@@ -40,6 +40,8 @@ PATHS = {
     "id_hash": "id table",
     "hnsw_search": "HNSW search",
     "hnsw_batch": "HNSW batch search",
+    "filtered_search": "filtered search",
+    "filtered_batch": "filtered batch search",
     "hnsw_build": "HNSW build",
     "hnsw_repair": "HNSW repair",
     "flat_search": "exact search",

@@ -24,6 +24,7 @@ from .config import (
     CompactionConfig,
     HNSWParams,
 )
+from .cost import CostModel
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
 from .state import SnapshotBuffers, StoreState
 from .storage import layout
@@ -181,6 +182,7 @@ class OpeningMethods:
             self._compaction_config = CompactionConfig(**opts["compaction"])
         if "checkpoint" in opts:
             self._checkpoint_config = CheckpointConfig(**opts["checkpoint"])
+        self._cost = CostModel(opts.get("cost_model"))  # measured costs, if this store saved some
         self._manifest = manifest
         if manifest.snapshot is not None and opts.get("dim"):
             preload_kernels(self._index_kind, stored_metric)  # while the snapshot is read
@@ -282,6 +284,7 @@ class OpeningMethods:
             "hnsw": self._hnsw.to_dict(),
             "compaction": self._compaction_config.to_dict(),
             "checkpoint": self._checkpoint_config.to_dict(),
+            **({"cost_model": cost} if (cost := self._cost.to_dict()) is not None else {}),
         }
 
     def _options_changed(self) -> bool:

@@ -1,20 +1,23 @@
 """The read side of `VecStore`: filters, query planning, search, result ordering, estimate and explain.
 
-A query runs in five steps: validate; turn the filter (cached by text) into a boolean mask over the metadata
-columns and AND it with the visibility mask; pick a plan; run the index kernels on slots; map slots to ids and order
-the results by (score desc, id asc). The plans:
+A query runs in five steps: validate; turn the filter into a boolean mask over the metadata columns, ANDed with
+the visibility mask (cached per filter text and store version, see `_match`); pick a plan; run the index kernels
+on slots; map slots to ids and order the results by (score desc, id asc). The plans:
 
 - ``flat``: an exact scan of every visible record (the flat index);
 - ``hnsw``: the graph walk (Malkov & Yashunin 2018), non-visible nodes traversed but never returned;
-- ``filtered-scan``: an exact scan of just the matching rows, chosen when they are few (at most
-  ``FILTERED_SCAN_MAX_ROWS``, or ``FILTERED_SCAN_MAX_FRACTION`` of the live records), where a graph walk would
-  wander through non-matching nodes;
-- ``filtered-hnsw``: the graph walk restricted to matching records.
+- ``filtered-scan``: an exact scan of just the matching rows (`vecstore_ref.kernels.filtered_search.scan_subset`);
+- ``filtered-hnsw``: the graph walk restricted to the matching records, crossing the others without computing
+  their distances (`vecstore_ref.kernels.filtered_search.filtered_knn_search`).
+
+Between the last two the planner picks whichever the store's cost model (`vecstore_ref.cost`), measured on this
+machine and this store, says is faster; the same model gives `estimate_query` its figures. The model changes only
+when it is calibrated again (the data grew or shrank by half), so a batch gets the plans its single queries get.
 
 Ties. The kernels order results by (distance, slot); SPEC section 1 orders them by (score, id), so that results
 do not depend on where compaction put a record. Ties *inside* the top k are re-sorted by id; a tie *at* the k-th
 place is settled from the results beyond k: the exact paths ask their kernels for the best distance left out (and
-then for every slot at the boundary distance), the graph walk hands back all of its result list ``W``.
+then for every slot at the boundary distance), the graph walks hand back all of their result list ``W``.
 
 Every read holds the read side of the store's read-write lock (`vecstore_ref.rwlock`) for its whole run, so it
 sees one state: no write applies meanwhile.
@@ -24,17 +27,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import estimate, explain
+import threading
+from typing import NamedTuple
+
+from .cost import choose_filtered_plan, estimate, explain
 from .errors import InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
-from .index.base import DTYPE_SLOT, scores_from_distances
+from .index.base import DTYPE_SLOT, numba_threads, query_inv_norm, scores_from_distances
+from .index.parallel import run_split
+from .jit import load as load_kernels
 from .types import BatchQueryResult, Neighbor, Query
 from .validation import validate_ef, validate_k, validate_query_vector, validate_vector, validate_vectors
 
-FILTERED_SCAN_MAX_ROWS = 4096  # below this many matching rows an exact scan beats a filtered graph walk
-FILTERED_SCAN_MAX_FRACTION = 0.05
-FILTER_CACHE_SIZE = 256
+FILTER_CACHE_SIZE = 256  # parsed filters kept by text
+MASK_CACHE_ENTRIES = 64  # filter masks kept per store ...
+MASK_CACHE_BYTES = 64 * 2**20  # ... and the memory they may hold
 DIST_ZERO = np.float32(0.0)
+_NO_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
+
+
+class Match:
+    """The records a filter allows in one state of the store: ``mask`` bool (capacity,) (visible and matching;
+    shared, never written), ``n`` of them, and their slots (int32, ascending), listed on first use."""
+
+    __slots__ = ("state", "seq", "mask", "n", "_slots", "nbytes", "plans")
+
+    def __init__(self, state, seq, mask: np.ndarray, n: int):
+        self.state, self.seq, self.mask, self.n = state, seq, mask, n
+        self._slots: np.ndarray | None = None
+        self.nbytes = mask.nbytes
+        self.plans: dict = {}  # the planner's choices for this match, by (search width, vectors not linked)
+
+    def slots(self) -> np.ndarray:
+        s = self._slots
+        if s is None:  # readers may race to list them: each computes the same array
+            s = np.flatnonzero(self.mask[: self.state.n_slots]).astype(DTYPE_SLOT) if self.n else _NO_SLOTS
+            self._slots = s
+            self.nbytes = self.mask.nbytes + s.nbytes
+        return s
+
+
+class _Stats(NamedTuple):
+    distance_computations: int
+    hops: int
 
 
 def _by_score_then_id(n: Neighbor) -> tuple:
@@ -45,6 +80,7 @@ class QueryMethods:
     """Mixed into `VecStore`; relies on its ``_rw`` (read side), ``_state``, ``_metric``, ``_hnsw`` and clock."""
 
     _filter_cache: dict
+    _forced_plan: str | None = None  # tests and benchmarks: run every filtered query on this plan
 
     def _filter(self, flt) -> Filter | None:
         if flt is None:
@@ -61,34 +97,90 @@ class QueryMethods:
             self._filter_cache[flt] = cached
         return cached
 
-    def _allowed(self, flt: Filter | None):
-        """(allowed mask (capacity,), number allowed) for the visible records matching ``flt``."""
+    def _match(self, flt: Filter | None) -> Match:
+        """The visible records matching ``flt`` (None: every visible record), cached per filter text while the
+        store is unchanged.
+
+        An entry belongs to one state object and one ``_last_seq``: any write (which bumps the sequence number,
+        under the write lock) or compaction (a new state) makes it stale, and so does a TTL that may have passed
+        (such masks are not cached). Readers share the cache without a lock: lookups are plain dict reads, and
+        an insertion that finds it full drops the oldest entries under ``_mask_lock``.
+        """
         st = self._state
         now = self._now()
-        visible = st.visible_mask(now)
         if flt is None:
-            n = st.n_live if visible is st.live else int(np.count_nonzero(visible[: st.n_slots]))
-            return visible, n
+            visible, n = self._allowed(None)
+            return Match(st, None, visible, n)
+        cache = self._mask_cache
+        expiring = st.has_expired(now)
+        seq = self._last_seq
+        if not expiring:
+            hit = cache.get(flt.text)
+            if hit is not None and hit.state is st and hit.seq == seq:
+                return hit
+        visible = st.visible_mask(now)
         mask = np.zeros(visible.shape[0], dtype=bool)
         mask[: st.n_slots] = flt.mask(st.columns, st.n_slots) & visible[: st.n_slots]
-        return mask, int(np.count_nonzero(mask))
+        match = Match(st, seq, mask, int(np.count_nonzero(mask)))
+        if not expiring:
+            with self._mask_lock:
+                total = sum(m.nbytes for m in cache.values())
+                while cache and (len(cache) >= MASK_CACHE_ENTRIES or total + match.nbytes > MASK_CACHE_BYTES):
+                    total -= cache.pop(next(iter(cache))).nbytes
+                cache[flt.text] = match
+        return match
 
-    def _plan(self, flt, n_allowed: int) -> str:
-        if self._index_kind == "flat" or self._state.index is None or getattr(self._state.index, "kind", "") == "flat":
+    def _allowed(self, flt: Filter | None):
+        """(allowed mask (capacity,), number allowed) for the visible records matching ``flt``."""
+        if flt is None:
+            st = self._state
+            visible = st.visible_mask(self._now())
+            return visible, st.n_live if visible is st.live else int(np.count_nonzero(visible[: st.n_slots]))
+        m = self._match(flt)
+        return m.mask, m.n
+
+    def _query_filtered(self, vec, k: int, flt: Filter, ef: int | None) -> list[Neighbor]:
+        """The body of `query` with a filter."""
+        match = self._match(flt)
+        if match.n == 0:
+            return []
+        if match.n < k:
+            k = match.n
+        slots, dists, _ = self._search_one(vec, k, match, self._plan(flt, match.n, k, ef, match), ef)
+        return self._results(slots.tolist(), dists)
+
+    def _plan(self, flt, n_allowed: int, k: int = 10, ef: int | None = None, match: Match | None = None) -> str:
+        """The plan for a query with filter ``flt`` that ``n_allowed`` records match (see the module docstring).
+
+        A filtered plan is remembered in ``match`` (it depends only on the counts and the cost model, which
+        change with the store's version), so a repeated filter does not redo the arithmetic.
+        """
+        index = self._state.index
+        if self._index_kind == "flat" or index is None or getattr(index, "kind", "") == "flat":
             return "flat" if flt is None else "filtered-scan"
         if flt is None:
             return "hnsw"
-        if n_allowed <= FILTERED_SCAN_MAX_ROWS or n_allowed <= FILTERED_SCAN_MAX_FRACTION * self._state.n_live:
-            return "filtered-scan"
-        return "filtered-hnsw"
+        if self._forced_plan is not None:
+            return self._forced_plan
+        if match is None:
+            return choose_filtered_plan(self, n_allowed, k, ef)
+        key = (max(ef or self._hnsw.ef_search, k), index.n_unlinked)
+        plan = match.plans.get(key)
+        if plan is None:
+            plan = match.plans[key] = choose_filtered_plan(self, n_allowed, k, ef)
+        return plan
 
-    def _search_one(self, vec, k, allowed, n_allowed, plan, ef):
+    def _search_one(self, vec, k, match: Match, plan, ef):
         """Run one query on the chosen plan; returns ``(slots, dists, stats)``: the top ``k`` by (distance, id)
         at the boundary, by (distance, slot) inside (see `_results`)."""
         st = self._state
+        allowed = match.mask
         if plan in ("hnsw", "filtered-hnsw"):
-            slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True)
-            self._cost.observe_hnsw(stats.distance_computations, max(ef or self._hnsw.ef_search, k))
+            if plan == "hnsw":
+                slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True)
+            else:
+                s, dists, n_dist, hops = st.index.filtered_top(vec, k, allowed, ef, self._selectivity(match))
+                slots, stats = np.asarray(s, dtype=DTYPE_SLOT), _Stats(n_dist, hops)
             if slots.shape[0] > k:
                 slots, dists = self._cut_at_k(slots, dists, k)
             return slots, dists, stats
@@ -96,13 +188,44 @@ class QueryMethods:
 
         flat = st.index if isinstance(st.index, FlatIndex) else FlatIndex(st.table)
         if plan == "filtered-scan":
-            candidates = np.flatnonzero(allowed[: st.n_slots]).astype(DTYPE_SLOT)
-            slots, dists, stats, next_dist = flat.search_subset_with_boundary(vec, k, candidates)
+            slots, dists, next_dist = self._scan(vec, k, match.slots())
+            stats = _Stats(match.n, 0)
         else:
             slots, dists, stats, next_dist = flat.search_with_boundary(vec, k, allowed)
         if len(slots) == k and k and next_dist == dists[-1]:
             slots, dists = self._resolve_boundary_ties(flat, vec, allowed, slots, dists)
         return slots, dists, stats
+
+    def _selectivity(self, match: Match) -> float:
+        """The fraction of the graph's nodes a filtered walk may return (the walk compares it with what it meets)."""
+        return match.n / max(1, self._state.index.n_nodes)
+
+    def _scan(self, vec, k, candidates):
+        """Exact top ``k`` of the rows ``candidates`` (int32, ascending): ``(slots, dists, next_dist)``."""
+        t = self._state.table
+        k = min(k, candidates.shape[0])
+        out_d = np.empty(k, dtype=np.float32)
+        out_s = np.empty(k, dtype=DTYPE_SLOT)
+        q_inv = query_inv_norm(t.metric, vec)  # as the flat index and ties_at compute it
+        found, _, next_d = load_kernels("filtered_search").scan_subset(t.metric_code, vec, q_inv, t.vectors,
+                                                                       t.inv_norms, candidates, out_d, out_s)
+        return out_s[:found], out_d[:found], float(next_d)
+
+    def _scan_batch(self, mat, k, candidates):
+        """`_scan` for every row of ``mat`` (float32 (nq, dim)), in parallel: ``(slots, dists, next_dist)``."""
+        t = self._state.table
+        nq = mat.shape[0]
+        out_d = np.full((nq, k), np.inf, dtype=np.float32)
+        out_s = np.full((nq, k), -1, dtype=DTYPE_SLOT)
+        found = np.zeros(nq, dtype=np.int64)
+        nxt = np.full(nq, np.inf, dtype=np.float32)
+        if t.metric == "cosine":
+            inv = (1.0 / np.linalg.norm(mat.astype(np.float64), axis=1)).astype(np.float32)
+        else:
+            inv = np.ones(nq, dtype=np.float32)
+        run_split(load_kernels("filtered_batch").scan_subset_batch, max(1, min(numba_threads(), nq)), t.metric_code,
+                  mat, inv, t.vectors, t.inv_norms, candidates, out_d, out_s, found, nxt)
+        return out_s, out_d, nxt
 
     def _cut_at_k(self, slots: np.ndarray, dists: np.ndarray, k: int):
         """The first ``k`` of results ordered by (distance, slot), with a tie at the k-th place settled by id."""
@@ -185,22 +308,23 @@ class QueryMethods:
                 validate_vector(vector, None, self._metric, "query vector")
                 return []
             vec = validate_query_vector(vector, st.dim, self._metric)
-            allowed, n_allowed = self._allowed(flt)
+            if flt is not None:
+                return self._query_filtered(vec, k, flt, ef)
+            allowed, n_allowed = self._allowed(None)
             if n_allowed == 0:
                 return []
-            plan = self._plan(flt, n_allowed)
+            plan = self._plan(None, n_allowed)
             if n_allowed < k:
                 k = n_allowed
-            if plan == "hnsw" or plan == "filtered-hnsw":
-                slots, dists, n_dist = st.index.top(vec, k, allowed, ef)
-                self._cost.observe_hnsw(n_dist, max(ef or self._hnsw.ef_search, k))
+            if plan == "hnsw":
+                slots, dists, _ = st.index.top(vec, k, allowed, ef)
                 if len(slots) > k:
                     if dists[k] == dists[k - 1]:  # a tie at the k-th place: settled by id
                         cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)
                         return self._results(cut_s.tolist(), cut_d)
                     slots, dists = slots[:k], dists[:k]
                 return self._results(slots, dists)
-            slots, dists, _ = self._search_one(vec, k, allowed, n_allowed, plan, ef)
+            slots, dists, _ = self._search_one(vec, k, Match(st, None, allowed, n_allowed), plan, ef)
             return self._results(slots.tolist(), dists)
         finally:
             rw.release_read()
@@ -220,13 +344,17 @@ class QueryMethods:
             n_found = np.zeros(nq, dtype=np.int64)
             if st.dim is None or nq == 0:
                 return BatchQueryResult(ids, scores, n_found)
-            allowed, n_allowed = self._allowed(flt)
+            match = self._match(flt)
+            allowed, n_allowed = match.mask, match.n
             if n_allowed == 0:
                 return BatchQueryResult(ids, scores, n_found)
-            plan = self._plan(flt, n_allowed)
             kk = min(k, n_allowed)
+            plan = self._plan(flt, n_allowed, kk, ef, match)
             if plan in ("hnsw", "filtered-hnsw"):
-                slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef, spare=True)
+                if plan == "hnsw":
+                    slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef, spare=True)
+                else:
+                    slots, dists, _, _ = st.index.filtered_search_batch(mat, kk, allowed, ef, self._selectivity(match))
                 if slots.shape[1] > kk:
                     self._fill_batch_result(slots, dists, ids[:, :kk], scores[:, :kk], n_found)
                     return BatchQueryResult(ids, scores, n_found)
@@ -236,11 +364,12 @@ class QueryMethods:
                 for i in np.flatnonzero(full & (nxt == dists[:, -1])).tolist():  # a tie at the k-th place
                     slots[i], dists[i] = self._resolve_boundary_ties(st.index, mat[i], allowed, slots[i], dists[i])
             else:
-                slots = np.full((nq, kk), -1, dtype=DTYPE_SLOT)
-                dists = np.full((nq, kk), np.inf, dtype=np.float32)
-                for i in range(nq):
-                    s, d, _ = self._search_one(mat[i], kk, allowed, n_allowed, plan, ef)
-                    slots[i, : len(s)], dists[i, : len(s)] = s, d
+                slots, dists, nxt = self._scan_batch(mat, kk, match.slots())
+                for i in np.flatnonzero(nxt == dists[:, -1]).tolist():  # a tie at the k-th place
+                    from .index.flat import FlatIndex
+
+                    slots[i], dists[i] = self._resolve_boundary_ties(FlatIndex(st.table), mat[i], allowed, slots[i],
+                                                                     dists[i])
             self._fill_batch_result(slots, dists, ids, scores, n_found)
             return BatchQueryResult(ids, scores, n_found)
 

@@ -137,6 +137,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._poisoned: str | None = None
         self._max_k = max_k
         self._filter_cache: dict[str, Filter] = {}
+        self._mask_cache: dict = {}  # filter text -> query.Match of one store version
+        self._mask_lock = threading.Lock()
         self._cost = CostModel()
         self._compaction_config = CompactionConfig()
         self._checkpoint_config = CheckpointConfig()
@@ -207,6 +209,10 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 with self._ckpt_lock:
                     if self._close_checkpoint_due():
                         self._checkpoint()
+                    elif not self._refuses_writes() and self._options_changed():
+                        with self._lock:  # e.g. a new cost model calibration: saved for the next open
+                            self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq,
+                                                 self._manifest.logs)
             except Exception as exc:  # every acknowledged write is in the log; the next open replays it
                 log.warning("store %s: the checkpoint at close failed (%s); the next open replays the log",
                             self.path, exc)

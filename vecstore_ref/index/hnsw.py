@@ -61,6 +61,12 @@ FORMAT_VERSION = 2
 # With background linking, a write that finds more than this many vectors waiting links the excess itself, so
 # that the exact scan every query makes of the waiting vectors stays short (65,536 x 128 floats: ~2 ms).
 MAX_UNLINKED = 65_536
+# A filtered walk that starts among non-matching nodes first crosses them until it has found this many allowed
+# ones, and widens its search by this factor when the filter proves anti-correlated with the query (see
+# vecstore_ref.kernels.filtered_search).
+FILTER_SEEDS = 128
+FILTER_WIDEN = 1.5
+FILTER_GATHER = 1  # x m: new candidates one expansion of a filtered walk collects (ACORN's M)
 
 _EMPTY_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
 _EMPTY_DISTS = np.zeros(0, dtype=DTYPE_VEC)
@@ -571,6 +577,74 @@ class HNSWIndex:
         finally:
             self._give_back(sc)
         return slots, dists, n_dist
+
+    # --- filtered walks (kernels in vecstore_ref.kernels.filtered_search) --------------------------------------
+
+    def filtered_top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None, selectivity: float
+                     ) -> tuple[list[int], np.ndarray, int, int]:
+        """The graph walk restricted to the ``allowed`` nodes (ACORN-style, see
+        `vecstore_ref.kernels.filtered_search`), for the store's checked arguments as `top` takes them.
+
+        ``selectivity``: the fraction of the nodes that are allowed (the walk compares it with what it meets
+        near its entry point, to notice a filter anti-correlated with the query).
+
+        Returns:
+            ``(slots, distances float32, distance computations, hops)``: up to ``ef`` results (``ef x
+            FILTER_WIDEN`` for an anti-correlated filter) by (distance, slot).
+        """
+        unlinked = self._queue.for_search()
+        n_cand = self.n_nodes + unlinked.shape[0]
+        if n_cand <= 0:
+            return [], _EMPTY_DISTS, 0, 0
+        e = self._ef(min(k, n_cand), ef, unlinked.shape[0])
+        wide = max(e, int(e * FILTER_WIDEN))
+        t = self.table
+        links_up, ep, max_level = self._upper
+        sc = self._scratch_for(1, wide)
+        try:
+            found, n_dist, hops = load_kernels("filtered_search").filtered_knn_search(
+                t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
+                self.deleted, allowed, ep, max_level, e, wide, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
+                unlinked, self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity))
+            cap = sc.cap
+            slots = sc.ss[0, cap:cap + found].tolist()
+            dists = sc.sd[0, cap:cap + found].copy()
+        finally:
+            self._give_back(sc)
+        return slots, dists, int(n_dist), int(hops)
+
+    def filtered_search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None,
+                              selectivity: float):
+        """`filtered_top` for every row of ``queries`` (float32 (nq, dim), checked by the caller), in parallel.
+
+        Returns:
+            ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
+            (nq,), hops int64 (nq,))``, ``w`` the widest ``W``: row i holds what `filtered_top` returns for it.
+        """
+        nq = queries.shape[0]
+        unlinked = self._queue.for_search()
+        n_cand = self.n_nodes + unlinked.shape[0]
+        e = self._ef(max(1, min(k, n_cand)), ef, unlinked.shape[0])
+        wide = max(e, int(e * FILTER_WIDEN))
+        out_d = np.full((nq, wide), np.inf, dtype=DTYPE_VEC)
+        out_s = np.full((nq, wide), -1, dtype=DTYPE_SLOT)
+        n_dist = np.zeros(nq, dtype=np.int64)
+        hops = np.zeros(nq, dtype=np.int64)
+        if nq == 0 or n_cand <= 0:
+            return out_s, out_d, n_dist, hops
+        t = self.table
+        n_threads = max(1, min(numba_threads(), nq))
+        links_up, ep, max_level = self._upper
+        sc = self._scratch_for(n_threads, wide)
+        try:
+            run_split(
+                load_kernels("filtered_batch").filtered_knn_search_batch, n_threads, t.metric_code, queries,
+                t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels, self.deleted, allowed, ep,
+                max_level, e, wide, sc.visited[:n_threads], sc.tags, sc.sd[:n_threads], sc.ss[:n_threads], unlinked,
+                self.m * FILTER_GATHER, FILTER_SEEDS, float(selectivity), out_d, out_s, n_dist, hops)
+        finally:
+            self._give_back(sc)
+        return out_s, out_d, n_dist, hops
 
     def search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
                      spare: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -20,6 +20,8 @@ module                  kernels                                                 
 ``hnsw_walk``           greedy descent and SEARCH-LAYER                         HNSW search and build
 ``hnsw_search``         K-NN-SEARCH for one query                               HNSW query
 ``hnsw_batch``          K-NN-SEARCH for many queries, one thread's share        HNSW ``query_batch``
+``filtered_search``     the filtered walk and the scan of matching rows         filtered query
+``filtered_batch``      both for many queries, one thread's share               filtered ``query_batch``
 ``hnsw_build``          batched INSERT (plan, write, connect back)              HNSW linking
 ``hnsw_repair``         layer-0 reachability and its repair                     HNSW linking, ``verify``
 ======================  ======================================================  ================================
