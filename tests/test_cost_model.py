@@ -42,8 +42,8 @@ def counted(monkeypatch):
 
 
 def manifest_options(path) -> dict:
-    from vecstore_ref.storage.manifest import read_manifest
     from vecstore_ref._fs import get_fs
+    from vecstore_ref.storage.manifest import read_manifest
 
     return read_manifest(get_fs(), path).options
 

@@ -43,8 +43,6 @@ def test_every_public_name_is_documented():
 
 
 SPHINX_ROLE = re.compile(r":(?:py:)?(?:meth|class|func|mod|attr|exc|data|obj):`")
-# Still holding roles on branches that change them; docs/_ext/sphinx_roles.py renders these until they are rewritten.
-ROLES_PENDING = {"vecstore_ref/filter.py", "vecstore_ref/cost.py"}
 
 
 def test_docstrings_hold_no_sphinx_roles():
@@ -55,7 +53,7 @@ def test_docstrings_hold_no_sphinx_roles():
         rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
         with open(path, encoding="utf-8") as f:
             found += [f"{rel}:{n}: {line.strip()}" for n, line in enumerate(f, 1)
-                      if SPHINX_ROLE.search(line) and rel not in ROLES_PENDING]
+                      if SPHINX_ROLE.search(line)]
     assert not found, "\n".join(found)
 
 

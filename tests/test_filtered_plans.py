@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vecstore_ref as vs
-from vecstore_ref.index.hnsw import HNSWIndex
-from vecstore_ref.index.base import VectorTable
 from vecstore_ref.config import HNSWParams
+from vecstore_ref.index.base import VectorTable
+from vecstore_ref.index.hnsw import HNSWIndex
 
 FILTERS = ["g = 1", "g < 3", "g != 4", "g IN (2, 7)", "NOT g = 0", "tag = 'a' AND g >= 5", "tag = 'b' OR g = 9"]
 PLANS = ("filtered-scan", "filtered-hnsw")

@@ -114,7 +114,7 @@ class CostModel:
     def __init__(self, saved: dict | None = None):
         self._saved = saved if isinstance(saved, dict) else None  # what the manifest holds: kept until replaced
         self._lock = threading.Lock()
-        self.cal = None
+        self.cal: dict | None = None
         self._curves: dict = {}
         if self._saved is not None and self._saved.get("version") == MODEL_VERSION:
             try:
@@ -229,7 +229,7 @@ def calibrate(store) -> dict:
 
     # exact scans of subsets, at several densities: each repetition on rows of its own (a subset read twice would
     # come from the cache, which a query of a real workload finds taken by everything else it reads)
-    scan = {}
+    scan_ns: dict[float, float] = {}
     for density in SCAN_DENSITIES:
         rows = max(16, min(SCAN_ROWS, int(density * n)))
         window = min(n, int(math.ceil(rows / density)))
@@ -243,8 +243,8 @@ def calibrate(store) -> dict:
             t0 = time.perf_counter()
             scan_subset(t.metric_code, q0, q_inv, t.vectors, t.inv_norms, cand, res_d, res_s)
             best = min(best, (time.perf_counter() - t0) * 1e9 / cand.shape[0])
-        scan.setdefault(cand.shape[0] / window, max(0.05, best))
-    scan = [[d, ns] for d, ns in sorted(scan.items(), reverse=True)]  # densest first
+        scan_ns.setdefault(cand.shape[0] / window, max(0.05, best))
+    scan = [[d, ns] for d, ns in sorted(scan_ns.items(), reverse=True)]  # densest first
     cal = {"version": MODEL_VERSION, "machine": machine_fingerprint(), "dim": st.dim, "metric": store._metric,
            "n_live": int(st.n_live), "calibrated_at": time.time(), "scan": scan}
 
@@ -279,7 +279,7 @@ def calibrate(store) -> dict:
                 best = min(best, (time.perf_counter() - t0) * 1e6 / len(batch))
             return max(best - unlinked_us, 0.1), float(np.mean(work))
 
-        walk = []
+        walk: list[list[float]] = []
         for ef in WALK_EFS:
             e = min(ef, index.n_nodes)
             if walk and e <= walk[-1][0]:

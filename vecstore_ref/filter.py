@@ -1,7 +1,7 @@
 """The filter language: a closed grammar, tokenized and parsed by hand, evaluated as a vectorized mask.
 
 Nothing here ever calls ``eval``: text becomes tokens, tokens become a tree of frozen dataclasses, and the tree
-becomes numpy expressions over :class:`~vecstore_ref.metadata.MetadataColumns`. The user guide is
+becomes numpy expressions over `MetadataColumns` (`vecstore_ref.columns`). The user guide is
 ``docs/guide/filters.md``.
 
 Grammar (SPEC section 10; keywords ``AND OR NOT IN CONTAINS TRUE FALSE NULL`` are case-insensitive)::
@@ -33,7 +33,7 @@ Meaning, for one record's metadata ``md``:
 - ``NOT e`` inverts ``e``, so ``NOT x = 1`` is true for records without ``x``.
 
 Limits: 8 KiB of text, 64 levels of nesting (parentheses and NOTs together). Both are checked while reading, so a
-10,000-deep input fails fast with :class:`FilterSyntaxError` instead of reaching Python's recursion limit.
+10,000-deep input fails fast with `FilterSyntaxError` instead of reaching Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ class _Parser:
 
 
 def parse_filter(text: str) -> Filter:
-    """Parse filter text into a :class:`Filter`.
+    """Parse filter text into a `Filter`.
 
     Args:
         text: the filter, at most 8 KiB (8,192 characters).
@@ -554,12 +554,12 @@ def _leaf_problems(leaf: Leaf, kinds: set[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Filter:
-    """A parsed filter. Build it with :func:`parse_filter`; reuse it across queries.
+    """A parsed filter. Build it with `parse_filter`; reuse it across queries.
 
     Attributes:
         text: the filter text as given.
-        ast: the tree (:class:`Comparison`, :class:`In`, :class:`Contains`, :class:`And`, :class:`Or`,
-            :class:`Not`).
+        ast: the tree (`Comparison`, `In`, `Contains`, `And`, `Or`,
+            `Not`).
     """
 
     text: str
@@ -576,7 +576,7 @@ class Filter:
         return out
 
     def matches(self, metadata: dict | None) -> bool:
-        """The same judgement for one metadata dict, in plain Python: the oracle for :meth:`mask`."""
+        """The same judgement for one metadata dict, in plain Python: the oracle for `mask`."""
         return _matches(self.ast, metadata or {})
 
     def fields(self) -> set[str]:
@@ -588,7 +588,7 @@ class Filter:
         return [node_text(leaf) for leaf in _leaves(self.ast)]
 
     def clause_masks(self, columns: MetadataColumns, n_slots: int) -> list[np.ndarray]:
-        """One bool (n_slots,) per entry of :meth:`clauses`: where that leaf alone is true."""
+        """One bool (n_slots,) per entry of `clauses`: where that leaf alone is true."""
         n = int(n_slots)
         assigned = columns.assigned(n)
         return [_leaf_mask(leaf, columns, n) & assigned for leaf in _leaves(self.ast)]
@@ -597,7 +597,7 @@ class Filter:
         """Readable reasons the filter cannot work on a store whose fields hold ``field_kinds``.
 
         Args:
-            field_kinds: :meth:`MetadataColumns.fields` of the store: field name -> kinds it holds.
+            field_kinds: `MetadataColumns.fields` of the store: field name -> kinds it holds.
 
         Returns:
             One message per problem (empty when none): a field no record has; a comparison with a literal of a

@@ -25,10 +25,9 @@ sees one state: no write applies meanwhile.
 
 from __future__ import annotations
 
-import numpy as np
-
-import threading
 from typing import NamedTuple
+
+import numpy as np
 
 from .cost import choose_filtered_plan, estimate, explain
 from .errors import InvalidArgumentTypeError, StoreClosedError

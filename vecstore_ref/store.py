@@ -48,7 +48,7 @@ from .errors import (
 )
 from .filter import Filter
 from .opening import OpeningMethods, _close_index
-from .query import QueryMethods
+from .query import Match, QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
 from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, RECORD_BATCH
@@ -137,7 +137,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._poisoned: str | None = None
         self._max_k = max_k
         self._filter_cache: dict[str, Filter] = {}
-        self._mask_cache: dict = {}  # filter text -> query.Match of one store version
+        self._mask_cache: dict[str, Match] = {}  # filter text -> query.Match of one store version
         self._mask_lock = threading.Lock()
         self._cost = CostModel()
         self._compaction_config = CompactionConfig()

@@ -614,12 +614,13 @@ class HNSWIndex:
         return slots, dists, int(n_dist), int(hops)
 
     def filtered_search_batch(self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None,
-                              selectivity: float):
+                              selectivity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`filtered_top` for every row of ``queries`` (float32 (nq, dim), checked by the caller), in parallel.
 
         Returns:
-            ``(slots int32 (nq, w) padded -1, distances float32 (nq, w) padded +inf, distance computations int64
-            (nq,), hops int64 (nq,))``, ``w`` the widest ``W``: row i holds what `filtered_top` returns for it.
+            ``(slots, distances, distance computations, hops)``: int32 (nq, w) padded -1, float32 (nq, w) padded
+            +inf, int64 (nq,) and int64 (nq,), ``w`` the widest ``W``; row i holds what `filtered_top` returns
+            for query i.
         """
         nq = queries.shape[0]
         unlinked = self._queue.for_search()
