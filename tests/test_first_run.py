@@ -188,3 +188,19 @@ def test_14_a_changed_step_recompiles_the_kernels_that_inline_it(tmp_path):
     assert "        s += t * t\n" in text
     distances.write_text(text.replace("        s += t * t\n", "        s += 4 * t * t\n", 1))  # distance x2
     assert score("s3") == pytest.approx(-10.0)
+
+
+def test_a_warmup_splits_the_cold_modules_between_two_processes(tmp_path):
+    """Half the compile work (by weight) goes to a second process; nothing goes there on one core, when fewer
+    than two modules are cold, or when there is no cache to share the result through."""
+    names = list(jit.PATHS)
+    there = jit._helper_share(names, str(tmp_path), 2)
+    here = [n for n in names if n not in there]
+    assert there and here
+    weight = lambda ns: sum(jit.COMPILE_WEIGHT[n] for n in ns)  # noqa: E731
+    assert abs(weight(here) - weight(there)) <= max(jit.COMPILE_WEIGHT.values())
+    assert jit._helper_share(names, str(tmp_path), 1) == []
+    assert jit._helper_share(names, None, 2) == []
+    for name in names[1:]:  # every module but one is in the cache
+        (tmp_path / f"{name}.kernel-1.py311.nbi").write_bytes(b"")
+    assert jit._helper_share(names, str(tmp_path), 2) == []

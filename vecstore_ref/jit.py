@@ -26,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -197,10 +200,7 @@ class _CompileWatch:
 
         class Listener(event.Listener):
             def on_start(self, ev):
-                if watch.started is None:
-                    watch.started = time.perf_counter()
-                    _say(logging.INFO, "compiling the %s kernels, first run only (later runs load them from the "
-                                       "cache) ...", watch.label)
+                watch.announce()
                 if watch.depth == 0:
                     watch.kernels += 1
                 watch.depth += 1
@@ -211,6 +211,13 @@ class _CompileWatch:
         self._listener = Listener()
         event.register("numba:compile", self._listener)
         return self
+
+    def announce(self) -> None:
+        """Say, once, that compiling has started."""
+        if self.started is None:
+            self.started = time.perf_counter()
+            _say(logging.INFO, "compiling the %s kernels, first run only (later runs load them from the cache) ...",
+                 self.label)
 
     def __exit__(self, *exc):
         from numba.core import event
@@ -261,10 +268,84 @@ class WarmupReport:
         return asdict(self) | {"compiled": self.compiled}
 
 
-def warmup(paths=None) -> WarmupReport:
+# Rough CPU seconds each module takes to compile on an empty cache (a 2-core Xeon): how a warmup splits them
+# between processes. Only the balance matters; a wrong figure makes the split uneven, never wrong.
+COMPILE_WEIGHT = {
+    "checks": 0.2, "id_hash": 0.7, "hnsw_search": 2.5, "hnsw_batch": 1.0, "filtered_search": 2.2,
+    "filtered_batch": 0.6, "hnsw_build": 3.5, "hnsw_repair": 1.0, "flat_search": 1.0, "flat_batch": 0.6,
+    "flat_blas": 1.2,
+}
+HELPER_TIMEOUT_S = 900.0
+
+
+def _looks_cached(name: str, where: str | None) -> bool:
+    """Whether the cache directory holds an index file of module ``name`` (Numba names them ``<module>.<kernel>-
+    <line>.<python>.nbi``). A stale entry makes this say yes; the import then compiles here, as it would anyway."""
+    if where is None:
+        return True  # no cache: a helper's work would be lost with its process
+    try:
+        return any(f.startswith(name + ".") and f.endswith(".nbi") for f in os.listdir(where))
+    except OSError:
+        return False
+
+
+def _helper_share(pending: list[str], where: str | None, processes: int) -> list[str]:
+    """The modules a second process should compile: half the compile work (by `COMPILE_WEIGHT`) of those not
+    in the cache, or none when there is one core, no cache, or less than two modules to compile."""
+    cold = [n for n in pending if not _looks_cached(n, where)]
+    if processes < 2 or len(cold) < 2:
+        return []
+    here: list[str] = []
+    there: list[str] = []
+    for name in sorted(cold, key=lambda n: -COMPILE_WEIGHT.get(n, 1.0)):  # heaviest first, to the lighter side
+        side = here if sum(COMPILE_WEIGHT.get(n, 1.0) for n in here) <= sum(
+            COMPILE_WEIGHT.get(n, 1.0) for n in there) else there
+        side.append(name)
+    return there
+
+
+def _start_helper(names: list[str]) -> subprocess.Popen | None:
+    """A Python process that compiles ``names`` into the same cache (same interpreter, environment and package),
+    printing its `WarmupReport` as JSON; None if it cannot start."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import json, sys; from vecstore_ref import jit; print(json.dumps(jit.warmup(sys.argv[1:], processes=1).to_dict()))"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, *names], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, text=True)
+    except OSError:
+        return None
+
+
+def _helper_report(proc: subprocess.Popen) -> dict[str, dict]:
+    """The helper's per-module figures, once it has finished (empty if it failed: this process compiles them)."""
+    try:
+        out, _ = proc.communicate(timeout=HELPER_TIMEOUT_S)
+        if proc.returncode != 0:
+            return {}
+        return {m["module"]: m for m in json.loads(out)["modules"]}
+    except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        proc.kill()
+        proc.wait()
+        return {}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def warmup(paths: list[str] | tuple[str, ...] | None = None, processes: int | None = None) -> WarmupReport:
     """Compile (or load from the cache) the kernels of ``paths`` (names of `PATHS`; default all of them).
 
     In a fresh process each module is imported; one already imported costs nothing and is reported as loaded.
+    Numba compiles one function at a time in a process, so with an on-disk cache and more than one core a
+    warmup hands about half the modules still to compile to a second Python process, which compiles them into
+    the same cache while this one compiles the rest; this process then loads them from the cache. That halves
+    a first run's wait on two cores. ``processes=1`` compiles everything here.
     """
     import numba
 
@@ -278,13 +359,32 @@ def warmup(paths=None) -> WarmupReport:
     report = WarmupReport(cache_dir=None, numba_version=numba.__version__)
     with _lock:
         pending = [n for n in names if n not in _loaded]
+        where = cache_dir() if len(pending) > 1 else None
+        n_proc = _usable_cores() if processes is None else processes
+        elsewhere = _helper_share(pending, where, min(2, n_proc))
+        helper = _start_helper(elsewhere) if elsewhere else None
+        if helper is None:
+            elsewhere = []
+        figures: dict[str, dict] = {}
         with _CompileWatch(PATHS[pending[0]] if len(pending) == 1 else "search") as w:
-            for name in names:
+            if helper is not None:
+                w.announce()  # the helper compiles at once: say so before this process has anything to compile
+            for name in [n for n in names if n not in elsewhere] + elsewhere:
+                if name in elsewhere and helper is not None:
+                    done = _helper_report(helper)
+                    helper = None
+                    figures.update(done)
                 before = w.kernels
                 t = time.perf_counter()
                 _loaded[name] = importlib.import_module(f"vecstore_ref.kernels.{name}")
-                report.modules.append({"module": name, "kernels": w.kernels - before,
-                                       "compiled": w.kernels > before, "seconds": time.perf_counter() - t})
+                mine = {"module": name, "kernels": w.kernels - before, "compiled": w.kernels > before,
+                        "seconds": time.perf_counter() - t}
+                theirs = figures.get(name)
+                if theirs is not None and theirs.get("compiled"):
+                    mine = {"module": name, "kernels": int(theirs["kernels"]), "compiled": True,
+                            "seconds": float(theirs["seconds"])}
+                figures[name] = mine
+    report.modules = [figures[n] for n in names]
     report.cache_dir = cache_dir()
     report.seconds = time.perf_counter() - t0
     return report
