@@ -74,6 +74,34 @@ def test_close_and_reopen_links_nothing_again(tmp_path):
         assert s.get("d2999").metadata == {"i": 2999}
 
 
+def test_snapshot_links_first_and_close_saves_what_was_linked_after_a_checkpoint(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    # snapshot() right after a bulk load (no flush_index()): the snapshot holds the whole graph.
+    for durability in ("none", "fsync"):
+        path = tmp_path / durability
+        with vs.VecStore.open(path, dim=16, hnsw=PARAMS, durability=durability) as s:
+            s.upsert_many([f"d{i}" for i in range(2000)], x)
+            s.snapshot()
+        with vs.VecStore.open(path) as s:
+            assert s.stats().unindexed == 0 and s.recovery_report.records_replayed == 0
+            assert s._state.index.n_nodes == 2000
+    # A checkpoint taken while vectors wait (an automatic one does not link first), then linking and no new
+    # write: close() still saves the graph, although the log holds nothing since the checkpoint.
+    path = tmp_path / "auto"
+    with vs.VecStore.open(path, dim=16, hnsw=PARAMS) as s:
+        s._state.index.pause_linking()
+        s.upsert_many([f"d{i}" for i in range(2000)], x)
+        with s._ckpt_lock:
+            s._checkpoint()
+        s._state.index.resume_linking()
+        assert s.stats().log_bytes_since_checkpoint == 0
+        s.flush_index()
+    with vs.VecStore.open(path) as s:
+        assert s.stats().unindexed == 0 and s._state.index.n_nodes == 2000
+        assert s.query(x[7], k=1)[0].id == "d7"
+
+
 def _writer_child(path: str, ready: str) -> None:
     s = vs.VecStore.open(path, dim=16, hnsw=PARAMS)
     rng = np.random.default_rng(5)

@@ -227,10 +227,10 @@ class CheckpointMethods:
         next open relinks nothing), or the log holds enough to make replaying it cost more than writing it."""
         if self._read_only or self._poisoned is not None or self._writer is None or self._writer.poisoned:
             return False
-        log_bytes = self.log_bytes_since_checkpoint()
-        if log_bytes == 0:
-            return False
-        return self._linked_since_checkpoint() > 0 or log_bytes >= CLOSE_CHECKPOINT_LOG_BYTES
+        # Linking goes on after a checkpoint with no new write (a snapshot() right after a bulk load, say): the
+        # graph linked since then is saved even when the log holds nothing new.
+        return (self._linked_since_checkpoint() > 0
+                or self.log_bytes_since_checkpoint() >= CLOSE_CHECKPOINT_LOG_BYTES)
 
 
 def _checkpoint_loop(ref: weakref.ref[VecStore], wake: threading.Event, stop: threading.Event) -> None:

@@ -567,9 +567,13 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         """Write a snapshot of the current state and start a fresh log (a checkpoint), now.
 
         The store checkpoints by itself (see `CheckpointConfig`) and at ``close()``; call this to bound the
-        replay of the next open at a moment of your choosing. Writes and queries go on while the file is written.
+        replay of the next open at a moment of your choosing. It first links the vectors waiting for the HNSW
+        graph (as `flush_index` does), so the snapshot holds the whole graph and the next open links nothing; an
+        automatic checkpoint does not wait for that (it saves the waiting vectors as not linked). Writes and
+        queries go on while the vectors are linked and while the file is written.
         """
         self._check_writable()
+        self.flush_index()
         with self._ckpt_lock:
             self._check_writable()
             self._checkpoint()
