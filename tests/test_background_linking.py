@@ -192,7 +192,8 @@ def test_a_snapshot_saves_the_graph_as_linked_and_a_reopen_links_only_the_rest(t
         s.upsert_many([f"d{i}" for i in range(300)], x)
         assert s.stats().unindexed == 300
         assert s._state.index.link_queued(200) == 200
-        s.snapshot()  # does not wait for linking
+        with s._ckpt_lock:
+            s._checkpoint()  # an automatic checkpoint: it does not wait for linking (snapshot() links first)
         assert s.stats().unindexed == 100
     with vs.VecStore.open(tmp_path / "s") as s:
         idx = s._state.index

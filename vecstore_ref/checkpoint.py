@@ -113,6 +113,43 @@ class CheckpointMethods:
 
     # --- the checkpoint ---------------------------------------------------------------------------------------
 
+    def _switch_and_capture(self, fs, new_seg: str, target: StoreState) -> tuple:
+        """Step 1 of `_checkpoint`, under the write lock with the linker paused: sync the log, start the new
+        segment in the manifest, and capture ``target`` at the current sequence number."""
+        if self._writer is not None:
+            self._writer.sync()
+        seq = self._last_seq
+        name = layout.snapshot_name(seq)
+        if name == self._manifest.snapshot:
+            # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
+            # empty record so that file names never repeat.
+            seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None),  # type: ignore[union-attr]
+                                      sync=True)  # (a checkpoint runs on a writable store: it has a writer)
+            self._last_seq = seq
+            name = layout.snapshot_name(seq)
+        old_logs = list(self._manifest.logs)
+        old_snapshot = self._manifest.snapshot
+        try:
+            new_writer = LogWriter(fs, new_seg, seq + 1)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"opening the log segment {new_seg} failed: {exc}") from exc
+        try:
+            self._write_manifest(old_snapshot, self._manifest.snapshot_seq,
+                                 old_logs + [os.path.basename(new_seg)])
+        except BaseException:
+            new_writer.close()
+            raise
+        _crash.crashpoint("snapshot.log_rotated")
+        old_writer, self._writer = self._writer, new_writer
+        self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)  # type: ignore[union-attr]
+        old_writer.close()  # type: ignore[union-attr]
+        with self._rw.write():
+            header, arrays = target.capture()
+        linked_mark = int(getattr(target.index, "linked_count", 0))
+        return header, arrays, seq, name, old_logs, old_snapshot, linked_mark
+
     def _checkpoint(self, state: StoreState | None = None, compacting: bool = False) -> None:
         """Write a snapshot of ``state`` (default: the live state) at the current sequence number; see the module
         docstring for the steps. The caller holds ``_ckpt_lock``; a compaction also holds the write lock
@@ -128,49 +165,29 @@ class CheckpointMethods:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
-        with self._lock:  # step 1: switch
-            if self._writer is not None:
-                self._writer.sync()
-            seq = self._last_seq
-            name = layout.snapshot_name(seq)
-            if name == self._manifest.snapshot:
-                # A second snapshot at the same seq (e.g. compaction right after a checkpoint): advance seq with an
-                # empty record so that file names never repeat.
-                seq = self._writer.append(RECORD_BATCH, encode_batch(None, [], None),  # type: ignore[union-attr]
-                                          sync=True)  # (a checkpoint runs on a writable store: it has a writer)
-                self._last_seq = seq
-                name = layout.snapshot_name(seq)
-            old_logs = list(self._manifest.logs)
-            old_snapshot = self._manifest.snapshot
-            try:
-                new_writer = LogWriter(fs, new_seg, seq + 1)
-            except OSError as exc:
-                if isinstance(exc, StorageError):
-                    raise
-                raise StorageError(f"opening the log segment {new_seg} failed: {exc}") from exc
-            try:
-                self._write_manifest(old_snapshot, self._manifest.snapshot_seq,
-                                     old_logs + [os.path.basename(new_seg)])
-            except BaseException:
-                new_writer.close()
-                raise
-            _crash.crashpoint("snapshot.log_rotated")
-            old_writer, self._writer = self._writer, new_writer
-            self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)  # type: ignore[union-attr]
-            old_writer.close()  # type: ignore[union-attr]
-            target = self._state if state is None else state
-            index = target.index
-            paused = getattr(index, "pause_linking", None) is not None
+        # The linker pauses before writers are held up: pausing waits for the chunk being linked (tens of ms), and
+        # writes do not need the linker (a vector written meanwhile is captured as not linked yet).
+        target = self._state if state is None else state
+        index = target.index
+        paused = getattr(index, "pause_linking", None) is not None
+        if paused:
+            index.pause_linking()
+        try:
+            with self._lock:  # step 1: switch
+                if target is not (self._state if state is None else state):  # replaced while the linker paused
+                    if paused:
+                        index.resume_linking()
+                    target = self._state if state is None else state
+                    index = target.index
+                    paused = getattr(index, "pause_linking", None) is not None
+                    if paused:
+                        index.pause_linking()
+                header, arrays, seq, name, old_logs, old_snapshot, linked_mark = self._switch_and_capture(
+                    fs, new_seg, target)
+        except BaseException:
             if paused:
-                index.pause_linking()  # waits for the chunk being linked; readers go on meanwhile
-            try:
-                with self._rw.write():
-                    header, arrays = target.capture()
-            except BaseException:
-                if paused:
-                    index.resume_linking()
-                raise
-            linked_mark = int(getattr(index, "linked_count", 0))
+                index.resume_linking()
+            raise
         header["seq"] = seq
         header["created_at"] = time.time()
         try:  # step 2: write (writes and queries go on meanwhile)
