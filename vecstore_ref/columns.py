@@ -454,6 +454,17 @@ class MetadataColumns:
             return [None] * len(slots)
         return [self.get(s) for s in slots]
 
+    def texts_of(self, slots: list[int]) -> list[bytes | None]:
+        """The JSON text at each of a few slots (a query's results), None where nothing was set; no work at all
+        in a store that never held a dict."""
+        if not self._any_text:
+            return [None] * len(slots)
+        get = self._bytes.get
+        state, start, length = self._row_state, self._start, self._length
+        cap = self.capacity
+        return [get(int(start[s]), int(length[s])) if 0 <= s < cap and state[s] == _ROW_TEXT else None
+                for s in slots]
+
     def _old_dicts(self, slots: list[int]) -> list[tuple[int, dict]]:
         """(slot, dict) for the slots among ``slots`` that hold a dict now (what a new value must clear)."""
         st = self._row_state

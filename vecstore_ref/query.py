@@ -36,7 +36,14 @@ from .index.base import DTYPE_SLOT, numba_threads, query_inv_norm, scores_from_d
 from .index.parallel import run_split
 from .jit import load as load_kernels
 from .types import BatchQueryResult, Neighbor, Query
-from .validation import validate_ef, validate_k, validate_query_vector, validate_vector, validate_vectors
+from .validation import (
+    MAX_EF,
+    validate_ef,
+    validate_k,
+    validate_query_vector,
+    validate_vector,
+    validate_vectors,
+)
 
 FILTER_CACHE_SIZE = 256  # parsed filters kept by text
 MASK_CACHE_ENTRIES = 64  # filter masks kept per store ...
@@ -254,7 +261,7 @@ class QueryMethods:
             scores = (-np.sqrt(np.maximum(dists, DIST_ZERO))).tolist()
         else:
             scores = (-dists).tolist()
-        out = list(map(Neighbor, st.id_map.ids_of(slots), scores, st.columns.get_many(slots)))
+        out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores, st.columns.texts_of(slots)))
         if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
             out.sort(key=_by_score_then_id)
         return out
@@ -299,7 +306,7 @@ class QueryMethods:
                 raise StoreClosedError(f"the store at {self.path} is closed")
             if type(k) is not int or not 1 <= k <= self._max_k:
                 k = validate_k(k, self._max_k)
-            if ef is not None:
+            if ef is not None and (type(ef) is not int or not 1 <= ef <= MAX_EF):
                 ef = validate_ef(ef)
             flt = None if filter is None else self._filter(filter)
             st = self._state

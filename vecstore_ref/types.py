@@ -5,6 +5,7 @@ All are plain dataclasses. Every result type has ``to_dict()``, which gives exac
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
@@ -92,17 +93,55 @@ class Record:
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(slots=True)
 class Neighbor:
     """One query result: higher ``score`` is better for every metric.
 
-    Not frozen: a query builds k of them per call, a frozen dataclass costs three times as much to build, and each
-    result is the caller's own copy (its metadata too), so changing it changes nothing in the store.
+    Built k times per query, so it is cheap to build: a plain slotted class, not frozen, and its ``metadata`` is
+    kept as the store's JSON bytes until it is first read (decoding ten small dicts would cost as much as the
+    search at small ``ef``). Each result is the caller's own copy, its metadata too: changing it changes nothing
+    in the store. Compares and prints like a dataclass of ``id``, ``score`` and ``metadata``.
     """
 
-    id: str
-    score: float
-    metadata: Metadata | None = None
+    __slots__ = ("id", "score", "_metadata", "_text")
+    __match_args__ = ("id", "score", "metadata")
+
+    def __init__(self, id: str, score: float, metadata: Metadata | None = None) -> None:
+        self.id = id
+        self.score = score
+        self._metadata = metadata
+        self._text: bytes | None = None
+
+    @classmethod
+    def _from_text(cls, id: str, score: float, text: bytes | None) -> Neighbor:
+        """A result whose metadata is the JSON ``text`` (None: no metadata), decoded when first read."""
+        n = cls.__new__(cls)
+        n.id, n.score, n._metadata, n._text = id, score, None, text
+        return n
+
+    @property
+    def metadata(self) -> Metadata | None:
+        text = self._text
+        if text is not None:
+            self._metadata, self._text = json.loads(text), None
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: Metadata | None) -> None:
+        self._metadata, self._text = value, None
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Neighbor:
+            return NotImplemented
+        assert isinstance(other, Neighbor)
+        return self.id == other.id and self.score == other.score and self.metadata == other.metadata
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Neighbor(id={self.id!r}, score={self.score!r}, metadata={self.metadata!r})"
+
+    def __reduce__(self) -> tuple:
+        return (Neighbor, (self.id, self.score, self.metadata))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": _jsonable(float(self.score)), "metadata": self.metadata}

@@ -192,13 +192,16 @@ def validate_k(k: object, max_k: int = MAX_K) -> int:
     return int(k)
 
 
+MAX_EF = 100_000
+
+
 def validate_ef(ef: object) -> int | None:
     if ef is None:
         return None
     if isinstance(ef, bool) or not isinstance(ef, numbers.Integral):
         raise InvalidArgumentTypeError(f"ef must be an int or None, got {type(ef).__name__}")
-    if not 1 <= int(ef) <= 100_000:
-        raise InvalidArgumentError(f"ef must be between 1 and 100000, got {ef}")
+    if not 1 <= int(ef) <= MAX_EF:
+        raise InvalidArgumentError(f"ef must be between 1 and {MAX_EF}, got {ef}")
     return int(ef)
 
 
