@@ -459,20 +459,19 @@ class MetadataColumns:
         in a store that never held a dict."""
         if not self._any_text:
             return [None] * len(slots)
-        idx = np.array(slots, dtype=np.int64)  # a few random rows: one gather per array, then plain Python
-        if idx.size == 0:
-            return []
-        if idx.min() < 0 or idx.max() >= self.capacity:
-            idx = np.where((idx >= 0) & (idx < self.capacity), idx, 0)  # out of range: answered None below
-            out_of_range = [not 0 <= s < self.capacity for s in slots]
-        else:
-            out_of_range = None
-        has = (self._row_state[idx] == _ROW_TEXT).tolist()
-        starts, lengths = self._start[idx].tolist(), self._length[idx].tolist()
-        if out_of_range is not None:
-            has = [h and not o for h, o in zip(has, out_of_range)]
-        view = memoryview(self._bytes.buf)  # entries never change: a slice of the buffer of now is the text
-        return [bytes(view[a:a + n]) if h else None for a, n, h in zip(starts, lengths, has)]
+        # Memoryviews index as plain Python ints, without a numpy scalar per access; a few random rows are read
+        # faster this way than by numpy's gathers, whose fixed cost is a microsecond each.
+        state, start, length = memoryview(self._row_state), memoryview(self._start), memoryview(self._length)
+        data = memoryview(self._bytes.buf)  # entries never change: a slice of the buffer of now is the text
+        cap = self.capacity
+        out: list[bytes | None] = []
+        for s in slots:
+            if 0 <= s < cap and state[s] == _ROW_TEXT:
+                a = start[s]
+                out.append(bytes(data[a:a + length[s]]))
+            else:
+                out.append(None)
+        return out
 
     def _old_dicts(self, slots: list[int]) -> list[tuple[int, dict]]:
         """(slot, dict) for the slots among ``slots`` that hold a dict now (what a new value must clear)."""
