@@ -251,3 +251,29 @@ def test_metadata_changed_while_a_checkpoint_is_written_survives_a_crash(tmp_pat
         assert s2.get("r3").metadata == {"g": 2}
         assert [h.id for h in s2.query([1, 0], k=10, filter="g = 2")] == ["r3"]
         assert len(s2.query([1, 0], k=10, filter="g = 1")) == 9
+
+
+def test_automatic_checkpoints_while_a_writer_links_its_own_backlog_finish(tmp_path):
+    """A write that finds too many vectors waiting links the excess itself, under the write lock; an automatic
+    checkpoint pausing the linker meanwhile must not leave the two waiting for each other."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(6000, 8)).astype(np.float32)
+    s = vs.VecStore.open(tmp_path / "s", dim=8, hnsw=PARAMS)
+    s._state.index.max_unlinked = 50  # every bulk write below links most of itself
+    s.set_checkpoint_config(vs.CheckpointConfig(min_log_bytes=0, min_log_fraction=0.0))  # checkpoint at once
+    done = []
+
+    def load():
+        for a in range(0, 6000, 300):
+            s.upsert_many([f"d{i}" for i in range(a, a + 300)], x[a:a + 300])
+        done.append(True)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert done, "the bulk load and the checkpoint thread wait for each other"
+    s.close()
+    with vs.VecStore.open(tmp_path / "s") as s:
+        assert len(s) == 6000 and s.query(x[4321], k=1)[0].id == "d4321"

@@ -165,23 +165,18 @@ class CheckpointMethods:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
-        # The linker pauses before writers are held up: pausing waits for the chunk being linked (tens of ms), and
-        # writes do not need the linker (a vector written meanwhile is captured as not linked yet).
+        # The linker is paused under the write lock: a writer holding that lock may be linking a backlog itself
+        # (`HNSWIndex.link_backlog`), which waits while the linker is paused.
         target = self._state if state is None else state
         index = target.index
-        paused = getattr(index, "pause_linking", None) is not None
-        if paused:
-            index.pause_linking()
+        paused = False
         try:
             with self._lock:  # step 1: switch
-                if target is not (self._state if state is None else state):  # replaced while the linker paused
-                    if paused:
-                        index.resume_linking()
-                    target = self._state if state is None else state
-                    index = target.index
-                    paused = getattr(index, "pause_linking", None) is not None
-                    if paused:
-                        index.pause_linking()
+                target = self._state if state is None else state
+                index = target.index
+                if getattr(index, "pause_linking", None) is not None:
+                    index.pause_linking()  # waits for the chunk being linked; readers go on meanwhile
+                    paused = True
                 header, arrays, seq, name, old_logs, old_snapshot, linked_mark = self._switch_and_capture(
                     fs, new_seg, target)
         except BaseException:
