@@ -71,7 +71,7 @@ def validate_saved_graph(meta: dict, arrays: dict, n: int, m: int, format_versio
         problem = "a node without upper layers has a row offset"
     if problem is None and high.size:
         rows = np.repeat(first - np.cumsum(lv) + lv, lv) + np.arange(int(lv.sum()))
-        if np.unique(rows).size != rows.size:
+        if int(np.bincount(rows, minlength=1).max()) > 1:  # rows are in [0, n_up_rows): checked above
             problem = "two nodes share an upper-layer row"
         layer = np.arange(rows.size) - np.repeat(np.cumsum(lv) - lv, lv) + 1
         for level in range(1, MAX_LEVEL + 1):
