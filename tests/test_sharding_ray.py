@@ -50,7 +50,7 @@ def wait_for_exit(pid: int) -> None:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone between the open and the read: ESRCH
             return
         time.sleep(0.01)
     raise AssertionError(f"process {pid} did not exit")

@@ -236,9 +236,9 @@ class AppendFile:
         sync_range = getattr(os, "sync_file_range", None)
         if sync_range is None or self.fd < 0 or length <= 0:
             return
-        flags = os.SYNC_FILE_RANGE_WRITE
+        flags = getattr(os, "SYNC_FILE_RANGE_WRITE", 2)
         if wait:
-            flags |= os.SYNC_FILE_RANGE_WAIT_BEFORE | os.SYNC_FILE_RANGE_WAIT_AFTER
+            flags |= getattr(os, "SYNC_FILE_RANGE_WAIT_BEFORE", 1) | getattr(os, "SYNC_FILE_RANGE_WAIT_AFTER", 4)
         with contextlib.suppress(OSError):  # advisory: the fsync at the end is what counts
             sync_range(self.fd, start, length, flags)
 

@@ -461,8 +461,8 @@ class MetadataColumns:
             return [None] * len(slots)
         # Memoryviews index as plain Python ints, without a numpy scalar per access; a few random rows are read
         # faster this way than by numpy's gathers, whose fixed cost is a microsecond each.
-        state, start, length = memoryview(self._row_state), memoryview(self._start), memoryview(self._length)
-        data = memoryview(self._bytes.buf)  # entries never change: a slice of the buffer of now is the text
+        state, start, length = self._row_state.data, self._start.data, self._length.data  # memoryviews
+        data = self._bytes.buf.data  # entries never change: a slice of the buffer of now is the text
         cap = self.capacity
         out: list[bytes | None] = []
         for s in slots:

@@ -140,7 +140,7 @@ class Neighbor:
     def __repr__(self) -> str:
         return f"Neighbor(id={self.id!r}, score={self.score!r}, metadata={self.metadata!r})"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[Neighbor], tuple[str, float, Metadata | None]]:
         return (Neighbor, (self.id, self.score, self.metadata))
 
     def to_dict(self) -> dict[str, Any]:
