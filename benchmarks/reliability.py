@@ -121,8 +121,8 @@ def corruption(root: str, step: int) -> dict:
         snap_tried += 1
         try:
             vs.VecStore.open(base).close()
-        except vs.CorruptSnapshotError:
-            snap_detected += 1
+        except (vs.CorruptSnapshotError, vs.UnsupportedFormatError):  # a flipped version byte reads as a newer
+            snap_detected += 1                                         # format: refused, nothing changed
         open(snap, "wb").write(original)
     return {"log_flips": tried, "log_detected": detected, "silent": silent, "snapshot_flips": snap_tried,
             "snapshot_detected": snap_detected}
