@@ -126,6 +126,12 @@ def test_14_warmup_compiles_every_kernel_once_then_loads_them(tmp_path):
 def test_warmup_rejects_unknown_modules():
     with pytest.raises(vs.InvalidArgumentError):
         jit.warmup(["no_such_kernels"])
+    with pytest.raises(vs.InvalidArgumentError):
+        jit.warmup(["checks"], processes=0)
+    with pytest.raises(vs.InvalidArgumentTypeError):
+        jit.warmup(["checks"], processes="2")  # type: ignore[arg-type]
+    with pytest.raises(vs.InvalidArgumentTypeError):
+        jit.warmup("checks")
 
 
 def test_load_returns_the_kernel_module_and_logs_a_compile(caplog):

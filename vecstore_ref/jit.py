@@ -309,7 +309,9 @@ def _start_helper(names: list[str]) -> subprocess.Popen | None:
     printing its `WarmupReport` as JSON; None if it cannot start."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    on_path = {os.path.abspath(p or os.getcwd()) for p in sys.path}
+    if package_parent not in on_path:  # e.g. a checkout put on sys.path by hand; never ahead of the stdlib otherwise
+        env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     code = "import json, sys; from vecstore_ref import jit; print(json.dumps(jit.warmup(sys.argv[1:], processes=1).to_dict()))"
     try:
         return subprocess.Popen([sys.executable, "-c", code, *names], stdout=subprocess.PIPE,
@@ -349,11 +351,17 @@ def warmup(paths: list[str] | tuple[str, ...] | None = None, processes: int | No
     """
     import numba
 
+    from .errors import InvalidArgumentError, InvalidArgumentTypeError
+
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int)):
+        raise InvalidArgumentTypeError(f"processes must be an int or None, got {type(processes).__name__}")
+    if processes is not None and processes < 1:
+        raise InvalidArgumentError(f"processes must be at least 1, got {processes}")
+    if isinstance(paths, (str, bytes)):
+        raise InvalidArgumentTypeError("paths must be a list of kernel module names, not one string")
     names = list(PATHS) if paths is None else list(paths)
     unknown = [n for n in names if n not in PATHS]
     if unknown:
-        from .errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"unknown kernel modules {unknown}; known: {', '.join(PATHS)}")
     t0 = time.perf_counter()
     report = WarmupReport(cache_dir=None, numba_version=numba.__version__)
