@@ -31,6 +31,7 @@ from .columns import MetadataColumns, encode_row
 from .errors import CorruptLogError, CorruptSnapshotError
 from .ids import IdMap
 from .index.base import DTYPE_SLOT, DTYPE_VEC, VectorTable
+from .storage import memory
 
 FREE = np.uint8(0)
 LIVE = np.uint8(1)
@@ -544,14 +545,9 @@ class SnapshotBuffers:
     def __call__(self, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray | None:
         if name not in self.FILLS or not shape:
             return None
-        fill = self.FILLS[name]
+        fill = self.FILLS[name]  # None: rows outside the graph are never read (index/hnsw.py)
         full_shape = (self.capacity_for(shape[0]),) + tuple(shape[1:])
-        if fill is None:
-            buf = np.empty(full_shape, dtype=dtype)  # rows outside the graph are never read (index/hnsw.py)
-        elif fill == 0:
-            buf = np.zeros(full_shape, dtype=dtype)  # untouched pages cost no memory
-        else:
-            buf = np.full(full_shape, fill, dtype=dtype)
+        buf = memory.buffer(full_shape, dtype, fill=fill, ready_rows=shape[0])  # the room's pages cost nothing
         self._full.append(buf)
         return buf[: shape[0]]
 

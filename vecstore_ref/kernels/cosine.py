@@ -5,9 +5,8 @@ it (`.hnsw_walk`), in a module of its own so that the HNSW path does not compile
 """
 
 import numpy as np
-from numba import njit
 
-from .signatures import CACHE, DIST, INT, INTERNAL, NO_REFCOUNT, STEP, VECTOR, VECTORS
+from .signatures import CACHE, DIST, INT, INTERNAL, NO_REFCOUNT, STEP, VECTOR, VECTORS, callee
 
 # The float32 cosine is used while 1 / (|q| |x|) (the product of the two inverse norms) lies in this range, and
 # neither inverse norm is subnormal (a norm above ~8.5e37 would keep only part of its digits).
@@ -16,7 +15,7 @@ COSINE_F32_MAX_INV = np.float32(1e30)
 FLOAT32_MIN_NORMAL = np.float32(np.finfo(np.float32).tiny)
 
 
-@njit((DIST, DIST), cache=CACHE, **STEP)
+@callee((DIST, DIST), cache=CACHE, **STEP)
 def cosine_scale(q_inv, x_inv):
     """``q_inv * x_inv`` = 1 / (|q| |x|) when the float32 cosine of the pair is exact enough (see
     `.distances`), else 0: the caller then computes it with `cosine_f64`."""
@@ -28,7 +27,7 @@ def cosine_scale(q_inv, x_inv):
     return inv
 
 
-@njit((VECTOR, VECTORS, INT), cache=CACHE, **NO_REFCOUNT, **INTERNAL)
+@callee((VECTOR, VECTORS, INT), cache=CACHE, **NO_REFCOUNT, **INTERNAL)
 def cosine_f64(q, X, i):
     """Cosine distance ``-<q, x> / (|q| |x|)`` of ``q`` (float32 (d,)) and row ``i`` of ``X``, summed in float64:
     for vectors whose norms are too large or too small for the float32 form (see `.distances`). Every

@@ -27,10 +27,9 @@ finite, but sums can overflow and comparisons with ``inf`` must stay correct.
 """
 
 import numpy as np
-from numba import njit
 
 from .cosine import cosine_f64, cosine_scale
-from .signatures import CACHE, COSINE, DIST, DOT, EUCLIDEAN, FASTMATH, INT, STEP, VECTOR, VECTORS
+from .signatures import CACHE, COSINE, DIST, DOT, EUCLIDEAN, FASTMATH, INT, STEP, VECTOR, VECTORS, callee
 
 __all__ = ["COSINE", "DOT", "EUCLIDEAN", "cosine_f64", "cosine_scale", "distance", "ip_row", "l2sq_row"]
 
@@ -41,7 +40,7 @@ COSINE_F32_MAX_INV = np.float32(1e30)
 FLOAT32_MIN_NORMAL = np.float32(np.finfo(np.float32).tiny)
 
 
-@njit((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def l2sq_row(q, X, i):
     """Squared L2 distance between ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -51,7 +50,7 @@ def l2sq_row(q, X, i):
     return s
 
 
-@njit((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((VECTOR, VECTORS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def ip_row(q, X, i):
     """Inner product of ``q`` (float32, (d,)) and row ``i`` of ``X`` (float32, (n, d))."""
     s = np.float32(0.0)
@@ -60,7 +59,7 @@ def ip_row(q, X, i):
     return s
 
 
-@njit((INT, VECTOR, DIST, VECTORS, VECTOR, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((INT, VECTOR, DIST, VECTORS, VECTOR, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def distance(metric, q, q_inv_norm, X, inv_norms, i):
     """Distance (lower is better) from query ``q`` to stored row ``i``.
 

@@ -64,6 +64,7 @@ from .signatures import (
     SLOTS,
     VECTOR,
     VECTORS,
+    callee,
 )
 
 LINE_FLOATS = 16  # float32 values per 64-byte cache line
@@ -118,7 +119,7 @@ def scan_subset(metric, q, q_inv, X, inv_norms, candidates, res_d, res_s):
     return size, m, next_d
 
 
-@njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, MASK, FLAGS, INT, DIST, boolean, INT, FLOATS, SLOTS, FLOATS,
+@callee((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, MASK, FLAGS, INT, DIST, boolean, INT, FLOATS, SLOTS, FLOATS,
        SLOTS, SLOTS, SLOTS, EPOCHS, INT, INT, INT, float64), cache=CACHE, nogil=True, fastmath=FASTMATH,
       **NO_REFCOUNT, **INTERNAL)
 def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep, ep_d, ep_ok, ef, res_d, res_s,

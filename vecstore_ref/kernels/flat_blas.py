@@ -23,12 +23,13 @@ from .signatures import (
     SLOT_ROWS,
     STEP,
     VECTORS,
+    callee,
 )
 
 MERGE_CHUNK = 16  # inner products screened together before any of them is offered to a heap
 
 
-@njit((INT, VECTORS, INT, INT, DIST, FLOATS, INT), cache=CACHE, **STEP)
+@callee((INT, VECTORS, INT, INT, DIST, FLOATS, INT), cache=CACHE, **STEP)
 def _block_distance(metric, IP, i, j, q_sq_i, x_aux, s):
     """The distance of query ``i`` to row ``s`` from its BLAS inner product ``IP[i, j]`` (approximate: see
     `FlatIndex.search_batch_with_boundary` for how results stay exact)."""

@@ -11,10 +11,23 @@ from numba import njit
 
 from .distances import distance
 from .heap import heap_sort_ascending, max_heap_push
-from .signatures import CACHE, DIST, FASTMATH, FLOATS, INT, MASK, NO_REFCOUNT, SLOTS, STEP, VECTOR, VECTORS
+from .signatures import (
+    CACHE,
+    DIST,
+    FASTMATH,
+    FLOATS,
+    INT,
+    MASK,
+    NO_REFCOUNT,
+    SLOTS,
+    STEP,
+    VECTOR,
+    VECTORS,
+    callee,
+)
 
 
-@njit((FLOATS, SLOTS, INT, DIST, INT, DIST), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT, DIST, INT, DIST), cache=CACHE, **STEP)
 def _offer(out_dists, out_slots, size, d, s, next_d):
     """Offer (d, s) to the result heap; track the best distance that is (or gets) left out."""
     k = out_dists.shape[0]

@@ -12,18 +12,17 @@ operation.
 """
 
 import numpy as np
-from numba import njit
 
-from .signatures import CACHE, DIST, FLOATS, INT, SLOTS, STEP
+from .signatures import CACHE, DIST, FLOATS, INT, SLOTS, STEP, callee
 
 
-@njit((DIST, INT, DIST, INT), cache=CACHE, **STEP)
+@callee((DIST, INT, DIST, INT), cache=CACHE, **STEP)
 def worse(d1, s1, d2, s2):
     """True if entry 1 ranks after entry 2 (larger distance, then larger slot)."""
     return d1 > d2 or (d1 == d2 and s1 > s2)
 
 
-@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
 def max_heap_replace_top(dists, slots, size, d, s):
     """Put ``(d, s)`` at the top of a non-empty max-heap and sift it down."""
     i = 0
@@ -45,7 +44,7 @@ def max_heap_replace_top(dists, slots, size, d, s):
     slots[i] = s
 
 
-@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
 def max_heap_push(dists, slots, size, d, s):
     """Offer ``(d, s)`` to a max-heap of capacity ``dists.shape[0]``; returns the new size.
 
@@ -72,7 +71,7 @@ def max_heap_push(dists, slots, size, d, s):
     return size
 
 
-@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def max_heap_pop(dists, slots, size):
     """Remove the top (worst) entry; returns the new size. The removed entry is not returned."""
     size -= 1
@@ -81,7 +80,7 @@ def max_heap_pop(dists, slots, size):
     return size
 
 
-@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def heap_sort_ascending(dists, slots, size):
     """Sort the first ``size`` entries of a max-heap in place, best (smallest ``(dist, slot)``) first."""
     n = size
@@ -93,7 +92,7 @@ def heap_sort_ascending(dists, slots, size):
         slots[n] = s
 
 
-@njit((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT, DIST, INT), cache=CACHE, **STEP)
 def min_heap_push(dists, slots, size, d, s):
     """Push onto a min-heap; the caller guarantees ``size < dists.shape[0]``. Returns the new size."""
     i = size
@@ -111,7 +110,7 @@ def min_heap_push(dists, slots, size, d, s):
     return size
 
 
-@njit((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
+@callee((FLOATS, SLOTS, INT), cache=CACHE, **STEP)
 def min_heap_pop(dists, slots, size):
     """Pop the closest entry of a non-empty min-heap; returns ``(dist, slot, new_size)``."""
     d_top = dists[0]

@@ -40,6 +40,7 @@ from .signatures import (
     SLOTS,
     STEP,
     VECTORS,
+    callee,
 )
 
 
@@ -53,7 +54,7 @@ def layer_links(links0, links_up, up_offset, node, level):
     return links_up[up_offset[node] + level - 1]
 
 
-@njit((INT, VECTORS, FLOATS, FLOATS, SLOTS, INT, INT, SLOTS), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((INT, VECTORS, FLOATS, FLOATS, SLOTS, INT, INT, SLOTS), cache=CACHE, fastmath=FASTMATH, **STEP)
 def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max_keep, out_s):
     """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates and keepPrunedConnections).
 

@@ -17,7 +17,7 @@ Two things decide the speed of a graph walk:
 """
 
 import numpy as np
-from numba import boolean, njit
+from numba import boolean
 
 from .cosine import cosine_f64, cosine_scale
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
@@ -42,6 +42,7 @@ from .signatures import (
     STEP,
     VECTOR,
     VECTORS,
+    callee,
 )
 
 TAG_MAX = 65535  # the largest uint16 epoch; the visited array is cleared when a tag would pass it
@@ -50,7 +51,7 @@ LINE_FLOATS = 16  # float32 values per 64-byte cache line: a row is prefetched o
 
 # --- steps of the hot loops, inlined by LLVM ---------------------------------------------------------------
 
-@njit((INT, VECTOR, DIST, VECTORS, FLOATS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((INT, VECTOR, DIST, VECTORS, FLOATS, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def row_distance(metric, q, q_inv, X, inv_norms, i):
     """Distance (lower is better) from query ``q`` (float32 (d,)) to row ``i`` of ``X``: ``distances.distance``."""
     s = np.float32(0.0)
@@ -69,7 +70,7 @@ def row_distance(metric, q, q_inv, X, inv_norms, i):
     return cosine_f64(q, X, i)
 
 
-@njit((INT, VECTORS, FLOATS, INT, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
+@callee((INT, VECTORS, FLOATS, INT, INT), cache=CACHE, fastmath=FASTMATH, **STEP)
 def rows_distance(metric, X, inv_norms, a, b):
     """Distance between stored rows ``a`` and ``b``: ``distances.distance_between_rows``."""
     s = np.float32(0.0)
@@ -88,7 +89,7 @@ def rows_distance(metric, X, inv_norms, a, b):
     return cosine_f64(X[a], X, b)
 
 
-@njit((EPOCHS, COUNTS, INT), cache=CACHE, **STEP)
+@callee((EPOCHS, COUNTS, INT), cache=CACHE, **STEP)
 def next_tag(visited, tags, t):
     """Start a new search epoch on ``visited`` (uint16 (capacity,)) for thread ``t``; returns the tag to use.
 
@@ -104,7 +105,7 @@ def next_tag(visited, tags, t):
 
 # --- the steps of the paper -------------------------------------------------------------------------------------
 
-@njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOTS, INT, DIST, INT, INT), cache=CACHE, nogil=True,
+@callee((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOTS, INT, DIST, INT, INT), cache=CACHE, nogil=True,
       fastmath=FASTMATH, **NO_REFCOUNT, **INTERNAL)
 def greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d, top_level, stop_level):
     """Greedy search with ef = 1 from ``top_level`` down to ``stop_level + 1`` (Alg. 5 lines 1-5, Alg. 1 lines 5-7).
@@ -143,7 +144,7 @@ def greedy_descend(metric, q, q_inv, X, inv_norms, links_up, up_offset, ep, ep_d
     return cur, cur_d, n_dist, hops
 
 
-@njit((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, INT, INT, DIST, FLOATS, SLOTS, FLOATS, SLOTS,
+@callee((INT, VECTOR, DIST, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, INT, INT, DIST, FLOATS, SLOTS, FLOATS, SLOTS,
        SLOTS, EPOCHS, INT, MASK, FLAGS, boolean, INT), cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT,
       **INTERNAL)
 def search_layer(metric, q, q_inv, X, inv_norms, links0, links_up, up_offset, level, ep, ep_d, res_d, res_s,

@@ -36,7 +36,7 @@ parallel lowering costs more compile time than the rest of the kernel.
 
 import os
 
-from numba import config, types
+from numba import config, njit, types
 
 from ..jit import cache_enabled, use_kernel_sources_stamp
 
@@ -62,6 +62,32 @@ INTERNAL = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 # (``inline="always"``) gives the same speed and costs several times the compile time.
 STEP = {"forceinline": True, **NO_REFCOUNT, **INTERNAL}
 
+
+
+def callee(signature, **options):
+    """``numba.njit(signature, **options)`` for a kernel that only other kernels call (``STEP``, ``INTERNAL``),
+    compiled for that one signature when a caller's compile first needs it rather than when its module imports.
+
+    A cached caller carries the machine code of its callees, so a process whose kernels all load from the cache
+    never needs them: loading them anyway was most of a warm process's kernel loading (14 of the 15 kernels a
+    first HNSW query loaded, each a few milliseconds). When a caller compiles, the callee compiles (or loads) its
+    signature and stops compiling: calls with other argument types (a literal 0, an int32 slot) convert to it, as
+    they would with ``njit(signature)``, instead of compiling a specialization each.
+    """
+    def declare(py_func):
+        dispatcher = njit(**options)(py_func)
+        standard = dispatcher.get_call_template
+
+        def get_call_template(args, kws):  # what Numba asks when it types a call from another kernel
+            if not dispatcher.overloads:
+                dispatcher.compile(signature)
+                dispatcher.disable_compile()
+            return standard(args, kws)
+
+        dispatcher.get_call_template = get_call_template
+        return dispatcher
+
+    return declare
 
 
 def probe():

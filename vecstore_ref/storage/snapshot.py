@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..errors import CorruptSnapshotError, InvalidArgumentError, UnsupportedFormatError
+from . import memory
 from .format import (
     SNAPSHOT_ALIGN,
     SNAPSHOT_BLOCK_BYTES,
@@ -293,7 +294,7 @@ def _read_v2(f, path: str, size: int, fixed: bytes, json_len: int, destination) 
                 pos = offset
             out = destination(name, dt, shape) if destination is not None and dt.isnative else None
             if out is None or out.dtype != dt or out.shape != shape or not out.flags.c_contiguous:
-                out = np.empty(shape, dtype=dt)  # the stored (little-endian) order
+                out = memory.buffer(shape, dt, fill=None, ready_rows=shape[0] if shape else 1)  # stored order
             if nbytes:
                 view = _bytes_of(out)
                 for a in range(0, nbytes, _READ_SPAN):
