@@ -76,7 +76,9 @@ def callee(signature, **options):
     """
     def declare(py_func):
         dispatcher = njit(**options)(py_func)
-        standard = dispatcher.get_call_template
+        standard = getattr(dispatcher, "get_call_template", None)
+        if standard is None:  # NUMBA_DISABLE_JIT=1: njit returned the Python function itself
+            return dispatcher
 
         def get_call_template(args, kws):  # what Numba asks when it types a call from another kernel
             if not dispatcher.overloads:
