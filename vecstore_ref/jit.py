@@ -132,8 +132,10 @@ def _use_lean_cache_loads(caching) -> None:
     Any other function's loads, and any Numba without these internals, keep the standard path.
     """
     cache_class = getattr(caching, "Cache", None)
+    if cache_class is None or not hasattr(cache_class, "_load_overload"):
+        return
     standard_load = getattr(cache_class, "load_overload", None)
-    if standard_load is None or getattr(standard_load, "lean", False) or not hasattr(cache_class, "_load_overload"):
+    if standard_load is None or getattr(standard_load, "lean", False):
         return
     try:
         from numba.core.runtime import rtsys
