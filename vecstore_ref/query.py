@@ -183,7 +183,7 @@ class QueryMethods:
         allowed = match.mask
         if plan in ("hnsw", "filtered-hnsw"):
             if plan == "hnsw":
-                slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True)
+                slots, dists, stats = st.index.search(vec, k, allowed, ef, spare=True, n_allowed=match.n)
             else:
                 s, dists, n_dist, hops = st.index.filtered_top(vec, k, allowed, ef, self._selectivity(match))
                 slots, stats = np.asarray(s, dtype=DTYPE_SLOT), _Stats(n_dist, hops)
@@ -323,7 +323,7 @@ class QueryMethods:
             if n_allowed < k:
                 k = n_allowed
             if plan == "hnsw":
-                slots, dists, _ = st.index.top(vec, k, allowed, ef)
+                slots, dists, _ = st.index.top(vec, k, allowed, ef, n_allowed)
                 if len(slots) > k:
                     if dists[k] == dists[k - 1]:  # a tie at the k-th place: settled by id
                         cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)

@@ -195,7 +195,9 @@ class HNSWIndex:
         self._pool = []
 
     def _scratch_for(self, threads: int, room: int) -> _Scratch:
-        """Scratch for a search on the current arrays: from the pool (list.pop is atomic), or new."""
+        """Scratch for a search on the current arrays: from the pool (list.pop is atomic), or new. Each row has
+        ``room`` entries after the capacity, and 2m more at its end for one neighbour list (`knn_search`)."""
+        room += 2 * self.m
         cap = self._cap
         pool = self._pool
         while pool:
@@ -501,13 +503,23 @@ class HNSWIndex:
             return -1
         return min(int(math.sqrt(self.exact_scan_factor * self.n_nodes * ef * self.m)), self.n_nodes // 2)
 
+    def _scans_instead(self, allowed: np.ndarray, n_allowed: int | None, ef: int) -> bool:
+        """Whether a query whose mask allows ``n_allowed`` slots (counted here if None) scans them exactly rather
+        than walking the graph (see `scan_limit`)."""
+        limit = self.scan_limit(ef)
+        if limit < 0:
+            return False
+        if n_allowed is None:
+            n_allowed = int(np.count_nonzero(allowed[: self.table.n_slots]))
+        return n_allowed <= limit
+
     def _ef(self, k: int, ef: int | None, n_unlinked: int = 0) -> int:
         """Effective search width: ``max(ef or ef_search, k)``, never beyond the number of candidates (or k)."""
         e = max(int(ef) if ef else self.params.ef_search, k)
         return max(1, min(e, max(self.n_nodes + n_unlinked, k)))
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None, *,
-               spare: bool = False) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+               spare: bool = False, n_allowed: int | None = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         """K-NN-SEARCH (Alg. 5) for one query among the ``allowed`` live slots.
 
         Args:
@@ -517,6 +529,8 @@ class HNSWIndex:
             ef: search width (default ``params.ef_search``; at least ``k`` is used).
             spare: return all of ``W`` (up to ``ef`` results), not just the first ``k``: the caller breaks a tie
                 at the k-th place by id (they are ordered by distance, then slot).
+            n_allowed: how many slots ``allowed`` allows, if the caller knows (else it is counted when the choice
+                between a walk and an exact scan depends on it).
 
         Returns:
             ``(slots int32 (m,), distances float32 (m,), SearchStats)``, m <= k (or ef), best first by
@@ -535,16 +549,27 @@ class HNSWIndex:
         levels, links0, up_offset, deleted = self.levels, self.links0, self.up_offset, self.deleted
         sc = self._scratch_for(1, e)
         try:
-            found, n_dist, hops = _search_kernels().knn_search(
-                t.metric_code, q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed,
-                ep, max_level, kk, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0], self.scan_limit(e), unlinked)
+            if self._scans_instead(allowed, n_allowed, e):
+                found, n_dist, hops = load_kernels("hnsw_exact").exact_knn_search(
+                    t.metric_code, q, t.vectors, t.inv_norms, levels, deleted, allowed, kk, sc.visited[0], sc.tags, 0,
+                    sc.sd[0], sc.ss[0], unlinked)
+            else:
+                found, n_dist, hops = _search_kernels().knn_search(
+                    t.metric_code, q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed,
+                    ep, max_level, kk, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0], unlinked)
+                if unlinked.shape[0]:  # a backlog: merge its exact distances in
+                    found, nd = load_kernels("hnsw_exact").fold_unlinked_into(
+                        t.metric_code, q, t.vectors, t.inv_norms, allowed, unlinked, sc.sd[0], sc.ss[0], sc.cap, e,
+                        found, kk)
+                    n_dist += nd
             cap = sc.cap
             out = sc.ss[0, cap:cap + found].copy(), sc.sd[0, cap:cap + found].copy(), SearchStats(n_dist, hops)
         finally:
             self._give_back(sc)
         return out
 
-    def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None) -> tuple[list[int], np.ndarray, int]:
+    def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None,
+            n_allowed: int | None = None) -> tuple[list[int], np.ndarray, int]:
         """`search` with ``spare=True`` for the store's query path, which has already checked its arguments (``q``
         float32 (dim,) C-contiguous and writable, ``allowed`` bool (>= n_slots,) likewise, ``1 <= k``): no checks,
         no copies beyond the results, the slots as a list.
@@ -567,10 +592,20 @@ class HNSWIndex:
         links_up, ep, max_level = self._upper
         sc = self._scratch_for(1, e)
         try:
-            found, n_dist, _ = _search_kernels().knn_search(
-                t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
-                self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
-                self.scan_limit(e), unlinked)
+            if self._scans_instead(allowed, n_allowed, e):
+                found, n_dist, _ = load_kernels("hnsw_exact").exact_knn_search(
+                    t.metric_code, q, t.vectors, t.inv_norms, self.levels, self.deleted, allowed, e, sc.visited[0],
+                    sc.tags, 0, sc.sd[0], sc.ss[0], unlinked)
+            else:
+                found, n_dist, _ = _search_kernels().knn_search(
+                    t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
+                    self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
+                    unlinked)
+                if unlinked.shape[0]:  # a backlog: merge its exact distances in
+                    found, nd = load_kernels("hnsw_exact").fold_unlinked_into(
+                        t.metric_code, q, t.vectors, t.inv_norms, allowed, unlinked, sc.sd[0], sc.ss[0], sc.cap, e,
+                        found, e)
+                    n_dist += nd
             cap = sc.cap
             slots = sc.ss[0, cap:cap + found].tolist()
             dists = sc.sd[0, cap:cap + found].copy()

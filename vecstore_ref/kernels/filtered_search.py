@@ -43,7 +43,7 @@ import numpy as np
 from numba import boolean, float64, njit
 
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
-from .hnsw_search import fold_unlinked, inv_norm
+from .hnsw_scan import fold_unlinked, inv_norm
 from .hnsw_walk import greedy_descend, next_tag, row_distance
 from .prefetch import prefetch_row
 from .signatures import (

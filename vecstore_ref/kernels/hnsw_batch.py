@@ -7,7 +7,8 @@ many hard queries as easy ones). Results equal ``knn_search`` query by query, fo
 
 from numba import njit
 
-from .hnsw_search import knn_search, prefer_exact
+from .hnsw_scan import exact_knn, fold_unlinked, inv_norm, prefer_exact
+from .hnsw_search import knn_search
 from .signatures import (
     CACHE,
     COUNTS,
@@ -34,8 +35,10 @@ def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, level
 
     Args:
         visited: uint16 (threads, capacity); tags: int64 (threads,);
-        scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef), one row per thread (this one uses row t).
-        scan_limit: as for `knn_search`; every thread decides the same way (one mask).
+        scratch_d, scratch_s: float32/int32 (threads, >= capacity + ef + 2m), one row per thread (this one uses
+            row t).
+        scan_limit: scan exactly (`exact_knn`) if the mask allows at most this many nodes (`prefer_exact`),
+            -1 = always walk; every thread decides the same way (one mask).
         unlinked: as for `knn_search`.
         out_d, out_s: float32/int32 (nq, k), filled with +inf/-1 by the caller; results written best first.
         out_dist, out_hops: int64 (nq,), the work counters per query.
@@ -47,9 +50,19 @@ def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, level
     if scan_limit >= 0:
         scan_limit = -2 if prefer_exact(allowed[:cap], scan_limit) else -1
     for i in range(t, nq, n_threads):
-        found, nd, nh = knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed,
-                                   ep, max_level, k, ef, visited[t], tags, t, scratch_d[t], scratch_s[t], scan_limit,
-                                   unlinked)
+        if scan_limit == -2:
+            found, nd, nh = exact_knn(metric, Q[i], X, inv_norms, levels, deleted, allowed, k, visited[t], tags, t,
+                                      scratch_d[t], scratch_s[t], unlinked)
+        else:
+            found, nd, nh = knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels, deleted,
+                                       allowed, ep, max_level, k, ef, visited[t], tags, t, scratch_d[t], scratch_s[t],
+                                       unlinked)
+            if unlinked.shape[0] > 0:
+                found, nf = fold_unlinked(metric, Q[i], inv_norm(metric, Q[i]), X, inv_norms, allowed, unlinked,
+                                          scratch_d[t, cap:cap + ef], scratch_s[t, cap:cap + ef], found,
+                                          scratch_d[t, :k], scratch_s[t, :k])
+                found = min(found, k)
+                nd += nf
         for j in range(found):
             out_d[i, j] = scratch_d[t, cap + j]
             out_s[i, j] = scratch_s[t, cap + j]

@@ -12,7 +12,7 @@ the first empty entry.
 import numpy as np
 from numba import njit, types
 
-from .signatures import CACHE, COUNTS, INT, STEP
+from .signatures import CACHE, COUNTS, INT, STEP, callee
 
 BYTES = types.uint8[::1]
 TABLE = types.int32[::1]
@@ -20,7 +20,7 @@ FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@njit(types.uint64(BYTES, INT, INT), cache=CACHE, **STEP)
+@callee(types.uint64(BYTES, INT, INT), cache=CACHE, **STEP)
 def _fnv1a(data, a, b):
     """FNV-1a of ``data[a:b]`` (uint8)."""
     h = FNV_OFFSET
@@ -29,7 +29,7 @@ def _fnv1a(data, a, b):
     return h
 
 
-@njit(types.boolean(BYTES, COUNTS, INT, BYTES, INT, INT), cache=CACHE, **STEP)
+@callee(types.boolean(BYTES, COUNTS, INT, BYTES, INT, INT), cache=CACHE, **STEP)
 def _same(blob, ends, slot, key, ka, kb):
     """Whether the id of ``slot`` equals ``key[ka:kb]``."""
     a = ends[slot]
@@ -42,7 +42,7 @@ def _same(blob, ends, slot, key, ka, kb):
     return True
 
 
-@njit(INT(TABLE, BYTES, COUNTS, BYTES, INT, INT), cache=CACHE, **STEP)
+@callee(INT(TABLE, BYTES, COUNTS, BYTES, INT, INT), cache=CACHE, **STEP)
 def _find(table, blob, ends, key, ka, kb):
     mask = table.shape[0] - 1
     i = np.int64(_fnv1a(key, ka, kb) & np.uint64(mask))

@@ -19,6 +19,9 @@ module                  kernels                                                 
 ``flat_blas``           the BLAS shortlist merge and its exact rescore          flat ``query_batch`` (big)
 ``hnsw_walk``           greedy descent and SEARCH-LAYER                         HNSW search and build
 ``hnsw_search``         K-NN-SEARCH for one query                               HNSW query
+``hnsw_scan``           the exact parts of a query (unlinked slots, sparse      HNSW and filtered queries
+                        masks); internal kernels only
+``hnsw_exact``          the exact scan of a sparse mask's nodes                 HNSW query, few nodes allowed
 ``hnsw_batch``          K-NN-SEARCH for many queries, one thread's share        HNSW ``query_batch``
 ``filtered_search``     the filtered walk and the scan of matching rows         filtered query
 ``filtered_batch``      both for many queries, one thread's share               filtered ``query_batch``
@@ -117,3 +120,9 @@ LEVELS = types.int8[::1]
 EPOCHS = types.uint16[::1]  # one thread's visited array
 EPOCH_ROWS = types.uint16[:, ::1]  # (threads, capacity)
 COUNTS = types.int64[::1]  # tags per thread, counters per query, offsets
+
+# The arguments of knn_search (the walk) and of exact_knn_search (the scan that replaces it for a sparse mask).
+KNN_SEARCH = (INT, VECTOR, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, LEVELS, FLAGS, MASK, INT, INT, INT, INT, EPOCHS,
+              COUNTS, INT, FLOATS, SLOTS, SLOTS)
+EXACT_KNN_SEARCH = (INT, VECTOR, VECTORS, FLOATS, LEVELS, FLAGS, MASK, INT, EPOCHS, COUNTS, INT, FLOATS, SLOTS, SLOTS)
+FOLD_UNLINKED = (INT, VECTOR, VECTORS, FLOATS, MASK, SLOTS, FLOATS, SLOTS, INT, INT, INT, INT)
