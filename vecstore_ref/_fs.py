@@ -26,7 +26,7 @@ import os
 import random
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -199,7 +199,27 @@ def _as_bytes_view(data) -> memoryview:
     return view
 
 
-WRITEBACK_SPAN = 8 << 20  # bytes of a big file (a snapshot) written between two writeback requests
+WRITEBACK_SPAN = 1 << 20  # bytes of a big file (a snapshot) written between two writeback requests
+
+
+def _libc_sync_file_range():
+    """``sync_file_range(2)`` from the C library (Python's ``os`` has no binding), or None where there is none."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range: object = None  # resolved on first use: False when the call does not exist
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4  # <fcntl.h>
 
 
 class AppendFile:
@@ -233,14 +253,15 @@ class AppendFile:
         keeps a big file's dirty pages few, so that a small fsync elsewhere (the log's) does not wait behind them
         (ext4 flushes a file's data with the journal commit another file's fsync starts). A no-op where the call
         does not exist."""
-        sync_range = getattr(os, "sync_file_range", None)
-        if sync_range is None or self.fd < 0 or length <= 0:
+        global _sync_file_range
+        if _sync_file_range is None:
+            _sync_file_range = _libc_sync_file_range() or False
+        if not _sync_file_range or self.fd < 0 or length <= 0:
             return
-        flags = getattr(os, "SYNC_FILE_RANGE_WRITE", 2)
+        flags = SYNC_FILE_RANGE_WRITE
         if wait:
-            flags |= getattr(os, "SYNC_FILE_RANGE_WAIT_BEFORE", 1) | getattr(os, "SYNC_FILE_RANGE_WAIT_AFTER", 4)
-        with contextlib.suppress(OSError):  # advisory: the fsync at the end is what counts
-            sync_range(self.fd, start, length, flags)
+            flags |= SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER
+        _sync_file_range(self.fd, start, length, flags)  # type: ignore[operator]  # advisory: errors are ignored
 
     def truncate(self, size: int) -> None:
         """Cut the file to ``size`` bytes (``ftruncate``) and move the logical end there. Not fsynced."""
@@ -306,7 +327,8 @@ class OSFileSystem:
         """A binary file object for reading (``readinto``, ``seek``, ``fileno``)."""
         return os.fdopen(open_file(path, os.O_RDONLY), "rb")
 
-    def write_atomic(self, path: str, chunks, crash_prefix: str | None = None) -> int:
+    def write_atomic(self, path: str, chunks, crash_prefix: str | None = None,
+                     pace: Callable[[int], None] | None = None) -> int:
         """Replace ``path`` with the concatenation of ``chunks`` so that a crash leaves the old file or the new one.
 
         Steps: write ``path + ".tmp"`` in the same directory, fsync it, ``os.replace`` it over ``path``, fsync the
@@ -319,6 +341,8 @@ class OSFileSystem:
             path: the final file name.
             chunks: one bytes-like object or an iterable of them (numpy arrays must be C-contiguous).
             crash_prefix: name prefix of the crash points, or None for none.
+            pace: called with the bytes written so far after each `WRITEBACK_SPAN` (a checkpoint slows itself
+                down there while writes arrive; see `vecstore_ref.checkpoint`).
 
         Returns:
             The number of bytes written.
@@ -334,15 +358,18 @@ class OSFileSystem:
             f = self.open_append(tmp, create=True)
             started = waited = 0  # written back up to: started, and known written
             for chunk in chunks:
-                view = _as_bytes_view(chunk)
-                if view.nbytes:
+                whole = _as_bytes_view(chunk)
+                for at in range(0, whole.nbytes, WRITEBACK_SPAN):  # a big chunk in spans: at most two dirty
+                    view = whole[at : at + WRITEBACK_SPAN]
                     f.write(view)
                     written += view.nbytes
-                    if written - started >= WRITEBACK_SPAN:  # a big file: keep at most two spans dirty
+                    if written - started >= WRITEBACK_SPAN:
                         f.write_back(waited, started - waited, wait=True)
                         waited = started
                         f.write_back(started, written - started, wait=False)
                         started = written
+                        if pace is not None:
+                            pace(written)
             if crash_prefix:
                 _crash.crashpoint(f"{crash_prefix}.tmp_written")
             f.fsync()

@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("vecstore_ref.store")
 
 CLOSE_CHECKPOINT_LOG_BYTES = 2**20  # close() checkpoints after this much log even when nothing new was linked
+# While writes arrive, a checkpoint writes its snapshot at most this fast (bytes per second), so that their fsyncs
+# do not queue behind it at the disk: measured on a 1.2 GB/s virtual disk, a big file written flat out raised a
+# concurrent fsynced upsert's p99 from 5.7 ms to 50 ms, in 1 MiB spans at 300 MB/s to 7.1 ms. With no writes
+# arriving (close(), a snapshot() on an idle store) it writes at full speed.
+PACED_WRITE_BYTES_PER_S = 256 * 2**20
 RETRY_AFTER_FAILURE_S = 30.0  # an automatic checkpoint that failed is not tried again for this long
 
 
@@ -60,6 +65,7 @@ class CheckpointMethods:
         _lock: threading.RLock
         _rw: ReadWriteLock
         _ckpt_lock: threading.Lock
+        _manifest_lock: threading.Lock
         _closed: bool
         _read_only: bool
         _poisoned: str | None
@@ -114,8 +120,9 @@ class CheckpointMethods:
     # --- the checkpoint ---------------------------------------------------------------------------------------
 
     def _switch_and_capture(self, fs, new_seg: str, target: StoreState) -> tuple:
-        """Step 1 of `_checkpoint`, under the write lock with the linker paused: sync the log, start the new
-        segment in the manifest, and capture ``target`` at the current sequence number."""
+        """Step 1 of `_checkpoint`, under the write lock with the linker paused: sync the log, send the writes to
+        come to the new segment (already listed in the manifest), and capture ``target`` at the current sequence
+        number. No disk write here but the log's own sync (nothing to flush under the default durability)."""
         if self._writer is not None:
             self._writer.sync()
         seq = self._last_seq
@@ -127,7 +134,6 @@ class CheckpointMethods:
                                       sync=True)  # (a checkpoint runs on a writable store: it has a writer)
             self._last_seq = seq
             name = layout.snapshot_name(seq)
-        old_logs = list(self._manifest.logs)
         old_snapshot = self._manifest.snapshot
         try:
             new_writer = LogWriter(fs, new_seg, seq + 1)
@@ -135,12 +141,6 @@ class CheckpointMethods:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"opening the log segment {new_seg} failed: {exc}") from exc
-        try:
-            self._write_manifest(old_snapshot, self._manifest.snapshot_seq,
-                                 old_logs + [os.path.basename(new_seg)])
-        except BaseException:
-            new_writer.close()
-            raise
         _crash.crashpoint("snapshot.log_rotated")
         old_writer, self._writer = self._writer, new_writer
         self._older_log_bytes += max(0, old_writer.size - LOG_HEADER_SIZE)  # type: ignore[union-attr]
@@ -148,7 +148,7 @@ class CheckpointMethods:
         with self._rw.write():
             header, arrays = target.capture()
         linked_mark = int(getattr(target.index, "linked_count", 0))
-        return header, arrays, seq, name, old_logs, old_snapshot, linked_mark
+        return header, arrays, seq, name, old_snapshot, linked_mark
 
     def _checkpoint(self, state: StoreState | None = None, compacting: bool = False) -> None:
         """Write a snapshot of ``state`` (default: the live state) at the current sequence number; see the module
@@ -165,6 +165,13 @@ class CheckpointMethods:
             if isinstance(exc, StorageError):
                 raise
             raise StorageError(f"starting a log segment in {self.path} failed: {exc}") from exc
+        # The new segment is listed in the manifest before writers are held up: from here on a crash replays it
+        # too (empty, or holding the writes that follow the switch). Writers never touch the manifest; the other
+        # writers of the manifest (the option setters) take the manifest lock too.
+        with self._manifest_lock:
+            old_logs = list(self._manifest.logs)
+            self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq,
+                                 old_logs + [os.path.basename(new_seg)])
         # The linker is paused under the write lock: a writer holding that lock may be linking a backlog itself
         # (`HNSWIndex.link_backlog`), which waits while the linker is paused.
         target = self._state if state is None else state
@@ -177,8 +184,7 @@ class CheckpointMethods:
                 if getattr(index, "pause_linking", None) is not None:
                     index.pause_linking()  # waits for the chunk being linked; readers go on meanwhile
                     paused = True
-                header, arrays, seq, name, old_logs, old_snapshot, linked_mark = self._switch_and_capture(
-                    fs, new_seg, target)
+                header, arrays, seq, name, old_snapshot, linked_mark = self._switch_and_capture(fs, new_seg, target)
         except BaseException:
             if paused:
                 index.resume_linking()
@@ -186,7 +192,7 @@ class CheckpointMethods:
         header["seq"] = seq
         header["created_at"] = time.time()
         try:  # step 2: write (writes and queries go on meanwhile)
-            size = write_snapshot(fs, self.path, name, header, arrays)
+            size = write_snapshot(fs, self.path, name, header, arrays, pace=_WritePacer(self))
         except OSError as exc:
             if isinstance(exc, StorageError):
                 raise
@@ -197,11 +203,13 @@ class CheckpointMethods:
                 index.resume_linking()
         if compacting:
             _crash.crashpoint("compact.snapshot_written")
-        with self._lock:  # step 3: commit
+        with self._manifest_lock:  # step 3: commit (writers go on: they do not read the manifest)
             logs_now = [n for n in self._manifest.logs if n not in old_logs]
             self._write_manifest(name, seq, logs_now)
-            _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.manifest_swapped")
-            self._older_log_bytes = sum(fs.size(os.path.join(self.path, n)) - LOG_HEADER_SIZE for n in logs_now[:-1])
+        _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.manifest_swapped")
+        older = sum(fs.size(os.path.join(self.path, n)) - LOG_HEADER_SIZE for n in logs_now[:-1])
+        with self._lock:
+            self._older_log_bytes = older
             self._snapshot_bytes = size
             self._last_checkpoint_at = header["created_at"]
             self._linked_at_checkpoint = linked_mark if state is None else 0
@@ -243,6 +251,28 @@ class CheckpointMethods:
         # graph linked since then is saved even when the log holds nothing new.
         return (self._linked_since_checkpoint() > 0
                 or self.log_bytes_since_checkpoint() >= CLOSE_CHECKPOINT_LOG_BYTES)
+
+
+class _WritePacer:
+    """Slows a checkpoint's snapshot write to `PACED_WRITE_BYTES_PER_S` for as long as writes keep arriving (the
+    store's sequence number moves between two calls); idle, it lets the write run at the disk's speed."""
+
+    def __init__(self, store: CheckpointMethods, rate: float = PACED_WRITE_BYTES_PER_S):
+        self._store = store
+        self._rate = rate
+        self._seq = store._last_seq
+        self._at = time.monotonic()
+        self._written = 0
+
+    def __call__(self, written: int) -> None:
+        now = time.monotonic()
+        seq = self._store._last_seq
+        if seq != self._seq:  # writes arrived during this span: give the disk the time the rate allows for it
+            wait = (written - self._written) / self._rate - (now - self._at)
+            if wait > 0:
+                time.sleep(wait)
+                now = time.monotonic()
+        self._seq, self._at, self._written = seq, now, written
 
 
 def _checkpoint_loop(ref: weakref.ref[VecStore], wake: threading.Event, stop: threading.Event) -> None:

@@ -125,6 +125,7 @@ class OpeningMethods:
         _hnsw: HNSWParams
         _compaction_config: CompactionConfig
         _checkpoint_config: CheckpointConfig
+        _manifest_lock: threading.Lock
         _manifest: Manifest
         _writer: LogWriter | None
         _last_seq: int
@@ -230,7 +231,7 @@ class OpeningMethods:
         if not self._read_only:
             self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
             if (stored_dim is None and state.dim is not None) or self._options_changed():
-                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+                self._rewrite_manifest()
         report.duration_ms = (time.perf_counter() - t0) * 1e3
 
     def _create(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None) -> Manifest:
@@ -289,6 +290,12 @@ class OpeningMethods:
 
     def _options_changed(self) -> bool:
         return self._manifest.options != self._options()
+
+    def _rewrite_manifest(self) -> None:
+        """Write the manifest again as it stands, with the current options (a setter changed one)."""
+        with self._manifest_lock:
+            m = self._manifest
+            self._write_manifest(m.snapshot, m.snapshot_seq, m.logs)
 
     def _write_manifest(self, snapshot: str | None, snapshot_seq: int, logs: list[str]) -> None:
         """Replace the manifest. If that fails we cannot know which manifest a reopen will read, so the store

@@ -127,6 +127,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._lock = threading.RLock()  # the write lock: one writer (or checkpoint switch) at a time
         self._rw = ReadWriteLock()  # readers share it; a write takes it alone only to apply to memory
         self._ckpt_lock = threading.Lock()  # one checkpoint (or compaction) at a time
+        self._manifest_lock = threading.Lock()  # one manifest write at a time (taken after _lock, never before)
         self._close_lock = threading.Lock()
         self.path = validate_store_path(path)
         self._fs = fs or fsmod.get_fs()
@@ -211,8 +212,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                         self._checkpoint()
                     elif not self._refuses_writes() and self._options_changed():
                         with self._lock:  # e.g. a new cost model calibration: saved for the next open
-                            self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq,
-                                                 self._manifest.logs)
+                            self._rewrite_manifest()
             except Exception as exc:  # every acknowledged write is in the log; the next open replays it
                 log.warning("store %s: the checkpoint at close failed (%s); the next open replays the log",
                             self.path, exc)
@@ -591,7 +591,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             old = self._checkpoint_config
             self._checkpoint_config = cfg
             try:
-                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+                self._rewrite_manifest()
             except BaseException:
                 self._checkpoint_config = old
                 raise
@@ -610,7 +610,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             old = self._compaction_config
             self._compaction_config = cfg
             try:
-                self._write_manifest(self._manifest.snapshot, self._manifest.snapshot_seq, self._manifest.logs)
+                self._rewrite_manifest()
             except BaseException:
                 self._compaction_config = old
                 raise

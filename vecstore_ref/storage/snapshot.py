@@ -97,7 +97,8 @@ class _BlockSums:
         return np.array(self.sums, dtype="<u4")
 
 
-def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str, np.ndarray]) -> int:
+def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str, np.ndarray],
+                   pace=None) -> int:
     """Write ``header`` and ``arrays`` to ``directory/name`` atomically; returns the bytes written.
 
     Args:
@@ -107,6 +108,7 @@ def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str
         header: JSON-serialisable dict (finite numbers only); the key ``"arrays"`` is reserved.
         arrays: name -> array of a dtype in ``SNAPSHOT_DTYPES``, any shape; written C-order, little-endian,
             without copies when they are already so (views are fine: they are read as they stream out).
+        pace: optional ``(bytes written so far) -> None``, called as the file streams out (``fs.write_atomic``).
 
     Raises:
         InvalidArgumentError: a reserved key, a bad name, an unsupported dtype, a header that is not JSON.
@@ -154,7 +156,7 @@ def write_snapshot(fs, directory: str, name: str, header: dict, arrays: dict[str
         yield table_bytes
         yield SNAPSHOT_TRAILER.pack(body_len, SNAPSHOT_BLOCK_BYTES, zlib.crc32(table_bytes))
 
-    return fs.write_atomic(os.path.join(directory, name), chunks(), crash_prefix="snapshot")
+    return fs.write_atomic(os.path.join(directory, name), chunks(), crash_prefix="snapshot", pace=pace)
 
 
 def _reject_constant(name: str):
