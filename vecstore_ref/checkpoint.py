@@ -1,20 +1,24 @@
 """Checkpoints: a snapshot of the state written while the store keeps serving reads and writes.
 
 A checkpoint (``snapshot()``, the automatic one of `CheckpointConfig`, the one ``close()`` writes, and the one
-that commits a compaction) runs in three steps; ``docs/concepts/durability.md`` tells the same story as numbered
+that commits a compaction) runs in four steps; ``docs/concepts/durability.md`` tells the same story as numbered
 states, with what a crash leaves at each.
 
-1. **Switch** (under the write lock, a moment): start a new log segment for the writes to come and list it in
-   the manifest next to the old ones (so a crash from here on replays it); then, with readers kept out for the
-   time of a few array copies, *capture* the state at the current sequence number ``S``
-   (`vecstore_ref.state.StoreState.capture`) and pause the graph's linker, so the graph arrays stay as captured.
-2. **Write** (no store lock): the snapshot file ``snap-S.vss`` is written from the capture, checksummed and
-   fsynced while writes go to the new segment and queries run. The linker resumes once the file is written.
-3. **Commit** (under the write lock, a moment): the manifest now names ``snap-S.vss`` and only the segments after
-   ``S``; the old snapshot and segments are deleted.
+1. **List** (no store lock): create a new, empty log segment and list it in the manifest next to the old ones,
+   so that a crash from here on replays it too (nothing yet).
+2. **Switch** (under the write lock, a moment; no disk write but the log's own sync): send the writes to come to
+   the new segment; then, with readers kept out for the time of a few array copies, *capture* the state at the
+   current sequence number ``S`` (`vecstore_ref.state.StoreState.capture`) and pause the graph's linker, so the
+   graph arrays stay as captured.
+3. **Write** (no store lock): the snapshot file ``snap-S.vss`` is written from the capture, checksummed and
+   fsynced while writes go to the new segment and queries run; paced while writes arrive (`_WritePacer`), so
+   their fsyncs do not queue behind it. The linker resumes once the file is written.
+4. **Commit** (no store lock: writers never read the manifest): the manifest now names ``snap-S.vss`` and only
+   the segments after ``S``; the old snapshot and segments are deleted.
 
-Until step 3 the old snapshot and every old segment stay valid and listed, so a crash at any point opens to the
-same state. The graph is saved as far as it is linked at step 1; the vectors not linked yet are queued again when
+The manifest's writers (steps 1 and 4, the option setters) take ``_manifest_lock``, one at a time.
+Until step 4 the old snapshot and every old segment stay valid and listed, so a crash at any point opens to the
+same state. The graph is saved as far as it is linked at step 2; the vectors not linked yet are queued again when
 the snapshot is opened. One checkpoint runs at a time (``_ckpt_lock``).
 
 Mixed into `vecstore_ref.store.VecStore`, like `vecstore_ref.opening` and `vecstore_ref.query`.
@@ -156,8 +160,8 @@ class CheckpointMethods:
         throughout (its state is not live yet) and makes it live afterwards.
         """
         fs = self._fs
-        # The new segment is made before the write lock is taken (only checkpoints add segments, one at a time),
-        # so that writers wait for one manifest write, not for two more fsyncs.
+        # Step 1: list. The new segment is made before the write lock is taken (only checkpoints add segments, one
+        # at a time), so that writers wait for no fsync of it.
         try:
             next_number = layout.parse_segment_name(self._manifest.logs[-1]) + 1
             new_seg = create_segment(fs, self.path, next_number)
@@ -178,7 +182,7 @@ class CheckpointMethods:
         index = target.index
         paused = False
         try:
-            with self._lock:  # step 1: switch
+            with self._lock:  # step 2: switch
                 target = self._state if state is None else state
                 index = target.index
                 if getattr(index, "pause_linking", None) is not None:
@@ -191,7 +195,7 @@ class CheckpointMethods:
             raise
         header["seq"] = seq
         header["created_at"] = time.time()
-        try:  # step 2: write (writes and queries go on meanwhile)
+        try:  # step 3: write (writes and queries go on meanwhile)
             size = write_snapshot(fs, self.path, name, header, arrays, pace=_WritePacer(self))
         except OSError as exc:
             if isinstance(exc, StorageError):
@@ -203,7 +207,7 @@ class CheckpointMethods:
                 index.resume_linking()
         if compacting:
             _crash.crashpoint("compact.snapshot_written")
-        with self._manifest_lock:  # step 3: commit (writers go on: they do not read the manifest)
+        with self._manifest_lock:  # step 4: commit (writers go on: they do not read the manifest)
             logs_now = [n for n in self._manifest.logs if n not in old_logs]
             self._write_manifest(name, seq, logs_now)
         _crash.crashpoint("compact.manifest_swapped" if compacting else "snapshot.manifest_swapped")

@@ -127,9 +127,10 @@ def _use_lean_cache_loads(caching) -> None:
 
     Before every cache load Numba "refreshes" its CPU target: the first time in a process that imports some forty
     modules of implementations (lists, dicts, random, linalg, datetime ...) that only a compile needs. Loading
-    machine code needs none of them, only the runtime the code calls into (NRT), and it was half the time of a
-    warm process's first query (0.12 s of 0.25 s). So for the kernels of `use_kernel_sources_stamp`'s directory
-    a load initializes only the runtime; a miss then compiles, and every compile refreshes the target itself.
+    machine code needs none of them, only the runtime the code calls into (NRT), if it calls it, and it was half
+    the time of a warm process's first query (0.12 s of 0.25 s). So for the kernels of `use_kernel_sources_stamp`'s
+    directory a load initializes at most the runtime; a miss then compiles, and every compile refreshes the target
+    itself.
     Any other function's loads, and any Numba without these internals, keep the standard path.
     """
     cache_class = getattr(caching, "Cache", None)
@@ -145,14 +146,35 @@ def _use_lean_cache_loads(caching) -> None:
 
     def load_overload(self, sig, target_context):
         locator = getattr(getattr(self, "_impl", None), "locator", None)
-        if getattr(locator, "kernels_dir", None) is None:
+        if getattr(locator, "kernels_dir", None) is None or not hasattr(self, "_cache_file"):
             return standard_load(self, sig, target_context)
-        rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+            if not self._enabled:
+                return None
+            data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+            if data is None:
+                return None  # a miss: the dispatcher compiles, and a compile refreshes the target itself
+            if _calls_the_runtime(data):
+                rtsys.initialize(target_context)
+            return self._impl.rebuild(target_context, data)
+        return None  # an I/O error while loading, swallowed by the guard: the dispatcher compiles
 
     load_overload.lean = True  # type: ignore[attr-defined]
     cache_class.load_overload = load_overload
+
+
+def _calls_the_runtime(data) -> bool:
+    """Whether a cached kernel's machine code calls Numba's runtime (NRT: allocation and reference counting).
+    Initializing the runtime compiles its own small module (30 ms, once per process); the query kernels, compiled
+    without reference counting, do not need it. Anything but the payload layout of Numba's object-code cache
+    (``(libdata, ...)``, ``libdata = (name, "object", (object code, bitcode))``) counts as calling it."""
+    try:
+        _name, kind, (object_code, bitcode) = data[0]
+    except (TypeError, ValueError, IndexError):
+        return True
+    if kind != "object" or not isinstance(object_code, bytes) or not isinstance(bitcode, bytes):
+        return True
+    return b"NRT_" in object_code or b"NRT_" in bitcode
 
 
 def _function_cache(py_func):

@@ -9,10 +9,10 @@ to the full check, which raises the precise error.
 import numpy as np
 from numba import njit
 
-from .signatures import CACHE, VECTOR
+from .signatures import CACHE, NO_REFCOUNT, VECTOR
 
 
-@njit((VECTOR,), cache=CACHE, nogil=True)
+@njit((VECTOR,), cache=CACHE, nogil=True, **NO_REFCOUNT)
 def squared_norm(q):
     """Sum of squares of ``q`` (float32 (d,)) in float64, or -1.0 if a value is NaN or infinite."""
     s = 0.0
