@@ -84,9 +84,11 @@ def test_a_sparse_mask_is_scanned_exactly_and_equals_the_flat_answer(tmp_path):
         for q in x[:20] + 0.01:
             allowed = np.zeros(index.table.capacity, dtype=np.bool_)
             allowed[np.arange(0, 2000, 200)] = True  # 10 of 2,000 nodes
-            slots, dists, _ = index.search(q, 5, allowed)
+            slots, dists, stats = index.search(q, 5, allowed)
             expect = np.argsort(((x[::200] - q) ** 2).sum(axis=1), kind="stable")[:5] * 200
             assert slots.tolist() == expect.tolist()
+            # The scan ran, not a walk that happened to find them all: one distance per allowed node, no hop.
+            assert (stats.distance_computations, stats.hops) == (10, 0)
             got = [n.id for n in h.query(q, k=5, filter="g = 0")]
             assert got == [n.id for n in f.query(q, k=5, filter="g = 0")]
         batch_slots, _, _, _ = index.search_batch(x[:20] + 0.01, 5, allowed)

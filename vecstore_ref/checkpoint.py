@@ -124,7 +124,7 @@ class CheckpointMethods:
     # --- the checkpoint ---------------------------------------------------------------------------------------
 
     def _switch_and_capture(self, fs, new_seg: str, target: StoreState) -> tuple:
-        """Step 1 of `_checkpoint`, under the write lock with the linker paused: sync the log, send the writes to
+        """Step 2 of `_checkpoint`, under the write lock with the linker paused: sync the log, send the writes to
         come to the new segment (already listed in the manifest), and capture ``target`` at the current sequence
         number. No disk write here but the log's own sync (nothing to flush under the default durability)."""
         if self._writer is not None:

@@ -117,7 +117,8 @@ class CheckpointConfig:
     With the defaults a 100k x 128 store (about 60 MB) checkpoints when it is closed, and a store loaded from
     empty to 1M x 128 checkpoints about six times on the way. ``close()`` writes a final checkpoint when anything
     was linked into the graph or 1 MiB of log was written since the last one, so a reopened store rebuilds
-    nothing.
+    nothing. While writes keep arriving, a checkpoint writes its snapshot at most at 256 MB/s, so that their fsyncs
+    do not queue behind it (`vecstore_ref.checkpoint.PACED_WRITE_BYTES_PER_S`); otherwise at the disk's speed.
 
     Attributes:
         enabled: False writes snapshots only on ``snapshot()``, ``compact()`` and ``close()``.

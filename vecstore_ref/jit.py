@@ -16,9 +16,9 @@ of failing (Numba itself would raise ``cannot cache function ...: no locator ava
 
 A first run that compiles is never silent: just before Numba starts, the library logs ``compiling the ... kernels,
 first run only ...`` at INFO on the ``vecstore_ref`` logger, and how long it took afterwards; the CLI and the demo
-print those lines (`report_compiles`). ``vecstore-ref warmup`` (`warmup`) compiles every kernel once,
-for a container image or a CI cache, on two processes where there are two cores. Everything in this module is cheap to import: numba loads only in
-`load`, `warmup` and the cache checks.
+print those lines (`report_compiles`). ``vecstore-ref warmup`` (`warmup`) compiles every kernel once, for a
+container image or a CI cache, on two processes where there are two cores. Everything in this module is cheap to
+import: numba loads only in `load`, `warmup` and the cache checks.
 """
 
 from __future__ import annotations

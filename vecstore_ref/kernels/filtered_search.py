@@ -33,7 +33,7 @@ Memory. ``C`` is a min-heap at the start of the caller's scratch row (as in
 entries: every node enters one of them at most once (it is marked visited first), so together they never hold
 more than ``capacity`` entries and never overlap. ``W`` follows at ``[capacity, capacity + ef_wide)``.
 
-Distances are those of `vecstore_ref.kernels.hnsw_search.row_distance`, the same operations in the same order as
+Distances are those of `vecstore_ref.kernels.hnsw_walk.row_distance`, the same operations in the same order as
 the flat index, so a walk that finds every allowed node returns exactly what a scan does, ties included. The
 kernels allocate nothing in their loops and return their work counters (distance computations, hops = neighbour
 lists read), as every kernel of the package does.

@@ -18,8 +18,9 @@ from .signatures import CACHE, EXACT_KNN_SEARCH, FASTMATH, FOLD_UNLINKED, NO_REF
 @njit(EXACT_KNN_SEARCH, cache=CACHE, nogil=True, fastmath=FASTMATH)
 def exact_knn_search(metric, q, X, inv_norms, levels, deleted, allowed, k, visited, tags, t, scratch_d, scratch_s,
                      unlinked):
-    """The top ``k`` allowed, live nodes by scanning them all, the ``unlinked`` slots folded in (arguments as for
-    `knn_search`): ``(found, distance computations, 0)``, the results at ``scratch[cap:cap + found]``."""
+    """The top ``k`` allowed, live nodes by scanning them all, the ``unlinked`` slots folded in (each argument as
+    the one of that name of `knn_search`): ``(found, distance computations, 0)``, the results at
+    ``scratch[cap:cap + found]``."""
     return exact_knn(metric, q, X, inv_norms, levels, deleted, allowed, k, visited, tags, t, scratch_d, scratch_s,
                      unlinked)
 
