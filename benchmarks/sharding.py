@@ -188,8 +188,9 @@ def model(work: list[dict], ray_rows: list[dict], n: int, rtt_ms: float, machine
         single = search + extra + caller + (rtt_ms if nm > 1 else 0.0)
         batch_ms = max(b_a + b_b * np.log2(m), d_a + d_b * nm)
         rows.append({"machines": nm, "records_per_shard": int(m), "search_ms": search, "shard_extra_ms": extra,
-                     "caller_ms": caller, "single_ms": single, "single_qps": 1e3 / single,
-                     "batch_qps": 1e3 / batch_ms})
+                     "caller_ms": caller, "single_ms": single,
+                     "single_qps": 1e3 / single if single > 0 else float("nan"),
+                     "batch_qps": 1e3 / batch_ms if batch_ms > 0 else float("nan")})  # nan: too few points to fit
     return {"search_ms": [s_a, s_b], "batch_ms": [b_a, b_b], "shard_extra_ms": extra, "caller_ms": [c_a, c_b],
             "caller_batch_ms": [d_a, d_b], "rtt_ms": rtt_ms, "rows": rows}
 
