@@ -45,6 +45,7 @@ class IdMap:
         self._ends = np.zeros(max(16, capacity) + 1, dtype=np.int64)  # id of slot s: bytes[ends[s] : ends[s+1]]
         self.n = 0  # slots with an id
         self._cache: np.ndarray | None = None  # decoded ids by slot, for reads (None entries: not decoded yet)
+        self._list: list[str | None] | None = None  # the same as a list (a query reads ten; see ids_of)
         self._complete = False  # every id below n is in _cache
         self._table: np.ndarray | None = _EMPTY_TABLE.copy()  # None until built (after an open)
         self._count = 0  # entries in _table
@@ -146,6 +147,9 @@ class IdMap:
             return
         if first + len(ids) <= cache.shape[0]:
             cache[first : first + len(ids)] = ids
+            lst = self._list
+            if lst is not None and first + len(ids) <= len(lst):
+                lst[first : first + len(ids)] = ids
         else:
             self._complete = False
 
@@ -158,17 +162,34 @@ class IdMap:
                 return v
         v = self._bytes.buf[self._ends[slot] : self._ends[slot + 1]].tobytes().decode("utf-8")
         if cache is None or cache.shape[0] < self.n:
+            old = 0 if cache is None else cache.shape[0]
+            # grown by half at least, so records appended one at a time do not copy the cache each time
             cache = self._cache = _grown_objects(np.empty(0, dtype=object) if cache is None else cache,
-                                                 max(self.n, 1024))
+                                                 max(self.n, 1024, old + old // 2))
             self._complete = False
+            lst = self._list
+            if lst is not None:
+                lst.extend([None] * (cache.shape[0] - len(lst)))
         cache[slot] = v
+        lst = self._list
+        if lst is not None and slot < len(lst):
+            lst[slot] = v
         return v
 
     def ids_of(self, slots: list[int]) -> list[str]:
-        """The ids of a few slots (a query's results)."""
-        cache = self._cache
-        if cache is not None and cache.shape[0] >= self.n:
-            out = [cache[s] for s in slots]
+        """The ids of a few slots (a query's results).
+
+        Read from ``_list``, a plain list beside the cache: indexing a list with a Python int costs a fifth of
+        indexing an object array (whose item access goes through numpy's general machinery), and a query reads
+        ten. Entries not decoded yet (None) are decoded by `id_at`, which fills both.
+        """
+        lst = self._list
+        if lst is None:
+            cache = self._cache
+            if cache is not None:
+                lst = self._list = cache.tolist()
+        if lst is not None and len(lst) >= self.n:
+            out = [lst[s] for s in slots]
             if None not in out:
                 return out
         return [self.id_at(s) for s in slots]
@@ -182,7 +203,7 @@ class IdMap:
             cache = np.empty(max(self.n, 1024), dtype=object)
             if self.n:
                 cache[: self.n] = unpack_strings(self._bytes.used()[: self._ends[self.n]], self._ends[: self.n + 1])
-            self._cache, self._complete = cache, True
+            self._cache, self._complete, self._list = cache, True, None
         return cache
 
     def take(self, slots: np.ndarray, mapped: Callable[[int], np.ndarray]) -> IdMap:

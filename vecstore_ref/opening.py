@@ -176,6 +176,7 @@ class OpeningMethods:
         if dim is not None and stored_dim is not None and dim != stored_dim:
             raise InvalidArgumentError(f"this store holds {stored_dim}-dimensional vectors; opened with dim={dim}")
         self._metric = stored_metric
+        self._euclidean = 1 if stored_metric == "euclidean" else 0  # the score kernel's flag (`QueryMethods`)
         self._index_kind = index or opts.get("index", "hnsw")
         stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
         self._hnsw = hnsw or stored_params

@@ -32,7 +32,7 @@ import numpy as np
 from .cost import choose_filtered_plan, estimate, explain
 from .errors import InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
-from .index.base import DTYPE_SLOT, numba_threads, query_inv_norm, scores_from_distances
+from .index.base import DTYPE_SLOT, DTYPE_VEC, numba_threads, query_inv_norm, scores_from_distances
 from .index.parallel import run_split
 from .jit import load as load_kernels
 from .types import BatchQueryResult, Neighbor, Query
@@ -48,8 +48,8 @@ from .validation import (
 FILTER_CACHE_SIZE = 256  # parsed filters kept by text
 MASK_CACHE_ENTRIES = 64  # filter masks kept per store ...
 MASK_CACHE_BYTES = 64 * 2**20  # ... and the memory they may hold
-DIST_ZERO = np.float32(0.0)
 _NO_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
+TIE_INSIDE, TIE_AT_K = 1, 2  # what `_scores_of` reports (`vecstore_ref.kernels.checks`; no numba import here)
 
 
 class Match:
@@ -82,9 +82,18 @@ def _by_score_then_id(n: Neighbor) -> tuple:
     return -n.score, n.id
 
 
+def _scores_of(euclidean: int, dists: np.ndarray, out: np.ndarray) -> int:
+    """`vecstore_ref.kernels.checks.scores_of`, loaded on first use (numba loads only when a query runs)."""
+    global _scores_of
+    scores_of = load_kernels("checks").scores_of
+    _scores_of = scores_of
+    return scores_of(euclidean, dists, out)
+
+
 class QueryMethods:
     """Mixed into `VecStore`; relies on its ``_rw`` (read side), ``_state``, ``_metric``, ``_hnsw`` and clock."""
 
+    _euclidean: int  # 1 for the euclidean metric, else 0 (set when the store opens)
     _filter_cache: dict
     _forced_plan: str | None = None  # tests and benchmarks: run every filtered query on this plan
 
@@ -256,13 +265,17 @@ class QueryMethods:
 
     def _results(self, slots: list[int], dists: np.ndarray) -> list[Neighbor]:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
+        if dists.dtype != DTYPE_VEC or not dists.flags.c_contiguous:
+            dists = np.ascontiguousarray(dists, dtype=DTYPE_VEC)
+        scores = np.empty(dists.shape[0], dtype=DTYPE_VEC)
+        return self._neighbors(slots, scores, _scores_of(self._euclidean, dists, scores))
+
+    def _neighbors(self, slots: list[int], scores: np.ndarray, ties: int) -> list[Neighbor]:
+        """`Neighbor`s of ``slots`` with their ``scores`` (from `_scores_of`), re-sorted by id where ``ties`` says
+        two scores are equal (the slot order the kernels used must not show)."""
         st = self._state
-        if self._metric == "euclidean":
-            scores = (-np.sqrt(np.maximum(dists, DIST_ZERO))).tolist()
-        else:
-            scores = (-dists).tolist()
-        out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores, st.columns.texts_of(slots)))
-        if len(set(scores)) < len(scores):  # a tie: the slot order the kernels used must not show
+        out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores.tolist(), st.columns.texts_of(slots)))
+        if ties & TIE_INSIDE:
             out.sort(key=_by_score_then_id)
         return out
 
@@ -324,12 +337,12 @@ class QueryMethods:
                 k = n_allowed
             if plan == "hnsw":
                 slots, dists, _ = st.index.top(vec, k, allowed, ef, n_allowed)
-                if len(slots) > k:
-                    if dists[k] == dists[k - 1]:  # a tie at the k-th place: settled by id
-                        cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)
-                        return self._results(cut_s.tolist(), cut_d)
-                    slots, dists = slots[:k], dists[:k]
-                return self._results(slots, dists)
+                scores = np.empty(min(k, len(slots)), dtype=DTYPE_VEC)
+                ties = _scores_of(self._euclidean, dists, scores)  # the scores of the first k
+                if ties & TIE_AT_K:  # a tie at the k-th place: settled by id
+                    cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)
+                    return self._results(cut_s.tolist(), cut_d)
+                return self._neighbors(slots[:k] if len(slots) > k else slots, scores, ties)
             slots, dists, _ = self._search_one(vec, k, Match(st, None, allowed, n_allowed), plan, ef)
             return self._results(slots.tolist(), dists)
         finally:
