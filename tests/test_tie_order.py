@@ -87,3 +87,24 @@ def test_a_tie_break_by_id_survives_compaction(tmp_path):
                 s.delete(f"far{i:03d}")
         s.compact()
         assert [n.id for n in s.query(q, k=N_NEAR + 15, filter="g = 1")] == before
+
+
+@pytest.mark.parametrize("euclidean", [0, 1])
+def test_scores_kernel_matches_numpy_and_reports_both_ties(euclidean):
+    """The results' score kernel gives numpy's float32 scores and says where two are equal (inside the k
+    written) and whether the next result sits at the k-th distance."""
+    from vecstore_ref.jit import load
+
+    scores_of = load("checks").scores_of
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 20))
+        d = np.sort(rng.choice(np.float32([-1e-7, 0.0, 0.25, 0.5, 1.0, 2.0, 1e-30, 3.0]), size=n)
+                    if trial % 2 else rng.random(n, dtype=np.float32) * 4 - 1e-6).astype(np.float32)
+        k = int(rng.integers(1, n + 1))
+        out = np.empty(k, dtype=np.float32)
+        ties = scores_of(euclidean, d, out)
+        expect = -np.sqrt(np.maximum(d[:k], np.float32(0))) if euclidean else -d[:k]
+        assert out.tobytes() == expect.astype(np.float32).tobytes()
+        assert bool(ties & 1) == (len(set(expect.tolist())) < k)
+        assert bool(ties & 2) == (k < n and d[k] == d[k - 1])
