@@ -79,13 +79,13 @@ def _time_batch_pair(raw, via_store, repeats: int) -> tuple[float, float]:
 def measure(store, Q: np.ndarray, efs, threads: int, repeats: int) -> list[dict]:
     index = _raw_index(store)
     allowed = np.ones(index.table.capacity, dtype=bool)
+    n_allowed = int(index.n_nodes)
     ids = store._state.id_map.array()  # slot -> id, to check both paths return the same records
     out = []
     for ef in efs:
         set_numba_threads(1)
-        n_all = int(allowed.sum())
         raw_s, call_s, store_s = _time_chunked([lambda q, ef=ef: index.search(q, K, allowed, ef),
-                                                lambda q, ef=ef: index.top(q, K, allowed, ef, n_all),
+                                                lambda q, ef=ef: index.top(q, K, allowed, ef, n_allowed),
                                                 lambda q, ef=ef: store.query(q, k=K, ef=ef)], Q, repeats)
         same = np.mean([{ids[s] for s in index.search(q, K, allowed, ef)[0].tolist()}
                         == {n.id for n in store.query(q, k=K, ef=ef)} for q in Q[:100]])

@@ -15,8 +15,6 @@ sum (two query threads ran about 10 % slower with it). The query's one release i
 import numpy as np
 from numba import njit
 
-from numba import types
-
 from .signatures import CACHE, FLOATS, INT, NO_REFCOUNT, VECTOR
 
 
