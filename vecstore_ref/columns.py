@@ -448,6 +448,11 @@ class MetadataColumns:
         text = self.text(int(slot))
         return None if text is None else json.loads(text)
 
+    @property
+    def any_text(self) -> bool:
+        """Whether some slot ever held a dict (if not, every slot's metadata is None)."""
+        return self._any_text
+
     def get_many(self, slots: list[int]) -> list[dict | None]:
         """`get` for a few slots (a query's results); no work at all in a store that never held a dict."""
         if not self._any_text:

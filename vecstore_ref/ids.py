@@ -16,6 +16,7 @@ FREE``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -190,8 +191,8 @@ class IdMap:
                 lst = self._list = cache.tolist()
         if lst is not None and len(lst) >= self.n:
             out = [lst[s] for s in slots]
-            if None not in out:
-                return out
+            if all(out):  # no None (not decoded yet); ids are never empty, so only None is false
+                return cast("list[str]", out)
         return [self.id_at(s) for s in slots]
 
     def array(self) -> np.ndarray:

@@ -265,8 +265,8 @@ class QueryMethods:
 
     def _results(self, slots: list[int], dists: np.ndarray) -> list[Neighbor]:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
-        if dists.dtype != DTYPE_VEC or not dists.flags.c_contiguous:
-            dists = np.ascontiguousarray(dists, dtype=DTYPE_VEC)
+        if dists.dtype != DTYPE_VEC or not (dists.flags.c_contiguous and dists.flags.writeable):
+            dists = np.array(dists, dtype=DTYPE_VEC)  # the kernel's one array type (a read-only one is another)
         scores = np.empty(dists.shape[0], dtype=DTYPE_VEC)
         return self._neighbors(slots, scores, _scores_of(self._euclidean, dists, scores))
 
@@ -274,7 +274,11 @@ class QueryMethods:
         """`Neighbor`s of ``slots`` with their ``scores`` (from `_scores_of`), re-sorted by id where ``ties`` says
         two scores are equal (the slot order the kernels used must not show)."""
         st = self._state
-        out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores.tolist(), st.columns.texts_of(slots)))
+        columns = st.columns
+        if columns.any_text:
+            out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores.tolist(), columns.texts_of(slots)))
+        else:  # no record ever held metadata: the public constructor, without the texts' list
+            out = list(map(Neighbor, st.id_map.ids_of(slots), scores.tolist()))
         if ties & TIE_INSIDE:
             out.sort(key=_by_score_then_id)
         return out
@@ -340,9 +344,9 @@ class QueryMethods:
                 scores = np.empty(min(k, len(slots)), dtype=DTYPE_VEC)
                 ties = _scores_of(self._euclidean, dists, scores)  # the scores of the first k
                 if ties & TIE_AT_K:  # a tie at the k-th place: settled by id
-                    cut_s, cut_d = self._cut_at_k(np.asarray(slots, dtype=DTYPE_SLOT), dists, k)
+                    cut_s, cut_d = self._cut_at_k(slots, dists, k)
                     return self._results(cut_s.tolist(), cut_d)
-                return self._neighbors(slots[:k] if len(slots) > k else slots, scores, ties)
+                return self._neighbors(slots[:k].tolist(), scores, ties)
             slots, dists, _ = self._search_one(vec, k, Match(st, None, allowed, n_allowed), plan, ef)
             return self._results(slots.tolist(), dists)
         finally:

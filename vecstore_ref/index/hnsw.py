@@ -569,18 +569,18 @@ class HNSWIndex:
         return out
 
     def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None,
-            n_allowed: int | None = None) -> tuple[list[int], np.ndarray, int]:
+            n_allowed: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """`search` with ``spare=True`` for the store's query path, which has already checked its arguments (``q``
         float32 (dim,) C-contiguous and writable, ``allowed`` bool (>= n_slots,) likewise, ``1 <= k``): no checks,
-        no copies beyond the results, the slots as a list.
+        no copies beyond the results.
 
         Returns:
-            ``(slots, distances float32, distance computations)``: up to ``ef`` results by (distance, slot).
+            ``(slots int32, distances float32, distance computations)``: up to ``ef`` results by (distance, slot).
         """
         unlinked = self._queue.for_search()
         n_cand = self.n_nodes + unlinked.shape[0]
         if n_cand <= 0:
-            return [], _EMPTY_DISTS, 0
+            return _EMPTY_SLOTS, _EMPTY_DISTS, 0
         if k > n_cand:
             k = n_cand
         e = ef or self.params.ef_search
@@ -607,7 +607,7 @@ class HNSWIndex:
                         found, e)
                     n_dist += nd
             cap = sc.cap
-            slots = sc.ss[0, cap:cap + found].tolist()
+            slots = sc.ss[0, cap:cap + found].copy()
             dists = sc.sd[0, cap:cap + found].copy()
         finally:
             self._give_back(sc)
