@@ -377,3 +377,29 @@ def test_assigned_and_capacity_edges():
     f = parse_filter("NOT x = 1")
     assert f.mask(cols, 3).tolist() == [True, False, False]  # beyond the capacity: False, even under NOT
     assert f.mask(cols, 0).shape == (0,)
+
+
+def test_result_texts_gathered_by_the_kernel_equal_the_python_loop():
+    """A query's results read their metadata rows through one kernel call into one buffer; every row (with text,
+    set to None, never set, beyond the columns' capacity) must come back as the row-by-row reading gives it,
+    also when the texts need more than the first buffer."""
+    from vecstore_ref.columns import _TEXT_BUFFER
+
+    cols = MetadataColumns(64)
+    rng = np.random.default_rng(5)
+    for s in range(40):
+        if s % 5 == 0:
+            continue  # never set
+        cols.set(s, None if s % 7 == 0 else {"i": s, "pad": "x" * int(rng.integers(0, 300)), "t": ["a", "é"]})
+    big = {"pad": "y" * (_TEXT_BUFFER + 10)}
+    cols.set(41, big)
+    for trial in range(50):
+        slots = rng.integers(0, 70, size=int(rng.integers(1, 12))).astype(np.int32)
+        if trial % 10 == 0:
+            slots = np.array([41, 3, 41], dtype=np.int32)  # more than one buffer
+        listed = slots.tolist()
+        fast = cols.texts_of(listed, slots)
+        slow = cols.texts_of(listed)
+        assert fast == slow
+        assert [None if t is None else json.loads(t) for t in fast] == [cols.get(s) if s < cols.capacity else None
+                                                                       for s in listed]

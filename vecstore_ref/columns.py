@@ -53,6 +53,17 @@ from .metadata import _where, as_float, item_key, kind_of, validate_metadata
 _ATTR_OF_KIND = {kind: attr for attr, (_, kind, _) in _COLUMNS.items()}
 _BUCKET_OF_TYPE = {str: 0, int: 1, float: 1, bool: 2, type(None): 3, list: 4}  # order of the put_* calls
 _ROW_UNSET, _ROW_NONE, _ROW_TEXT = 0, 1, 2  # MetadataColumns._row_state
+_TEXT_BUFFER = 4096  # bytes a query's results' texts are first gathered into (more: a second call)
+
+
+def _gather_texts(slots, row_state, start, length, data, out, where) -> int:
+    """`vecstore_ref.kernels.checks.gather_texts`, loaded on first use (numba loads only when a query runs)."""
+    global _gather_texts
+    from .jit import load
+
+    gather_texts = load("checks").gather_texts
+    _gather_texts = gather_texts
+    return gather_texts(slots, row_state, start, length, data, out, where)
 _ITEM_KINDS = ("str", "num", "bool", "null")  # items.kind codes in a snapshot
 
 def _grown(arr: np.ndarray | None, capacity: int, fill) -> np.ndarray | None:
@@ -459,24 +470,41 @@ class MetadataColumns:
             return [None] * len(slots)
         return [self.get(s) for s in slots]
 
-    def texts_of(self, slots: list[int]) -> list[bytes | None]:
+    def texts_of(self, slots: list[int], slot_array: np.ndarray | None = None) -> list[bytes | None]:
         """The JSON text at each of a few slots (a query's results), None where nothing was set; no work at all
-        in a store that never held a dict."""
+        in a store that never held a dict.
+
+        With ``slot_array`` (the same slots, int32), one small kernel gathers the rows' texts into one buffer
+        (`vecstore_ref.kernels.checks.gather_texts`): the rows' four arrays are read with the loads in flight
+        together, and Python only cuts the buffer. Without it, or where the bytes are a read-only array (a
+        kernel takes writable ones), a Python loop reads them.
+        """
         if not self._any_text:
             return [None] * len(slots)
+        data_arr = self._bytes.buf
+        if slot_array is not None and data_arr.flags.writeable:
+            k = len(slots)
+            where = np.empty(2 * k, dtype=np.int64)
+            out = np.empty(_TEXT_BUFFER, dtype=np.uint8)
+            total = _gather_texts(slot_array, self._row_state, self._start, self._length, data_arr, out, where)
+            if total < 0:
+                out = np.empty(-total, dtype=np.uint8)
+                total = _gather_texts(slot_array, self._row_state, self._start, self._length, data_arr, out, where)
+            blob = out[:total].tobytes()
+            return [blob[a:a + n] if n >= 0 else None for a, n in zip(where[:k].tolist(), where[k:].tolist())]
         # Memoryviews index as plain Python ints, without a numpy scalar per access; a few random rows are read
         # faster this way than by numpy's gathers, whose fixed cost is a microsecond each.
         state, start, length = self._row_state.data, self._start.data, self._length.data  # memoryviews
-        data = self._bytes.buf.data  # entries never change: a slice of the buffer of now is the text
+        data = data_arr.data  # entries never change: a slice of the buffer of now is the text
         cap = self.capacity
-        out: list[bytes | None] = []
+        texts: list[bytes | None] = []
         for s in slots:
             if 0 <= s < cap and state[s] == _ROW_TEXT:
                 a = start[s]
-                out.append(bytes(data[a:a + length[s]]))
+                texts.append(bytes(data[a:a + length[s]]))
             else:
-                out.append(None)
-        return out
+                texts.append(None)
+        return texts
 
     def _old_dicts(self, slots: list[int]) -> list[tuple[int, dict]]:
         """(slot, dict) for the slots among ``slots`` that hold a dict now (what a new value must clear)."""

@@ -251,7 +251,7 @@ def calibrate(store) -> dict:
     # the store's own share: validation and result objects
     from .validation import validate_query_vector
 
-    take = [int(s) for s in live[:10]]
+    take = np.asarray(live[:10], dtype=np.int32)
     dists = np.sort(rng.random(len(take)).astype(DTYPE_VEC))
     store._results(take, dists)
     res_us = _best_us(lambda: store._results(take, dists), 5)

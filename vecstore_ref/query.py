@@ -162,7 +162,7 @@ class QueryMethods:
         if match.n < k:
             k = match.n
         slots, dists, _ = self._search_one(vec, k, match, self._plan(flt, match.n, k, ef, match), ef)
-        return self._results(slots.tolist(), dists)
+        return self._results(slots, dists)
 
     def _plan(self, flt, n_allowed: int, k: int = 10, ef: int | None = None, match: Match | None = None) -> str:
         """The plan for a query with filter ``flt`` that ``n_allowed`` records match (see the module docstring).
@@ -263,22 +263,24 @@ class QueryMethods:
         new_dists = np.concatenate([dists[keep], np.full(len(tied), boundary, dtype=dists.dtype)])
         return new_slots, new_dists
 
-    def _results(self, slots: list[int], dists: np.ndarray) -> list[Neighbor]:
+    def _results(self, slots: np.ndarray, dists: np.ndarray) -> list[Neighbor]:
         """Results for slots ordered by (distance, slot): ids, scores, metadata copies; equal scores ordered by id."""
         if dists.dtype != DTYPE_VEC or not (dists.flags.c_contiguous and dists.flags.writeable):
             dists = np.array(dists, dtype=DTYPE_VEC)  # the kernel's one array type (a read-only one is another)
         scores = np.empty(dists.shape[0], dtype=DTYPE_VEC)
         return self._neighbors(slots, scores, _scores_of(self._euclidean, dists, scores))
 
-    def _neighbors(self, slots: list[int], scores: np.ndarray, ties: int) -> list[Neighbor]:
-        """`Neighbor`s of ``slots`` with their ``scores`` (from `_scores_of`), re-sorted by id where ``ties`` says
-        two scores are equal (the slot order the kernels used must not show)."""
+    def _neighbors(self, slots: np.ndarray, scores: np.ndarray, ties: int) -> list[Neighbor]:
+        """`Neighbor`s of ``slots`` (int32) with their ``scores`` (from `_scores_of`), re-sorted by id where
+        ``ties`` says two scores are equal (the slot order the kernels used must not show)."""
         st = self._state
         columns = st.columns
+        listed = slots.tolist()
         if columns.any_text:
-            out = list(map(Neighbor._from_text, st.id_map.ids_of(slots), scores.tolist(), columns.texts_of(slots)))
+            out = list(map(Neighbor._from_text, st.id_map.ids_of(listed), scores.tolist(),
+                           columns.texts_of(listed, slots)))
         else:  # no record ever held metadata: the public constructor, without the texts' list
-            out = list(map(Neighbor, st.id_map.ids_of(slots), scores.tolist()))
+            out = list(map(Neighbor, st.id_map.ids_of(listed), scores.tolist()))
         if ties & TIE_INSIDE:
             out.sort(key=_by_score_then_id)
         return out
@@ -345,10 +347,10 @@ class QueryMethods:
                 ties = _scores_of(self._euclidean, dists, scores)  # the scores of the first k
                 if ties & TIE_AT_K:  # a tie at the k-th place: settled by id
                     cut_s, cut_d = self._cut_at_k(slots, dists, k)
-                    return self._results(cut_s.tolist(), cut_d)
-                return self._neighbors(slots[:k].tolist(), scores, ties)
+                    return self._results(cut_s, cut_d)
+                return self._neighbors(slots[:k], scores, ties)
             slots, dists, _ = self._search_one(vec, k, Match(st, None, allowed, n_allowed), plan, ef)
-            return self._results(slots.tolist(), dists)
+            return self._results(slots, dists)
         finally:
             rw.release_read()
 

@@ -15,7 +15,8 @@ sum (two query threads ran about 10 % slower with it). The query's one release i
 import numpy as np
 from numba import njit
 
-from .signatures import CACHE, FLOATS, INT, NO_REFCOUNT, VECTOR
+from .prefetch import prefetch_row
+from .signatures import CACHE, COUNTS, FLAGS, FLOATS, INT, NO_REFCOUNT, SLOTS, VECTOR
 
 
 @njit((VECTOR,), cache=CACHE, **NO_REFCOUNT)
@@ -55,3 +56,44 @@ def scores_of(euclidean, dists, out):
     if 0 < k < dists.shape[0] and dists[k] == dists[k - 1]:
         ties |= TIE_AT_K
     return ties
+
+
+@njit(INT(SLOTS, FLAGS, COUNTS, SLOTS, FLAGS, FLAGS, COUNTS), cache=CACHE, **NO_REFCOUNT)
+def gather_texts(slots, row_state, start, length, data, out, where):
+    """The metadata JSON of a few result rows, copied one after the other into ``out`` (uint8).
+
+    ``row_state``, ``start``, ``length`` and ``data`` are the metadata columns' arrays (`vecstore_ref.columns`):
+    row ``s`` holds text when ``row_state[s] == 2``, at ``data[start[s] : start[s] + length[s]]``. Writes
+    ``where[i]`` (offset in ``out``) and ``where[k + i]`` (length, -1 for a row without text) for each of the
+    ``k`` slots, and returns the bytes written, or minus the size ``out`` needs if it is too small (nothing is
+    then copied). One call reads the rows' four arrays with the loads in flight together, where a Python loop
+    would wait for each in turn; it keeps the GIL, like `squared_norm`."""
+    k = slots.shape[0]
+    cap = row_state.shape[0]
+    for i in range(k):  # ask for every row's three entries at once: the misses overlap instead of queueing
+        s = slots[i]
+        if 0 <= s < cap:
+            prefetch_row(row_state, s)
+            prefetch_row(start, s)
+            prefetch_row(length, s)
+    total = 0
+    for i in range(k):
+        s = slots[i]
+        if 0 <= s < cap and row_state[s] == 2:
+            prefetch_row(data, start[s])  # and each text's first line, while the others are looked up
+            where[k + i] = length[s]
+            total += length[s]
+        else:
+            where[k + i] = -1
+    if total > out.shape[0]:
+        return -total
+    pos = 0
+    for i in range(k):
+        n = where[k + i]
+        where[i] = pos
+        if n > 0:
+            a = start[slots[i]]
+            for j in range(n):
+                out[pos + j] = data[a + j]
+            pos += n
+    return pos
