@@ -127,11 +127,11 @@ def test_warmup_rejects_unknown_modules():
     with pytest.raises(vs.InvalidArgumentError):
         jit.warmup(["no_such_kernels"])
     with pytest.raises(vs.InvalidArgumentError):
-        jit.warmup(["checks"], processes=0)
+        jit.warmup(["query_steps"], processes=0)
     with pytest.raises(vs.InvalidArgumentTypeError):
-        jit.warmup(["checks"], processes="2")  # type: ignore[arg-type]
+        jit.warmup(["query_steps"], processes="2")  # type: ignore[arg-type]
     with pytest.raises(vs.InvalidArgumentTypeError):
-        jit.warmup("checks")
+        jit.warmup("query_steps")
 
 
 def test_load_returns_the_kernel_module_and_logs_a_compile(caplog):

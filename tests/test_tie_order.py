@@ -95,7 +95,7 @@ def test_scores_kernel_matches_numpy_and_reports_both_ties(euclidean):
     written) and whether the next result sits at the k-th distance."""
     from vecstore_ref.jit import load
 
-    scores_of = load("checks").scores_of
+    scores_of = load("query_steps").scores_of
     rng = np.random.default_rng(3)
     for trial in range(200):
         n = int(rng.integers(1, 20))

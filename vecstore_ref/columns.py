@@ -57,11 +57,11 @@ _TEXT_BUFFER = 4096  # bytes a query's results' texts are first gathered into (m
 
 
 def _gather_texts(slots, row_state, start, length, data, out, where) -> int:
-    """`vecstore_ref.kernels.checks.gather_texts`, loaded on first use (numba loads only when a query runs)."""
+    """`vecstore_ref.kernels.query_steps.gather_texts`, loaded on first use (numba loads only when a query runs)."""
     global _gather_texts
     from .jit import load
 
-    gather_texts = load("checks").gather_texts
+    gather_texts = load("query_steps").gather_texts
     _gather_texts = gather_texts
     return gather_texts(slots, row_state, start, length, data, out, where)
 _ITEM_KINDS = ("str", "num", "bool", "null")  # items.kind codes in a snapshot
@@ -475,7 +475,7 @@ class MetadataColumns:
         in a store that never held a dict.
 
         With ``slot_array`` (the same slots, int32), one small kernel gathers the rows' texts into one buffer
-        (`vecstore_ref.kernels.checks.gather_texts`): the rows' four arrays are read with the loads in flight
+        (`vecstore_ref.kernels.query_steps.gather_texts`): the rows' four arrays are read with the loads in flight
         together, and Python only cuts the buffer. Without it, or where the bytes are a read-only array (a
         kernel takes writable ones), a Python loop reads them.
         """

@@ -39,7 +39,7 @@ log = logging.getLogger("vecstore_ref")
 
 # Every kernel module, in the order a warmup compiles them, with what its kernels are for.
 PATHS = {
-    "checks": "query check",
+    "query_steps": "query steps",
     "id_hash": "id table",
     "hnsw_search": "HNSW search",
     "hnsw_exact": "HNSW exact scan",
@@ -328,7 +328,7 @@ class WarmupReport:
 # Rough CPU seconds each module takes to compile on an empty cache (a 2-core Xeon): how a warmup splits them
 # between processes. Only the balance matters; a wrong figure makes the split uneven, never wrong.
 COMPILE_WEIGHT = {
-    "checks": 0.2, "id_hash": 0.7, "hnsw_search": 2.0, "hnsw_exact": 0.8, "hnsw_batch": 1.0, "filtered_search": 2.2,
+    "query_steps": 0.3, "id_hash": 0.7, "hnsw_search": 2.0, "hnsw_exact": 0.8, "hnsw_batch": 1.0, "filtered_search": 2.2,
     "filtered_batch": 0.6, "hnsw_build": 3.5, "hnsw_repair": 1.0, "flat_search": 1.0, "flat_batch": 0.6,
     "flat_blas": 1.2,
 }

@@ -49,7 +49,7 @@ FILTER_CACHE_SIZE = 256  # parsed filters kept by text
 MASK_CACHE_ENTRIES = 64  # filter masks kept per store ...
 MASK_CACHE_BYTES = 64 * 2**20  # ... and the memory they may hold
 _NO_SLOTS = np.zeros(0, dtype=DTYPE_SLOT)
-TIE_INSIDE, TIE_AT_K = 1, 2  # what `_scores_of` reports (`vecstore_ref.kernels.checks`; no numba import here)
+TIE_INSIDE, TIE_AT_K = 1, 2  # what `_scores_of` reports (`vecstore_ref.kernels.query_steps`; no numba import here)
 
 
 class Match:
@@ -83,9 +83,9 @@ def _by_score_then_id(n: Neighbor) -> tuple:
 
 
 def _scores_of(euclidean: int, dists: np.ndarray, out: np.ndarray) -> int:
-    """`vecstore_ref.kernels.checks.scores_of`, loaded on first use (numba loads only when a query runs)."""
+    """`vecstore_ref.kernels.query_steps.scores_of`, loaded on first use (numba loads only when a query runs)."""
     global _scores_of
-    scores_of = load_kernels("checks").scores_of
+    scores_of = load_kernels("query_steps").scores_of
     _scores_of = scores_of
     return scores_of(euclidean, dists, out)
 

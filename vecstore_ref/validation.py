@@ -144,7 +144,7 @@ def validate_vector(vector: object, dim: int | None, metric: str, what: str = "v
 
 def validate_query_vector(vector: object, dim: int | None, metric: str, what: str = "query vector") -> np.ndarray:
     """`validate_vector` for a query, without its copy when ``vector`` is a float32 array of the store's
-    dimension: a query is read, never kept. One pass of a small kernel (`vecstore_ref.kernels.checks`) then
+    dimension: a query is read, never kept. One pass of a small kernel (`vecstore_ref.kernels.query_steps`) then
     settles finiteness and, far inside the limits, the cosine norm; anything else takes the full path, which
     raises the precise error (or accepts a vector near the limits)."""
     if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1 and dim is not None
@@ -158,11 +158,11 @@ def validate_query_vector(vector: object, dim: int | None, metric: str, what: st
 
 
 def _squared_norm(vector: np.ndarray) -> float:
-    """`vecstore_ref.kernels.checks.squared_norm`, imported on first use (numba loads only when a query runs)."""
+    """`vecstore_ref.kernels.query_steps.squared_norm`, imported on first use (numba loads only when a query runs)."""
     global _squared_norm
     from .jit import load
 
-    squared_norm = load("checks").squared_norm
+    squared_norm = load("query_steps").squared_norm
     _squared_norm = squared_norm
     return squared_norm(vector)
 

@@ -9,7 +9,7 @@ of one code path share a module, so a path compiles only what it runs:
 ======================  ======================================================  ================================
 module                  kernels                                                 compiled by
 ======================  ======================================================  ================================
-``checks``              a query vector's squared norm (finite or not)           every query
+``query_steps``         a query vector's check; its results' scores and texts    every query
 ``id_hash``             the id -> slot hash table over the ids' bytes           writes, ``get``, ``in``
 ``heap``                binary heaps (max-heap ``W``, min-heap ``C``)           every search and build path
 ``cosine``              the cosine's float64 fallback for extreme norms        every cosine search

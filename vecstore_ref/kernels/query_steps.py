@@ -1,15 +1,18 @@
-"""The two small steps of a query around its walk: the query vector's check, and the results' scores.
+"""The small steps of a single query around its graph walk, each one call of a small kernel.
 
-`squared_norm`: a query vector's sum of squares in one pass, or -1 for a value that is not finite.
+- `squared_norm`: a query vector's sum of squares in one pass, or -1 for a value that is not finite. The store's
+  query path checks a float32 vector of the right shape with this instead of with numpy, which would need an
+  ``np.errstate`` block (about 3 us) to keep a float32 overflow from warning. The sum runs in float64, as SPEC
+  section 1 asks for the norm; the caller compares it with the limits of its metric and sends anything outside
+  them to the full check, which raises the precise error.
+- `scores_of`: the results' scores, and whether two of them tie (settled by id).
+- `gather_texts`: the results' metadata JSON, read from ten random rows with the loads in flight together.
 
-The store's query path checks a float32 vector of the right shape with this instead of with numpy, which would need
-an ``np.errstate`` block (about 3 us) to keep a float32 overflow from warning. The sum runs in float64, as SPEC
-section 1 asks for the norm; the caller compares it with the limits of its metric and sends anything outside them
-to the full check, which raises the precise error.
-
-It keeps the GIL (no ``nogil``): the sum takes well under a microsecond, and releasing the GIL around it would hand
-the interpreter to another querying thread and then wait to get it back, a round trip that costs more than the
-sum (two query threads ran about 10 % slower with it). The query's one release is its graph walk.
+Each replaces a few numpy calls or a Python loop, whose fixed cost of a microsecond or so per call was a large part
+of a query at small ``ef``. None releases the GIL (no ``nogil``): each takes well under a microsecond, and
+releasing the GIL around it would hand the interpreter to another querying thread and then wait to get it back, a
+round trip that costs more than the work (two query threads ran about 10 % slower with it). The query's one
+release is its graph walk.
 """
 
 import numpy as np
@@ -42,8 +45,7 @@ def scores_of(euclidean, dists, out):
 
     Returns the ties the caller settles by id: ``TIE_INSIDE`` if two scores written are equal (being in
     order, they are neighbours), plus ``TIE_AT_K`` if ``dists`` holds a further result at the distance of the
-    last one written. One call instead of three array operations, a set and a comparison; it keeps the GIL,
-    like `squared_norm`."""
+    last one written."""
     ties = 0
     zero = np.float32(0.0)
     k = out.shape[0]
@@ -66,8 +68,8 @@ def gather_texts(slots, row_state, start, length, data, out, where):
     row ``s`` holds text when ``row_state[s] == 2``, at ``data[start[s] : start[s] + length[s]]``. Writes
     ``where[i]`` (offset in ``out``) and ``where[k + i]`` (length, -1 for a row without text) for each of the
     ``k`` slots, and returns the bytes written, or minus the size ``out`` needs if it is too small (nothing is
-    then copied). One call reads the rows' four arrays with the loads in flight together, where a Python loop
-    would wait for each in turn; it keeps the GIL, like `squared_norm`."""
+    then copied). The rows' entries are all requested first (a software prefetch), so their cache misses overlap
+    where a Python loop would wait for each in turn."""
     k = slots.shape[0]
     cap = row_state.shape[0]
     for i in range(k):  # ask for every row's three entries at once: the misses overlap instead of queueing
