@@ -35,7 +35,7 @@ from .filter import Filter, parse_filter
 from .index.base import DTYPE_SLOT, DTYPE_VEC, numba_threads, query_inv_norm, scores_from_distances
 from .index.parallel import run_split
 from .jit import load as load_kernels
-from .types import BatchQueryResult, Neighbor, Query
+from .types import BatchQueryResult, Neighbor, Query, _neighbor_from_text
 from .validation import (
     MAX_EF,
     validate_ef,
@@ -277,7 +277,7 @@ class QueryMethods:
         columns = st.columns
         listed = slots.tolist()
         if columns.any_text:
-            out = list(map(Neighbor._from_text, st.id_map.ids_of(listed), scores.tolist(),
+            out = list(map(_neighbor_from_text, st.id_map.ids_of(listed), scores.tolist(),
                            columns.texts_of(listed, slots)))
         else:  # no record ever held metadata: the public constructor, without the texts' list
             out = list(map(Neighbor, st.id_map.ids_of(listed), scores.tolist()))
