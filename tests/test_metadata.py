@@ -403,3 +403,18 @@ def test_result_texts_gathered_by_the_kernel_equal_the_python_loop():
         assert fast == slow
         assert [None if t is None else json.loads(t) for t in fast] == [cols.get(s) if s < cols.capacity else None
                                                                        for s in listed]
+
+
+def test_result_texts_kernel_never_reads_past_the_buffer():
+    """Offsets that point outside the text buffer (a broken invariant) make the kernel refuse, not read out of
+    bounds; the texts then come from the row-by-row reading, which slices what is there."""
+    cols = MetadataColumns(8)
+    cols.set(1, {"a": 1})
+    cols.set(2, {"b": 2})
+    cols._length[2] = 10**6  # beyond the buffer
+    slots = np.array([1, 2], dtype=np.int32)
+    assert cols.texts_of([1, 2], slots) == cols.texts_of([1, 2])
+    from vecstore_ref.columns import _BAD_ROW, _gather_texts
+
+    assert _gather_texts(slots, cols._row_state, cols._start, cols._length, cols._bytes.buf,
+                         np.empty(16, dtype=np.uint8), np.empty(4, dtype=np.int64)) == _BAD_ROW

@@ -54,6 +54,7 @@ _ATTR_OF_KIND = {kind: attr for attr, (_, kind, _) in _COLUMNS.items()}
 _BUCKET_OF_TYPE = {str: 0, int: 1, float: 1, bool: 2, type(None): 3, list: 4}  # order of the put_* calls
 _ROW_UNSET, _ROW_NONE, _ROW_TEXT = 0, 1, 2  # MetadataColumns._row_state
 _TEXT_BUFFER = 4096  # bytes a query's results' texts are first gathered into (more: a second call)
+_BAD_ROW = -(1 << 62)  # `gather_texts`: a row's offsets lie outside the buffer (the loop below reads it instead)
 
 
 def _gather_texts(slots, row_state, start, length, data, out, where) -> int:
@@ -487,11 +488,12 @@ class MetadataColumns:
             where = np.empty(2 * k, dtype=np.int64)
             out = np.empty(_TEXT_BUFFER, dtype=np.uint8)
             total = _gather_texts(slot_array, self._row_state, self._start, self._length, data_arr, out, where)
-            if total < 0:
+            if _BAD_ROW < total < 0:
                 out = np.empty(-total, dtype=np.uint8)
                 total = _gather_texts(slot_array, self._row_state, self._start, self._length, data_arr, out, where)
-            blob = out[:total].tobytes()
-            return [blob[a:a + n] if n >= 0 else None for a, n in zip(where[:k].tolist(), where[k:].tolist())]
+            if total >= 0:
+                blob = out[:total].tobytes()
+                return [blob[a:a + n] if n >= 0 else None for a, n in zip(where[:k].tolist(), where[k:].tolist())]
         # Memoryviews index as plain Python ints, without a numpy scalar per access; a few random rows are read
         # faster this way than by numpy's gathers, whose fixed cost is a microsecond each.
         state, start, length = self._row_state.data, self._start.data, self._length.data  # memoryviews

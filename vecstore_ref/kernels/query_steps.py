@@ -60,6 +60,9 @@ def scores_of(euclidean, dists, out):
     return ties
 
 
+BAD_ROW = -(1 << 62)  # gather_texts: a row's offsets point outside the text buffer
+
+
 @njit(INT(SLOTS, FLAGS, COUNTS, SLOTS, FLAGS, FLAGS, COUNTS), cache=CACHE, **NO_REFCOUNT)
 def gather_texts(slots, row_state, start, length, data, out, where):
     """The metadata JSON of a few result rows, copied one after the other into ``out`` (uint8).
@@ -68,10 +71,11 @@ def gather_texts(slots, row_state, start, length, data, out, where):
     row ``s`` holds text when ``row_state[s] == 2``, at ``data[start[s] : start[s] + length[s]]``. Writes
     ``where[i]`` (offset in ``out``) and ``where[k + i]`` (length, -1 for a row without text) for each of the
     ``k`` slots, and returns the bytes written, or minus the size ``out`` needs if it is too small (nothing is
-    then copied). The rows' entries are all requested first (a software prefetch), so their cache misses overlap
-    where a Python loop would wait for each in turn."""
+    then copied), or ``BAD_ROW`` for a row whose text would lie outside ``data`` (nothing is read: the caller's
+    Python path reads it instead, as it would without this kernel). The rows' entries are all requested first (a
+    software prefetch), so their cache misses overlap where a Python loop would wait for each in turn."""
     k = slots.shape[0]
-    cap = row_state.shape[0]
+    cap = min(row_state.shape[0], start.shape[0], length.shape[0])
     for i in range(k):  # ask for every row's three entries at once: the misses overlap instead of queueing
         s = slots[i]
         if 0 <= s < cap:
@@ -82,6 +86,8 @@ def gather_texts(slots, row_state, start, length, data, out, where):
     for i in range(k):
         s = slots[i]
         if 0 <= s < cap and row_state[s] == 2:
+            if start[s] < 0 or length[s] < 0 or start[s] + length[s] > data.shape[0]:
+                return BAD_ROW  # a kernel reads without bounds checks: never past the buffer
             prefetch_row(data, start[s])  # and each text's first line, while the others are looked up
             where[k + i] = length[s]
             total += length[s]
