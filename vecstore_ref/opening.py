@@ -25,7 +25,7 @@ from .config import (
     HNSWParams,
 )
 from .cost import CostModel
-from .errors import InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
+from .errors import CorruptStoreError, InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
 from .state import SnapshotBuffers, StoreState
 from .storage import layout
 from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE
@@ -91,6 +91,26 @@ def preload_kernels(kind: str, metric: str) -> None:
             log.debug("preloading the %s kernels failed", kind, exc_info=True)
 
     threading.Thread(target=run, name="vecstore-preload", daemon=True).start()
+
+
+def _check_stored_options(opts: dict[str, Any], path: str) -> None:
+    """The options a MANIFEST holds have the types the store gives them (its checksum only says it is whole):
+    `CorruptStoreError` otherwise, before any of them sizes an allocation or picks a kernel."""
+    from .config import MAX_DIM
+
+    def bad(what: str) -> CorruptStoreError:
+        return CorruptStoreError(f"the manifest of {path} holds a bad {what}")
+
+    dim = opts.get("dim")
+    if dim is not None and (type(dim) is not int or not 1 <= dim <= MAX_DIM):
+        raise bad(f"dim {dim!r:.40}")
+    if "metric" in opts and opts["metric"] not in METRICS:
+        raise bad(f"metric {opts['metric']!r:.40}")
+    if "index" in opts and opts["index"] not in INDEX_KINDS:
+        raise bad(f"index kind {opts['index']!r:.40}")
+    for key in ("hnsw", "compaction", "checkpoint"):
+        if key in opts and type(opts[key]) is not dict:
+            raise bad(f"{key} section {opts[key]!r:.40}")
 
 
 OPEN_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "read_only", "repair", "clock", "max_k")
@@ -170,6 +190,7 @@ class OpeningMethods:
         if manifest is None:
             manifest = self._create(dim, metric, index, hnsw)
         opts = manifest.options
+        _check_stored_options(opts, self.path)
         stored_dim, stored_metric = opts.get("dim"), opts.get("metric", "cosine")
         if metric is not None and metric != stored_metric:
             raise InvalidArgumentError(f"this store uses metric {stored_metric!r}; it was opened with {metric!r}")
@@ -178,12 +199,17 @@ class OpeningMethods:
         self._metric = stored_metric
         self._euclidean = 1 if stored_metric == "euclidean" else 0  # the score kernel's flag (`QueryMethods`)
         self._index_kind = index or opts.get("index", "hnsw")
-        stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
+        try:  # values a damaged or hostile manifest may hold: a typed error, never a TypeError
+            stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
+            compaction = CompactionConfig(**opts["compaction"]) if "compaction" in opts else None
+            checkpoint = CheckpointConfig(**opts["checkpoint"]) if "checkpoint" in opts else None
+        except (TypeError, ValueError) as exc:
+            raise CorruptStoreError(f"the manifest of {self.path} holds bad options: {exc}") from None
         self._hnsw = hnsw or stored_params
-        if "compaction" in opts:
-            self._compaction_config = CompactionConfig(**opts["compaction"])
-        if "checkpoint" in opts:
-            self._checkpoint_config = CheckpointConfig(**opts["checkpoint"])
+        if compaction is not None:
+            self._compaction_config = compaction
+        if checkpoint is not None:
+            self._checkpoint_config = checkpoint
         self._cost = CostModel(opts.get("cost_model"))  # measured costs, if this store saved some
         self._manifest = manifest
         if manifest.snapshot is not None and opts.get("dim"):
