@@ -226,6 +226,14 @@ class NamespaceManager:
         if (not isinstance(cfg, dict) or cfg.get("format") != FORMAT_VERSION
                 or not is_plain_name(cfg.get("store"), _FILE_RE)):
             raise StorageError(f"{path}/{NAMESPACE_FILE} has an unknown format")
+        q = cfg.get("quotas")
+        try:
+            if q is not None:
+                if type(q) is not dict:
+                    raise InvalidArgumentError("quotas is not an object")
+                Quotas(q.get("max_vectors"), q.get("max_bytes")).validate()
+        except InvalidArgumentError as exc:
+            raise StorageError(f"{path}/{NAMESPACE_FILE} holds bad quotas: {exc}") from None
         return cfg
 
     def _remove_tree(self, path: str) -> None:
