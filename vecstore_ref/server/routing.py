@@ -4,17 +4,23 @@ FastAPI's routing and dependency machinery costs more per request than a query o
 on the 2-core machine of docs/benchmarks.md, against 0.1 to 0.3 ms for the query). The routes of this API need none
 of it: each handler takes the request and the path's names (`ns`, `id`, `name`) as strings, reads its own body and
 writes its own answer. So `SegmentRouter` matches a request against the same route templates FastAPI was given
-(split at `/`, each `{name}` one non-empty segment, as in Starlette) and calls the handler itself. FastAPI keeps
+(split at `/`, each `{name}` one non-empty segment, as in Starlette) and calls the handler itself.
+
+The path is split *before* it is percent-decoded (``scope["raw_path"]``), and each segment is decoded on its own,
+strictly as UTF-8: a record id may hold a ``/`` (SPEC section 1), and ``/v1/records/a%2Fb`` names the record
+``a/b``, never a route with one more segment; ``/v1/records/s%2F`` names the record ``s/``, never a redirect to
+``/v1/records/s`` (another record). A segment that is not valid UTF-8 once decoded is a 400. FastAPI keeps
 everything else: the schema, `/docs`, and the answers for paths and methods no route takes (404, 405 with `Allow`).
 """
 
 from __future__ import annotations
 
 import inspect
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 
-from ..errors import VecStoreError
+from ..errors import InvalidArgumentError, VecStoreError
 
 
 def _pattern(template: str) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
@@ -48,9 +54,10 @@ class SegmentRouter:
             takes = set(inspect.signature(handler).parameters)
             self._table.setdefault((method, len(parts)), []).append((parts, names, handler, takes))
 
-    def match(self, method: str, path: str):
-        """(handler, path parameters, names the handler takes) for a request, or None."""
-        segments = path.strip("/").split("/")
+    def match(self, method: str, path: str | list[str]):
+        """(handler, path parameters, names the handler takes) for a request, or None. ``path`` is a decoded path,
+        or the list of its decoded segments."""
+        segments = path.strip("/").split("/") if isinstance(path, str) else path
         for parts, names, handler, takes in self._table.get((method, len(segments)), ()):
             values = []
             for want, got in zip(parts, segments):
@@ -66,7 +73,16 @@ class SegmentRouter:
 
     async def __call__(self, scope, receive, send):
         path = scope["path"] if scope["type"] == "http" else "/"
-        found = None if path.endswith("/") else self.match(scope["method"], path)  # "/x/": Starlette redirects
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        try:
+            segments = _segments(raw) if raw else path
+        except UnicodeDecodeError:
+            segments = None
+        if segments is None:
+            exc = InvalidArgumentError("the request path is not valid UTF-8 once percent-decoded")
+            return await self.on_error(exc)(scope, receive, send)
+        trailing = raw.endswith(b"/") if raw else path.endswith("/")
+        found = None if trailing else self.match(scope["method"], segments)  # "/x/": Starlette redirects
         if found is None:
             return await self.app(scope, receive, send)
         handler, params, takes = found
@@ -81,3 +97,8 @@ class SegmentRouter:
         except Exception:
             response = self.on_bug(scope["method"], path)
         await response(scope, receive, send)
+
+
+def _segments(raw_path: bytes) -> list[str]:
+    """The segments of a raw (still percent-encoded) path, each decoded on its own, strictly as UTF-8."""
+    return [unquote_to_bytes(part).decode("utf-8") for part in raw_path.strip(b"/").split(b"/")]
