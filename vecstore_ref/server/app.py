@@ -32,6 +32,7 @@ from .bodies import read_body
 from .docs_page import add_docs_routes
 from .guard import Guard
 from .json_body import encode_json
+from .protocol import HEAD_TIMEOUT_S, protocol_class  # noqa: F401  # HEAD_TIMEOUT_S: re-exported
 from .routing import SegmentRouter
 
 log = logging.getLogger("vecstore_ref.http")
@@ -465,12 +466,15 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str |
           access_log: bool = False, inline_reads: bool | None = None, http: str = "auto", loop: str = "auto") -> None:
     """Run the server until interrupted: one process, which owns the store directories (see the HTTP guide).
 
-    ``http`` and ``loop`` are uvicorn's: with the `[server]` extra, "auto" means httptools and uvloop.
+    ``http`` and ``loop`` are uvicorn's: with the `[server]` extra, "auto" means httptools and uvloop. The HTTP
+    protocol is wrapped by `protocol.protocol_class`: a connection whose request head does not arrive within
+    `HEAD_TIMEOUT_S` gets 408 and is closed, and a request the HTTP parser refuses gets a JSON 400.
     """
     import uvicorn
 
     app = create_app(data_dir, token=token, inline_reads=inline_reads)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, http=http, loop=loop)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log,
+                    http=protocol_class(http), loop=loop)
     finally:
         app.state.manager.close()

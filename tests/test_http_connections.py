@@ -1,0 +1,155 @@
+"""Connections the HTTP parser sees before the app: a request head that never completes is closed with a 408
+(slowloris), and a request that is not valid HTTP gets a JSON 400, not uvicorn's text/plain one."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from vecstore_ref.server import create_app  # noqa: E402
+from vecstore_ref.server.protocol import protocol_class  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, root, kind: str, head_timeout_s: float):
+        self.app = create_app(str(root))
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error",
+                                                    http=protocol_class(kind, head_timeout_s)))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        self.app.state.manager.close()
+
+
+def _read_to_end(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_error(reply: bytes, status: int) -> dict:
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 %d" % status), reply
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+    return json.loads(body)["error"]
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def server(request, tmp_path):
+    if request.param == "httptools":
+        pytest.importorskip("httptools")
+    with _Server(tmp_path / "d", request.param, head_timeout_s=0.5) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"], ids=["idle", "partial-head"])
+def test_a_request_head_that_never_completes_gets_408_and_is_closed(server, sent):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(sent)
+        t0 = time.monotonic()
+        reply = _read_to_end(s)  # the server closes the connection
+        assert time.monotonic() - t0 < 20
+    assert _json_error(reply, 408)["type"] == "RequestTimeout"
+
+
+def test_a_slow_head_after_a_kept_alive_request_is_closed_too(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost:":  # a byte every 0.2 s, 6 s in all
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:  # the server closed the connection
+                closed = True
+                break
+            time.sleep(0.2)
+        try:
+            reply = _read_to_end(s)
+            closed = True
+        except OSError:
+            reply = b""
+    assert closed and time.monotonic() - t0 < 5
+    if reply:  # the 408 may be lost to a reset when the client was still sending
+        assert _json_error(reply, 408)["type"] == "RequestTimeout"
+
+
+def test_a_request_in_time_is_answered_and_kept_alive(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        for _ in range(3):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("head", [b"Content-Length: -1", b"Content-Length: abc", b"Content-Length: 5\r\nContent-Length: 7"])
+def test_a_request_the_parser_refuses_gets_a_json_400(server, head):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head +
+                  b"\r\n\r\n{}")
+        reply = _read_to_end(s)
+    error = _json_error(reply, 400)
+    assert error["type"] == "InvalidInputError" and "Traceback" not in error["message"]
+
+
+def test_the_serve_command_closes_an_idle_connection_and_answers_parser_errors_in_json(tmp_path):
+    """The same through `vecstore-ref serve` itself, with its default head deadline (10 s)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from vecstore_ref.server.protocol import HEAD_TIMEOUT_S
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vecstore_ref", "serve", "--data", str(tmp_path / "data"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+            assert _json_error(_read_to_end(s), 400)["type"] == "InvalidInputError"
+        with socket.create_connection(("127.0.0.1", port), timeout=HEAD_TIMEOUT_S + 20) as s:
+            t0 = time.monotonic()
+            reply = _read_to_end(s)
+            assert time.monotonic() - t0 < HEAD_TIMEOUT_S + 15
+        assert _json_error(reply, 408)["type"] == "RequestTimeout"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,97 @@
+"""The HTTP connection protocol the server runs: uvicorn's, with two things uvicorn leaves out.
+
+- **A deadline for the request head.** uvicorn closes an idle connection only after a response (its keep-alive
+  timeout). A connection that sends nothing, or sends its request line and headers a byte at a time, is kept open
+  for ever: enough of them (slowloris) use up the process's file descriptors and every other client is refused.
+  Here a connection must deliver a complete request head within ``head_timeout_s`` of opening, or of the first
+  byte of its next request; if not, it gets a 408 and is closed. (The body has its own deadline, in `guard`.)
+- **JSON errors from the parser.** A request that is not valid HTTP (a negative or non-numeric Content-Length, a
+  malformed chunk, a request line that is too long) is refused by uvicorn's parser, before the app, with a
+  ``text/plain`` body; here the answer has the API's error shape, ``{"error": {"type", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+HEAD_TIMEOUT_S = 10.0  # the longest wait for a complete request line and headers
+
+
+def _response(status: int, reason: str, type_: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"type": type_, "message": message}})
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode("ascii") + body
+
+
+_BAD_REQUEST = _response(400, "Bad Request", "InvalidInputError", "the request is not valid HTTP/1.1")
+_HEAD_TIMEOUT = _response(408, "Request Timeout", "RequestTimeout", "the request head did not arrive in time")
+
+
+def _base_class(kind: str) -> type[asyncio.Protocol]:
+    if kind in ("auto", "httptools"):
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:  # pragma: no cover - httptools is in the [server] extra
+            if kind == "httptools":
+                raise
+        else:
+            return HttpToolsProtocol
+    if kind in ("auto", "h11"):
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+    raise ValueError(f"unknown HTTP implementation {kind!r} (auto, httptools or h11)")
+
+
+def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class for ``kind`` (``auto``, ``httptools`` or ``h11``), with the head deadline and the
+    JSON parser errors described in the module docstring; pass it to uvicorn as ``http=``."""
+    base = _base_class(kind)
+
+    class GuardedProtocol(base):  # type: ignore[valid-type, misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            before = self.cycle
+            if before is None or before.response_complete:  # waiting for a request head
+                self._arm_head_timer()
+            super().data_received(data)
+            if self.cycle is not before:  # a request head was completed
+                self._cancel_head_timer()
+
+        def send_400_response(self, msg: str) -> None:
+            self._cancel_head_timer()
+            if not self.transport.is_closing():
+                self.transport.write(_BAD_REQUEST)
+                self.transport.close()
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                return  # a request is being answered
+            if not self.transport.is_closing():
+                self.transport.write(_HEAD_TIMEOUT)
+                self.transport.close()
+
+    GuardedProtocol.__name__ = GuardedProtocol.__qualname__ = f"Guarded{base.__name__}"
+    return GuardedProtocol
