@@ -57,3 +57,17 @@ def test_a_path_that_is_not_utf8_is_a_400_and_changes_nothing(client):
         r = client.request(method, "/v1/records/%ff")
         assert r.status_code == 400 and r.json()["error"]["type"] == "InvalidArgumentError"
     assert dir_digest(client.root) == before
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/v1/records/x", "DELETE, GET"),
+    ("/v1/namespaces/default/records/x", "DELETE, GET"),
+    ("/v1/namespaces", "GET, POST"),
+    ("/v1/namespaces/default/backups", "GET, POST"),
+    ("/v1/upsert", "POST"),
+])
+def test_a_405_lists_every_method_of_the_path(client, path, allow):
+    for method in ("PATCH", "OPTIONS"):
+        r = client.request(method, path)
+        assert r.status_code == 405 and r.headers["allow"] == allow
+        assert r.json()["error"]["type"] == "HTTPError"

@@ -217,7 +217,11 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
              for prefix, router, _ in routers for route in router.routes
              for method in route.methods]  # type: ignore[attr-defined]
     fastapi_entry = super(VecstoreAPI, app).__call__
-    app.entry = Guard(SegmentRouter(fastapi_entry, routes=table, on_error=library_error, on_bug=bug),
+    def not_allowed(allow: str):
+        return error(405, "HTTPError", "Method Not Allowed", {"allow": allow})
+
+    app.entry = Guard(SegmentRouter(fastapi_entry, routes=table, on_error=library_error, on_bug=bug,
+                                    not_allowed=not_allowed),
                       token=token, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error=error)
     add_docs_routes(app, title="vecstore_ref")
     document_bodies(app)

@@ -44,10 +44,11 @@ class SegmentRouter:
     A handler is called with the path's parameters it declares, and the request if it declares ``request``.
     """
 
-    def __init__(self, app, *, routes, on_error, on_bug) -> None:
+    def __init__(self, app, *, routes, on_error, on_bug, not_allowed=None) -> None:
         self.app = app
         self.on_error = on_error
         self.on_bug = on_bug
+        self.not_allowed = not_allowed  # not_allowed(allow) answers a 405 with the header Allow: allow
         self._table: dict[tuple[str, int], list] = {}
         for method, template, handler in routes:
             parts, names = _pattern(template)
@@ -71,6 +72,11 @@ class SegmentRouter:
                 return handler, dict(zip(names, values)), takes
         return None
 
+    def allowed(self, path: str | list[str]) -> list[str]:
+        """Every method some route takes for ``path`` (sorted), for the Allow header of a 405."""
+        methods = {method for method, _ in self._table if self.match(method, path) is not None}
+        return sorted(methods)
+
     async def __call__(self, scope, receive, send):
         path = scope["path"] if scope["type"] == "http" else "/"
         raw = scope.get("raw_path") if scope["type"] == "http" else None
@@ -84,6 +90,9 @@ class SegmentRouter:
         trailing = raw.endswith(b"/") if raw else path.endswith("/")
         found = None if trailing else self.match(scope["method"], segments)  # "/x/": Starlette redirects
         if found is None:
+            allowed = None if trailing or self.not_allowed is None else self.allowed(segments)
+            if allowed:  # Starlette's own 405 names only the first route of the path it finds
+                return await self.not_allowed(", ".join(allowed))(scope, receive, send)
             return await self.app(scope, receive, send)
         handler, params, takes = found
         scope["path_params"] = params
