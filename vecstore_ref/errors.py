@@ -284,6 +284,10 @@ class UnsafePathError(StorageError):
     Nothing below a root is ever reached through a link (it could point anywhere), so the call is refused before
     it reads, writes or deletes anything. The link was planted by someone with write access to the directory; an
     operator has to remove it.
+
+    Over HTTP it is a 400, as a namespace name that is a link is (`InvalidNameError`): the request names
+    something the server refuses to reach, and a refused request is no server error (no 5xx for bad input).
     """
 
+    http_status = 400
     code = "unsafe_path"
