@@ -27,6 +27,10 @@ from ..errors import InvalidArgumentError
 # One JSON string token, and whether a colon follows it (then it is a key). Outside strings JSON has no quotes,
 # so matching string after string from the left tokenizes a valid document exactly.
 _STRING_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?', re.DOTALL)
+# The same for a body orjson refused, where a string may be unterminated: such a string runs to the end of the
+# body. Without that, each quote inside it would start a scan to the end, and a body of escaped quotes
+# ('"\\"\\"...' without a closing one) took time quadratic in its length, on the event loop (12 s for 64 KB).
+_STRING_OR_TAIL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NON_FINITE_LITERAL = re.compile(rb"(?<![\w.])-?(?:NaN|Infinity)(?![\w.])")
 # A run of 19 digits or more not after a decimal point may be an integer that does not fit in 64 bits (-(2**63)
 # and 2**64 have 19 and 20 digits). Found by mapping digits to "d", "." to itself and every other byte to " ":
@@ -87,7 +91,7 @@ def parse_json(raw: bytes):
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if _NON_FINITE_LITERAL.search(_STRING_TOKEN.sub(b'""', raw)):  # outside strings
+        if _NON_FINITE_LITERAL.search(_STRING_OR_TAIL.sub(b'""', raw)):  # outside strings
             raise InvalidJSONError("the body is not valid JSON: NaN and Infinity are not JSON numbers") from None
         reason = str(exc)
         if reason.startswith("number is infinity"):
