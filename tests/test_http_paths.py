@@ -71,3 +71,10 @@ def test_a_405_lists_every_method_of_the_path(client, path, allow):
         r = client.request(method, path)
         assert r.status_code == 405 and r.headers["allow"] == allow
         assert r.json()["error"]["type"] == "HTTPError"
+
+
+def test_an_unknown_docs_asset_is_a_json_404(client):
+    pytest.importorskip("fastapi_offline")
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 200
+    r = client.get("/docs/assets/nope.js")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "HTTPError"

@@ -14,6 +14,7 @@ import importlib.resources
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 
 ASSETS_URL = "/docs/assets"
@@ -51,7 +52,7 @@ def add_docs_routes(app: FastAPI, *, title: str) -> None:
     @app.get(ASSETS_URL + "/{name}", include_in_schema=False)
     async def asset(name: str):
         if name not in _ASSETS:
-            return Response(status_code=404)
+            raise HTTPException(404)  # answered in the API's error shape, as every other 404
         if name not in cache:
             cache[name] = (assets / name).read_bytes()
         return Response(cache[name], media_type=_ASSETS[name], headers={"cache-control": "max-age=86400"})
