@@ -24,7 +24,9 @@ BODY_ROUTES = {("post", "/upsert"), ("post", "/batch-execute"), ("post", "/query
                ("post", "/query-explain"), ("post", "/compact"), ("put", "/records/{id}/metadata"),
                ("put", "/records/{id}/ttl"), ("post", "/records/{id}/soft-delete"), ("post", "/records/{id}/restore"),
                ("post", "/expire"), ("post", "/namespaces"), ("post", "/namespaces/{ns}/backups"),
-               ("post", "/namespaces/{ns}/backups/{name}/restore")}
+               ("post", "/namespaces/{ns}/backups/{name}/restore"),
+               # a DELETE takes none or {} (a field it does not declare is a 400, never ignored)
+               ("delete", "/records/{id}"), ("delete", "/namespaces/{ns}"), ("delete", "/namespaces/{ns}/backups/{name}")}
 REQUIRED_BODY = {("post", "/upsert"), ("post", "/batch-execute"), ("post", "/query"), ("post", "/query-estimate"),
                  ("post", "/query-explain"), ("put", "/records/{id}/metadata"), ("put", "/records/{id}/ttl"),
                  ("post", "/namespaces"), ("post", "/namespaces/{ns}/backups")}

@@ -316,8 +316,9 @@ def store_routes(spaces: Namespaces) -> APIRouter:
         return JSONBytes({"id": rec.id, "vector": rec.vector, "metadata": rec.metadata,
                           "expires_at": rec.expires_at, "deleted": rec.deleted})
 
-    @_route(r, "DELETE", "/records/{id}", response=m.Ok, summary="Hard delete")
+    @_route(r, "DELETE", "/records/{id}", body=m.EmptyBody, body_optional=True, response=m.Ok, summary="Hard delete")
     async def delete_record(request: Request, id: str):
+        await body(request, m.EmptyBody, empty_ok=True)
         await spaces.call(_ns(request), lambda s: s.delete(id))
         return JSONBytes({"ok": True})
 
@@ -403,8 +404,10 @@ def namespace_routes(spaces: Namespaces) -> APIRouter:
         await run_in_threadpool(lambda: manager.create_namespace(b.name, quotas=quotas, **options))
         return JSONBytes({"ok": True, "name": b.name})
 
-    @_route(r, "DELETE", "/namespaces/{ns}", response=m.Ok, summary="Delete a namespace and its backups")
-    async def delete_namespace(ns: str):
+    @_route(r, "DELETE", "/namespaces/{ns}", body=m.EmptyBody, body_optional=True, response=m.Ok,
+            summary="Delete a namespace and its backups")
+    async def delete_namespace(request: Request, ns: str):
+        await body(request, m.EmptyBody, empty_ok=True)
         spaces.forget(ns)
         await run_in_threadpool(manager.delete_namespace, ns)
         spaces.forget(ns)
@@ -430,8 +433,10 @@ def namespace_routes(spaces: Namespaces) -> APIRouter:
         spaces.forget(ns)
         return JSONBytes({"ok": True})
 
-    @_route(r, "DELETE", "/namespaces/{ns}/backups/{name}", response=m.Ok, summary="Delete a backup")
-    async def delete_backup(ns: str, name: str):
+    @_route(r, "DELETE", "/namespaces/{ns}/backups/{name}", body=m.EmptyBody, body_optional=True, response=m.Ok,
+            summary="Delete a backup")
+    async def delete_backup(request: Request, ns: str, name: str):
+        await body(request, m.EmptyBody, empty_ok=True)
         await run_in_threadpool(manager.delete_namespace_backup, ns, name)
         return JSONBytes({"ok": True})
 

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import sys
 
-_WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
+_WITH_BODY = frozenset(("POST", "PUT", "PATCH", "DELETE"))  # a DELETE body is refused unless empty or {}
 
 if sys.version_info >= (3, 11):
     async def _receive_within(receive, seconds: float):
@@ -25,7 +25,7 @@ else:  # pragma: no cover - Python 3.10
 
 
 class Guard:
-    """ASGI middleware: token (401), then for POST/PUT/PATCH the body's length (400 if malformed, 413 if over
+    """ASGI middleware: token (401), then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
     ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless JSON).
 
     ``error(status, type, message, headers)`` builds the JSON error response, as the app's handlers do.
