@@ -104,6 +104,23 @@ def test_bytes_quota(mgr):
     assert len(s) == 20
 
 
+def test_a_namespace_at_its_bytes_quota_can_still_delete_and_then_write_again(mgr):
+    s = mgr.create_namespace("full", dim=64, quotas=vs.Quotas(max_bytes=20_000))
+    n = 0
+    with pytest.raises(vs.QuotaExceededError):
+        for n, v in enumerate(vecs(200, 64)):  # fill it to the limit
+            s.upsert(f"d{n}", v)
+    assert 0 < len(s) == n
+    for i in range(n):
+        s.delete(f"d{i}")  # a hard delete always passes, though its log record takes the store past the limit
+    assert sum(s._file_bytes()) > 20_000 and len(s) == 0
+    with pytest.raises(vs.QuotaExceededError):  # the space comes back with a compaction, not before
+        s.upsert("x", vecs(1, 64)[0])
+    s.compact()
+    s.upsert_many([f"e{i}" for i in range(n // 2)], vecs(n // 2, 64))
+    assert len(s) == n // 2
+
+
 def test_unknown_open_options_are_typed_errors_and_write_nothing(mgr):
     before = dir_digest(mgr.root)
     for options in ({"bogus": 1}, {"read_only": True}, {"fs": None}):

@@ -83,11 +83,18 @@ _COPY_CHUNK = 4 * 2**20
 NAMESPACE_OPTIONS = ("dim", "metric", "index", "hnsw", "durability", "clock", "max_k")  # of VecStore.open
 
 
+# Operations that remove records for good. A write made only of them is never refused for ``max_bytes``: its
+# small log record is how a full namespace gets its space back (the next compaction drops what it removed), and
+# refusing it would leave a namespace at its limit nothing to do but be deleted.
+_FREES_SPACE = frozenset(("delete", "expire"))
+
+
 @dataclass(frozen=True)
 class Quotas:
     """Limits of one namespace: ``max_vectors`` records held (visible and soft-deleted), ``max_bytes`` of store
     files on disk. None = no limit. A write that would pass one raises
-    [`QuotaExceededError`][vecstore_ref.errors.QuotaExceededError]."""
+    [`QuotaExceededError`][vecstore_ref.errors.QuotaExceededError], except that hard deletes (and TTL expiry) always
+    pass ``max_bytes``: they are how a namespace at its limit frees space."""
 
     max_vectors: int | None = None
     max_bytes: int | None = None
@@ -120,7 +127,7 @@ class Quotas:
             if held > self.max_vectors:
                 raise QuotaExceededError(f"the write would hold {held} records; the namespace allows "
                                          f"{self.max_vectors}")
-        if self.max_bytes is not None:
+        if self.max_bytes is not None and not all(op["op"] in _FREES_SPACE for op in effects):
             log_bytes, snap_bytes = store._file_bytes()
             total = log_bytes + snap_bytes + payload_bytes
             if total > self.max_bytes:
