@@ -25,7 +25,13 @@ from .config import (
     HNSWParams,
 )
 from .cost import CostModel
-from .errors import CorruptStoreError, InvalidArgumentError, InvalidArgumentTypeError, NotFoundError, StorageError
+from .errors import (
+    CorruptStoreError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    NotFoundError,
+    StorageError,
+)
 from .state import SnapshotBuffers, StoreState
 from .storage import layout
 from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE
