@@ -184,6 +184,9 @@ def test_bearer_token_on_every_route(tmp_path):
         assert c.get("/healthz").status_code == 401
         assert c.get("/v1/stats", headers={"authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/v1/stats", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/v1/stats", headers={"authorization": "bearer s3cret"}).status_code == 200  # any case
+        for wrong in ("Basic s3cret", "s3cret", "Bearer", "Bearer s3cre", "Bearer s3cret2", "Bearers3cret"):
+            assert c.get("/v1/stats", headers={"authorization": wrong}).status_code == 401, wrong
     app.state.manager.close()
 
 

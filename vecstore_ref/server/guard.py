@@ -24,6 +24,13 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(receive(), seconds)
 
 
+def _token_matches(header: bytes, token: bytes) -> bool:
+    """Whether an Authorization header is ``Bearer <token>``: the scheme in any case (RFC 7235), the token exact,
+    compared in constant time."""
+    scheme, _, given = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.lstrip(b" "), token)
+
+
 class Guard:
     """ASGI middleware: token (401), then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
     ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless JSON).
@@ -33,7 +40,7 @@ class Guard:
 
     def __init__(self, app, *, token: str | None, max_body_bytes: int, body_timeout_s: float, error):
         self.app = app
-        self.expected = None if token is None else f"Bearer {token}".encode()
+        self.expected = None if token is None else token.encode()
         self.limit = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.error = error
@@ -42,8 +49,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""),
-                                                                 self.expected):
+        if self.expected is not None and not _token_matches(headers.get(b"authorization", b""), self.expected):
             return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)
         if scope["method"] not in _WITH_BODY:
             return await self.app(scope, receive, send)
