@@ -351,3 +351,32 @@ def test_an_export_that_fails_leaves_nothing_and_never_goes_inside_a_store(tmp_p
         monkeypatch.undo()
         assert s.export(tmp_path / "exp")["count"] == 1
     assert "exp" not in os.listdir(tmp_path / "s")
+
+
+def test_an_export_is_read_from_the_files_that_were_checked(tmp_path):
+    """No link, FIFO or swapped-in file is read: the checks are made on the open files, and the records file is
+    reopened only if it is still the one that was checked."""
+    from vecstore_ref.export import open_export
+
+    with vs.VecStore.open(tmp_path / "a", dim=4, index="flat") as a:
+        a.upsert_many([f"r{i}" for i in range(30)], np.eye(30, 4, dtype=np.float32) + 1)
+        a.export(tmp_path / "exp")
+    exp = tmp_path / "exp"
+    export = open_export(exp)
+    assert export.vectors.shape == (30, 4) and float(export.vectors[0, 0]) == 2.0
+    records = (exp / "records.jsonl").read_bytes()
+    os.replace(exp / "records.jsonl", tmp_path / "checked.jsonl")  # the same bytes, another file
+    (exp / "records.jsonl").write_bytes(records)
+    with pytest.raises(vs.BackupCorruptError, match="replaced or changed"):
+        list(export.batches())
+    assert sum(len(b[0]) for b in open_export(exp).batches()) == 30  # checked afresh, it reads
+    vectors = (exp / "vectors.npy").read_bytes()
+    (tmp_path / "outside.npy").write_bytes(vectors)
+    os.remove(exp / "vectors.npy")
+    os.symlink(tmp_path / "outside.npy", exp / "vectors.npy")
+    with pytest.raises(vs.BackupCorruptError, match="vectors.npy"):
+        open_export(exp)
+    os.remove(exp / "vectors.npy")
+    os.mkfifo(exp / "vectors.npy")  # opening it for reading would wait for a writer
+    with pytest.raises(vs.BackupCorruptError, match="vectors.npy"):
+        open_export(exp)

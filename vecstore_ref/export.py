@@ -27,9 +27,10 @@ import json
 import math
 import numbers
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 
@@ -58,6 +59,62 @@ def _sha256(path: str) -> dict[str, Any]:
         for chunk in iter(lambda: f.read(4 * 2**20), b""):
             h.update(chunk)
     return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def _open_regular(file: str) -> BinaryIO:
+    """``file`` opened for reading, never through a symbolic link (``O_NOFOLLOW``), and only if it is a regular
+    file: the checks are made on the open file, so a link or a FIFO swapped in after a check cannot be read."""
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError(f"{file} is not a regular file")
+    return f
+
+
+def _identity(f: BinaryIO) -> tuple[int, int, int, int]:
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _checked_file(path: str, name: str, want: Any) -> tuple[BinaryIO, tuple[int, int, int, int]]:
+    """The export's file ``name`` open, after its size and SHA-256 matched ``want`` (read from that same open
+    file), with the identity a later reopening must find."""
+    file = os.path.join(path, name)
+    try:
+        f = _open_regular(file)
+    except OSError:
+        raise BackupCorruptError(f"{path}/{name} does not match the export's manifest") from None
+    try:
+        h = hashlib.sha256()
+        size = 0
+        for chunk in iter(lambda: f.read(4 * 2**20), b""):
+            h.update(chunk)
+            size += len(chunk)
+        if not isinstance(want, dict) or want != {"size": size, "sha256": h.hexdigest()}:
+            raise BackupCorruptError(f"{path}/{name} does not match the export's manifest")
+        f.seek(0)
+        return f, _identity(f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _load_vectors(f: BinaryIO, count: int) -> np.ndarray:
+    """The array of an open ``.npy`` file, memory-mapped from that file (``np.load`` maps only by path, which
+    could name another file by now); an empty array is read (it cannot be mapped)."""
+    if not count:
+        return np.load(f, allow_pickle=False)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("the array holds Python objects")
+    return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell())
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
@@ -175,9 +232,11 @@ class Export:
     """An export directory whose manifest, file sizes, SHA-256 and array shape have been checked (`open_export`);
     `batches` then reads its records."""
 
-    def __init__(self, path: str, manifest: dict[str, Any], vectors: np.ndarray) -> None:
+    def __init__(self, path: str, manifest: dict[str, Any], vectors: np.ndarray,
+                 records_identity: tuple[int, int, int, int] | None = None) -> None:
         self.path, self.manifest, self.vectors = path, manifest, vectors
         self.count, self.dim, self.metric = manifest["count"], manifest["dim"], manifest["metric"]
+        self._records_identity = records_identity  # (device, inode, size, mtime) of the checked records.jsonl
 
     def batches(self, batch_size: int = 10_000) -> Iterator[Batch]:
         """Yield ``(ids, vectors, metadatas, expires_at)`` batches: ``vectors`` is a float32 (n, dim) slice of the
@@ -185,7 +244,14 @@ class Export:
         record is `BackupCorruptError` when it is reached."""
         path, count, vectors = self.path, self.count, self.vectors
         row = 0
-        with open(os.path.join(path, RECORDS), "rb") as f:
+        try:
+            f = _open_regular(os.path.join(path, RECORDS))
+        except OSError as exc:
+            raise BackupCorruptError(f"{path}/{RECORDS} cannot be read: {exc}") from None
+        if self._records_identity is not None and _identity(f) != self._records_identity:
+            f.close()
+            raise BackupCorruptError(f"{path}/{RECORDS} was replaced or changed after it was checked")
+        with f:
             ids: list[Any]
             metas: list[Any]
             expires: list[float | None]
@@ -215,21 +281,20 @@ def open_export(path: str | os.PathLike[str]) -> Export:
     """Check the export at ``path`` (manifest, both files' size and SHA-256, the array's dtype and shape)."""
     path = os.path.abspath(os.fspath(path))
     manifest = read_manifest(path)
-    for name in (VECTORS, RECORDS):
-        want = manifest["files"].get(name)
-        file = os.path.join(path, name)
-        if not want or not os.path.isfile(file) or os.path.islink(file) or _sha256(file) != want:
-            raise BackupCorruptError(f"{path}/{name} does not match the export's manifest")
     count, dim = manifest["count"], manifest["dim"]
-    try:  # an empty array cannot be mapped
-        vectors = np.load(os.path.join(path, VECTORS), mmap_mode="r" if count else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise BackupCorruptError(f"{path}/{VECTORS} does not load: {exc}") from None
+    records, records_identity = _checked_file(path, RECORDS, manifest["files"].get(RECORDS))
+    records.close()  # `Export.batches` reopens it and checks it is the same file, unchanged
+    vectors_file, _ = _checked_file(path, VECTORS, manifest["files"].get(VECTORS))
+    with vectors_file:  # the array is read (or mapped) from the very file whose checksum matched
+        try:
+            vectors = _load_vectors(vectors_file, count)
+        except (OSError, ValueError, EOFError) as exc:
+            raise BackupCorruptError(f"{path}/{VECTORS} does not load: {exc}") from None
     if vectors.ndim != 2 or vectors.shape[0] != count or vectors.dtype != np.float32 or \
             (count and vectors.shape[1] != dim):
         raise BackupCorruptError(f"{path}/{VECTORS} holds {vectors.dtype} {vectors.shape}; the manifest says "
                                  f"{count} rows of dim {dim}")
-    return Export(path, manifest, vectors)
+    return Export(path, manifest, vectors, records_identity)
 
 
 def read_export(path: str | os.PathLike[str], batch_size: int = 10_000) -> Iterator[Batch]:
