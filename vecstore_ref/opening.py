@@ -26,6 +26,7 @@ from .config import (
 )
 from .cost import CostModel
 from .errors import (
+    CorruptSnapshotError,
     CorruptStoreError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -302,7 +303,10 @@ class OpeningMethods:
             except ImportError:  # pragma: no cover
                 return None
 
-            stored = HNSWParams.from_dict(meta.get("params", {})) if "params" in meta else self._hnsw
+            try:  # the snapshot's own parameters: values a hostile file may hold, so a typed error
+                stored = HNSWParams.from_dict(meta["params"]) if "params" in meta else self._hnsw
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise CorruptSnapshotError(f"the snapshot's HNSW parameters are malformed: {exc}") from None
             params = HNSWParams(stored.m, stored.ef_construction, self._hnsw.ef_search, stored.seed)
             self._hnsw = params
             return HNSWIndex.from_arrays(table, params, meta, arrays, background=True, mapped=mapped, buffers=buffers)

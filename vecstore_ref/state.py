@@ -31,6 +31,7 @@ from .columns import MetadataColumns, encode_row
 from .errors import CorruptLogError, CorruptSnapshotError
 from .ids import IdMap
 from .index.base import DTYPE_SLOT, DTYPE_VEC, VectorTable
+from .snapshot_checks import check_header, check_vectors
 from .storage import memory
 
 FREE = np.uint8(0)
@@ -377,8 +378,8 @@ class StoreState:
         with their room to grow). A snapshot written before the state format 2 (ids and metadata as per-slot
         JSON, no columns) is read by `_load_legacy`.
         """
-        n = int(header.get("n_slots", 0))
-        if header.get("dim") is None:
+        n, dim = check_header(header)
+        if dim is None:
             if n:
                 raise CorruptSnapshotError("snapshot has slots but no dimension")
             return
@@ -392,7 +393,6 @@ class StoreState:
             ids_blob, ids_offsets = arrays["ids.blob"], arrays["ids.offsets"]
         except KeyError as exc:
             raise CorruptSnapshotError(f"snapshot lacks the array {exc}") from None
-        dim = int(header["dim"])
         if (vectors.shape != (n, dim) or inv_norms.shape != (n,) or state.shape != (n,) or expires.shape != (n,)
                 or ids_offsets.shape != (n + 1,)):
             raise CorruptSnapshotError("snapshot arrays do not match its slot count")
@@ -400,6 +400,7 @@ class StoreState:
             raise CorruptSnapshotError("snapshot arrays have the wrong dtypes")
         if not np.isin(state, (FREE, LIVE, SOFT)).all():
             raise CorruptSnapshotError("snapshot holds an unknown slot state")
+        check_vectors(vectors, inv_norms, self.metric)
         self.dim = dim
         full_v = buffers.full(vectors) if buffers is not None else None
         full_i = buffers.full(inv_norms) if buffers is not None else None
@@ -412,7 +413,7 @@ class StoreState:
         self.expires = _with_room(np.where(state != FREE, expires, NO_EXPIRY), self.table.capacity, NO_EXPIRY)
         self.n_live = int(np.count_nonzero(self.live))
         self.n_soft = int(np.count_nonzero(state == SOFT))
-        counts = header.get("counts") or {}
+        counts = header.get("counts") or {}  # a dict: check_header
         superseded = counts.get("superseded", 0)
         if type(superseded) is not int or not 0 <= superseded <= n - self.n_live - self.n_soft:
             raise CorruptSnapshotError("snapshot counts are inconsistent")
@@ -447,7 +448,7 @@ class StoreState:
 
         from .storage.snapshot import unpack_strings
 
-        n = int(header.get("n_slots", 0))
+        n, dim = check_header(header)
         try:
             vectors = arrays["vectors"]
             state = arrays["state"]
@@ -456,12 +457,15 @@ class StoreState:
             metas = unpack_strings(arrays["meta.blob"], arrays["meta.offsets"])
         except KeyError as exc:
             raise CorruptSnapshotError(f"snapshot lacks the array {exc}") from None
-        dim = int(header["dim"])
         if vectors.shape != (n, dim) or state.shape != (n,) or expires.shape != (n,) or len(ids) != n or len(metas) != n:
             raise CorruptSnapshotError("snapshot arrays do not match its slot count")
         if not np.isin(state, (FREE, LIVE, SOFT)).all():
             raise CorruptSnapshotError("snapshot holds an unknown slot state")
-        self.set_dim(dim, capacity=max(1024, n))
+        if vectors.dtype.kind != "f":
+            raise CorruptSnapshotError("snapshot vectors have the wrong dtype")
+        with np.errstate(over="ignore"):
+            check_vectors(vectors.astype(DTYPE_VEC), None, self.metric)
+        self.set_dim(dim, capacity=max(1024, n))  # type: ignore[arg-type]  # slots: a dim (load_snapshot)
         self._allocate(n)
         mapped = np.flatnonzero(state != FREE)
         self.table.vectors[:n] = vectors
