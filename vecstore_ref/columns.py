@@ -66,6 +66,7 @@ def _gather_texts(slots, row_state, start, length, data, out, where) -> int:
     _gather_texts = gather_texts
     return gather_texts(slots, row_state, start, length, data, out, where)
 _ITEM_KINDS = ("str", "num", "bool", "null")  # items.kind codes in a snapshot
+_MAX_LIST_VERSION = 1 << 62  # list versions are int64: a snapshot's next_version leaves room for 2**62 more writes
 
 def _grown(arr: np.ndarray | None, capacity: int, fill) -> np.ndarray | None:
     if arr is None or arr.shape[0] >= capacity:
@@ -349,7 +350,7 @@ class FieldColumns:
 
         f = cls(n)
         kinds = meta.get("kinds")
-        if type(kinds) is not list or not set(kinds) <= set(_ATTR_OF_KIND):
+        if type(kinds) is not list or not all(type(k) is str and k in _ATTR_OF_KIND for k in kinds):
             raise CorruptSnapshotError(f"metadata field {prefix!r}: bad kinds {kinds!r:.80}")
         for kind in kinds:
             attr = _ATTR_OF_KIND[kind]
@@ -364,7 +365,7 @@ class FieldColumns:
                 raise CorruptSnapshotError(f"metadata field {prefix!r}: string codes do not match the vocabulary")
         if f.list_version is not None:
             next_version = meta.get("next_version")
-            if type(next_version) is not int or next_version < 1:
+            if type(next_version) is not int or not 1 <= next_version <= _MAX_LIST_VERSION:
                 raise CorruptSnapshotError(f"metadata field {prefix!r}: bad next_version")
             f.next_version = next_version
             slots = _array(arrays, prefix + "pair_slot", np.int32)
@@ -388,6 +389,41 @@ class FieldColumns:
                 raise CorruptSnapshotError(f"metadata field {prefix!r}: a list pair is out of bounds")
             f._append_pairs(slots, items, versions)
         return f
+
+
+def _check_rows(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+    """The rows ``blob[starts[i] : starts[i] + lengths[i]]`` lie inside the blob, and each is UTF-8 text that
+    begins with ``{`` and ends with ``}`` (what `encode_row` writes for a dict).
+
+    Checked on load with array operations and one ``bytes.decode`` of the blob, so opening costs no work per row
+    in Python: a valid UTF-8 blob cut only next to the ASCII braces gives valid UTF-8 rows. Whether a row is
+    well-formed JSON is found out when it is decoded (`decode_row`), which turns a failure into
+    `CorruptSnapshotError` too.
+
+    Raises:
+        CorruptSnapshotError: a row outside the blob, a blob that is not UTF-8, a row that is not braced.
+    """
+    if int(starts.min()) < 0 or int(lengths.min()) < 2 or int((starts + lengths).max()) > blob.size:
+        raise CorruptSnapshotError("a metadata row lies outside the snapshot's blob")
+    if (blob[starts] != ord("{")).any() or (blob[starts + lengths - 1] != ord("}")).any():
+        raise CorruptSnapshotError("a metadata row of the snapshot is not a JSON object")
+    try:
+        blob.tobytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptSnapshotError(f"the snapshot's metadata rows are not UTF-8 (byte {exc.start})") from None
+
+
+def decode_row(text: bytes) -> dict:
+    """The dict of a stored row. Rows from the log were validated when written or replayed; a snapshot's rows
+    are checked on load only as far as `_check_rows` goes (no JSON parsing per row at open), so a row that does
+    not parse is reported here, when it is read, as `CorruptSnapshotError`."""
+    try:
+        md = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptSnapshotError(f"a stored metadata row does not parse: {exc}") from None
+    if type(md) is not dict:
+        raise CorruptSnapshotError("a stored metadata row is not a JSON object")
+    return md
 
 
 def _array(arrays: dict, name: str, dtype, length: int | None = None) -> np.ndarray:
@@ -458,7 +494,7 @@ class MetadataColumns:
     def get(self, slot: int) -> dict | None:
         """A fresh dict of what was set at ``slot`` (None if nothing was)."""
         text = self.text(int(slot))
-        return None if text is None else json.loads(text)
+        return None if text is None else decode_row(text)
 
     @property
     def any_text(self) -> bool:
@@ -511,21 +547,24 @@ class MetadataColumns:
     def _old_dicts(self, slots: list[int]) -> list[tuple[int, dict]]:
         """(slot, dict) for the slots among ``slots`` that hold a dict now (what a new value must clear)."""
         st = self._row_state
-        return [(s, json.loads(self.text(s)))  # type: ignore[arg-type]  # a text row: bytes
+        return [(s, decode_row(self.text(s)))  # type: ignore[arg-type]  # a text row: bytes
                 for s in slots if s < self.capacity and st[s] == _ROW_TEXT]
 
     def _clear_values(self, old: list[tuple[int, dict]]) -> None:
         """Remove what the ``(slot, dict)`` pairs hold from the columns (rows are left to the caller)."""
         groups: dict[tuple[str, str], list[int]] = {}
         stale: dict[str, int] = {}
-        for s, md in old:
-            for key, value in md.items():
-                kind = kind_of(value)
-                groups.setdefault((key, kind), []).append(s)
-                if kind == "list":
-                    stale[key] = stale.get(key, 0) + len(value)
-        for (key, kind), group in groups.items():
-            self._fields[key].clear(np.array(group, dtype=np.int64), kind, stale.get(key, 0))
+        try:  # a row is what its columns hold, unless a snapshot lied (its rows and columns are stored apart)
+            for s, md in old:
+                for key, value in md.items():
+                    kind = kind_of(value)
+                    groups.setdefault((key, kind), []).append(s)
+                    if kind == "list":
+                        stale[key] = stale.get(key, 0) + len(value)
+            for (key, kind), group in groups.items():
+                self._fields[key].clear(np.array(group, dtype=np.int64), kind, stale.get(key, 0))
+        except (InvalidMetadataError, KeyError, TypeError) as exc:
+            raise CorruptSnapshotError(f"a stored metadata row does not match its columns: {exc!r:.80}") from None
 
     def set(self, slot: int, md: dict | None) -> None:
         """Replace the metadata of ``slot`` entirely (``md`` from `validate_metadata`, or None)."""
@@ -691,17 +730,16 @@ class MetadataColumns:
         fields = meta.get("fields") if type(meta) is dict else None
         if type(n) is not int or n < 0 or type(fields) is not list:
             raise CorruptSnapshotError("the snapshot's metadata header is malformed")
-        out = cls(max(1, n))
-        state = _array(arrays, "rows.state", np.uint8, n)
+        state = _array(arrays, "rows.state", np.uint8, n)  # before anything is allocated for n slots
         starts = _array(arrays, "rows.start", np.int64, n)
         lengths = _array(arrays, "rows.length", np.int32, n)
         blob = _array(arrays, "rows.blob", np.uint8)
         if (state > _ROW_TEXT).any():
             raise CorruptSnapshotError("the snapshot holds an unknown metadata row state")
         held = state == _ROW_TEXT
-        if held.any() and (int(starts[held].min()) < 0 or int(lengths[held].min()) < 0
-                           or int((starts[held] + lengths[held]).max()) > blob.size):
-            raise CorruptSnapshotError("a metadata row lies outside the snapshot's blob")
+        if held.any():
+            _check_rows(blob, starts[held], lengths[held])
+        out = cls(max(1, n))
         out._row_state[:n] = state
         out._any_text = bool(held.any())
         out._start[:n], out._length[:n] = starts, lengths

@@ -21,6 +21,7 @@ from typing import cast
 import numpy as np
 
 from .blob import ByteLog
+from .config import MAX_ID_BYTES
 from .errors import CorruptSnapshotError
 
 _EMPTY_TABLE = np.zeros(16, dtype=np.int32)
@@ -244,6 +245,7 @@ class IdMap:
         n = offsets.shape[0] - 1
         if n < 0 or offsets[0] != 0 or offsets[-1] != blob.shape[0] or (np.diff(offsets) < 0).any():
             raise CorruptSnapshotError("the snapshot's id offsets are inconsistent")
+        _check_id_bytes(blob, offsets, mapped(n))
         out = cls(mapped, capacity=n)
         out._bytes = ByteLog(blob)
         out._ends = np.zeros(max(16, n) + 1, dtype=np.int64)
@@ -251,6 +253,34 @@ class IdMap:
         out.n = n
         out._table = None
         return out
+
+
+def _check_id_bytes(blob: np.ndarray, offsets: np.ndarray, mapped: np.ndarray) -> None:
+    """A snapshot's ids obey SPEC section 1 (1 to 512 bytes of UTF-8, no control character, no lone surrogate),
+    checked with array operations and one ``bytes.decode`` of the whole blob, so that opening costs no work per id
+    and `id_at` never meets bytes it cannot decode.
+
+    ``mapped``: bool (n,), the slots holding records (only those must have an id; every id may be read).
+
+    Raises:
+        CorruptSnapshotError: naming what is wrong.
+    """
+    lengths = np.diff(offsets)
+    if lengths.size and (int(lengths.max()) > MAX_ID_BYTES or (lengths[mapped] < 1).any()):
+        raise CorruptSnapshotError(f"a snapshot id is empty or longer than {MAX_ID_BYTES} bytes")
+    if not blob.size:
+        return
+    try:
+        blob.tobytes().decode("utf-8")  # strict: encoded surrogates are refused too
+    except UnicodeDecodeError as exc:
+        raise CorruptSnapshotError(f"the snapshot's ids are not UTF-8 (byte {exc.start})") from None
+    starts = offsets[:-1][lengths > 0]
+    if ((blob[starts] & 0xC0) == 0x80).any():  # a continuation byte: the cut runs through a character
+        raise CorruptSnapshotError("a snapshot id starts inside a character")
+    c0 = (blob < 0x20) | (blob == 0x7F)
+    c1 = (blob[:-1] == 0xC2) & (blob[1:] >= 0x80) & (blob[1:] <= 0x9F)  # U+0080..U+009F in UTF-8
+    if c0.any() or c1.any():
+        raise CorruptSnapshotError("a snapshot id holds a control character")
 
 
 def _table_size(count: int) -> int:

@@ -5,13 +5,14 @@ All are plain dataclasses. Every result type has ``to_dict()``, which gives exac
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
+
+from .columns import decode_row
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -121,7 +122,7 @@ class Neighbor:
     def metadata(self) -> Metadata | None:
         text = self._text
         if text is not None:
-            self._metadata, self._text = json.loads(text), None
+            self._metadata, self._text = decode_row(text), None
         return self._metadata
 
     @metadata.setter
