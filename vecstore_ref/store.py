@@ -40,6 +40,7 @@ from .errors import (
     CorruptLogError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
+    InvalidVectorError,
     NotFoundError,
     ReadOnlyError,
     StorageError,
@@ -70,7 +71,7 @@ from .types import (
     Upsert,
     VerifyReport,
 )
-from .validation import validate_id, validate_store_path, validate_vectors
+from .validation import check_cosine_norms, validate_id, validate_store_path, validate_vectors
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -280,6 +281,11 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             raise CorruptLogError(path, offset, seq, str(exc)) from None
         if dim is not None and self._state.dim is not None and dim != self._state.dim:
             raise CorruptLogError(path, offset, seq, f"record of dim {dim} in a store of dim {self._state.dim}")
+        if vectors is not None and self._metric == "cosine":  # the record's decoder does not know the metric
+            try:
+                check_cosine_norms(vectors, "a logged vector")
+            except InvalidVectorError as exc:
+                raise CorruptLogError(path, offset, seq, str(exc)) from None
         try:
             self._state.apply(ops, vectors, dim, seq)
         except CorruptLogError as exc:

@@ -95,7 +95,7 @@ def cosine_norms_clearly_valid(rows: np.ndarray) -> np.ndarray:
     return (sq > CLEARLY_VALID_SQUARED_NORM[0]) & (sq < CLEARLY_VALID_SQUARED_NORM[1])
 
 
-def _check_cosine_norms(vectors: np.ndarray, what: str) -> None:
+def check_cosine_norms(vectors: np.ndarray, what: str) -> None:
     if vectors.ndim == 1:  # one query: a float64 dot is the cheapest form of the same test
         v = vectors.astype(np.float64)
         if CLEARLY_VALID_SQUARED_NORM[0] < float(v @ v) < CLEARLY_VALID_SQUARED_NORM[1]:
@@ -138,7 +138,7 @@ def validate_vector(vector: object, dim: int | None, metric: str, what: str = "v
         validate_dim(arr.shape[0])
     out = _finite_float32(arr, what)
     if metric == "cosine":
-        _check_cosine_norms(out, what)
+        check_cosine_norms(out, what)
     return out
 
 
@@ -180,7 +180,7 @@ def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = 
         validate_dim(arr.shape[1])
     out = _finite_float32(arr, what)
     if metric == "cosine" and out.shape[0]:
-        _check_cosine_norms(out, what)
+        check_cosine_norms(out, what)
     return out
 
 

@@ -23,7 +23,10 @@ import math
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, StorageError
+from ..config import MAX_ID_BYTES
+from ..errors import InvalidArgumentError, InvalidIdError, InvalidMetadataError, StorageError
+from ..metadata import surely_valid_decoded, validate_metadata
+from ..validation import validate_id
 from .format import BATCH_MAX_DIM, BATCH_PAYLOAD_HEADER, MAX_RECORD_BYTES
 
 # op name -> the keys its dict holds besides "op" (exactly these: a missing or extra key is a decode error)
@@ -38,6 +41,7 @@ OP_FIELDS: dict[str, frozenset[str]] = {
 }
 _KEYS = {name: fields | {"op"} for name, fields in OP_FIELDS.items()}
 _HEAD = BATCH_PAYLOAD_HEADER.size
+_SURE_ID_CHARS = MAX_ID_BYTES // 4  # an id of at most this many characters is within the byte limit
 
 
 class RecordDecodeError(StorageError):
@@ -133,7 +137,8 @@ def decode_batch(payload: bytes) -> tuple[int | None, list[dict], np.ndarray | N
 
     Raises:
         RecordDecodeError: sizes inconsistent, JSON invalid (including NaN/Infinity literals), an unknown op, a
-            missing, extra or mistyped field, a row outside the vector block, a non-finite vector value.
+            missing, extra or mistyped field, an id or metadata that breaks SPEC section 1, a row outside the
+            vector block, a non-finite vector value.
     """
     if len(payload) < _HEAD:
         raise _bad(f"batch payload of {len(payload)} bytes is shorter than its {_HEAD}-byte header")
@@ -143,10 +148,14 @@ def decode_batch(payload: bytes) -> tuple[int | None, list[dict], np.ndarray | N
     expected = _HEAD + json_len + 4 * n * dim  # Python ints: no overflow
     if expected != len(payload):
         raise _bad(f"batch payload is {len(payload)} bytes; its header says {expected}")
+    raw = payload[_HEAD : _HEAD + json_len]
     try:
-        ops = json.loads(payload[_HEAD : _HEAD + json_len].decode("utf-8"), parse_constant=_reject_constant)
+        ops = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(f"batch JSON does not parse: {exc}") from None
+    # Without a backslash no string holds a lone surrogate or a C0 control; without C2 and 7F bytes none holds
+    # a C1 control or DEL. Then the per-record checks of SPEC section 1 can take their cheap forms.
+    plain = b"\\" not in raw and b"\xc2" not in raw and b"\x7f" not in raw
     if type(ops) is not list:
         raise _bad("batch JSON is not a list")
     for i, op in enumerate(ops):
@@ -161,12 +170,23 @@ def decode_batch(payload: bytes) -> tuple[int | None, list[dict], np.ndarray | N
         id_ = op["id"]
         if type(id_) is not str or not id_:
             raise _bad(f"{name} has an id that is not a non-empty string", i)
+        if not (plain and len(id_) <= _SURE_ID_CHARS):
+            try:  # SPEC section 1 again: a JSON escape can spell a lone surrogate or a control character
+                validate_id(id_)
+            except InvalidIdError as exc:
+                raise _bad(f"{name} has a bad id: {exc}", i) from None
         if name == "upsert":
             row = op["row"]
             if type(row) is not int or not 0 <= row < n:
                 raise _bad(f"upsert row {row!r:.30} is outside the block of {n} vectors", i)
-        if "metadata" in keys and op["metadata"] is not None and type(op["metadata"]) is not dict:
-            raise _bad(f"{name} metadata is not an object or null", i)
+        if "metadata" in keys and op["metadata"] is not None:
+            if type(op["metadata"]) is not dict:
+                raise _bad(f"{name} metadata is not an object or null", i)
+            if not (plain and surely_valid_decoded(op["metadata"])):
+                try:  # nesting, sizes, 1e999 (parsed as inf), lone surrogates: what a live write refuses
+                    validate_metadata(op["metadata"])
+                except InvalidMetadataError as exc:
+                    raise _bad(f"{name} has bad metadata: {exc}", i) from None
         if "expires_at" in keys:
             _check_expiry(op["expires_at"], i)
     vectors = None
