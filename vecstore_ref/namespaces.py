@@ -652,13 +652,31 @@ def _check_staged_store(directory: str, info: dict[str, Any], backup_name: str, 
         with VecStore.open(directory, read_only=True, index=index) as staged:
             st = staged._state
             held, dim, metric = st.n_live + st.n_soft, st.dim, staged._metric
+            _check_staged_rows(st)
     except BackupCorruptError:
         raise
-    except (VecStoreError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+    except (VecStoreError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
+            AttributeError, ZeroDivisionError) as exc:
         raise BackupCorruptError(f"the store in backup {backup_name!r} does not open: {exc}") from None
     if (held, dim, metric) != (info["count"], info["dim"], info["metric"]):
         raise BackupCorruptError(f"backup {backup_name!r} holds {held} records of dim {dim} under {metric}; its "
                                  f"manifest says {info['count']} of dim {info['dim']} under {info['metric']}")
+
+
+def _check_staged_rows(st: Any) -> None:
+    """Decode and validate every record's metadata, which opening a store checks only as far as it can without
+    work per record (`vecstore_ref.columns.decode_row`): a backup comes from outside, and a restore is the one
+    moment a full read is cheap next to what it protects."""
+    import numpy as np
+
+    from .metadata import validate_metadata
+    from .state import FREE
+
+    columns = st.columns
+    if not columns.any_text:
+        return
+    for slot in np.flatnonzero(st.state[: st.n_slots] != FREE).tolist():
+        validate_metadata(columns.get(slot))
 
 
 def _read_backup_manifest(fs: OSFileSystem, directory: str) -> dict[str, Any]:
