@@ -12,13 +12,12 @@ import tarfile
 
 import numpy as np
 import pytest
-
-import vecstore_ref as vs
-from vecstore_ref._fs import dir_digest
-
 from test_hostile_log_records import CHANGES as LOG_CHANGES
 from test_hostile_log_records import _relog
 from test_hostile_snapshot import BLOB_CHANGES, HEADER_CHANGES, _resnap
+
+import vecstore_ref as vs
+from vecstore_ref._fs import dir_digest
 
 
 def _not_json_row(h, a):
