@@ -100,6 +100,7 @@ BLOB_CHANGES = {
     "id with an encoded surrogate": _poke("ids.blob", slice(0, 3), [0xED, 0xA0, 0x80]),
     "row not utf-8": _poke("meta.rows.blob", slice(2, 4), 0xFF),
     "row not braced": _poke("meta.rows.blob", 0, ord("[")),
+    "row start overflows": _poke("meta.rows.start", 0, np.iinfo(np.int64).max),
 }
 
 

@@ -403,7 +403,7 @@ def _check_rows(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> No
     Raises:
         CorruptSnapshotError: a row outside the blob, a blob that is not UTF-8, a row that is not braced.
     """
-    if int(starts.min()) < 0 or int(lengths.min()) < 2 or int((starts + lengths).max()) > blob.size:
+    if int(starts.min()) < 0 or int(lengths.min()) < 2 or (starts > blob.size - lengths.astype(np.int64)).any():
         raise CorruptSnapshotError("a metadata row lies outside the snapshot's blob")
     if (blob[starts] != ord("{")).any() or (blob[starts + lengths - 1] != ord("}")).any():
         raise CorruptSnapshotError("a metadata row of the snapshot is not a JSON object")
