@@ -25,6 +25,7 @@ sees one state: no write applies meanwhile.
 
 from __future__ import annotations
 
+from threading import get_ident
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy as np
 from .cost import choose_filtered_plan, estimate, explain
 from .errors import InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
+from .handoff import FLAGS, SLOT_MODULUS
 from .index.base import DTYPE_SLOT, DTYPE_VEC, numba_threads, query_inv_norm, scores_from_distances
 from .index.parallel import run_split
 from .jit import load as load_kernels
@@ -320,6 +322,8 @@ class QueryMethods:
             vector = q
         rw = self._rw
         rw.acquire_read()
+        slot = get_ident() % SLOT_MODULUS
+        FLAGS[slot] = 1  # in a query's Python until the walk starts (see vecstore_ref.handoff)
         try:
             if self._closed:
                 raise StoreClosedError(f"the store at {self.path} is closed")
@@ -334,6 +338,7 @@ class QueryMethods:
                 return []
             vec = validate_query_vector(vector, st.dim, self._metric)
             if flt is not None:
+                FLAGS[slot] = 0  # the filtered paths hand nothing over
                 return self._query_filtered(vec, k, flt, ef)
             allowed, n_allowed = self._allowed(None)
             if n_allowed == 0:
@@ -342,16 +347,18 @@ class QueryMethods:
             if n_allowed < k:
                 k = n_allowed
             if plan == "hnsw":
-                slots, dists, _ = st.index.top(vec, k, allowed, ef, n_allowed)
+                slots, dists, _ = st.index.top(vec, k, allowed, ef, n_allowed, slot)
                 scores = np.empty(min(k, len(slots)), dtype=DTYPE_VEC)
                 ties = _scores_of(self._euclidean, dists, scores)  # the scores of the first k
                 if ties & TIE_AT_K:  # a tie at the k-th place: settled by id
                     cut_s, cut_d = self._cut_at_k(slots, dists, k)
                     return self._results(cut_s, cut_d)
                 return self._neighbors(slots[:k], scores, ties)
+            FLAGS[slot] = 0
             slots, dists, _ = self._search_one(vec, k, Match(st, None, allowed, n_allowed), plan, ef)
             return self._results(slots, dists)
         finally:
+            FLAGS[slot] = 0
             rw.release_read()
 
     def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..config import HNSWParams
 from ..errors import CorruptSnapshotError, InvalidArgumentError, InvalidArgumentTypeError
+from ..handoff import FLAGS, IN_PYTHON
 from ..jit import load as load_kernels
 from .base import DTYPE_SLOT, DTYPE_VEC, SearchStats, VectorTable, numba_threads
 from .hnsw_checks import MAX_LEVEL, graph_problems, validate_saved_graph
@@ -556,7 +557,7 @@ class HNSWIndex:
             else:
                 found, n_dist, hops = _search_kernels().knn_search(
                     t.metric_code, q, t.vectors, t.inv_norms, links0, links_up, up_offset, levels, deleted, allowed,
-                    ep, max_level, kk, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0], unlinked)
+                    ep, max_level, kk, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0], unlinked, IN_PYTHON, -1)
                 if unlinked.shape[0]:  # a backlog: merge its exact distances in
                     found, nd = load_kernels("hnsw_exact").fold_unlinked_into(
                         t.metric_code, q, t.vectors, t.inv_norms, allowed, unlinked, sc.sd[0], sc.ss[0], sc.cap, e,
@@ -569,10 +570,14 @@ class HNSWIndex:
         return out
 
     def top(self, q: np.ndarray, k: int, allowed: np.ndarray, ef: int | None,
-            n_allowed: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+            n_allowed: int | None = None, slot: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
         """`search` with ``spare=True`` for the store's query path, which has already checked its arguments (``q``
         float32 (dim,) C-contiguous and writable, ``allowed`` bool (>= n_slots,) likewise, ``1 <= k``): no checks,
         no copies beyond the results.
+
+        ``slot``: the calling thread's slot in `vecstore_ref.handoff.IN_PYTHON`, set by `VecStore.query` (or -1):
+        the walk hands the GIL over through it. Paths with a second kernel (an exact scan, a backlog to fold in)
+        clear the slot first and do not use it.
 
         Returns:
             ``(slots int32, distances float32, distance computations)``: up to ``ef`` results by (distance, slot).
@@ -593,14 +598,21 @@ class HNSWIndex:
         sc = self._scratch_for(1, e)
         try:
             if self._scans_instead(allowed, n_allowed, e):
+                if slot >= 0:
+                    FLAGS[slot] = 0
                 found, n_dist, _ = load_kernels("hnsw_exact").exact_knn_search(
                     t.metric_code, q, t.vectors, t.inv_norms, self.levels, self.deleted, allowed, e, sc.visited[0],
                     sc.tags, 0, sc.sd[0], sc.ss[0], unlinked)
             else:
+                if unlinked.shape[0] and slot >= 0:
+                    FLAGS[slot] = 0
+                    slot = -1
                 found, n_dist, _ = _search_kernels().knn_search(
                     t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
                     self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
-                    unlinked)
+                    unlinked, IN_PYTHON, slot)
+                if slot >= 0:
+                    FLAGS[slot] = 1  # back in this query's Python, holding the GIL
                 if unlinked.shape[0]:  # a backlog: merge its exact distances in
                     found, nd = load_kernels("hnsw_exact").fold_unlinked_into(
                         t.metric_code, q, t.vectors, t.inv_norms, allowed, unlinked, sc.sd[0], sc.ss[0], sc.cap, e,

@@ -56,7 +56,7 @@ def knn_search_batch(metric, Q, X, inv_norms, links0, links_up, up_offset, level
         else:
             found, nd, nh = knn_search(metric, Q[i], X, inv_norms, links0, links_up, up_offset, levels, deleted,
                                        allowed, ep, max_level, k, ef, visited[t], tags, t, scratch_d[t], scratch_s[t],
-                                       unlinked)
+                                       unlinked, deleted, -1)
             if unlinked.shape[0] > 0:
                 found, nf = fold_unlinked(metric, Q[i], inv_norm(metric, Q[i]), X, inv_norms, allowed, unlinked,
                                           scratch_d[t, cap:cap + ef], scratch_s[t, cap:cap + ef], found,

@@ -27,6 +27,7 @@ slots, sparse masks) in `vecstore_ref.kernels.hnsw_scan`.
 import numpy as np
 from numba import njit
 
+from .handoff import leave_python, wait_for_python
 from .hnsw_scan import inv_norm
 from .hnsw_walk import greedy_descend, next_tag, row_distance, search_layer
 from .signatures import CACHE, FASTMATH, KNN_SEARCH, NO_REFCOUNT
@@ -34,7 +35,7 @@ from .signatures import CACHE, FASTMATH, KNN_SEARCH, NO_REFCOUNT
 
 @njit(KNN_SEARCH, cache=CACHE, nogil=True, fastmath=FASTMATH, **NO_REFCOUNT)
 def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, deleted, allowed, ep, max_level, k, ef,
-               visited, tags, t, scratch_d, scratch_s, unlinked):
+               visited, tags, t, scratch_d, scratch_s, unlinked, in_python, me):
     """K-NN-SEARCH (Alg. 5) for one query: greedy descent to layer 0, then SEARCH-LAYER there with the mask.
 
     The caller has decided to walk: when the mask allows few nodes, scanning them is cheaper (a filtered walk must
@@ -55,10 +56,15 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
             allocates nothing, so it runs without reference counting).
         unlinked: int32 (p,), slots the walk must not return: written but not linked yet, or being linked right
             now (usually empty).
+        in_python, me: `vecstore_ref.handoff.IN_PYTHON` and this thread's slot in it, or -1 (a caller that is not
+            a single query, such as the batch kernel): the walk clears the slot when it starts and, before it
+            returns, waits (bounded) for another query thread's Python to reach its own walk
+            (`vecstore_ref.kernels.handoff`); the caller sets the slot again when it holds the GIL.
 
     Returns:
         ``(results found (<= k), distance computations, hops)``.
     """
+    leave_python(in_python, me)
     cap = levels.shape[0]
     res_d = scratch_d[cap:cap + ef]
     res_s = scratch_s[cap:cap + ef]
@@ -87,4 +93,5 @@ def knn_search(metric, q, X, inv_norms, links0, links_up, up_offset, levels, del
                                      allowed, deleted, np.bool_(True), exclude)
         n_dist += nd + 1
         hops += nh
+    wait_for_python(in_python, me)
     return min(found, k), n_dist, hops

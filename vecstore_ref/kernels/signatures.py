@@ -123,6 +123,6 @@ COUNTS = types.int64[::1]  # tags per thread, counters per query, offsets
 
 # The arguments of knn_search (the walk) and of exact_knn_search (the scan that replaces it for a sparse mask).
 KNN_SEARCH = (INT, VECTOR, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, LEVELS, FLAGS, MASK, INT, INT, INT, INT, EPOCHS,
-              COUNTS, INT, FLOATS, SLOTS, SLOTS)
+              COUNTS, INT, FLOATS, SLOTS, SLOTS, FLAGS, INT)
 EXACT_KNN_SEARCH = (INT, VECTOR, VECTORS, FLOATS, LEVELS, FLAGS, MASK, INT, EPOCHS, COUNTS, INT, FLOATS, SLOTS, SLOTS)
 FOLD_UNLINKED = (INT, VECTOR, VECTORS, FLOATS, MASK, SLOTS, FLOATS, SLOTS, INT, INT, INT, INT)
