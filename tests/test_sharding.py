@@ -199,10 +199,53 @@ def test_shard_threads_run_every_call_and_hand_back_errors_as_values():
             assert [o[1] for i, o in enumerate(out) if i != 2] == [0, 1, 9, 16]
             assert out[0][0] == threading.current_thread().name  # the first runs in the calling thread
         names = pool.run(lambda i: threading.current_thread().name, range(4))
-        assert len(set(names)) == 4  # one worker per item past the first
+        workers = min(3, len(os.sched_getaffinity(0)) - 1)  # no more workers than cores beyond the caller's
+        assert len(set(names)) == 1 + workers
     finally:
         pool.close()
     pool.close()  # idempotent
+
+
+def test_a_caller_runs_a_busy_workers_part_itself_and_close_waits_for_running_calls():
+    """Two callers at once never queue behind each other: while the one worker holds the first caller's slow
+    call, a second caller runs both of its parts in its own thread. ``close`` returns only after that slow call."""
+    import threading
+
+    from vecstore_ref.scale.fanout import ShardThreads
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: ShardThreads starts no worker")
+    started, release = threading.Event(), threading.Event()
+
+    def work(item):
+        if item == "slow":
+            started.set()
+            assert release.wait(30)
+        return threading.get_ident()
+
+    pool = ShardThreads(1)
+    first: list = []
+    caller = threading.Thread(target=lambda: first.extend(pool.run(work, ["fast", "slow"])))
+    caller.start()
+    try:
+        assert started.wait(30)
+        me = threading.get_ident()
+        assert pool.run(work, ["a", "b"]) == [me, me]  # the worker is busy: both parts ran here
+        closed = threading.Event()
+        closer = threading.Thread(target=lambda: (pool.close(), closed.set()))
+        closer.start()
+        assert not closed.wait(0.2)  # the slow call is still running
+    finally:
+        release.set()
+    caller.join(30)
+    closer.join(30)
+    assert closed.is_set() and not closer.is_alive()
+    assert first[0] == caller.ident and first[1] not in (caller.ident, me)  # the slow part ran on the worker
+    from vecstore_ref.handoff import IN_PYTHON
+
+    assert not IN_PYTHON.any()  # no thread, sleeping or stopped, is left marked as being in Python
+    with pytest.raises(RuntimeError):
+        pool.run(work, ["x"])
 
 
 def test_a_callers_executor_runs_the_fan_out_and_stays_usable(tmp_path):
