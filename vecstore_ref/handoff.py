@@ -9,7 +9,7 @@ as a third of the walk, and two threads answered only ~1.5x the queries of one.
 So each thread says when it is in a query's Python: `IN_PYTHON` has one byte per thread slot, set while the thread
 holds the GIL inside `VecStore.query` and cleared when its walk starts (by the kernel, after the GIL is released)
 or when the query returns. A walk that ends while another slot is set waits for it to clear, spinning without the
-GIL for at most a few tens of microseconds (`vecstore_ref.kernels.handoff`), and then takes a GIL that is free,
+GIL for a bounded time (`vecstore_ref.kernels.handoff.SPIN_LIMIT`, 6-30 us), and then takes a GIL that is free,
 without sleeping. The flags are a hint, never a lock: a wrong one costs at most one bounded spin, and results do
 not depend on them.
 
