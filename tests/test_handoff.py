@@ -105,3 +105,14 @@ def test_a_forked_child_starts_with_no_flags_set():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         FLAGS[slot] = 0
+
+
+def test_a_wait_in_microseconds_becomes_rounds_measured_on_this_machine():
+    from vecstore_ref.jit import load
+
+    rounds_for = load("fanout_wait").rounds_for
+
+    short, long = rounds_for(10.0), rounds_for(1000.0)
+    assert 1 <= short < long  # longer waits are more rounds, and none is zero
+    assert rounds_for(0.0) == 1
+    assert 50 <= long // max(short, 1) <= 150  # the same length of round for both

@@ -51,6 +51,7 @@ PATHS = {
     "flat_search": "exact search",
     "flat_batch": "exact batch search",
     "flat_blas": "exact big-batch search",
+    "fanout_wait": "shard fan-out",
 }
 
 _lock = threading.RLock()  # one thread imports (compiles) kernels at a time; the others wait for the result
@@ -330,7 +331,7 @@ class WarmupReport:
 COMPILE_WEIGHT = {
     "query_steps": 0.3, "id_hash": 0.7, "hnsw_search": 2.0, "hnsw_exact": 0.8, "hnsw_batch": 1.0, "filtered_search": 2.2,
     "filtered_batch": 0.6, "hnsw_build": 3.5, "hnsw_repair": 1.0, "flat_search": 1.0, "flat_batch": 0.6,
-    "flat_blas": 1.2,
+    "flat_blas": 1.2, "fanout_wait": 0.2,
 }
 HELPER_TIMEOUT_S = 900.0
 

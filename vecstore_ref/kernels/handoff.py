@@ -5,22 +5,16 @@ The flags are read and written with atomic loads and stores (acquire and release
 be hoisted out of it by LLVM, and the loop would never see the other thread clear its flag. Between reads the
 core is told it is spinning (``pause`` on x86, ``yield`` on ARM), which frees resources for a sibling
 hyper-thread.
-
-A round's length depends on the CPU (``pause`` takes 11 ns on one Xeon, about 60 ns on others), so waits asked
-for in microseconds (`await_flag`'s callers) are turned into rounds with `round_ns`, measured once per process
-when this module loads.
 """
 
 import platform
-import time
 
-import numpy as np
 from llvmlite import ir
-from numba import config, njit, types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .signatures import CACHE, FLAGS, INT, NO_REFCOUNT, STEP, callee
+from .signatures import CACHE, FLAGS, INT, STEP, callee
 
 # The longest wait of a walk for another thread's Python: 6 us on a 2-core Xeon whose ``pause`` takes 11 ns
 # (about 30 us where it takes 60 ns). A query's Python takes 5-20 us; longer waits measured no better with two
@@ -108,35 +102,6 @@ def wait_for_python(in_python, me):
         spin_pause()
 
 
-@njit(INT(FLAGS, INT, FLAGS, INT, INT), nogil=True, cache=CACHE, **NO_REFCOUNT)
-def await_flag(signal, index, in_python, me, spins):
-    """Spin without the GIL until ``signal[index]`` is not 0, at most ``spins`` rounds: 1 if it was seen, else 0
-    (the caller then sleeps the usual way). Slot ``me`` of ``in_python`` (-1: none) is cleared first, and once
-    the byte is seen the thread waits (bounded) for another thread's query Python, like a walk that ends.
-
-    The shard fan-out's threads wait for tasks and results with it (`vecstore_ref.scale.fanout`)."""
-    leave_python(in_python, me)
-    for _ in range(spins):
-        if load_flag(signal, index) != 0:
-            wait_for_python(in_python, me)
-            return 1
-        spin_pause()
-    return 0
-
-
-def _measure_round_ns(rounds: int = 4096, tries: int = 5) -> float:
-    """How long one spin round takes on this machine: the fastest of a few timed spins on a byte never set."""
-    never = np.zeros(1, dtype=np.uint8)
-    no_slots = np.zeros(1, dtype=np.uint8)
-    await_flag(never, 0, no_slots, -1, 1)
-    best = float("inf")
-    for _ in range(tries):
-        t0 = time.perf_counter_ns()
-        await_flag(never, 0, no_slots, -1, rounds)
-        best = min(best, time.perf_counter_ns() - t0)
-    return best / rounds
-
-
 if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1): the "kernel" holds the GIL, so never wait
 
     def leave_python(in_python, me):  # noqa: F811 - the pure-Python stand-in
@@ -144,19 +109,3 @@ if config.DISABLE_JIT:  # plain Python (NUMBA_DISABLE_JIT=1): the "kernel" holds
 
     def wait_for_python(in_python, me):  # noqa: F811 - the pure-Python stand-in
         """Stand-in: nothing to wait for."""
-
-    def await_flag(signal, index, in_python, me, spins):  # noqa: F811 - the pure-Python stand-in
-        """Stand-in: look once, never spin (a spin would hold the GIL the other thread needs)."""
-        if me >= 0:
-            in_python[me] = 0
-        return 1 if signal[index] != 0 else 0
-
-    round_ns = 60.0
-
-else:
-    round_ns = _measure_round_ns()  # how long one spin round takes in this process
-
-
-def rounds_for(us: float) -> int:
-    """The spin rounds that last about ``us`` microseconds here (at least 1)."""
-    return max(1, int(us * 1000.0 / round_ns))

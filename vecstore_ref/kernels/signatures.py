@@ -27,6 +27,8 @@ module                  kernels                                                 
 ``filtered_batch``      both for many queries, one thread's share               filtered ``query_batch``
 ``hnsw_build``          batched INSERT (plan, write, connect back)              HNSW linking
 ``hnsw_repair``         layer-0 reachability and its repair                     HNSW linking, ``verify``
+``handoff``             the GIL hand-off between query threads (steps)          every HNSW query
+``fanout_wait``         a bounded wait for a shard's task or result             ``ShardedStore`` on threads
 ======================  ======================================================  ================================
 
 Only the kernels the index calls (the entry points: ``knn_search``, ``topk_masked``, ``plan_links`` ...) can be

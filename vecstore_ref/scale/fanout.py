@@ -11,7 +11,7 @@ both in turn. So ``ShardThreads`` hands work over without sleeping when it can:
   for which no worker is free, itself;
 - a task is posted by writing it into the worker's slot and setting one byte (``POSTED``); the result comes back
   the same way (``DONE``);
-- a thread waiting for a byte spins on it without the GIL for a bounded time (`vecstore_ref.kernels.handoff`:
+- a thread waiting for a byte spins on it without the GIL for a bounded time (`vecstore_ref.kernels.fanout_wait`:
   about 120 us for a worker waiting for its next task, about 1 ms for a caller waiting for a result, in spin
   rounds measured on the machine), and only then sleeps on the worker's condition, announcing it with its own
   byte so that the other side wakes it;
@@ -113,10 +113,9 @@ class ShardThreads:
         if self._spin:
             from ..jit import load
 
-            load("hnsw_search")  # the kernels a shard's query runs, the wait among them (it measures the rounds)
-            from ..kernels.handoff import await_flag, rounds_for
-
-            self._await = await_flag
+            wait = load("fanout_wait")
+            self._await = wait.await_flag
+            rounds_for = wait.rounds_for
             self._worker_spins, self._caller_spins = rounds_for(WORKER_WAIT_US), rounds_for(CALLER_WAIT_US)
         self._workers = [_Worker() for _ in range(n_workers)]
         self._closed = False
