@@ -340,7 +340,10 @@ class QueryMethods:
             if flt is not None:
                 FLAGS[slot] = 0  # the filtered paths hand nothing over
                 return self._query_filtered(vec, k, flt, ef)
-            allowed, n_allowed = self._allowed(None)
+            if st.n_ttl:
+                allowed, n_allowed = self._allowed(None)
+            else:  # nothing can expire: every live record is visible (`_allowed` without the clock)
+                allowed, n_allowed = st.live, st.n_live
             if n_allowed == 0:
                 return []
             plan = self._plan(None, n_allowed)

@@ -147,14 +147,18 @@ def validate_query_vector(vector: object, dim: int | None, metric: str, what: st
     dimension: a query is read, never kept. One pass of a small kernel (`vecstore_ref.kernels.query_steps`) then
     settles finiteness and, far inside the limits, the cosine norm; anything else takes the full path, which
     raises the precise error (or accepts a vector near the limits)."""
-    if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1 and dim is not None
-            and vector.shape[0] == dim and vector.flags.c_contiguous and vector.flags.writeable):
+    if (type(vector) is np.ndarray and vector.dtype is _FLOAT32 and vector.shape == (dim,)
+            and vector.strides == _FLOAT32_STRIDE and vector.flags.writeable):
         # (a read-only array would make Numba compile the kernels again for another array type)
         sq = _squared_norm(vector)
         lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-0.5, math.inf)
         if lo < sq < hi:
             return vector
     return validate_vector(vector, dim, metric, what)
+
+
+_FLOAT32 = np.dtype(np.float32)  # numpy keeps one dtype object per builtin type: an identity test suffices
+_FLOAT32_STRIDE = (4,)  # a 1-D float32 array is contiguous exactly when its stride is one item
 
 
 def _squared_norm(vector: np.ndarray) -> float:

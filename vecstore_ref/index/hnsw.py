@@ -94,11 +94,16 @@ class _Scratch(NamedTuple):
     tags: np.ndarray  # int64 (threads,)
     sd: np.ndarray  # float32 (threads, cap + room)
     ss: np.ndarray  # int32 (threads, cap + room)
+    visited0: np.ndarray  # the first rows of the three, made once: a single query uses only them
+    sd0: np.ndarray
+    ss0: np.ndarray
 
     @classmethod
     def new(cls, threads: int, cap: int, room: int) -> _Scratch:
-        return cls(cap, room, np.zeros((threads, cap), dtype=np.uint16), np.zeros(threads, dtype=np.int64),
-                   np.empty((threads, cap + room), dtype=DTYPE_VEC), np.empty((threads, cap + room), dtype=DTYPE_SLOT))
+        visited = np.zeros((threads, cap), dtype=np.uint16)
+        sd = np.empty((threads, cap + room), dtype=DTYPE_VEC)
+        ss = np.empty((threads, cap + room), dtype=DTYPE_SLOT)
+        return cls(cap, room, visited, np.zeros(threads, dtype=np.int64), sd, ss, visited[0], sd[0], ss[0])
 
 
 class HNSWIndex:
@@ -597,7 +602,8 @@ class HNSWIndex:
         links_up, ep, max_level = self._upper
         sc = self._scratch_for(1, e)
         try:
-            if self._scans_instead(allowed, n_allowed, e):
+            # (most queries allow more than half the nodes, which `scan_limit` never scans: no arithmetic then)
+            if (n_allowed is None or 2 * n_allowed <= self.n_nodes) and self._scans_instead(allowed, n_allowed, e):
                 if slot >= 0:
                     FLAGS[slot] = 0
                 found, n_dist, _ = load_kernels("hnsw_exact").exact_knn_search(
@@ -609,7 +615,7 @@ class HNSWIndex:
                     slot = -1
                 found, n_dist, _ = _search_kernels().knn_search(
                     t.metric_code, q, t.vectors, t.inv_norms, self.links0, links_up, self.up_offset, self.levels,
-                    self.deleted, allowed, ep, max_level, e, e, sc.visited[0], sc.tags, 0, sc.sd[0], sc.ss[0],
+                    self.deleted, allowed, ep, max_level, e, e, sc.visited0, sc.tags, 0, sc.sd0, sc.ss0,
                     unlinked, IN_PYTHON, slot)
                 if slot >= 0:
                     FLAGS[slot] = 1  # back in this query's Python, holding the GIL
@@ -619,8 +625,8 @@ class HNSWIndex:
                         found, e)
                     n_dist += nd
             cap = sc.cap
-            slots = sc.ss[0, cap:cap + found].copy()
-            dists = sc.sd[0, cap:cap + found].copy()
+            slots = sc.ss0[cap:cap + found].copy()
+            dists = sc.sd0[cap:cap + found].copy()
         finally:
             self._give_back(sc)
         return slots, dists, n_dist
