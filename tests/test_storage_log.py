@@ -13,6 +13,7 @@ import vecstore_ref as vs
 from vecstore_ref._fs import OSFileSystem, dir_digest
 from vecstore_ref.storage.format import LOG_HEADER_SIZE, RECORD_HEADER, RECORD_HEADER_SIZE
 from vecstore_ref.storage.log import frame, read_segments
+from vecstore_ref.storage.records import encode_batch
 
 N_RECORDS = 6
 
@@ -230,6 +231,72 @@ def test_repair_truncates_and_counts_lost_records(tmp_path):
     assert ids == ["r0", "r1"]
     assert report.records_lost == N_RECORDS - 3 and report.repaired
     assert ids_after_open(path)[0] == ["r0", "r1"]
+
+
+def rewrite_record(seg: str, spans: list[tuple[int, int]], index: int, payload: bytes) -> None:
+    """Replace record ``index`` by a CRC-valid record of the same type and seq holding ``payload``; the records
+    after it move with it (the segment is written again)."""
+    data = open(seg, "rb").read()
+    start, length = spans[index]
+    _, _, rtype, seq = RECORD_HEADER.unpack_from(data, start)
+    with open(seg, "wb") as f:
+        f.write(data[:start] + frame(rtype, seq, payload) + data[start + length:])
+
+
+# A CRC-valid record whose content replay refuses: undecodable bytes, a vector of the wrong size, and a batch
+# that first upserts a new record and then deletes an id that never existed (refused half-way through applying).
+UNREPLAYABLE = {
+    "undecodable": b"\x00not a batch record\xff" * 3,
+    "wrong dim": encode_batch(4, [{"op": "upsert", "id": "w", "row": 0, "metadata": None, "expires_at": None}],
+                              np.ones((1, 4), dtype=np.float32)),
+    "half applied": encode_batch(3, [{"op": "upsert", "id": "half", "row": 0, "metadata": None, "expires_at": None},
+                                     {"op": "delete", "id": "never-was"}], np.ones((1, 3), dtype=np.float32)),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(UNREPLAYABLE))
+def test_an_unreplayable_record_refuses_the_open_and_modifies_nothing(tmp_path, shape):
+    path = str(tmp_path / "s")
+    spans = build_store(path)
+    rewrite_record(segment(path), spans, 2, UNREPLAYABLE[shape])
+    with open(segment(path), "ab") as f:
+        f.write(b"\x07" * 11)  # a torn tail too: not cut either, since the open is refused
+    err = expect_corrupt(path)
+    assert err.offset == spans[2][0]
+
+
+@pytest.mark.parametrize("shape", sorted(UNREPLAYABLE))
+def test_repair_cuts_the_log_at_an_unreplayable_record(tmp_path, shape):
+    """With repair, a record whose content cannot be replayed is cut like a record with a bad CRC: what it and the
+    records after it held is gone and counted, nothing of it is half applied, and the store takes writes again."""
+    path = str(tmp_path / "s")
+    spans = build_store(path)
+    rewrite_record(segment(path), spans, 2, UNREPLAYABLE[shape])
+    ids, report = ids_after_open(path, repair=True)
+    assert ids == ["r0", "r1"]
+    assert report.repaired and report.records_lost == N_RECORDS - 2  # the bad record is among the lost
+    assert report.records_replayed == 2
+    assert os.path.getsize(segment(path)) == spans[2][0]
+    with vs.VecStore.open(path) as s:
+        assert sorted(s.ids()) == ["r0", "r1"] and s.recovery_report.records_lost == 0
+        s.upsert("after", [9.0, 9.0, 9.0])
+    assert ids_after_open(path)[0] == ["after", "r0", "r1"]
+
+
+def test_repair_of_an_unreplayable_record_after_a_snapshot(tmp_path):
+    """The state is loaded again from the snapshot before the log is replayed up to the cut."""
+    path = str(tmp_path / "s")
+    with vs.VecStore.open(path, dim=3, metric="euclidean") as s:
+        s.upsert_many([f"s{i}" for i in range(50)], np.arange(150, dtype=np.float32).reshape(50, 3))
+        s.snapshot()
+        for i in range(4):
+            s.upsert(f"r{i}", [float(i), 1.0, 2.0])
+    spans = record_spans(segment(path))
+    rewrite_record(segment(path), spans, 1, UNREPLAYABLE["half applied"])
+    with vs.VecStore.open(path, repair=True) as s:
+        assert sorted(s.ids()) == sorted([f"s{i}" for i in range(50)] + ["r0"])  # nothing of "half"
+        assert s.recovery_report.records_lost == 3
+        assert [n.id for n in s.query([0.0, 1.0, 2.0], k=1)] == ["r0"]
 
 
 def test_read_only_open_reports_but_does_not_cut_a_torn_tail(tmp_path):

@@ -26,6 +26,7 @@ from .config import (
 )
 from .cost import CostModel
 from .errors import (
+    CorruptLogError,
     CorruptSnapshotError,
     CorruptStoreError,
     InvalidArgumentError,
@@ -36,7 +37,7 @@ from .errors import (
 from .state import SnapshotBuffers, StoreState
 from .storage import layout
 from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE
-from .storage.log import LogWriter, create_segment, read_segments
+from .storage.log import LogWriter, create_segment, cut_segments, read_segments
 from .storage.manifest import Manifest, read_manifest, write_manifest
 from .storage.snapshot import read_snapshot
 
@@ -225,6 +226,52 @@ class OpeningMethods:
         if not self._read_only:
             report.orphans_removed = layout.cleanup_orphans(fs, self.path, manifest)
 
+        paths = [os.path.join(self.path, name) for name in manifest.logs]
+        bad_record: tuple[str, int] | None = None  # a CRC-valid record whose content replay refused
+        while True:
+            self._state = self._load_state(manifest, stored_dim, dim)
+            # Nothing is cut before every record read has been replayed: a refused open modifies no byte.
+            scan = read_segments(fs, paths, manifest.snapshot_seq, repair=repair, truncate_tail=False,
+                                 bad_record=bad_record)
+            try:
+                for rec in scan.records:
+                    _crash.crashpoint("recover.replaying")
+                    self._apply_record(rec.rtype, rec.payload, rec.seq, rec.path, rec.offset)
+            except CorruptLogError:
+                if not repair or bad_record is not None:
+                    raise
+                # With repair, such a record is a bad record like any other: the log is cut there. The state may
+                # hold part of it, so it is loaded again and the log replayed up to the cut.
+                bad_record = (rec.path, rec.offset)
+                log.warning("store %s: repair cuts the log at a record that cannot be replayed (%s offset %d)",
+                            self.path, os.path.basename(rec.path), rec.offset)
+                continue
+            break
+        if not self._read_only:
+            cut_segments(fs, paths, scan)
+        report.records_replayed = len(scan.records)
+        report.last_seq = scan.last_seq
+        report.truncated_bytes = scan.truncated_bytes
+        report.truncated_path = scan.truncated_path and os.path.basename(scan.truncated_path)
+        report.truncated_offset = scan.truncated_offset
+        report.records_lost = getattr(scan, "lost_records", 0)
+        report.repaired = bool(repair and report.records_lost)
+        if scan.truncated_bytes:
+            log.warning("store %s: truncated a torn log tail of %d bytes", self.path, scan.truncated_bytes)
+        self._last_seq = scan.last_seq
+        self._older_log_bytes = sum(max(0, fs.size(p) - LOG_HEADER_SIZE) for p in paths[:-1])
+        if self._read_only:  # no writer: count the last segment too
+            self._older_log_bytes += max(0, fs.size(paths[-1]) - LOG_HEADER_SIZE)
+        self._linked_at_checkpoint = int(getattr(self._state.index, "linked_count", 0))
+        if not self._read_only:
+            self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
+            if (stored_dim is None and self._state.dim is not None) or self._options_changed():
+                self._rewrite_manifest()
+        report.duration_ms = (time.perf_counter() - t0) * 1e3
+
+    def _load_state(self, manifest: Manifest, stored_dim: int | None, dim: int | None) -> StoreState:
+        """The state the manifest's snapshot holds (an empty one if it names none), before the log's replay."""
+        fs, report = self._fs, self.recovery_report
         make_index = self._make_index_factory()
         state = StoreState(stored_dim if stored_dim is not None else dim, self._metric, make_index)
         if manifest.snapshot is not None:
@@ -239,34 +286,9 @@ class OpeningMethods:
             self._snapshot_bytes = fs.size(snap_path)
             created = header.get("created_at")
             self._last_checkpoint_at = float(created) if isinstance(created, (int, float)) else None
-        self._state = state
         if state.dim is None and dim is not None:
             state.set_dim(dim)
-
-        paths = [os.path.join(self.path, name) for name in manifest.logs]
-        scan = read_segments(fs, paths, manifest.snapshot_seq, repair=repair, truncate_tail=not self._read_only)
-        for rec in scan.records:
-            _crash.crashpoint("recover.replaying")
-            self._apply_record(rec.rtype, rec.payload, rec.seq, rec.path, rec.offset)
-        report.records_replayed = len(scan.records)
-        report.last_seq = scan.last_seq
-        report.truncated_bytes = scan.truncated_bytes
-        report.truncated_path = scan.truncated_path and os.path.basename(scan.truncated_path)
-        report.truncated_offset = scan.truncated_offset
-        report.records_lost = getattr(scan, "lost_records", 0)
-        report.repaired = bool(repair and report.records_lost)
-        if scan.truncated_bytes:
-            log.warning("store %s: truncated a torn log tail of %d bytes", self.path, scan.truncated_bytes)
-        self._last_seq = scan.last_seq
-        self._older_log_bytes = sum(max(0, fs.size(p) - LOG_HEADER_SIZE) for p in paths[:-1])
-        if self._read_only:  # no writer: count the last segment too
-            self._older_log_bytes += max(0, fs.size(paths[-1]) - LOG_HEADER_SIZE)
-        self._linked_at_checkpoint = int(getattr(state.index, "linked_count", 0))
-        if not self._read_only:
-            self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
-            if (stored_dim is None and state.dim is not None) or self._options_changed():
-                self._rewrite_manifest()
-        report.duration_ms = (time.perf_counter() - t0) * 1e3
+        return state
 
     def _create(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None) -> Manifest:
         """Lay out a new, empty store: first log segment, then the manifest that names it."""

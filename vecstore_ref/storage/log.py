@@ -15,7 +15,8 @@ its length is out of bounds (above ``MAX_RECORD_BYTES`` or past the end of the f
   caller reads only) and reported.
 - **Corruption**: a bad record followed by a CRC-valid later record. Acknowledged data sits behind it, so reading
   stops with `CorruptLogError` and no byte is modified, unless the caller asks to ``repair``: then the log is cut
-  at the bad record and the number of valid records lost is reported.
+  at the bad record and the number of valid records lost is reported. A CRC-valid record whose content the
+  store cannot replay is named by the caller (``bad_record``) and read as a bad one.
 
 CRC-valid records must have strictly consecutive sequence numbers; a gap, a duplicate or a step back is
 corruption. A CRC-valid record of an unknown type raises `UnsupportedRecordError`; a segment header from a newer
@@ -219,6 +220,8 @@ class LogScan:
         lost_records: with ``repair``: CRC-valid records after the bad one, now gone.
         end_offset: the logical end of the last segment after the cut: where the next record goes.
         skipped: CRC-valid records with ``seq <= after_seq`` (already in the snapshot).
+        cuts: ``(segment index, offset, bytes)`` for each segment to cut (`cut_segments` applies them); a segment
+            shorter than its header has offset 0 and gets its header rewritten.
     """
 
     records: list[LogRecord] = field(default_factory=list)
@@ -229,6 +232,7 @@ class LogScan:
     lost_records: int = 0
     end_offset: int = 0
     skipped: int = 0
+    cuts: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def _frame_at(data: bytes, off: int) -> tuple[int, int, int] | None:
@@ -330,7 +334,7 @@ def _count_valid_after(datas: list[bytes], seg: int, off: int, base: int) -> int
 
 
 def read_segments(fs, paths: list[str], after_seq: int, *, repair: bool = False,
-                  truncate_tail: bool = True) -> LogScan:
+                  truncate_tail: bool = True, bad_record: tuple[str, int] | None = None) -> LogScan:
     """Read the segments ``paths`` in order; return the records with ``seq > after_seq`` (module docstring).
 
     Args:
@@ -339,7 +343,10 @@ def read_segments(fs, paths: list[str], after_seq: int, *, repair: bool = False,
         after_seq: the sequence number the snapshot holds; records at or below it are skipped (replay is
             idempotent), though their sequence numbers must still be consecutive.
         repair: cut the log at a bad record even when valid records follow it, and count them as lost.
-        truncate_tail: cut a torn tail (or repair) on disk; False for read-only opens, which only report.
+        truncate_tail: cut a torn tail (or repair) on disk; False for read-only opens, which only report, and for
+            a caller that cuts later (`cut_segments`), once the records read have been replayed.
+        bad_record: ``(path, offset)`` of a CRC-valid record to treat as bad: one whose content replay refused
+            (with ``repair``, the log is then cut there, and it counts among the records lost).
 
     Raises:
         CorruptLogError: a bad record followed by valid ones (without ``repair``), a sequence gap, duplicate or
@@ -374,7 +381,7 @@ def read_segments(fs, paths: list[str], after_seq: int, *, repair: bool = False,
             break
         off, end = LOG_HEADER_SIZE, len(data)
         while off < end:
-            hit = _frame_at(data, off)
+            hit = None if bad_record is not None and bad_record == (path, off) else _frame_at(data, off)
             if hit is None:
                 cut = (i, off)
                 break
@@ -425,16 +432,24 @@ def read_segments(fs, paths: list[str], after_seq: int, *, repair: bool = False,
     scan.truncated_path, scan.truncated_offset = paths[seg], off
     scan.truncated_bytes = sum(n for _, _, n in cuts)
     scan.end_offset = max(off, LOG_HEADER_SIZE) if seg == last else LOG_HEADER_SIZE
+    scan.cuts = cuts
     if truncate_tail:
-        # Newest segment first: a crash in between leaves the bad record in place for the next open to find again,
-        # never a clean cut followed by a sequence gap.
-        for j, at, _ in reversed(cuts):
-            _crash.crashpoint("recover.truncating_tail")
-            if len(datas[j]) < LOG_HEADER_SIZE:
-                _rewrite_header(fs, paths[j])
-            else:
-                fs.truncate(paths[j], at)
+        cut_segments(fs, paths, scan)
     return scan
+
+
+def cut_segments(fs, paths: list[str], scan: LogScan) -> None:
+    """Cut on disk what `read_segments` found to cut (a torn tail, or the log behind a repaired bad record).
+
+    Newest segment first: a crash in between leaves the bad record in place for the next open to find again, never
+    a clean cut followed by a sequence gap.
+    """
+    for j, at, _ in reversed(scan.cuts):
+        _crash.crashpoint("recover.truncating_tail")
+        if at == 0:
+            _rewrite_header(fs, paths[j])
+        else:
+            fs.truncate(paths[j], at)
 
 
 def _rewrite_header(fs, path: str) -> None:
