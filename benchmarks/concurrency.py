@@ -3,14 +3,15 @@
 Through the public API on one store (clustered vectors, euclidean, HNSW defaults, k = 10, linked before timing):
 
 1. **Threads.** Queries per second with 1 and 2 query threads (each its own share of the queries), and the ratio,
-   from five pairs of adjacent windows (the median of the five ratios).
+   from five pairs of adjacent windows (the median of the five ratios). With ``--ceiling``, the same for the raw
+   index and for hnswlib on the same vectors: what two threads reach when almost no Python runs per query.
 2. **Compaction.** Query latency (p50, p99) from one thread, in a window without maintenance and in a window during
    which another thread compacts the store (every record soft-deleted beforehand is reclaimed, so the compaction
    rebuilds the whole graph), and the ratio of the p99s.
 3. **Checkpoints.** p50/p99 of fsynced single upserts and of queries, each from its own thread, without and with
    checkpoints written back to back (see ``benchmarks.restarts --checkpoint-load``).
 
-    python -m benchmarks.concurrency [--n 100000] [--dim 128] [--seconds 10]
+    python -m benchmarks.concurrency [--n 100000] [--dim 128] [--seconds 10] [--skip-checkpoints] [--ceiling]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _pct(v: list[float], p: float) -> float:
     return 1e3 * v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
 
 
-def _qps(store, Q: np.ndarray, seconds: float, n_threads: int) -> float:
+def _qps(ask, Q: np.ndarray, seconds: float, n_threads: int) -> float:
     counts = [0] * n_threads
     stop = threading.Event()
     barrier = threading.Barrier(n_threads + 1)
@@ -43,7 +44,7 @@ def _qps(store, Q: np.ndarray, seconds: float, n_threads: int) -> float:
         barrier.wait()
         i = t
         while not stop.is_set():
-            store.query(Q[i % len(Q)], k=10)
+            ask(Q[i % len(Q)])
             counts[t] += 1
             i += n_threads
 
@@ -59,8 +60,8 @@ def _qps(store, Q: np.ndarray, seconds: float, n_threads: int) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def threads_qps(store, Q: np.ndarray, seconds: float, rounds: int = 5) -> dict:
-    """Queries/s with 1 and 2 threads, measured in ``rounds`` pairs of short windows (``seconds`` in all per
+def threads_qps(ask, Q: np.ndarray, seconds: float, rounds: int = 5) -> dict:
+    """Queries/s with 1 and 2 threads calling ``ask(query)``, measured in ``rounds`` pairs of short windows (``seconds`` in all per
     thread count), in alternating order; the ratio is the median of the pairs' ratios. On a shared VM the speed of
     one window can move by a fifth when a neighbour wakes up; a pair of adjacent windows sees mostly the same
     neighbours, so its ratio moves far less than two long windows taken one after the other."""
@@ -68,11 +69,38 @@ def threads_qps(store, Q: np.ndarray, seconds: float, rounds: int = 5) -> dict:
     pairs = []
     for r in range(rounds):
         order = (1, 2) if r % 2 == 0 else (2, 1)
-        got = {n: _qps(store, Q, window, n) for n in order}
+        got = {n: _qps(ask, Q, window, n) for n in order}
         pairs.append((got[1], got[2]))
     one, two = (np.array(v) for v in zip(*pairs))
     return {1: float(np.median(one)), 2: float(np.median(two)), "ratio": float(np.median(two / one)),
             "ratios": (two / one).round(3).tolist(), "rounds": rounds}
+
+
+def ceiling(store, x: np.ndarray, Q: np.ndarray, seconds: float) -> dict:
+    """The same two-thread measurement on the store's own graph called raw (``HNSWIndex.search``: the walk, with a
+    few microseconds of Python around it) and on hnswlib built from the same vectors with the same M and ef: how
+    far two threads can go on this machine when almost nothing holds the GIL."""
+    index, live = store._state.index, store._state.live
+    asks = {"raw HNSWIndex.search": lambda q: index.search(q, 10, live)}
+    try:
+        import hnswlib
+    except ImportError:
+        hnswlib = None
+    if hnswlib is not None:
+        p = store._state.index.params
+        peer = hnswlib.Index(space="l2", dim=x.shape[1])
+        peer.init_index(max_elements=len(x), M=p.m, ef_construction=p.ef_construction, random_seed=0)
+        peer.set_num_threads(os.cpu_count() or 1)
+        peer.add_items(x)
+        peer.set_num_threads(1)
+        peer.set_ef(p.ef_search)
+        asks["hnswlib knn_query"] = lambda q: peer.knn_query(q, k=10)
+    out = {}
+    for name, ask in asks.items():
+        out[name] = tq = threads_qps(ask, Q, seconds)
+        print(f"{name}: 1 thread {tq[1]:,.0f} q/s, 2 threads {tq[2]:,.0f} q/s, {tq['ratio']:.2f}x "
+              f"(pairs {', '.join(f'{r:.2f}' for r in tq['ratios'])})")
+    return out
 
 
 def compaction_latency(store, Q: np.ndarray, seconds: float) -> dict:
@@ -110,6 +138,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--skip-checkpoints", action="store_true")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also time two threads on the raw index and on hnswlib (same vectors, M, ef): what the "
+                         "machine allows a walk without the store's Python")
+    ap.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     args = ap.parse_args(argv)
     import vecstore_ref as vs
 
@@ -122,10 +154,12 @@ def main(argv=None) -> int:
         with vs.VecStore.open(os.path.join(d, "s"), dim=args.dim, metric="euclidean", durability="none") as s:
             s.upsert_many([f"doc-{i}" for i in range(args.n)], x)
             s.flush_index()
-            result["threads"] = tq = threads_qps(s, Q, args.seconds)
+            result["threads"] = tq = threads_qps(lambda q: s.query(q, k=10), Q, args.seconds)
             print(md_table(["query threads", "queries/s"], [[1, f"{tq[1]:,.0f}"], [2, f"{tq[2]:,.0f}"]]))
             print(f"2 threads / 1 thread: {tq['ratio']:.2f}x (median of {tq['rounds']} paired windows: "
                   f"{', '.join(f'{r:.2f}' for r in tq['ratios'])})")
+            if args.ceiling:
+                result["ceiling"] = ceiling(s, x, Q, args.seconds)
             # a compaction that rebuilds everything: soft-delete a tenth, so every record moves
             s.batch_execute([vs.SoftDelete(f"doc-{i}") for i in range(0, args.n, 10)])
             result["compaction"] = cl = compaction_latency(s, Q, args.seconds)
@@ -147,7 +181,7 @@ def main(argv=None) -> int:
                          f"{w1['query_p50_ms']:.3f}", f"{w1['query_p99_ms']:.3f}", w1["checkpoints"]]]))
         print(f"with / without checkpoints: upsert p99 {w1['upsert_p99_ms'] / w0['upsert_p99_ms']:.2f}x, "
               f"query p99 {w1['query_p99_ms'] / w0['query_p99_ms']:.2f}x")
-    write_json("concurrency", result)
+    write_json("concurrency", result, args.out)
     return 0
 
 

@@ -160,6 +160,20 @@ def test_store_overhead_quick(capsys, tmp_path):
     assert rows and all(r["same_results"] == 1.0 for r in rows)
 
 
+def test_concurrency_small_with_ceiling(capsys, tmp_path):
+    pytest.importorskip("hnswlib")
+    from benchmarks import concurrency
+
+    assert concurrency.main(["--n", "3000", "--dim", "16", "--seconds", "0.5", "--skip-checkpoints", "--ceiling",
+                             "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 threads / 1 thread" in out and "hnswlib knn_query" in out
+    result = _json(tmp_path, "concurrency")
+    assert set(result["ceiling"]) == {"raw HNSWIndex.search", "hnswlib knn_query"}
+    assert all(r["1"] > 0 and r["2"] > 0 for r in [result["threads"], *result["ceiling"].values()])
+    assert result["compaction"]["during"]["removed"] > 0
+
+
 def test_http_load_quick(capsys, tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
