@@ -78,8 +78,9 @@ def threads_qps(ask, Q: np.ndarray, seconds: float, rounds: int = 5) -> dict:
 
 def ceiling(store, x: np.ndarray, Q: np.ndarray, seconds: float) -> dict:
     """The same two-thread measurement on the store's own graph called raw (``HNSWIndex.search``: the walk, with a
-    few microseconds of Python around it) and on hnswlib built from the same vectors with the same M and ef: how
-    far two threads can go on this machine when almost nothing holds the GIL."""
+    few microseconds of Python around it) and on hnswlib built from the same vectors with the same M and ef; then
+    one batch call of all queries on 1 and on 2 kernel threads, for both: how the walk itself scales when no
+    Python runs between queries."""
     index, live = store._state.index, store._state.live
     asks = {"raw HNSWIndex.search": lambda q: index.search(q, 10, live)}
     try:
@@ -95,11 +96,33 @@ def ceiling(store, x: np.ndarray, Q: np.ndarray, seconds: float) -> dict:
         peer.set_num_threads(1)
         peer.set_ef(p.ef_search)
         asks["hnswlib knn_query"] = lambda q: peer.knn_query(q, k=10)
-    out = {}
+    out: dict = {}
     for name, ask in asks.items():
         out[name] = tq = threads_qps(ask, Q, seconds)
         print(f"{name}: 1 thread {tq[1]:,.0f} q/s, 2 threads {tq[2]:,.0f} q/s, {tq['ratio']:.2f}x "
               f"(pairs {', '.join(f'{r:.2f}' for r in tq['ratios'])})")
+    # The walk's own scaling, with no Python between queries: one batch call on 1, then on 2 kernel threads.
+    import numba
+
+    batches = {"store.query_batch": lambda nt: store.query_batch(Q, k=10)}
+    if hnswlib is not None:
+        batches["hnswlib knn_query (batch)"] = lambda nt: (peer.set_num_threads(nt), peer.knn_query(Q, k=10))
+    before = numba.get_num_threads()
+    try:
+        for name, run in batches.items():
+            rates: dict[int, list[float]] = {1: [], 2: []}
+            for r in range(5):
+                for nt in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    numba.set_num_threads(min(nt, numba.config.NUMBA_NUM_THREADS))
+                    t0 = time.perf_counter()
+                    run(nt)
+                    rates[nt].append(len(Q) / (time.perf_counter() - t0))
+            ratios = np.array(rates[2]) / np.array(rates[1])
+            out[name] = b = {1: float(np.median(rates[1])), 2: float(np.median(rates[2])),
+                             "ratio": float(np.median(ratios)), "ratios": ratios.round(3).tolist()}
+            print(f"{name}: 1 kernel thread {b[1]:,.0f} q/s, 2 threads {b[2]:,.0f} q/s, {b['ratio']:.2f}x")
+    finally:
+        numba.set_num_threads(before)
     return out
 
 

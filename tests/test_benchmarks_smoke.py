@@ -169,7 +169,8 @@ def test_concurrency_small_with_ceiling(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "2 threads / 1 thread" in out and "hnswlib knn_query" in out
     result = _json(tmp_path, "concurrency")
-    assert set(result["ceiling"]) == {"raw HNSWIndex.search", "hnswlib knn_query"}
+    assert set(result["ceiling"]) == {"raw HNSWIndex.search", "hnswlib knn_query", "store.query_batch",
+                                      "hnswlib knn_query (batch)"}
     assert all(r["1"] > 0 and r["2"] > 0 for r in [result["threads"], *result["ceiling"].values()])
     assert result["compaction"]["during"]["removed"] > 0
 
