@@ -141,3 +141,39 @@ def test_float32_query_fast_path_refuses_what_the_full_check_refuses(tmp_path, m
             validate_query_vector(q, 3, metric)
     else:
         assert np.array_equal(validate_query_vector(q, 3, metric), q)
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclidean"])
+def test_a_norm_that_would_overflow_a_distance_is_refused_under_dot_and_euclidean(tmp_path, metric):
+    """Two accepted vectors never give an infinite distance or score: under dot and euclidean a norm must stay
+    below MAX_NORM (about 6.5e18). Refused in every path a vector comes in by, and nothing changes on disk."""
+    from vecstore_ref.validation import MAX_NORM
+
+    big = [1e19, 0.0, 0.0, 0.0]
+    with vs.VecStore.open(str(tmp_path / "s"), dim=DIM, metric=metric, index="flat") as s:
+        s.upsert("a", GOOD)
+        before = dir_digest(s.path)
+        for call in (lambda: s.upsert("b", big), lambda: s.upsert_many(["b", "c"], [GOOD, big]),
+                     lambda: s.query(big), lambda: s.query(np.array(big, dtype=np.float32)),
+                     lambda: s.query_batch(np.array([GOOD, big]))):
+            with pytest.raises(vs.InvalidVectorError) as info:
+                call()
+            assert "norm" in str(info.value)
+        assert "row 1" in str(pytest.raises(vs.InvalidVectorError, s.upsert_many, ["b", "c"], [GOOD, big]).value)
+        got = s.batch_execute([vs.Upsert("c", np.array(big)), vs.Upsert("d", [1e10, 1e19, 0.0, 0.0])])
+        assert got.succeeded == 0 and [e.type for e in got.errors] == ["InvalidVectorError"] * 2
+        assert dir_digest(s.path) == before and s.ids() == ["a"]
+        # Just below the bound: accepted, and the farthest two such vectors can be apart is still a finite score.
+        edge = np.array([MAX_NORM * 0.999, 0.0, 0.0, 0.0], dtype=np.float32)
+        s.upsert_many(["far", "near"], np.stack([edge, -edge]))
+        for n in s.query(-edge, k=3) + s.query(edge, k=3):
+            assert np.isfinite(n.score)
+        assert s.query(-edge, k=1)[0].id == "near" and s.query(edge, k=1)[0].id == "far"
+        got = s.query_batch(np.stack([edge, -edge]), k=3)
+        assert np.isfinite(got.scores).all()
+
+
+def test_cosine_takes_any_norm_that_is_finite_in_float32(tmp_path):
+    with vs.VecStore.open(str(tmp_path / "s"), dim=DIM, metric="cosine", index="flat") as s:
+        s.upsert("big", [1e19, 1e19, 0.0, 0.0])
+        assert s.query([1e30, 1e30, 0.0, 0.0], k=1)[0].id == "big"

@@ -24,6 +24,7 @@ from .state import FREE, LIVE, SOFT, StoreState
 from .types import BatchError, Delete, Restore, SetTTL, SoftDelete, UpdateMetadata, Upsert
 from .validation import (
     ACCEPTED_VECTOR_KINDS,
+    MAX_SQUARED_NORM,
     cosine_norms_clearly_valid,
     validate_dim,
     validate_id,
@@ -155,7 +156,9 @@ def _check_upsert_vectors_together(ops: list, dim: int | None, metric: str) -> d
         ok = np.isfinite(rows).all(axis=1)
         if metric == "cosine":
             ok &= cosine_norms_clearly_valid(rows)
-    return {i: rows[r] for r, i in enumerate(picked) if ok[r]}  # type: ignore[index]  # ok: bool (n,)
+        else:  # far below the norm bound of the other metrics (the rest is checked one by one)
+            ok &= np.einsum("ij,ij->i", rows, rows) < MAX_SQUARED_NORM / 2
+    return {i: rows[r] for r, i in enumerate(picked) if ok[r]}
 
 
 def _plan_one(op, plan: BatchPlan, view, overlay: dict, metric: str, now: float, checked_vector=None):

@@ -117,6 +117,38 @@ def check_cosine_norms(vectors: np.ndarray, what: str) -> None:
         )
 
 
+# Under euclidean and dot, a vector's squared norm (in float64) must stay below this, so that no distance or dot
+# product of two accepted vectors overflows float32 in a kernel: |q - x|^2 <= 4 max(|q|^2, |x|^2), which is then
+# at most half the float32 maximum. A norm below about 6.5e18; any embedding is many orders of magnitude below it.
+# (Cosine needs no bound: its kernels fall back to float64 where float32 would overflow.)
+MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 8
+MAX_NORM = math.sqrt(MAX_SQUARED_NORM)
+
+
+def check_norm_bound(vectors: np.ndarray, what: str, metric: str) -> None:
+    """Refuse a float32 vector (d,) or rows (n, d) whose norm reaches `MAX_NORM` (see above)."""
+    if vectors.ndim == 1:
+        v = vectors.astype(np.float64)
+        sq64 = np.array([float(v @ v)])
+        candidates = np.zeros(1, dtype=np.int64)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = np.einsum("ij,ij->i", vectors, vectors)  # float32: exact enough far from the bound
+        candidates = np.flatnonzero(~(sq < MAX_SQUARED_NORM / 2))
+        if candidates.size == 0:
+            return
+        rows = vectors[candidates].astype(np.float64)
+        sq64 = np.einsum("ij,ij->i", rows, rows)
+    bad = np.flatnonzero(sq64 >= MAX_SQUARED_NORM)
+    if bad.size:
+        row = int(candidates[bad[0]])
+        where = "" if vectors.ndim == 1 else f" (row {row})"
+        raise InvalidVectorError(
+            f"{what}{where} has norm {math.sqrt(sq64[bad[0]]):.3g}; under the {metric} metric a norm must be below "
+            f"{MAX_NORM:.2g}, so that no distance between two vectors overflows float32"
+        )
+
+
 def validate_dim(dim: object) -> int:
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise InvalidArgumentTypeError(f"dim must be an int, got {type(dim).__name__}")
@@ -125,8 +157,9 @@ def validate_dim(dim: object) -> int:
     return int(dim)
 
 
-def validate_vector(vector: object, dim: int | None, metric: str, what: str = "vector") -> np.ndarray:
-    """One vector -> float32 (dim,), C-contiguous, owned (a copy), finite, with a usable norm under cosine."""
+def validate_vector(vector: object, dim: int | None, metric: str | None, what: str = "vector") -> np.ndarray:
+    """One vector -> float32 (dim,), C-contiguous, owned (a copy), finite, with a usable norm under cosine and a
+    norm below `MAX_NORM` under the other metrics."""
     arr = _as_array(vector, what)
     if arr.ndim != 1:
         raise DimensionMismatchError(f"{what} must be 1-D, got shape {arr.shape}")
@@ -139,6 +172,8 @@ def validate_vector(vector: object, dim: int | None, metric: str, what: str = "v
     out = _finite_float32(arr, what)
     if metric == "cosine":
         check_cosine_norms(out, what)
+    elif metric is not None:  # None: a caller that leaves the metric's checks to the store
+        check_norm_bound(out, what, metric)
     return out
 
 
@@ -151,7 +186,7 @@ def validate_query_vector(vector: object, dim: int | None, metric: str, what: st
             and vector.strides == _FLOAT32_STRIDE and vector.flags.writeable):
         # (a read-only array would make Numba compile the kernels again for another array type)
         sq = _squared_norm(vector)
-        lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-0.5, math.inf)
+        lo, hi = CLEARLY_VALID_SQUARED_NORM if metric == "cosine" else (-0.5, MAX_SQUARED_NORM)
         if lo < sq < hi:
             return vector
     return validate_vector(vector, dim, metric, what)
@@ -171,7 +206,7 @@ def _squared_norm(vector: np.ndarray) -> float:
     return squared_norm(vector)
 
 
-def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = "vectors") -> np.ndarray:
+def validate_vectors(vectors: object, dim: int | None, metric: str | None, what: str = "vectors") -> np.ndarray:
     """A matrix of vectors -> float32 (n, dim), C-contiguous, owned; errors name the first bad row."""
     arr = _as_array(vectors, what)
     if arr.ndim != 2:
@@ -183,8 +218,11 @@ def validate_vectors(vectors: object, dim: int | None, metric: str, what: str = 
     if dim is None:
         validate_dim(arr.shape[1])
     out = _finite_float32(arr, what)
-    if metric == "cosine" and out.shape[0]:
-        check_cosine_norms(out, what)
+    if out.shape[0]:
+        if metric == "cosine":
+            check_cosine_norms(out, what)
+        elif metric is not None:
+            check_norm_bound(out, what, metric)
     return out
 
 

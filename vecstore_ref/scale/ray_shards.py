@@ -405,14 +405,14 @@ class RayShard:
 
         if isinstance(q, Query):
             k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
-        vec = validate_vector(q, None, "euclidean", "query vector")  # the shard checks the rest (dim, norm)
+        vec = validate_vector(q, None, None, "query vector")  # the shard checks the rest (dim, norm)
         parts = encode_query(vec[None, :], k, filter, ef, single=True)
         return cast("list[Neighbor]", self.receive_query(self.send_query(parts), True, validate_k(k, WIRE_MAX_K)))
 
     def query_batch(self, vectors: ArrayLike, k: int = 10, filter: str | Filter | None = None,
                     ef: int | None = None) -> BatchQueryResult:
         """``VecStore.query_batch`` on this shard alone, over the query channel."""
-        mat = validate_vectors(vectors, None, "euclidean", "query vectors")
+        mat = validate_vectors(vectors, None, None, "query vectors")
         parts = encode_query(mat, k, filter, ef, single=False)
         return cast(BatchQueryResult, self.receive_query(self.send_query(parts), False, validate_k(k, WIRE_MAX_K)))
 
