@@ -17,6 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from http_helpers import ServerThread, free_port, read_to_end  # noqa: E402
 
 import vecstore_ref as vs  # noqa: E402
 from vecstore_ref._fs import dir_digest  # noqa: E402
@@ -190,14 +191,8 @@ def test_bearer_token_on_every_route(tmp_path):
     app.state.manager.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_command_binds_localhost_and_answers(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "vecstore_ref", "serve", "--data", str(tmp_path / "data"),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -223,33 +218,6 @@ def test_serve_command_binds_localhost_and_answers(tmp_path):
     assert os.path.isdir(tmp_path / "data" / "default")
 
 
-class _Server:
-    """The app under uvicorn in a thread of this process, on a free port of 127.0.0.1."""
-
-    def __init__(self, app):
-        import threading
-
-        import uvicorn
-
-        self.app = app
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        self.app.state.manager.close()
-
-
 def _stalled_upsert(port: int) -> socket.socket:
     """A connection that sends 10 bytes of the 100-byte body it announces, then nothing."""
     s = socket.create_connection(("127.0.0.1", port), timeout=120)
@@ -258,17 +226,10 @@ def _stalled_upsert(port: int) -> socket.socket:
     return s
 
 
-def _read_to_end(s: socket.socket) -> bytes:
-    chunks = []
-    while chunk := s.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_a_stalled_body_does_not_hold_up_other_clients(tmp_path):
     """The wait for a body happens on the event loop, not in a worker: with a stalled upsert open (and a timeout
     that cannot pass during the test), other requests, writes included, are answered."""
-    with _Server(create_app(str(tmp_path / "d"), body_timeout_s=3600)) as srv:
+    with ServerThread(create_app(str(tmp_path / "d"), body_timeout_s=3600)) as srv:
         stalled = [_stalled_upsert(srv.port) for _ in range(3)]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/healthz", timeout=120) as r:
@@ -285,9 +246,9 @@ def test_a_stalled_body_does_not_hold_up_other_clients(tmp_path):
 
 def test_a_stalled_body_gets_408_and_its_connection_closed(tmp_path):
     """However slow the machine, the answer is a whole 408 (read until the server closes), and nothing is written."""
-    with _Server(create_app(str(tmp_path / "d"), body_timeout_s=0.2)) as srv:
+    with ServerThread(create_app(str(tmp_path / "d"), body_timeout_s=0.2)) as srv:
         with _stalled_upsert(srv.port) as s:
-            reply = _read_to_end(s)
+            reply = read_to_end(s)
         assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
         assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "RequestTimeout"
         assert len(srv.app.state.manager.get_namespace("default")) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -13,43 +12,10 @@ import pytest
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from http_helpers import ServerThread, free_port, read_to_end  # noqa: E402
+
 from vecstore_ref.server import create_app  # noqa: E402
 from vecstore_ref.server.protocol import protocol_class  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, root, kind: str, head_timeout_s: float):
-        self.app = create_app(str(root))
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error",
-                                                    http=protocol_class(kind, head_timeout_s)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        self.app.state.manager.close()
-
-
-def _read_to_end(s: socket.socket) -> bytes:
-    chunks = []
-    while chunk := s.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json_error(reply: bytes, status: int) -> dict:
@@ -63,7 +29,7 @@ def _json_error(reply: bytes, status: int) -> dict:
 def server(request, tmp_path):
     if request.param == "httptools":
         pytest.importorskip("httptools")
-    with _Server(tmp_path / "d", request.param, head_timeout_s=0.5) as srv:
+    with ServerThread(create_app(str(tmp_path / "d")), http=protocol_class(request.param, 0.5)) as srv:
         yield srv
 
 
@@ -72,7 +38,7 @@ def test_a_request_head_that_never_completes_gets_408_and_is_closed(server, sent
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(sent)
         t0 = time.monotonic()
-        reply = _read_to_end(s)  # the server closes the connection
+        reply = read_to_end(s)  # the server closes the connection
         assert time.monotonic() - t0 < 20
     assert _json_error(reply, 408)["type"] == "RequestTimeout"
 
@@ -92,7 +58,7 @@ def test_a_slow_head_after_a_kept_alive_request_is_closed_too(server):
                 break
             time.sleep(0.2)
         try:
-            reply = _read_to_end(s)
+            reply = read_to_end(s)
             closed = True
         except OSError:
             reply = b""
@@ -114,7 +80,7 @@ def test_a_request_the_parser_refuses_gets_a_json_400(server, head):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head +
                   b"\r\n\r\n{}")
-        reply = _read_to_end(s)
+        reply = read_to_end(s)
     error = _json_error(reply, 400)
     assert error["type"] == "InvalidInputError" and "Traceback" not in error["message"]
 
@@ -128,7 +94,7 @@ def test_the_serve_command_closes_an_idle_connection_and_answers_parser_errors_i
 
     from vecstore_ref.server.protocol import HEAD_TIMEOUT_S
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "vecstore_ref", "serve", "--data", str(tmp_path / "data"),
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,10 +110,10 @@ def test_the_serve_command_closes_an_idle_connection_and_answers_parser_errors_i
                 time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
-            assert _json_error(_read_to_end(s), 400)["type"] == "InvalidInputError"
+            assert _json_error(read_to_end(s), 400)["type"] == "InvalidInputError"
         with socket.create_connection(("127.0.0.1", port), timeout=HEAD_TIMEOUT_S + 20) as s:
             t0 = time.monotonic()
-            reply = _read_to_end(s)
+            reply = read_to_end(s)
             assert time.monotonic() - t0 < HEAD_TIMEOUT_S + 15
         assert _json_error(reply, 408)["type"] == "RequestTimeout"
     finally:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
+from http_helpers import free_port
 
 pytest.importorskip("fastapi")
 pytest.importorskip("fastapi_offline", reason="the [server] extra ships the Swagger UI assets")
@@ -30,15 +30,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (D
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "vecstore_ref", "serve", "--data", str(tmp_path / "data"),
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     try:
