@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -79,13 +80,30 @@ class Peer(ABC):
         """Put the library in one-thread mode for a loop of :meth:`search_one` calls."""
         return None  # nothing to do unless an adapter says otherwise
 
-    @abstractmethod
-    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        """Implemented by every adapter."""
+    # The timed loops call `ask_one` / `ask_batch`: the library's own call and nothing else, whatever it returns.
+    # `rows_of_one` / `rows_of_batch` turn those answers into int64 row numbers for the recall, after the clock has
+    # stopped (a store's string ids, hnswlib's uint64 labels, usearch's padded keys), so no library is charged for
+    # the benchmark's own bookkeeping. An adapter whose call already returns row numbers only needs `search_*`.
 
-    @abstractmethod
+    def ask_one(self, q: np.ndarray, k: int) -> Any:
+        return self.search_one(q, k)
+
+    def rows_of_one(self, answer: Any) -> np.ndarray:
+        return answer
+
+    def ask_batch(self, Q: np.ndarray, k: int, threads: int) -> Any:
+        return self.search_batch(Q, k, threads)
+
+    def rows_of_batch(self, answer: Any) -> np.ndarray:
+        return answer
+
+    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
+        """Row numbers (int64) of the top ``k`` for one query."""
+        return self.rows_of_one(self.ask_one(q, k))
+
     def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
-        """Implemented by every adapter."""
+        """Row numbers (int64, (nq, k)) of the top ``k`` for every query, on ``threads`` threads."""
+        return self.rows_of_batch(self.ask_batch(Q, k, threads))
 
     @abstractmethod
     def memory_bytes(self) -> int:
@@ -194,14 +212,19 @@ class VecstoreStore(Peer):
     def single_thread(self) -> None:
         set_numba_threads(1)
 
-    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return np.array([int(h.id) for h in self.store.query(q, k=k, ef=self.ef)], dtype=np.int64)
+    def ask_one(self, q: np.ndarray, k: int) -> Any:
+        return self.store.query(q, k=k, ef=self.ef)
 
-    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+    def rows_of_one(self, answer: Any) -> np.ndarray:
+        return np.array([int(h.id) for h in answer], dtype=np.int64)
+
+    def ask_batch(self, Q: np.ndarray, k: int, threads: int) -> Any:
         set_numba_threads(threads)
-        res = self.store.query_batch(Q, k=k, ef=self.ef)
-        ids = res.ids
-        if (res.n_found < k).any():
+        return self.store.query_batch(Q, k=k, ef=self.ef)
+
+    def rows_of_batch(self, answer: Any) -> np.ndarray:
+        ids = answer.ids
+        if (answer.n_found < ids.shape[1]).any():
             ids = np.where(np.equal(ids, None), "-1", ids)
         return ids.astype(np.int64)
 
@@ -279,12 +302,18 @@ class Hnswlib(Peer):
     def single_thread(self) -> None:
         self.index.set_num_threads(1)
 
-    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.index.knn_query(q, k=k)[0][0].astype(np.int64)
+    def ask_one(self, q: np.ndarray, k: int) -> Any:
+        return self.index.knn_query(q, k=k)
 
-    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+    def rows_of_one(self, answer: Any) -> np.ndarray:
+        return answer[0][0].astype(np.int64)
+
+    def ask_batch(self, Q: np.ndarray, k: int, threads: int) -> Any:
         self.index.set_num_threads(threads)
-        return self.index.knn_query(Q, k=k)[0].astype(np.int64)
+        return self.index.knn_query(Q, k=k)
+
+    def rows_of_batch(self, answer: Any) -> np.ndarray:
+        return answer[0].astype(np.int64)
 
     def memory_bytes(self) -> int:
         try:
@@ -313,12 +342,18 @@ class _Faiss(Peer):
     def prepare(self, Q: np.ndarray) -> np.ndarray:
         return self._prep(Q)  # unit-normalized for cosine, outside timing: the most favourable setup for faiss
 
-    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.index.search(q[None, :], k)[1][0]
+    def ask_one(self, q: np.ndarray, k: int) -> Any:
+        return self.index.search(q[None, :], k)
 
-    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
+    def rows_of_one(self, answer: Any) -> np.ndarray:
+        return answer[1][0]
+
+    def ask_batch(self, Q: np.ndarray, k: int, threads: int) -> Any:
         self._lib.omp_set_num_threads(threads)
-        return self.index.search(Q, k)[1]
+        return self.index.search(Q, k)
+
+    def rows_of_batch(self, answer: Any) -> np.ndarray:
+        return answer[1]
 
     def memory_bytes(self) -> int:
         return int(len(self._lib.serialize_index(self.index)))
@@ -371,11 +406,17 @@ class Usearch(Peer):
         out[(keys >= self.n)] = -1  # usearch pads missing results with a sentinel key
         return out
 
-    def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self._rows(self.index.search(q, k, threads=1).keys)
+    def ask_one(self, q: np.ndarray, k: int) -> Any:
+        return self.index.search(q, k, threads=1)
 
-    def search_batch(self, Q: np.ndarray, k: int, threads: int) -> np.ndarray:
-        return self._rows(self.index.search(Q, k, threads=threads).keys)
+    def rows_of_one(self, answer: Any) -> np.ndarray:
+        return self._rows(answer.keys)
+
+    def ask_batch(self, Q: np.ndarray, k: int, threads: int) -> Any:
+        return self.index.search(Q, k, threads=threads)
+
+    def rows_of_batch(self, answer: Any) -> np.ndarray:
+        return self._rows(answer.keys)
 
     def memory_bytes(self) -> int:
         return int(self.index.serialized_length)
