@@ -176,6 +176,23 @@ def test_query_batch_equals_single_queries_on_every_plan(tmp_path, rng, index, m
         assert few.n_found.tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("index", ["hnsw", "flat"])
+def test_query_batch_with_fewer_records_than_k_pads_every_row(tmp_path, rng, index):
+    vecs = random_vectors(rng, 5, 8)
+    with vs.VecStore.open(str(tmp_path / "s"), dim=8, metric="euclidean", index=index) as s:
+        s.upsert_many(["e", "d", "c", "b", "a"], np.concatenate([vecs[:4], vecs[:1]]))  # "a" ties with "e"
+        s.flush_index()
+        batch = s.query_batch(vecs, k=10)
+        assert batch.ids.shape == (5, 10) and batch.scores.dtype == np.float32
+        assert batch.n_found.tolist() == [5] * 5
+        for i, q in enumerate(vecs):
+            single = s.query(q, k=10)
+            assert batch.ids[i, :5].tolist() == [h.id for h in single]
+            assert batch.scores[i, :5].tolist() == [np.float32(h.score) for h in single]
+            assert all(x is None for x in batch.ids[i, 5:]) and np.all(batch.scores[i, 5:] == -np.inf)
+        assert batch.ids[0, :2].tolist() == ["a", "e"]  # equal scores: by id
+
+
 def test_upsert_many_rejects_bad_row_and_writes_nothing(store_path):
     from vecstore_ref._fs import dir_digest
 

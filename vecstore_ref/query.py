@@ -80,6 +80,12 @@ class _Stats(NamedTuple):
     hops: int
 
 
+def _empty_batch_result(nq: int, k: int) -> BatchQueryResult:
+    """``nq`` rows of no results: ids None, scores -inf, none found."""
+    return BatchQueryResult(np.full((nq, k), None, dtype=object), np.full((nq, k), -np.inf, dtype=np.float32),
+                            np.zeros(nq, dtype=np.int64))
+
+
 def _by_score_then_id(n: Neighbor) -> tuple:
     return -n.score, n.id
 
@@ -287,32 +293,54 @@ class QueryMethods:
             out.sort(key=_by_score_then_id)
         return out
 
-    def _fill_batch_result(self, slots, dists, ids, scores, n_found) -> None:
-        """Write a batch's results, rows ordered by (distance, slot) and padded with -1, into the result arrays.
+    @staticmethod
+    def _pad_batch(result: BatchQueryResult, k: int) -> BatchQueryResult:
+        """``result`` widened to ``k`` columns (padded with None and -inf) when fewer records could match."""
+        kk = result.ids.shape[1]
+        if kk == k:
+            return result
+        padded = _empty_batch_result(result.ids.shape[0], k)
+        padded.ids[:, :kk], padded.scores[:, :kk] = result.ids, result.scores
+        padded.n_found[:] = result.n_found
+        return padded
+
+    def _batch_result(self, slots: np.ndarray, dists: np.ndarray, k: int) -> BatchQueryResult:
+        """A batch's results from its rows of slots and distances, ordered by (distance, slot) and padded with -1.
 
         ``slots``/``dists`` may hold more columns than ``k`` (a graph walk's spare results): a tie at the k-th
-        place is settled from them by id. Whole-matrix operations; only the rare rows with equal scores are
-        re-sorted (by id) one by one.
+        place is settled from them by id. Whole-matrix operations: when every row is full (the common case) the ids
+        are one gather from the id cache and the scores one array expression; only the rare rows with equal scores
+        are re-sorted (by id) one by one.
         """
         st = self._state
-        k = ids.shape[1]
+        nq = slots.shape[0]
         if slots.shape[1] > k:
             at_k = (slots[:, k] >= 0) & (dists[:, k] == dists[:, k - 1])
             for i in np.flatnonzero(at_k).tolist():
                 row_s, row_d = self._cut_at_k(slots[i][slots[i] >= 0], dists[i][slots[i] >= 0], k)
                 slots[i, :k], dists[i, :k] = row_s, row_d
             slots, dists = slots[:, :k], dists[:, :k]
-        found = slots >= 0
         kk = slots.shape[1]
-        n_found[:] = found.sum(axis=1)
+        found = slots >= 0
         sc = scores_from_distances(self._metric, dists)
-        scores[:, :kk] = np.where(found, sc, -np.inf)
-        ids[:, :kk] = np.where(found, st.id_map.array()[np.maximum(slots, 0)], None)
-        tied = ((sc[:, 1:] == sc[:, :-1]) & found[:, 1:]).any(axis=1)
-        for i in np.flatnonzero(tied).tolist():
-            n = int(n_found[i])
-            order = sorted(range(n), key=lambda j: (-scores[i, j], ids[i, j]))
-            ids[i, :n], scores[i, :n] = ids[i, order], scores[i, order]
+        id_cache = st.id_map.array()
+        if kk == k and found.all():
+            ids = id_cache.take(slots)
+            scores = np.ascontiguousarray(sc, dtype=np.float32)
+            n_found = np.full(nq, k, dtype=np.int64)
+        else:  # short rows (fewer records allowed than k, or a walk that found fewer): padded
+            ids = np.full((nq, k), None, dtype=object)
+            np.copyto(ids[:, :kk], id_cache.take(slots), where=found)  # (slot -1 takes the last entry: masked)
+            scores = np.full((nq, k), -np.inf, dtype=np.float32)
+            np.copyto(scores[:, :kk], sc, where=found)
+            n_found = np.count_nonzero(found, axis=1).astype(np.int64)
+        if kk > 1:
+            tied_cells = np.flatnonzero((sc[:, 1:] == sc[:, :-1]) & found[:, 1:])
+            for i in np.unique(tied_cells // (kk - 1)).tolist():
+                n = int(n_found[i])
+                order = sorted(range(n), key=lambda j: (-scores[i, j], ids[i, j]))
+                ids[i, :n], scores[i, :n] = ids[i, order], scores[i, order]
+        return BatchQueryResult(ids, scores, n_found)
 
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
         """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a `Query`."""
@@ -374,15 +402,12 @@ class QueryMethods:
             st = self._state
             mat = validate_vectors(vectors, st.dim, self._metric, "query vectors")
             nq = mat.shape[0]
-            ids = np.full((nq, k), None, dtype=object)
-            scores = np.full((nq, k), -np.inf, dtype=np.float32)
-            n_found = np.zeros(nq, dtype=np.int64)
             if st.dim is None or nq == 0:
-                return BatchQueryResult(ids, scores, n_found)
+                return _empty_batch_result(nq, k)
             match = self._match(flt)
             allowed, n_allowed = match.mask, match.n
             if n_allowed == 0:
-                return BatchQueryResult(ids, scores, n_found)
+                return _empty_batch_result(nq, k)
             kk = min(k, n_allowed)
             plan = self._plan(flt, n_allowed, kk, ef, match)
             if plan in ("hnsw", "filtered-hnsw"):
@@ -390,9 +415,8 @@ class QueryMethods:
                     slots, dists, _, _ = st.index.search_batch(mat, kk, allowed, ef, spare=True)
                 else:
                     slots, dists, _, _ = st.index.filtered_search_batch(mat, kk, allowed, ef, self._selectivity(match))
-                if slots.shape[1] > kk:
-                    self._fill_batch_result(slots, dists, ids[:, :kk], scores[:, :kk], n_found)
-                    return BatchQueryResult(ids, scores, n_found)
+                if slots.shape[1] > kk:  # spare columns: the k-th place is settled among the first kk
+                    return self._pad_batch(self._batch_result(slots, dists, kk), k)
             elif plan == "flat":
                 slots, dists, _, _, nxt = st.index.search_batch_with_boundary(mat, kk, allowed)
                 full = slots[:, -1] >= 0
@@ -405,8 +429,7 @@ class QueryMethods:
 
                     slots[i], dists[i] = self._resolve_boundary_ties(FlatIndex(st.table), mat[i], allowed, slots[i],
                                                                      dists[i])
-            self._fill_batch_result(slots, dists, ids, scores, n_found)
-            return BatchQueryResult(ids, scores, n_found)
+            return self._batch_result(slots, dists, k)
 
     def estimate_query(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Validate a query and estimate its cost without running it; never raises for a bad query.
