@@ -59,8 +59,10 @@ def run_peer(peer: Peer, ds: Dataset, efs, threads: int, repeats: int, exact_sin
     """Build ``peer`` on ``ds`` and sweep ef; returns build time, memory and one row per ef."""
     peer.warmup(ds.dim)
     gc.collect()
+    cpu0 = time.process_time()  # the whole process's CPU time, every thread of it
     with Timer() as build:
         peer.build(ds.base, threads)
+    build_cpu = time.process_time() - cpu0
     Q = peer.prepare(ds.queries)
     rows = []
     for ef in ([None] if peer.exact else efs):
@@ -75,7 +77,8 @@ def run_peer(peer: Peer, ds: Dataset, efs, threads: int, repeats: int, exact_sin
             qpsb, foundb = _batch_pass(peer, Q, K, threads, repeats)
         rows.append({"ef": ef, "recall": recall_at_k(found1, ds.truth[:nq1]),
                      "batch_recall": recall_at_k(foundb, ds.truth), "single_qps": qps1, "batch_qps": qpsb})
-    out = {"build_s": build.s, "memory_bytes": peer.memory_bytes(), "rows": rows, "exact": peer.exact}
+    out = {"build_s": build.s, "build_cpu_s": build_cpu, "memory_bytes": peer.memory_bytes(), "rows": rows,
+           "exact": peer.exact}
     peer.__dict__.pop("index", None)  # free the index before the next library builds
     gc.collect()
     return out
@@ -133,6 +136,10 @@ def report(ds: Dataset, results: dict[str, dict], threads: int) -> str:
         body = [[r["library"]] + [_fmt_ratio(r[f"{key}@{t}"]) for t in TARGETS for key in ("single_qps", "batch_qps")]
                 + [f"{r['build_time']:.2f}x", f"{r['memory']:.2f}x"] for r in rat]
         lines.append(md_table(header, body))
+    busy = [f"{name} {r['build_cpu_s'] / r['build_s']:.2f}" for name, r in results.items()
+            if not r["exact"] and r["build_s"] > 0 and "build_cpu_s" in r]
+    if busy:  # how many cores a build kept busy on average (the ideal is the thread count)
+        lines += ["", f"Build CPU time / wall time ({threads} threads): " + ", ".join(busy)]
     return "\n".join(lines)
 
 
