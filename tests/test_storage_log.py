@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -293,10 +294,13 @@ def test_repair_of_an_unreplayable_record_after_a_snapshot(tmp_path):
             s.upsert(f"r{i}", [float(i), 1.0, 2.0])
     spans = record_spans(segment(path))
     rewrite_record(segment(path), spans, 1, UNREPLAYABLE["half applied"])
+    linkers = sum(t.name == "vecstore-hnsw-linker" for t in threading.enumerate())
     with vs.VecStore.open(path, repair=True) as s:
         assert sorted(s.ids()) == sorted([f"s{i}" for i in range(50)] + ["r0"])  # nothing of "half"
         assert s.recovery_report.records_lost == 3
         assert [n.id for n in s.query([0.0, 1.0, 2.0], k=1)] == ["r0"]
+    # the state loaded first and discarded left no linker thread behind
+    assert sum(t.name == "vecstore-hnsw-linker" for t in threading.enumerate()) == linkers
 
 
 def test_read_only_open_reports_but_does_not_cut_a_torn_tail(tmp_path):

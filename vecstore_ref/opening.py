@@ -243,6 +243,7 @@ class OpeningMethods:
                 # With repair, such a record is a bad record like any other: the log is cut there. The state may
                 # hold part of it, so it is loaded again and the log replayed up to the cut.
                 bad_record = (rec.path, rec.offset)
+                _close_index(self._state)  # the discarded state's linker, if it started one
                 log.warning("store %s: repair cuts the log at a record that cannot be replayed (%s offset %d)",
                             self.path, os.path.basename(rec.path), rec.offset)
                 continue
