@@ -54,15 +54,33 @@ def layer_links(links0, links_up, up_offset, node, level):
     return links_up[up_offset[node] + level - 1]
 
 
-@callee((INT, VECTORS, FLOATS, FLOATS, SLOTS, INT, INT, SLOTS), cache=CACHE, fastmath=FASTMATH, **STEP)
-def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max_keep, out_s):
-    """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates and keepPrunedConnections).
+@callee((VECTORS, INT, INT), cache=CACHE, **STEP)
+def same_row(X, a, b):
+    """Whether rows ``a`` and ``b`` of ``X`` hold the same vector (two unrelated rows differ at once, in their
+    first value)."""
+    for j in range(X.shape[1]):
+        if X[a, j] != X[b, j]:
+            return False
+    return True
+
+
+@callee((INT, VECTORS, FLOATS, INT, FLOATS, SLOTS, INT, INT, SLOTS), cache=CACHE, fastmath=FASTMATH, **STEP)
+def select_neighbors_heuristic(metric, X, inv_norms, base, cand_d, cand_s, n_cand, max_keep, out_s):
+    """SELECT-NEIGHBORS-HEURISTIC (Alg. 4, without extendCandidates and keepPrunedConnections) for node ``base``.
 
     Walk the candidates from the closest and keep one only if it is closer to the base node than to every node kept
     so far. A candidate that a kept neighbour already "covers" is skipped, which spreads the links in all
     directions instead of bunching them inside one cluster, and keeps clustered data navigable.
 
+    Copies of the base node (rows holding the same vector: a document stored twice) are the exception. They lie
+    at the base's own distance from every candidate, so in the plain rule each would cover everything else (up to
+    rounding), and a group of more than ``max_keep`` copies would link only to each other: a closed room that a
+    walk enters and never leaves. So copies of the base are kept while they fill at most half of the list, and
+    cover nothing: the other candidates are judged against the kept nodes that are not copies. Without copies
+    the rule is the plain one.
+
     Args:
+        base: the slot whose neighbours these are (its row of ``X`` holds its vector).
         cand_d, cand_s: float32/int32 (>= n_cand,), candidates sorted best first by (distance to base, slot).
         max_keep: the most links kept.
         out_s: int32 (>= max_keep,), receives the kept slots in the order kept (closest first).
@@ -71,12 +89,26 @@ def select_neighbors_heuristic(metric, X, inv_norms, cand_d, cand_s, n_cand, max
         How many were kept (<= max_keep).
     """
     kept = 0
+    copies = 0
     for i in range(n_cand):
         e = cand_s[i]
+        if e == base:
+            continue
+        if same_row(X, e, base):
+            if 2 * (copies + 1) <= max_keep:
+                out_s[kept] = e
+                kept += 1
+                copies += 1
+                if kept >= max_keep:
+                    break
+            continue
         d_e = cand_d[i]
         good = True
         for j in range(kept):
-            if rows_distance(metric, X, inv_norms, e, out_s[j]) < d_e:
+            r = out_s[j]
+            if copies and same_row(X, r, base):
+                continue
+            if rows_distance(metric, X, inv_norms, e, r) < d_e:
                 good = False
                 break
         if good:
@@ -143,7 +175,8 @@ def plan_node(metric, X, inv_norms, links0, links_up, up_offset, deleted, ep, ma
             size = max_heap_push(merged_d, merged_s, size, d, other)
         heap_sort_ascending(merged_d, merged_s, size)
         row = fwd_off[i] + lc
-        fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, merged_d, merged_s, size, m, fwd[row])
+        fwd_n[row] = select_neighbors_heuristic(metric, X, inv_norms, np.int64(node), merged_d, merged_s, size, m,
+                                                  fwd[row])
 
 
 @njit((INT, VECTORS, FLOATS, SLOT_ROWS, SLOT_ROWS, SLOTS, FLAGS, INT, INT, SLOTS, LEVELS, FLAGS, INT, INT, EPOCH_ROWS,
@@ -252,7 +285,7 @@ def connect_one(metric, X, inv_norms, links0, links_up, up_offset, level, u, sou
     for j in range(n):
         size = max_heap_push(heap_d, heap_s, size, rows_distance(metric, X, inv_norms, u, buf_s[j]), buf_s[j])
     heap_sort_ascending(heap_d, heap_s, size)
-    kept = select_neighbors_heuristic(metric, X, inv_norms, heap_d, heap_s, size, max_deg, row)
+    kept = select_neighbors_heuristic(metric, X, inv_norms, np.int64(u), heap_d, heap_s, size, max_deg, row)
     for j in range(kept, max_deg):
         row[j] = -1
 
