@@ -277,3 +277,24 @@ def test_automatic_checkpoints_while_a_writer_links_its_own_backlog_finish(tmp_p
     s.close()
     with vs.VecStore.open(tmp_path / "s") as s:
         assert len(s) == 6000 and s.query(x[4321], k=1)[0].id == "d4321"
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+@pytest.mark.parametrize("index", ["hnsw", "flat"])
+@pytest.mark.parametrize("second", ["upsert", "delete"])
+def test_a_batch_that_writes_one_id_twice_leaves_a_store_that_reopens(tmp_path, metric, index, second):
+    """The batch's first write of the id leaves a free, zeroed slot in the snapshot; a free slot holds no record,
+    so the cosine rule for a record's direction does not apply to it (it made the store unopenable)."""
+    path = str(tmp_path / "s")
+    with vs.VecStore.open(path, dim=3, metric=metric, index=index) as s:
+        s.upsert("a", [1, 0, 0])
+        then = vs.Upsert("b", [0, 0, 1]) if second == "upsert" else vs.Delete("b")
+        assert s.batch_execute([vs.Upsert("b", [0, 1, 0]), then]).failed == 0
+        s.snapshot()
+    with vs.VecStore.open(path) as s:
+        assert s.verify().ok
+        expected = {"a", "b"} if second == "upsert" else {"a"}
+        assert set(s) == expected
+        if second == "upsert":
+            assert s.get("b").vector.tolist() == [0, 0, 1]
+        assert [h.id for h in s.query([1, 0, 0], k=1)] == ["a"]

@@ -48,14 +48,19 @@ def check_header(header: object) -> tuple[int, int | None]:
     return n, dim
 
 
-def check_vectors(vectors: np.ndarray, inv_norms: np.ndarray | None, metric: str) -> None:
+def check_vectors(vectors: np.ndarray, inv_norms: np.ndarray | None, metric: str,
+                  free: np.ndarray | None = None) -> None:
     """Every stored vector is finite and, under cosine, has a norm above ``MIN_COSINE_NORM`` and the inverse norm
     the table would compute for it (what a query divides by).
 
+    A free slot holds no record (a batch that wrote an id twice leaves the first slot free, zeroed): it must only
+    be finite with a finite, positive inverse norm, since a kernel may still read it.
+
     Args:
-        vectors: float32 (n, dim), the snapshot's rows (free slots too: a kernel may read them).
+        vectors: float32 (n, dim), the snapshot's rows, free slots too.
         inv_norms: float32 (n,), or None (a snapshot that stores none).
         metric: the store's metric.
+        free: bool (n,), the free slots (None: every slot holds a record).
 
     Raises:
         CorruptSnapshotError: naming the first bad slot.
@@ -74,6 +79,8 @@ def check_vectors(vectors: np.ndarray, inv_norms: np.ndarray | None, metric: str
             raise CorruptSnapshotError(f"snapshot slot {slot} holds a non-finite vector value")
         if metric == "cosine":
             flat = ~(np.linalg.norm(rows, axis=1) > MIN_COSINE_NORM)
+            if free is not None:
+                flat &= ~free[unclear[a:a + _CHUNK_ROWS]]
             if flat.any():
                 slot = int(unclear[a + int(np.flatnonzero(flat)[0])])
                 raise CorruptSnapshotError(f"snapshot slot {slot} holds a vector without direction under cosine")
@@ -84,6 +91,9 @@ def check_vectors(vectors: np.ndarray, inv_norms: np.ndarray | None, metric: str
         if unclear.size:  # their float32 squares are off: only a usable inverse norm is asked of them
             rest = inv_norms[unclear]
             bad[unclear] = ~(np.isfinite(rest) & (rest > 0))
+        if free is not None and free.any():  # no record, no norm to match
+            rest = inv_norms[free]
+            bad[free] = ~(np.isfinite(rest) & (rest > 0))
     if bad.any():
         slot = int(np.flatnonzero(bad)[0])
         raise CorruptSnapshotError(f"snapshot slot {slot} has an inverse norm that does not match its vector")

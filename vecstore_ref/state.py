@@ -400,7 +400,7 @@ class StoreState:
             raise CorruptSnapshotError("snapshot arrays have the wrong dtypes")
         if not np.isin(state, (FREE, LIVE, SOFT)).all():
             raise CorruptSnapshotError("snapshot holds an unknown slot state")
-        check_vectors(vectors, inv_norms, self.metric)
+        check_vectors(vectors, inv_norms, self.metric, free=state == FREE)
         self.dim = dim
         full_v = buffers.full(vectors) if buffers is not None else None
         full_i = buffers.full(inv_norms) if buffers is not None else None
@@ -464,7 +464,7 @@ class StoreState:
         if vectors.dtype.kind != "f":
             raise CorruptSnapshotError("snapshot vectors have the wrong dtype")
         with np.errstate(over="ignore"):
-            check_vectors(vectors.astype(DTYPE_VEC), None, self.metric)
+            check_vectors(vectors.astype(DTYPE_VEC), None, self.metric, free=state == FREE)
         self.set_dim(dim, capacity=max(1024, n))  # type: ignore[arg-type]  # slots: a dim (load_snapshot)
         self._allocate(n)
         mapped = np.flatnonzero(state != FREE)
