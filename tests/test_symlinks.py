@@ -350,3 +350,77 @@ def test_a_sharded_store_follows_no_link_below_its_root(tmp_path):
         with vs.ShardedStore.open(root) as s:
             s.upsert_many([f"r{i}" for i in range(20)], np.ones((20, 4), dtype=np.float32))
     assert sorted(str(p) for p in outside.rglob("*")) == before
+
+
+# --- archives and exports the caller names -----------------------------------------------------------------------
+
+def test_an_archive_path_inside_the_root_is_refused_and_the_store_keeps_its_records(world):
+    """An archive written over a store's own log segment (or a backup's manifest) destroyed them."""
+    root, outside = world
+    with vs.NamespaceManager(root) as m:
+        store = m.get_namespace("ns")
+        log = next(os.path.join(store.path, n) for n in sorted(os.listdir(store.path)) if n.endswith(".vsl"))
+        before = dir_digest(str(root))
+        for target in (log, os.path.join(store.path, "new.tar"), str(root / "ns" / "backups" / "b1" / "BACKUP.json")):
+            with pytest.raises(vs.InvalidArgumentError):
+                m.export_backup("ns", "b1", target)
+        os.symlink(outside / "precious", root / "ns" / "out.tar")
+        refused(outside, lambda: m.export_backup("ns", "b1", str(root / "ns" / "out.tar")), vs.InvalidArgumentError)
+        os.unlink(root / "ns" / "out.tar")
+        assert dir_digest(str(root)) == before
+    with vs.NamespaceManager(root) as m:
+        assert sorted(m.get_namespace("ns")) == ["a", "b", "c"]
+        assert [b[0] for b in m.list_namespace_backups("ns")] == ["b1"]
+
+
+def test_an_archive_path_that_is_a_link_is_replaced_not_followed(world, tmp_path):
+    root, outside = world
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(outside / "precious", elsewhere / "b1.tar")
+    before = dir_digest(str(outside))
+    with vs.NamespaceManager(root) as m:
+        m.export_backup("ns", "b1", str(elsewhere / "b1.tar"))
+    assert dir_digest(str(outside)) == before
+    assert not os.path.islink(elsewhere / "b1.tar") and os.listdir(elsewhere) == ["b1.tar"]
+    assert (elsewhere / "b1.tar").read_bytes() == archive_of(root)
+
+
+def test_an_archive_or_export_read_through_a_link_below_the_root_is_refused(world, tmp_path):
+    root, outside = world
+    (outside / "b1.tar").write_bytes(archive_of(root))
+    with vs.VecStore.open(tmp_path / "src", dim=4) as src:
+        src.upsert_many(["x", "y"], vecs(2))
+        src.export(outside / "ex")
+    os.symlink(outside, root / "ns" / "in")
+    with vs.NamespaceManager(root) as m:
+        refused(outside, lambda: m.import_backup("ns", str(root / "ns" / "in" / "b1.tar"), "b2"))
+        store = m.get_namespace("ns")
+        refused(outside, lambda: store.import_(str(root / "ns" / "in" / "ex")))
+        assert sorted(store) == ["a", "b", "c"]
+        assert [b[0] for b in m.list_namespace_backups("ns")] == ["b1"]
+
+
+def test_a_link_planted_in_an_export_directory_after_its_check_is_refused(tmp_path, monkeypatch):
+    """The export checks that its directory is empty, then reads the records, then creates its files: a link
+    planted in between must not be written through."""
+    import vecstore_ref.export as export
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"precious")
+    target = tmp_path / "exp"
+    target.mkdir()
+    read = export._read_consistently
+
+    def read_then_plant(stores):
+        got = read(stores)
+        os.symlink(outside / "victim", target / export.RECORDS)
+        return got
+
+    monkeypatch.setattr(export, "_read_consistently", read_then_plant)
+    with vs.VecStore.open(tmp_path / "s", dim=4) as s:
+        s.upsert_many(["a", "b"], vecs(2))
+        refused(outside, lambda: s.export(target))
+    assert (outside / "victim").read_bytes() == b"precious"
+    assert sorted(os.listdir(target)) == [export.RECORDS]  # its own vectors.npy removed, the link left alone

@@ -34,8 +34,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 
-from ._fs import get_fs
-from .errors import BackupCorruptError, DimensionMismatchError, InvalidArgumentError, UnsupportedFormatError
+from ._fs import get_fs, open_file
+from .errors import (
+    BackupCorruptError,
+    DimensionMismatchError,
+    InvalidArgumentError,
+    UnsafePathError,
+    UnsupportedFormatError,
+)
 
 if TYPE_CHECKING:
     from .scale.ray_shards import RayShard
@@ -53,18 +59,38 @@ MAX_RECORD_LINE_BYTES = 2**20  # 1 MiB: an id is at most 512 bytes and metadata 
 METRICS = ("cosine", "dot", "euclidean")
 
 
-def _sha256(path: str) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * 2**20), b""):
-            h.update(chunk)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+class _NewFile:
+    """A file the export creates (``O_EXCL``, never through a symbolic link: one planted in the directory after
+    its emptiness check is refused with `UnsafePathError`), hashed as it is written, so that the manifest's
+    checksums are those of the bytes written and nothing is read back by name."""
+
+    def __init__(self, path: str) -> None:
+        self._f = os.fdopen(open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
+        self._sha = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._sha.update(view)
+        self._size += view.nbytes
+        return self._f.write(view)
+
+    def finish(self) -> dict[str, Any]:
+        """Flush and fsync the file, close it; its size and SHA-256 for the manifest."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        return {"size": self._size, "sha256": self._sha.hexdigest()}
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _open_regular(file: str) -> BinaryIO:
-    """``file`` opened for reading, never through a symbolic link (``O_NOFOLLOW``), and only if it is a regular
-    file: the checks are made on the open file, so a link or a FIFO swapped in after a check cannot be read."""
-    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    """``file`` opened for reading, never through a symbolic link (the file itself, and below a namespace root no
+    component of its path: `vecstore_ref._fs.open_file`), and only if it is a regular file: the checks are made on
+    the open file, so a link or a FIFO swapped in after a check cannot be read."""
+    fd = open_file(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     f = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         f.close()
@@ -83,6 +109,8 @@ def _checked_file(path: str, name: str, want: Any) -> tuple[BinaryIO, tuple[int,
     file = os.path.join(path, name)
     try:
         f = _open_regular(file)
+    except UnsafePathError:
+        raise
     except OSError:
         raise BackupCorruptError(f"{path}/{name} does not match the export's manifest") from None
     try:
@@ -144,28 +172,30 @@ def export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLik
     fs = get_fs()
     created = not os.path.lexists(path)
     fs.makedirs(path)
+    made: list[str] = []  # the files this export created (only those are removed if it fails)
     try:
         fs.fsync_dir(os.path.dirname(path))
-        with open(os.path.join(path, VECTORS), "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        with open(os.path.join(path, RECORDS), "w", encoding="utf-8") as f:
+        out = _NewFile(os.path.join(path, VECTORS))
+        made.append(VECTORS)
+        with contextlib.closing(out):
+            np.save(out, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+            vectors_sum = out.finish()
+        out = _NewFile(os.path.join(path, RECORDS))
+        made.append(RECORDS)
+        with contextlib.closing(out):
             for ids, _, metas, expires, _ in parts:
                 for id_, md, exp in zip(ids, metas, expires):
-                    f.write(json.dumps({"id": id_, "metadata": md,
-                                        "expires_at": exp if math.isfinite(exp) else None},
-                                       ensure_ascii=False, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+                    out.write((json.dumps({"id": id_, "metadata": md,
+                                           "expires_at": exp if math.isfinite(exp) else None},
+                                          ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
+            records_sum = out.finish()
         manifest = {"format": FORMAT_VERSION, "count": int(vectors.shape[0]), "dim": dim, "metric": metric,
-                    "files": {VECTORS: _sha256(os.path.join(path, VECTORS)),
-                              RECORDS: _sha256(os.path.join(path, RECORDS))}}
+                    "files": {VECTORS: vectors_sum, RECORDS: records_sum}}
         fs.write_atomic(os.path.join(path, MANIFEST), [json.dumps(manifest, indent=1).encode()])  # fsyncs path
     except BaseException:
-        for name in (VECTORS, RECORDS):  # never a half export that looks like the start of one
+        for name in made:  # never a half export that looks like the start of one
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(path, name))
+                fs.unlink(os.path.join(path, name))
         if created:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
@@ -203,10 +233,10 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = os.path.abspath(os.fspath(path))
     file = os.path.join(path, MANIFEST)
     try:
-        if os.path.islink(file) or not os.path.isfile(file):
-            raise OSError("not a regular file")
-        with open(file, "rb") as f:
+        with _open_regular(file) as f:
             manifest = json.loads(f.read(MAX_MANIFEST_BYTES + 1))
+    except UnsafePathError:
+        raise
     except (OSError, ValueError) as exc:
         raise BackupCorruptError(f"{path} has no readable {MANIFEST}: {exc}") from None
     if not isinstance(manifest, dict):

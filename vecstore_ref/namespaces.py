@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _crash
-from ._fs import OSFileSystem, add_root, get_fs, remove_root
+from ._fs import OSFileSystem, add_root, get_fs, open_file, remove_root, root_of
 from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
@@ -500,25 +500,58 @@ class NamespaceManager:
             self._open_handle(ns, path, {})
 
     def export_backup(self, ns: str, backup_name: str, file: str | os.PathLike[str] | BinaryIO) -> None:
-        """Write the backup as a tar archive to ``file`` (a path or a binary file object)."""
+        """Write the backup as a tar archive to ``file`` (a path or a binary file object).
+
+        A path is written whole or not at all: into a new temporary file beside it, renamed over it once complete
+        (a file already there is replaced; a symbolic link there is replaced, never followed). A path inside the
+        manager's root is refused with `InvalidArgumentError`: an archive written there could land on a store's
+        own files.
+        """
         with self._lock:
             self._check_open()
             kw = _archive_arg(file, "w")
             source = self._existing_backup(ns, backup_name)
             info = _read_backup_manifest(self._fs, source)
             names = [f["name"] for f in info["files"]] + [BACKUP_FILE]
+            if "fileobj" in kw:
+                self._write_archive(kw["fileobj"], source, names)
+                return
+            target = os.path.abspath(kw["name"])
+            if _inside(os.path.dirname(target), self.root):
+                raise InvalidArgumentError(f"{target} is inside the namespace root {self.root}; write the archive "
+                                           "elsewhere")
+            tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
             try:
-                with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, **kw) as tar:
-                    for n in names:
-                        with _open_regular(self._fs, os.path.join(source, n)) as f:  # never through a link
-                            st = os.fstat(f.fileno())
-                            member = tarfile.TarInfo(n)
-                            member.size, member.mtime, member.mode = st.st_size, int(st.st_mtime), 0o644
-                            tar.addfile(member, f)
-            except StorageError:
-                raise
-            except OSError as exc:  # writing the caller's file
+                fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except OSError as exc:
                 raise StorageError(f"cannot write the archive: {exc}") from exc
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    self._write_archive(f, source, names)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            with contextlib.suppress(OSError):  # the rename is durable once the directory is
+                self._fs.fsync_dir(os.path.dirname(target))
+
+    def _write_archive(self, out: BinaryIO, source: str, names: list[str]) -> None:
+        """The backup directory ``source``'s files ``names`` as a tar archive written to ``out``."""
+        try:
+            with tarfile.open(mode="w", format=tarfile.PAX_FORMAT, fileobj=out) as tar:
+                for n in names:
+                    with _open_regular(self._fs, os.path.join(source, n)) as f:  # never through a link
+                        st = os.fstat(f.fileno())
+                        member = tarfile.TarInfo(n)
+                        member.size, member.mtime, member.mode = st.st_size, int(st.st_mtime), 0o644
+                        tar.addfile(member, f)
+        except StorageError:
+            raise
+        except OSError as exc:  # writing the caller's file
+            raise StorageError(f"cannot write the archive: {exc}") from exc
 
     def import_backup(self, ns: str, file: str | os.PathLike[str] | BinaryIO, backup_name: str, *,
                       max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
@@ -727,6 +760,12 @@ def _read_backup_manifest(fs: OSFileSystem, directory: str) -> dict[str, Any]:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
 
 
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or below it, links resolved."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
 def _archive_arg(file: object, mode: str) -> dict[str, Any]:
     """The ``tarfile.open`` keywords for an archive given as a path or a binary file object (``mode`` "r" or "w")."""
     if hasattr(file, "read" if mode == "r" else "write"):
@@ -746,9 +785,15 @@ def _archive_arg(file: object, mode: str) -> dict[str, Any]:
 
 def _extract_safely(fs: OSFileSystem, archive: dict[str, Any], directory: str, max_bytes: int) -> None:
     """Extract the regular, plainly named members of a tar archive (``archive``: the keywords of `_archive_arg`),
-    reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link)."""
+    reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link). An archive
+    path below a namespace root is opened as every path there is, without following a link."""
     total = 0
+    opened = None
     try:
+        name = archive.get("name")
+        if name is not None and root_of(os.path.abspath(name)) is not None:
+            opened = os.fdopen(open_file(os.path.abspath(name), os.O_RDONLY), "rb")
+            archive = {"fileobj": opened}
         with tarfile.open(mode="r:*", **archive) as tar:
             for member in tar:
                 if not member.isreg():
@@ -777,6 +822,9 @@ def _extract_safely(fs: OSFileSystem, archive: dict[str, Any], directory: str, m
         raise
     except OSError as exc:  # the caller's file cannot be read (missing, a directory), or extracting failed
         raise StorageError(f"importing the archive failed: {exc}") from exc
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 __all__ = ["NamespaceManager", "Quotas", "BackupInfo", "validate_name"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import uuid
 from datetime import datetime, timezone
 
 from ..errors import AlreadyExistsError, NotFoundError
@@ -99,23 +98,13 @@ def run_delete_backup(args, out) -> int:
 
 
 def run_export_backup(args, out) -> int:
-    """Write the archive under a temporary name beside FILE and rename it when complete: a FILE that exists is
-    always a whole archive."""
+    """The archive is written under a temporary name beside FILE and renamed when complete
+    (`NamespaceManager.export_backup`): a FILE that exists is always a whole archive."""
     target = os.path.abspath(args.file)
     if os.path.lexists(target) and not args.overwrite:
         raise AlreadyExistsError(f"{args.file} exists; give --overwrite to replace it")
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
     with _manager(args, read_only=True) as mgr:
-        try:
-            with open(tmp, "xb") as f:
-                mgr.export_backup(args.namespace, args.name, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        mgr.export_backup(args.namespace, args.name, target)
     size = os.path.getsize(target)
     out.result({"namespace": args.namespace, "name": args.name, "file": args.file, "bytes": size},
                f"wrote backup {args.name} of {args.namespace} to {args.file} ({size:,} bytes)")
