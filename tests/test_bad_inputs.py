@@ -177,3 +177,16 @@ def test_cosine_takes_any_norm_that_is_finite_in_float32(tmp_path):
     with vs.VecStore.open(str(tmp_path / "s"), dim=DIM, metric="cosine", index="flat") as s:
         s.upsert("big", [1e19, 1e19, 0.0, 0.0])
         assert s.query([1e30, 1e30, 0.0, 0.0], k=1)[0].id == "big"
+
+
+def test_a_batch_over_the_operation_limit_writes_nothing(tmp_path):
+    from vecstore_ref._fs import dir_digest
+    from vecstore_ref.config import MAX_BATCH_OPS
+
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        s.upsert("a", [1, 0])
+        before = dir_digest(str(tmp_path / "s"))
+        with pytest.raises(vs.InvalidBatchError, match="at most"):
+            s.batch_execute([vs.Delete("a")] * (MAX_BATCH_OPS + 1))
+        assert dir_digest(str(tmp_path / "s")) == before and "a" in s
+        assert s.batch_execute([vs.Delete("a")] * MAX_BATCH_OPS).succeeded == 1

@@ -225,3 +225,42 @@ def test_integers_that_fit_64_bits_are_numbers_for_the_store_to_judge(client):
     assert send(client, "POST", "/v1/upsert", {"id": "12345678901234567890123", "vector": [1, 2, 3]}).status_code == 200
     error = refused(client, "POST", "/v1/query", {"vector": [1, 2, 3], "k": 2**63 - 1}, type_="InvalidArgumentError")
     assert "k must be between 1 and" in error["message"]
+
+
+@pytest.mark.parametrize("method, url, body, field", [
+    ("POST", "/v1/upsert", {"id": "a", "vectr": [1, 2, 3]}, "vectr"),
+    ("POST", "/v1/query", {"vectr": [1, 2, 3]}, "vectr"),
+    ("PUT", "/v1/records/seed/ttl", {"tl": 5}, "tl"),
+    ("POST", "/v1/batch-execute", {"ops": []}, "ops"),
+])
+def test_a_misspelt_required_field_is_named_as_sent(client, method, url, body, field):
+    """Misspelling a required field makes it both unknown and missing: the error names what the client sent."""
+    error = refused(client, method, url, body, field=field)
+    assert f"unknown field {field!r}" in error["message"]
+
+
+def test_a_trailing_slash_is_a_json_404_never_a_redirect(client):
+    send(client, "POST", "/v1/upsert", {"id": "victim", "vector": [1, 0, 0]})
+    for method, url in (("DELETE", "/v1/records/victim/"), ("POST", "/v1/upsert/"), ("GET", "/v1/namespaces/")):
+        r = client.request(method, url, content=b"{}" if method == "POST" else None,
+                           headers={"content-type": "application/json", "host": "evil.example"},
+                           follow_redirects=False)
+        assert r.status_code == 404, (url, r.status_code, r.headers)
+        assert "location" not in r.headers
+        assert r.json()["error"]["type"]
+    assert client.get("/v1/records/victim").status_code == 200
+
+
+def test_two_content_type_headers_are_refused(client):
+    before = dir_digest(client.root)
+    for types in ([("content-type", "text/plain"), ("content-type", "application/json")],
+                  [("content-type", "application/json"), ("content-type", "text/plain")]):
+        r = client.request("POST", "/v1/upsert", content=json.dumps(UPSERT).encode(), headers=types)
+        assert r.status_code in (400, 415), r.text
+        assert r.json()["error"]["type"]
+    assert dir_digest(client.root) == before
+
+
+def test_a_batch_over_the_operation_limit_is_refused_whole(client):
+    ops = [{"op": "upsert", "id": f"r{i}", "vector": [1, 0, 0]} for i in range(vs.config.MAX_BATCH_OPS + 1)]
+    refused(client, "POST", "/v1/batch-execute", {"operations": ops}, field="operations", type_="InvalidBatchError")

@@ -171,7 +171,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
         await run_in_threadpool(manager.close)  # a clean stop (uvicorn re-raises SIGTERM after this)
 
     app = VecstoreAPI(title="vecstore_ref", version=vs.__version__, docs_url=None, redoc_url=None,
-                      lifespan=lifespan, description="An embedded vector store over HTTP. Every error is "
+                      lifespan=lifespan, redirect_slashes=False, description="An embedded vector store over HTTP. Every error is "
                                                      '`{"error": {"type", "message", "field"?}}`; see the HTTP guide.')
     app.state.manager = manager
     spaces = app.state.namespaces = Namespaces(manager, inline_reads)

@@ -64,6 +64,8 @@ def read_body(raw: bytes, model: type[BaseModel], *, empty_ok: bool = False):
 def body_error(exc: ValidationError, model: type[BaseModel], data) -> VecStoreError:
     """The typed error for the first problem pydantic found (the message counts the others)."""
     errors = exc.errors(include_url=False)
+    # A misspelt field is both unknown and a missing one: name the field the client sent.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, VecStoreError):  # raised by a model validator: already typed and worded
@@ -93,6 +95,10 @@ def body_error(exc: ValidationError, model: type[BaseModel], data) -> VecStoreEr
     elif kind in _EXPECTED:
         message = f"{field!r} must be {_EXPECTED[kind]}, got {json_type(first['input'])}"
         cls = _TYPE_ERRORS.get(loc[0], InvalidArgumentTypeError)  # type: ignore[arg-type]  # a str: a name
+    elif kind == "too_long":
+        ctx = first.get("ctx") or {}
+        message = f"{field!r} holds at most {ctx.get('max_length', 0):,} items, got {ctx.get('actual_length', 0):,}"
+        cls = InvalidArgumentError
     elif kind == "literal_error":
         message = f"{field!r} must be one of {first['ctx']['expected']}, got {_short(first['input'])}"
         cls = InvalidArgumentError

@@ -75,6 +75,10 @@ class Guard:
             chunks.append(chunk)
             more = message.get("more_body", False)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        types = [v for k, v in scope["headers"] if k == b"content-type"]
+        if raw and len(types) > 1:  # two types: which one the body is would be a guess
+            return await self.error(400, "InvalidInputError",
+                                    "the request has more than one Content-Type header")(scope, receive, send)
         if raw and headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
             return await self.error(415, "UnsupportedMediaType",
                                     "the body must be application/json")(scope, receive, send)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ..config import DURABILITY_MODES, INDEX_KINDS, METRICS
+from ..config import DURABILITY_MODES, INDEX_KINDS, MAX_BATCH_OPS, METRICS
 from ..errors import InvalidArgumentError, InvalidNameError
 
 
@@ -152,7 +152,7 @@ class BatchBody(RequestModel):
     that is well formed but fails on the data (a missing record, a vector of the wrong dimension) fails alone
     and is reported in `errors` while the others apply."""
 
-    operations: list[Operation]
+    operations: list[Operation] = Field(max_length=MAX_BATCH_OPS, description="At most 100,000 operations.")
 
 
 class CompactBody(RequestModel):
