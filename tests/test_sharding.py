@@ -354,3 +354,16 @@ def test_shard_unavailable_error_is_a_typed_503():
     again = pickle.loads(pickle.dumps(exc))
     assert again.shards == (3,) and str(again) == str(exc)
     assert "ShardUnavailableError" in vs.__all__
+
+
+def test_every_call_on_a_closed_sharded_store_raises_store_closed(tmp_path):
+    ss = vs.ShardedStore.open(str(tmp_path / "s"), 2, dim=2, metric="euclidean", index="flat")
+    ss.upsert("a", [1, 1])
+    ss.close()
+    calls = [lambda: ss.query([1, 1]), lambda: ss.query_batch(np.ones((1, 2))), ss.stats, ss.compact,
+             lambda: ss.batch_execute([]), lambda: list(ss), lambda: len(ss),
+             lambda: ss.upsert_many(["b"], np.ones((1, 2))), lambda: ss.export(str(tmp_path / "e")),
+             lambda: ss.upsert("b", [1, 1]), lambda: ss.get("a")]
+    for call in calls:
+        with pytest.raises(vs.StoreClosedError):
+            call()

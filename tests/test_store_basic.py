@@ -243,3 +243,18 @@ def test_import_does_not_import_numba():
     code = "import sys, vecstore_ref; assert 'numba' not in sys.modules, 'numba imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_config_calls_and_with_on_a_closed_store_raise_store_closed(tmp_path):
+    s = vs.VecStore.open(tmp_path / "s", dim=2)
+    s.close()
+    for call in (s.compaction_config, s.checkpoint_config, s.__enter__):
+        with pytest.raises(vs.StoreClosedError):
+            call()
+
+
+def test_a_numpy_integer_dim_opens_a_store(tmp_path):
+    with vs.VecStore.open(tmp_path / "s", dim=np.int64(4)) as s:
+        s.upsert("x", [1, 2, 3, 4])
+    with vs.VecStore.open(tmp_path / "s") as s:
+        assert s.stats().dim == 4 and type(s.stats().dim) is int

@@ -133,6 +133,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self.path = validate_store_path(path)
         self._fs = fs or fsmod.get_fs()
         self._check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k)
+        if dim is not None:
+            dim = int(dim)  # a numpy integer is a valid dim, and is written to the manifest as a plain int
         self._clock = clock or time.time
         self._durability = durability
         self._read_only = bool(read_only)
@@ -234,6 +236,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                         self._dir_lock.release()
 
     def __enter__(self) -> VecStore:
+        self._check_open()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -585,6 +588,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             self._checkpoint()
 
     def checkpoint_config(self) -> CheckpointConfig:
+        self._check_open()
         return self._checkpoint_config
 
     def set_checkpoint_config(self, cfg: CheckpointConfig) -> None:
@@ -604,6 +608,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._maybe_request_checkpoint()
 
     def compaction_config(self) -> CompactionConfig:
+        self._check_open()
         return self._compaction_config
 
     def set_compaction_config(self, cfg: CompactionConfig) -> None:

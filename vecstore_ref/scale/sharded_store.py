@@ -37,6 +37,7 @@ from ..errors import (
     InvalidArgumentTypeError,
     InvalidIdTypeError,
     ShardUnavailableError,
+    StoreClosedError,
     VecStoreError,
 )
 from ..opening import check_open_options
@@ -292,8 +293,13 @@ class ShardedStore:
     def _shard(self, id_: str) -> VecStore | RayShard:
         return self._group.handles[routing.shard_of(id_, self.n_shards)]
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the sharded store at {self.path} is closed")
+
     def _on_all(self, name: str, *args: Any, **kwargs: Any) -> list[Any]:
         """``name(*args, **kwargs)`` on every shard at once; the first error is raised after all have finished."""
+        self._check_open()
         return _raise_first(self._group.call_each(name, [args] * self.n_shards, kwargs))
 
     def _check_dim(self, length: int | None, what: str = "vector") -> None:
@@ -364,6 +370,7 @@ class ShardedStore:
         written; the shards check again what they receive. ``progress`` (True for a tqdm bar, or a callable
         ``(done, total)``) hears once, when every shard has finished.
         """
+        self._check_open()
         if isinstance(ids, (str, bytes)):
             raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
         ids = list(ids)
@@ -401,6 +408,7 @@ class ShardedStore:
         If a shard is unavailable, ``ShardUnavailableError`` is raised after the other shards finished their
         parts; that shard's part is all there or not at all.
         """
+        self._check_open()
         t0 = time.perf_counter()
         ops = check_ops(ops)
         length = self._batch_dim(ops)
@@ -483,6 +491,7 @@ class ShardedStore:
         A shard that cannot answer raises ``ShardUnavailableError``; with ``allow_partial=True`` the other
         shards' results come back instead, and ``missing_shards`` on the result names the shards left out.
         """
+        self._check_open()
         if isinstance(q, Query):
             k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
         k, flt, ef = self._query_args(k, filter, ef)
@@ -495,6 +504,7 @@ class ShardedStore:
     def query_batch(self, vectors: ArrayLike, k: int = 10, filter: str | Filter | None = None,
                     ef: int | None = None, *, allow_partial: bool = False) -> ShardedBatchQueryResult:
         """The same for each row of ``vectors``: one call per shard for the whole batch, merged as matrices."""
+        self._check_open()
         k, flt, ef = self._query_args(k, filter, ef)
         mat = validate_vectors(vectors, self._dim, self._metric, "query vectors")
         if self._dim is None or mat.shape[0] == 0:
@@ -556,6 +566,7 @@ class ShardedStore:
         """Write every visible record to ``path``: ``vectors.npy``, ``records.jsonl``, ``manifest.json`` (see
         ``export_records``). In-process shards are read under all their locks at once (one
         consistent picture); Ray shards each under their own lock."""
+        self._check_open()
         from ..export import export_records
 
         return export_records(self.shards, path)
@@ -564,6 +575,7 @@ class ShardedStore:
         """Upsert every record of an export at ``path`` (checked against its manifest first); returns how many.
 
         Re-sharding is an export from the old store and an import into a new one with another shard count."""
+        self._check_open()
         from ..export import read_export
 
         n = 0
