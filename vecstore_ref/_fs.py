@@ -94,6 +94,13 @@ def root_of(path: str) -> str | None:
     return best
 
 
+def is_inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies below it, links resolved (for refusing a caller's path that would
+    land inside a store or a root, before anything is written)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
 def _refuse(path: str, parent_fd: int, name: str, exc: OSError) -> BaseException:
     """The error for a failed ``openat(parent_fd, name)`` on the way to ``path``: UnsafePathError if ``name`` is a
     symbolic link (O_NOFOLLOW says ELOOP, ENOTDIR with O_DIRECTORY, EEXIST with O_EXCL), else ``exc`` itself."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 
-from ._fs import get_fs, open_file
+from ._fs import get_fs, is_inside, open_file
 from .errors import (
     BackupCorruptError,
     DimensionMismatchError,
@@ -156,7 +156,7 @@ def export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLik
         raise InvalidArgumentError(f"{path} exists and is not an empty directory; an export needs a new one")
     for store in stores:
         home = getattr(store, "path", None)
-        if isinstance(home, str) and _inside(path, home):
+        if isinstance(home, str) and is_inside(path, home):
             raise InvalidArgumentError(f"{path} is inside the store at {home}; export to a directory of its own")
     got = _read_consistently(stores)
     parts = [(g["ids"], g["vectors"], g["metadata"], g["expires_at"], g["dim"]) for g in got if g["dim"] is not None]
@@ -201,11 +201,6 @@ def export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLik
                 os.rmdir(path)
         raise
     return manifest
-
-
-def _inside(path: str, directory: str) -> bool:
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([path, directory]) == directory
 
 
 def _read_consistently(stores: Sequence[VecStore | RayShard]) -> list[dict[str, Any]]:

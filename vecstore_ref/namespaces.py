@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import _crash
-from ._fs import OSFileSystem, add_root, get_fs, open_file, remove_root, root_of
+from ._fs import OSFileSystem, add_root, get_fs, is_inside, open_file, remove_root, root_of
 from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
@@ -517,7 +517,7 @@ class NamespaceManager:
                 self._write_archive(kw["fileobj"], source, names)
                 return
             target = os.path.abspath(kw["name"])
-            if _inside(os.path.dirname(target), self.root):
+            if is_inside(os.path.dirname(target), self.root):
                 raise InvalidArgumentError(f"{target} is inside the namespace root {self.root}; write the archive "
                                            "elsewhere")
             tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
@@ -758,12 +758,6 @@ def _read_backup_manifest(fs: OSFileSystem, directory: str) -> dict[str, Any]:
         raise BackupCorruptError(f"{path} is nested too deeply to be a backup manifest") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
-
-
-def _inside(path: str, directory: str) -> bool:
-    """Whether ``path`` is ``directory`` or below it, links resolved."""
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([path, directory]) == directory
 
 
 def _archive_arg(file: object, mode: str) -> dict[str, Any]:
