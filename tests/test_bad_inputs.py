@@ -190,3 +190,33 @@ def test_a_batch_over_the_operation_limit_writes_nothing(tmp_path):
             s.batch_execute([vs.Delete("a")] * (MAX_BATCH_OPS + 1))
         assert dir_digest(str(tmp_path / "s")) == before and "a" in s
         assert s.batch_execute([vs.Delete("a")] * MAX_BATCH_OPS).succeeded == 1
+
+
+def test_wrong_types_of_metadata_batches_and_names_are_type_errors(tmp_path):
+    """SPEC section 9: wrong types also subclass TypeError (beside ValueError), and change nothing."""
+    from vecstore_ref._fs import dir_digest
+
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        s.upsert("a", [1, 0])
+        before = dir_digest(str(tmp_path / "s"))
+        calls = [
+            (lambda: s.upsert("b", [1, 1], [("k", 1)]), vs.InvalidMetadataTypeError),
+            (lambda: s.upsert("b", [1, 1], {"k": np.int64(1)}), vs.InvalidMetadataTypeError),
+            (lambda: s.upsert("b", [1, 1], {1: 1}), vs.InvalidMetadataTypeError),
+            (lambda: s.upsert("b", [1, 1], {"k": {"nested": 1}}), vs.InvalidMetadataTypeError),
+            (lambda: s.update_metadata("a", [1]), vs.InvalidMetadataTypeError),
+            (lambda: s.batch_execute(None), vs.InvalidBatchTypeError),
+            (lambda: s.batch_execute(["upsert"]), vs.InvalidBatchTypeError),
+        ]
+        for call, cls in calls:
+            with pytest.raises(cls) as info:
+                call()
+            assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+        assert dir_digest(str(tmp_path / "s")) == before and list(s) == ["a"]
+    with vs.NamespaceManager(tmp_path / "root") as m:
+        with pytest.raises(vs.InvalidNameTypeError) as info:
+            m.create_namespace(5)
+        assert isinstance(info.value, TypeError)
+        assert m.list_namespaces() == []
+    codes = [getattr(vs, name).code for name in vs.errors.__all__]
+    assert len(codes) == len(set(codes))

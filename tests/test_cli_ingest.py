@@ -112,7 +112,7 @@ BAD_LINES = {  # 0-based record index -> (raw line, error type)
     55: ('{"id": "x55", "vector": [1, 2, 3]}', "DimensionMismatchError"),
     89: ('{"id": "", "vector": [1, 2, 3, 4]}', "InvalidIdError"),
     90: ('{"id": 90, "vector": [1, 2, 3, 4]}', "InvalidIdTypeError"),
-    144: ('{"id": "x144", "vector": [1, 2, 3, 4], "metadata": {"k": {"nested": 1}}}', "InvalidMetadataError"),
+    144: ('{"id": "x144", "vector": [1, 2, 3, 4], "metadata": {"k": {"nested": 1}}}', "InvalidMetadataTypeError"),
     150: ('{"id": "x150", "vector": [1e39, 0, 0, 0]}', "InvalidVectorError"),
     151: ('{"id": "x151", "vector": [0, 0, 0, 0]}', "InvalidVectorError"),
     152: ('{"id": "x152", "id": "y", "vector": [1, 2, 3, 4]}', "InvalidArgumentError"),
@@ -143,9 +143,9 @@ def test_a_bad_line_is_fatal_by_default_and_nothing_of_its_chunk_is_written(tmp_
     path = str(tmp_path / "s")
     src = write_jsonl(tmp_path / "r.jsonl", ids, x, metas, {130: BAD_LINES[144][0], 140: "{oops"})
     proc = run("ingest", path, src, "--batch", "50", "--index", "flat")
-    assert_one_line_error(proc, "InvalidMetadataError", "line 131", "100 records in 2 whole chunks written")
+    assert_one_line_error(proc, "InvalidMetadataTypeError", "line 131", "100 records in 2 whole chunks written")
     assert store_contents(path) == source_contents(ids[:100], x[:100], metas[:100])
-    assert_one_line_error(run("--json", "ingest", tmp_path / "new", src, "--batch", "500"), '"InvalidMetadataError"')
+    assert_one_line_error(run("--json", "ingest", tmp_path / "new", src, "--batch", "500"), '"InvalidMetadataTypeError"')
     assert not os.path.exists(tmp_path / "new")  # the first chunk failed: no store was created
 
 

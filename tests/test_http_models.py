@@ -116,7 +116,7 @@ def test_well_formed_ops_that_fail_on_the_data_fail_alone(client):
     out = r.json()
     assert (out["succeeded"], out["failed"]) == (2, 5)
     assert [(e["index"], e["type"]) for e in out["errors"]] == [
-        (1, "NotFoundError"), (2, "DimensionMismatchError"), (3, "InvalidMetadataError"),
+        (1, "NotFoundError"), (2, "DimensionMismatchError"), (3, "InvalidMetadataTypeError"),
         (4, "InvalidArgumentError"), (5, "InvalidIdError")]
     assert client.get("/v1/records/new").status_code == 200
     assert client.get("/v1/records/seed").status_code == 404  # soft-deleted by the last op
@@ -128,7 +128,7 @@ def test_well_formed_ops_that_fail_on_the_data_fail_alone(client):
     ({"id": "a", "vector": "1 2 3"}, "vector", "InvalidVectorTypeError"),
     ({"id": "a", "vector": ["1", "2", "3"]}, "vector[0]", "InvalidVectorTypeError"),
     ({"id": 1, "vector": [1, 2, 3]}, "id", "InvalidIdTypeError"),
-    ({"id": "a", "vector": [1, 2, 3], "metadata": "lang=en"}, "metadata", "InvalidMetadataError"),
+    ({"id": "a", "vector": [1, 2, 3], "metadata": "lang=en"}, "metadata", "InvalidMetadataTypeError"),
     ({"id": "a", "vector": [1, 2, 3], "ttl": "60"}, "ttl", "InvalidArgumentTypeError"),
     ({"vector": [1, 2, 3]}, "id", "InvalidArgumentError"),
 ])

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import MAX_BATCH_OPS, MAX_DIM
-from .errors import InvalidArgumentError, InvalidBatchError, NotFoundError, VecStoreError
+from .errors import (
+    InvalidArgumentError,
+    InvalidBatchError,
+    InvalidBatchTypeError,
+    NotFoundError,
+    VecStoreError,
+)
 from .metadata import validate_metadata
 from .state import FREE, LIVE, SOFT, StoreState
 from .types import BatchError, Delete, Restore, SetTTL, SoftDelete, UpdateMetadata, Upsert
@@ -63,13 +69,13 @@ class BatchPlan:
 def check_ops(ops: object) -> list:
     """``ops`` must be a list or tuple of at most `MAX_BATCH_OPS` operation objects (an empty one is fine)."""
     if isinstance(ops, (str, bytes, dict)) or not isinstance(ops, (list, tuple)):
-        raise InvalidBatchError(f"batch_execute takes a list of operations, got {type(ops).__name__}")
+        raise InvalidBatchTypeError(f"batch_execute takes a list of operations, got {type(ops).__name__}")
     if len(ops) > MAX_BATCH_OPS:
         raise InvalidBatchError(f"a batch holds at most {MAX_BATCH_OPS:,} operations, got {len(ops):,}; split it "
                                 "(or load in bulk with upsert_many)")
     for i, op in enumerate(ops):
         if not isinstance(op, _OP_TYPES):
-            raise InvalidBatchError(
+            raise InvalidBatchTypeError(
                 f"operation {i} is a {type(op).__name__}; expected Upsert, Delete, SoftDelete, Restore, "
                 "UpdateMetadata or SetTTL"
             )

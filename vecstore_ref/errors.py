@@ -21,11 +21,14 @@ __all__ = [
     "InvalidIdError",
     "InvalidIdTypeError",
     "InvalidMetadataError",
+    "InvalidMetadataTypeError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "FilterSyntaxError",
     "InvalidBatchError",
+    "InvalidBatchTypeError",
     "InvalidNameError",
+    "InvalidNameTypeError",
     "NotFoundError",
     "AlreadyExistsError",
     "QuotaExceededError",
@@ -102,6 +105,13 @@ class InvalidMetadataError(InvalidInputError):
     code = "invalid_metadata"
 
 
+class InvalidMetadataTypeError(InvalidMetadataError, TypeError):
+    """Metadata that is not a dict, a key that is not a ``str``, or a value of a type metadata cannot hold (a
+    nested dict, a numpy scalar, a set ...)."""
+
+    code = "invalid_metadata_type"
+
+
 class InvalidArgumentError(InvalidInputError):
     """An option or parameter out of its range (k, ttl, ef, dim, metric ...)."""
 
@@ -134,10 +144,22 @@ class InvalidBatchError(InvalidInputError):
     code = "invalid_batch"
 
 
+class InvalidBatchTypeError(InvalidBatchError, TypeError):
+    """``batch_execute`` was given something that is not a list or tuple, or a list holding a non-operation."""
+
+    code = "invalid_batch_type"
+
+
 class InvalidNameError(InvalidInputError):
     """A namespace or backup name outside ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$``."""
 
     code = "invalid_name"
+
+
+class InvalidNameTypeError(InvalidNameError, TypeError):
+    """A namespace or backup name that is not a ``str``."""
+
+    code = "invalid_name_type"
 
 
 # --- state errors ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .config import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_METADATA_LIST_ITEMS
-from .errors import InvalidMetadataError
+from .errors import InvalidMetadataError, InvalidMetadataTypeError
 
 KINDS = ("str", "num", "bool", "null", "list")
 _MAX_INT = 10**4300  # json.loads refuses ints of more than 4,300 digits (CPython's int_max_str_digits)
@@ -72,11 +72,11 @@ def _check_scalar(value, key: str, index: int | None = None) -> int:
                                        "and infinity are not JSON)")
         return 24
     if t is list or t is dict:
-        raise InvalidMetadataError(f"{_where(key, index)} is a nested {t.__name__}; values are scalars or lists "
+        raise InvalidMetadataTypeError(f"{_where(key, index)} is a nested {t.__name__}; values are scalars or lists "
                                    "of scalars")
     name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
     hint = " (convert numpy scalars with .item())" if t.__module__ == "numpy" else ""
-    raise InvalidMetadataError(f"{_where(key, index)} is a {name}; values must be exactly str, int, float, bool, "
+    raise InvalidMetadataTypeError(f"{_where(key, index)} is a {name}; values must be exactly str, int, float, bool, "
                                f"None or a list of those{hint}")
 
 
@@ -100,13 +100,13 @@ def validate_metadata(md: object) -> dict | None:
     if md is None:
         return None
     if not isinstance(md, dict):
-        raise InvalidMetadataError(f"metadata must be a dict or None, got {type(md).__name__}")
+        raise InvalidMetadataTypeError(f"metadata must be a dict or None, got {type(md).__name__}")
     out: dict = {}
     upper = 2  # an upper bound of the JSON size: "{}" + entries
     chars = 0  # a lower bound: characters of keys and string values
     for key, value in md.items():
         if type(key) is not str:
-            raise InvalidMetadataError(f"metadata keys must be str, got {type(key).__name__} {key!r:.60}")
+            raise InvalidMetadataTypeError(f"metadata keys must be str, got {type(key).__name__} {key!r:.60}")
         if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
             raise InvalidMetadataError(f"metadata key {_key_repr(key)} has {len(key)} characters; keys are 1 "
                                        f"to {MAX_METADATA_KEY_CHARS}")
@@ -179,7 +179,7 @@ def kind_of(value) -> str:
         return "str"
     if t is list:
         return "list"
-    raise InvalidMetadataError(f"not a metadata value: {t.__name__}")
+    raise InvalidMetadataTypeError(f"not a metadata value: {t.__name__}")
 
 
 def as_float(value) -> float:

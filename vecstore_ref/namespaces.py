@@ -53,6 +53,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidNameError,
+    InvalidNameTypeError,
     NotFoundError,
     QuotaExceededError,
     StorageError,
@@ -167,7 +168,7 @@ def is_plain_name(name: object, pattern: re.Pattern[str] = NAME_RE) -> bool:
 def validate_name(name: object, what: str = "namespace") -> str:
     """A namespace or backup name: ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`` matched in full, not ending in a dot."""
     if not isinstance(name, str):
-        raise InvalidNameError(f"{what} name must be a str, got {type(name).__name__}")
+        raise InvalidNameTypeError(f"{what} name must be a str, got {type(name).__name__}")
     if not is_plain_name(name):
         raise InvalidNameError(f"{what} name {name!r} must be 1 to 64 of A-Z a-z 0-9 _ . - , start with a letter "
                                "or digit and not end with a dot")

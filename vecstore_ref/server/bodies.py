@@ -15,7 +15,7 @@ from ..errors import (
     InvalidArgumentTypeError,
     InvalidBatchError,
     InvalidIdTypeError,
-    InvalidMetadataError,
+    InvalidMetadataTypeError,
     InvalidNameError,
     InvalidVectorTypeError,
     VecStoreError,
@@ -34,7 +34,7 @@ _EXPECTED = {
     "model_attributes_type": "an object",
 }
 # The error class for a wrong value, by the first name of the field's path.
-_TYPE_ERRORS = {"vector": InvalidVectorTypeError, "id": InvalidIdTypeError, "metadata": InvalidMetadataError,
+_TYPE_ERRORS = {"vector": InvalidVectorTypeError, "id": InvalidIdTypeError, "metadata": InvalidMetadataTypeError,
                 "name": InvalidNameError, "namespace": InvalidNameError, "backup_name": InvalidNameError}
 _OP_NAMES = ", ".join(OP_MODELS)
 
