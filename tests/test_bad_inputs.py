@@ -220,3 +220,13 @@ def test_wrong_types_of_metadata_batches_and_names_are_type_errors(tmp_path):
         assert m.list_namespaces() == []
     codes = [getattr(vs, name).code for name in vs.errors.__all__]
     assert len(codes) == len(set(codes))
+
+
+def test_an_empty_list_of_vectors_is_no_rows(tmp_path):
+    with vs.VecStore.open(tmp_path / "s") as s:
+        assert s.upsert_many([], []) == 0 and s.stats().dim is None
+        s.upsert("a", [1, 2])
+        assert s.upsert_many([], []) == 0 and list(s) == ["a"]
+        assert s.query_batch([]).ids.shape == (0, 10)
+        with pytest.raises(vs.InvalidArgumentError, match="1 ids but 0 vectors"):
+            s.upsert_many(["x"], [])

@@ -207,8 +207,11 @@ def _squared_norm(vector: np.ndarray) -> float:
 
 
 def validate_vectors(vectors: object, dim: int | None, metric: str | None, what: str = "vectors") -> np.ndarray:
-    """A matrix of vectors -> float32 (n, dim), C-contiguous, owned; errors name the first bad row."""
+    """A matrix of vectors -> float32 (n, dim), C-contiguous, owned; errors name the first bad row. An empty
+    sequence (``[]``) is no rows: (0, dim)."""
     arr = _as_array(vectors, what)
+    if arr.ndim == 1 and arr.shape[0] == 0:
+        return np.zeros((0, dim or 0), dtype=np.float32)
     if arr.ndim != 2:
         raise DimensionMismatchError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
     if arr.shape[1] == 0:
