@@ -124,6 +124,10 @@ def test_limits():
     with pytest.raises(vs.FilterSyntaxError, match="8,192") as info:
         vs.parse_filter(text + " ")
     assert info.value.position == 8192
+    wide = "x = '" + "é" * 4093 + "'"  # 4,099 characters, 8,192 bytes as UTF-8: the limit counts bytes
+    assert len(wide.encode()) == 8192 and vs.parse_filter(wide).ast.literal == "é" * 4093
+    with pytest.raises(vs.FilterSyntaxError, match="8,193 bytes"):
+        vs.parse_filter(wide + " ")
 
 
 @pytest.mark.parametrize("text", ["(" * 10_000 + "x = 1" + ")" * 10_000, "(" * 4000 + "x = 1" + ")" * 4000,

@@ -357,7 +357,7 @@ def parse_filter(text: str) -> Filter:
     """Parse filter text into a `Filter`.
 
     Args:
-        text: the filter, at most 8 KiB (8,192 characters).
+        text: the filter, at most 8 KiB (8,192 bytes as UTF-8).
 
     Raises:
         FilterSyntaxError: anything the grammar does not accept (also a non-str ``text``, at position 0); its
@@ -368,13 +368,16 @@ def parse_filter(text: str) -> Filter:
     """
     if not isinstance(text, str):
         raise FilterSyntaxError(f"a filter must be a str, got {type(text).__name__}", 0)
-    if len(text) > MAX_FILTER_CHARS:
-        raise FilterSyntaxError(f"the filter is {len(text):,} characters; the limit is {MAX_FILTER_CHARS:,}",
+    if len(text) > MAX_FILTER_CHARS:  # more characters than bytes allowed: refused before encoding it
+        raise FilterSyntaxError(f"the filter is {len(text):,} characters; the limit is {MAX_FILTER_CHARS:,} bytes",
                                 MAX_FILTER_CHARS)
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise FilterSyntaxError("lone surrogate: the filter is not valid Unicode text", exc.start) from None
+    if size > MAX_FILTER_CHARS:
+        raise FilterSyntaxError(f"the filter is {size:,} bytes as UTF-8; the limit is {MAX_FILTER_CHARS:,}",
+                                MAX_FILTER_CHARS)
     text = str.__str__(text)  # a str subclass cannot smuggle behaviour into the parser
     return Filter(text, _Parser(text).parse())
 
