@@ -424,3 +424,28 @@ def test_a_link_planted_in_an_export_directory_after_its_check_is_refused(tmp_pa
         refused(outside, lambda: s.export(target))
     assert (outside / "victim").read_bytes() == b"precious"
     assert sorted(os.listdir(target)) == [export.RECORDS]  # its own vectors.npy removed, the link left alone
+
+
+@pytest.mark.parametrize("swap", ["link", "directory"])
+def test_a_root_swapped_after_the_manager_opened_it_is_refused(tmp_path, swap):
+    """The root is trusted as the directory it was when the manager registered it: moved away and replaced by a
+    link to it (or by another directory), every call is refused and nothing lands in the moved one."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    m = vs.NamespaceManager(root)
+    m.create_namespace("a", dim=2, index="flat")
+    m.get_namespace("a").upsert("x", [1, 0])
+    m.close()
+    m = vs.NamespaceManager(root)
+    os.rename(root, outside / "moved")
+    if swap == "link":
+        os.symlink(outside / "moved", root)
+    else:
+        root.mkdir()
+    before = dir_digest(str(outside))
+    for call in (lambda: m.create_namespace("b", dim=2), lambda: m.get_namespace("a"),
+                 lambda: m.backup_namespace("a", "b1")):
+        with pytest.raises(vs.UnsafePathError):
+            call()
+    assert dir_digest(str(outside)) == before
+    m.close()

@@ -58,17 +58,27 @@ _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
 #   directory is ever a link.
 
 _roots: dict[str, int] = {}  # absolute path -> how many holders registered it
+_root_ids: dict[str, tuple[int, int]] = {}  # absolute path -> (device, inode) of the directory registered
 _roots_lock = threading.Lock()
 
 
 def add_root(path: str) -> str:
-    """Register ``path`` as a root: from now on nothing below it is reached through a symbolic link.
+    """Register ``path`` as a root: from now on nothing below it is reached through a symbolic link, and the
+    root itself is the directory it is now (one swapped in later, or a link put in its place, is refused).
 
     Registrations are counted; each needs its `remove_root`. Returns the absolute path registered.
     """
     path = os.path.abspath(path)
     with _roots_lock:
         _roots[path] = _roots.get(path, 0) + 1
+        if path not in _root_ids:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                pass  # not created yet: the first open below it records it
+            else:
+                if stat.S_ISDIR(st.st_mode):
+                    _root_ids[path] = (st.st_dev, st.st_ino)
     return path
 
 
@@ -81,6 +91,7 @@ def remove_root(path: str) -> None:
             _roots[path] = n
         else:
             _roots.pop(path, None)
+            _root_ids.pop(path, None)
 
 
 def root_of(path: str) -> str | None:
@@ -119,10 +130,28 @@ def _unsafe(path: str, name: str) -> UnsafePathError:
                            "namespace manager's root is reached through one; refused")
 
 
+def _open_root(root: str, path: str) -> int:
+    """A descriptor of the registered root ``root``: never a link, and the directory that was registered."""
+    try:
+        fd = os.open(root, _DIR_FLAGS | _O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(root):
+            raise UnsafePathError(f"{path}: the root {root} was replaced by a symbolic link; refused") from None
+        raise
+    st = os.fstat(fd)
+    with _roots_lock:
+        known = _root_ids.setdefault(root, (st.st_dev, st.st_ino)) if root in _roots else None
+    if known is not None and known != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise UnsafePathError(f"{path}: the root {root} is not the directory it was when it was opened (moved or "
+                              "replaced); refused")
+    return fd
+
+
 def _open_dir_below(top: str, parts: list[str], path: str) -> int:
-    """A descriptor of ``top/parts[0]/parts[1]/...``, ``top`` followed as given, every part opened without
-    following a link."""
-    fd = os.open(top, _DIR_FLAGS)
+    """A descriptor of ``top/parts[0]/parts[1]/...``, ``top`` (a registered root) opened as `_open_root` opens
+    it, every part opened without following a link."""
+    fd = _open_root(top, path)
     try:
         for part in parts:
             try:
