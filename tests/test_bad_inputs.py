@@ -230,3 +230,18 @@ def test_an_empty_list_of_vectors_is_no_rows(tmp_path):
         assert s.query_batch([]).ids.shape == (0, 10)
         with pytest.raises(vs.InvalidArgumentError, match="1 ids but 0 vectors"):
             s.upsert_many(["x"], [])
+
+
+def test_a_query_object_and_query_arguments_together_are_refused(tmp_path):
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        s.upsert_many(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
+        q = vs.Query([1, 0], k=2)
+        assert len(s.query(q)) == 2
+        for extra in ({"k": 3}, {"filter": "x = 1"}, {"ef": 8}):
+            with pytest.raises(vs.InvalidArgumentError, match="not both"):
+                s.query(q, **extra)
+    with vs.ShardedStore.open(str(tmp_path / "sh"), 2, dim=2, index="flat") as ss:
+        ss.upsert_many(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
+        assert len(ss.query(q)) == 2
+        with pytest.raises(vs.InvalidArgumentError, match="not both"):
+            ss.query(q, k=3)

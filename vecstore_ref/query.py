@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cost import choose_filtered_plan, estimate, explain
-from .errors import InvalidArgumentTypeError, StoreClosedError
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, StoreClosedError
 from .filter import Filter, parse_filter
 from .handoff import FLAGS, SLOT_MODULUS
 from .index.base import DTYPE_SLOT, DTYPE_VEC, numba_threads, query_inv_norm, scores_from_distances
@@ -345,6 +345,8 @@ class QueryMethods:
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
         """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a `Query`."""
         if type(q) is Query:
+            if k != 10 or filter is not None or ef is not None:
+                raise InvalidArgumentError("give k, filter and ef inside the Query or as arguments, not both")
             vector, k, filter, ef = q.vector, q.k, q.filter, q.ef
         else:
             vector = q

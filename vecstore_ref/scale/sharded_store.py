@@ -493,6 +493,8 @@ class ShardedStore:
         """
         self._check_open()
         if isinstance(q, Query):
+            if k != 10 or filter is not None or ef is not None:
+                raise InvalidArgumentError("give k, filter and ef inside the Query or as arguments, not both")
             k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
         k, flt, ef = self._query_args(k, filter, ef)
         vec = validate_query_vector(q, self._dim, self._metric)
