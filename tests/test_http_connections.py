@@ -119,3 +119,19 @@ def test_the_serve_command_closes_an_idle_connection_and_answers_parser_errors_i
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_request_followed_by_bytes_that_are_not_http_gets_its_answer_first(server):
+    """Sent in one write: the whole request reaches the app before the parser fails on what follows. The client
+    must see that request's own answer (it was applied), then the 400, then the close."""
+    body = b'{"id": "first", "vector": [1, 0, 0]}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body + b"GARBAGE\r\n\r\n")
+        reply = read_to_end(s)
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    second = reply[reply.index(b"HTTP/1.1", 8):]
+    assert _json_error(second, 400)["type"] == "InvalidInputError"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /v1/records/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_to_end(s).startswith(b"HTTP/1.1 200")

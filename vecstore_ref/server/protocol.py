@@ -8,6 +8,11 @@
 - **JSON errors from the parser.** A request that is not valid HTTP (a negative or non-numeric Content-Length, a
   malformed chunk, a request line that is too long) is refused by uvicorn's parser, before the app, with a
   ``text/plain`` body; here the answer has the API's error shape, ``{"error": {"type", "message"}}``.
+- **The answer to a request read before the bad bytes.** httptools parses all it receives at once, so bytes that
+  are not HTTP right behind a whole request (in the same packet) fail the parser while that request is already
+  running. uvicorn then wrote its 400 and closed the connection at once: the request was applied, but its client
+  saw only the 400. Here the running request is answered first, then the 400 follows and the connection closes;
+  requests queued behind it (pipelined, not started) are dropped unanswered, so none of them is applied.
 """
 
 from __future__ import annotations
@@ -69,11 +74,29 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             if self.cycle is not before:  # a request head was completed
                 self._cancel_head_timer()
 
+        _refuse_after_response = False  # bytes that are not HTTP came behind the request being answered
+
         def send_400_response(self, msg: str) -> None:
             self._cancel_head_timer()
-            if not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:  # answer it first (see the module docstring)
+                self._refuse_after_response = True
+                pipeline = getattr(self, "pipeline", None)
+                if pipeline:
+                    pipeline.clear()
+                return
+            self.transport.write(_BAD_REQUEST)
+            self.transport.close()
+
+        def on_response_complete(self) -> None:
+            if self._refuse_after_response and not self.transport.is_closing():
+                self.server_state.total_requests += 1
                 self.transport.write(_BAD_REQUEST)
                 self.transport.close()
+                return
+            super().on_response_complete()
 
         def _arm_head_timer(self) -> None:
             if self._head_timer is None:
