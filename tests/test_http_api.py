@@ -298,3 +298,14 @@ def test_reads_run_on_the_event_loop_when_the_store_says_they_never_wait_for_io(
     # the first read of the handle runs in a thread (kernels load there), the others inline
     assert _queries_in_threads(tmp_path, monkeypatch, None) == 1
     assert _queries_in_threads(tmp_path / "2", monkeypatch, True, reads_wait_for_io=True) == 1
+
+
+def test_head_answers_every_get_route_without_a_body(client):
+    post(client, "/v1/upsert", {"id": "a", "vector": [1, 2]})
+    for url in ("/healthz", "/v1/stats", "/v1/records/a", "/v1/namespaces", "/v1/records/missing"):
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == got.status_code and head.content == b""
+        assert head.headers["content-length"] == str(len(got.content))
+    r = client.post("/v1/stats")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert client.head("/v1/upsert").status_code == 405

@@ -60,10 +60,10 @@ def test_a_path_that_is_not_utf8_is_a_400_and_changes_nothing(client):
 
 
 @pytest.mark.parametrize(("path", "allow"), [
-    ("/v1/records/x", "DELETE, GET"),
-    ("/v1/namespaces/default/records/x", "DELETE, GET"),
-    ("/v1/namespaces", "GET, POST"),
-    ("/v1/namespaces/default/backups", "GET, POST"),
+    ("/v1/records/x", "DELETE, GET, HEAD"),
+    ("/v1/namespaces/default/records/x", "DELETE, GET, HEAD"),
+    ("/v1/namespaces", "GET, HEAD, POST"),
+    ("/v1/namespaces/default/backups", "GET, HEAD, POST"),
     ("/v1/upsert", "POST"),
 ])
 def test_a_405_lists_every_method_of_the_path(client, path, allow):

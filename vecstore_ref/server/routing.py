@@ -11,6 +11,8 @@ strictly as UTF-8: a record id may hold a ``/`` (SPEC section 1), and ``/v1/reco
 ``a/b``, never a route with one more segment; ``/v1/records/s%2F`` names the record ``s/``, never a redirect to
 ``/v1/records/s`` (another record). A segment that is not valid UTF-8 once decoded is a 400. FastAPI keeps
 everything else: the schema, `/docs`, and the answers for paths and methods no route takes (404, 405 with `Allow`).
+
+``HEAD`` is answered for every ``GET`` route (RFC 9110): the same status and headers, no body.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class SegmentRouter:
     def allowed(self, path: str | list[str]) -> list[str]:
         """Every method some route takes for ``path`` (sorted), for the Allow header of a 405."""
         methods = {method for method, _ in self._table if self.match(method, path) is not None}
+        if "GET" in methods:
+            methods.add("HEAD")
         return sorted(methods)
 
     async def __call__(self, scope, receive, send):
@@ -88,7 +92,8 @@ class SegmentRouter:
             exc = InvalidArgumentError("the request path is not valid UTF-8 once percent-decoded")
             return await self.on_error(exc)(scope, receive, send)
         trailing = raw.endswith(b"/") if raw else path.endswith("/")
-        found = None if trailing else self.match(scope["method"], segments)  # "/x/": Starlette redirects
+        head = scope.get("method") == "HEAD"
+        found = None if trailing else self.match("GET" if head else scope["method"], segments)
         if found is None:
             allowed = None if trailing or self.not_allowed is None else self.allowed(segments)
             if allowed:  # Starlette's own 405 names only the first route of the path it finds
@@ -105,7 +110,19 @@ class SegmentRouter:
             response = self.on_error(exc)
         except Exception:
             response = self.on_bug(scope["method"], path)
-        await response(scope, receive, send)
+        await response(scope, receive, _without_body(send) if head else send)
+
+
+def _without_body(send):
+    """``send`` for a HEAD request: the GET answer's status and headers, its body left out."""
+    async def send_head(message):
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 def _segments(raw_path: bytes) -> list[str]:
