@@ -135,3 +135,12 @@ def test_a_request_followed_by_bytes_that_are_not_http_gets_its_answer_first(ser
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"GET /v1/records/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert read_to_end(s).startswith(b"HTTP/1.1 200")
+
+
+def test_a_declared_body_over_the_limit_gets_413_and_the_connection_closes(server):
+    """Answered from the head alone, and closed: the server does not read in the rest only to discard it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n{" % (64 * 2**20))
+        reply = read_to_end(s)  # returns once the server closes; the client never sent the body
+    assert _json_error(reply, 413)["type"] == "PayloadTooLarge"

@@ -86,7 +86,9 @@ class Guard:
         return await self.app(scope, _no_more_body(receive), send)
 
     def _too_big(self, scope, receive, send):
-        return self.error(413, "PayloadTooLarge", f"the body is over {self.limit:,} bytes")(scope, receive, send)
+        # The connection closes after the answer: the rest of a body that size is never read in to be discarded.
+        return self.error(413, "PayloadTooLarge", f"the body is over {self.limit:,} bytes",
+                          {"connection": "close"})(scope, receive, send)
 
 
 def _no_more_body(receive):
