@@ -361,3 +361,47 @@ def test_a_backup_from_the_future_or_with_a_lying_manifest_is_refused(mgr):
     with pytest.raises(vs.BackupCorruptError):
         mgr.restore_namespace("n", "liar")
     assert sorted(mgr.get_namespace("n")) == ["a", "b", "c"]
+
+
+HOLDER = """
+import sys, time, vecstore_ref as vs
+m = vs.NamespaceManager(sys.argv[1])
+s = m.get_namespace("docs")
+s.upsert("held", [1.0, 2.0])
+print("ready", flush=True)
+sys.stdin.readline()
+s.upsert("after", [3.0, 4.0])
+print("acked", flush=True)
+m.close()
+"""
+
+
+def test_restore_and_delete_refuse_a_namespace_another_process_writes_to(tmp_path):
+    """The writer's acknowledged writes would go to a directory that is no longer the namespace's (restore) or
+    to no namespace at all (delete)."""
+    root = tmp_path / "root"
+    with vs.NamespaceManager(root) as m:
+        m.create_namespace("docs", dim=2, index="flat").upsert("before", [1.0, 0.0])
+        m.backup_namespace("docs", "b1")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with vs.NamespaceManager(root) as m:
+            before = dir_digest(str(root))
+            with pytest.raises(vs.StoreLockedError):
+                m.restore_namespace("docs", "b1")
+            with pytest.raises(vs.StoreLockedError):
+                m.delete_namespace("docs")
+            assert dir_digest(str(root)) == before
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "acked"
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    with vs.NamespaceManager(root) as m:
+        assert sorted(m.get_namespace("docs")) == ["after", "before", "held"]
+        m.restore_namespace("docs", "b1")  # nobody writes now
+        assert sorted(m.get_namespace("docs")) == ["before"]

@@ -63,6 +63,7 @@ from .errors import (
     VecStoreError,
 )
 from .opening import check_open_options
+from .storage.lock import DirectoryLock
 from .storage.manifest import read_manifest
 from .validation import validate_store_path
 
@@ -358,16 +359,43 @@ class NamespaceManager:
             return False
 
     def delete_namespace(self, ns: str) -> None:
-        """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go."""
+        """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go.
+
+        Refused with `StoreLockedError` (nothing changed) while another process has the namespace open for writing.
+        """
         with self._lock:
             self._check_writable()
             path = self._existing(ns)
             self._close_handle(ns)
-            self._runtime.pop(ns, None)
-            trash = os.path.join(self.root, f".deleting-{ns}-{uuid.uuid4().hex[:8]}")
-            self._fs.replace(path, trash)
-            self._fs.fsync_dir(self.root)
-            self._remove_tree(trash)
+            try:
+                generation: str | None = self._read_config(path)["store"]
+            except VecStoreError:  # a broken NAMESPACE.json opens nowhere: nobody can be writing to it
+                generation = None
+            with self._store_locked(path, generation):
+                self._runtime.pop(ns, None)
+                trash = os.path.join(self.root, f".deleting-{ns}-{uuid.uuid4().hex[:8]}")
+                self._fs.replace(path, trash)
+                self._fs.fsync_dir(self.root)
+                self._remove_tree(trash)
+
+    @contextlib.contextmanager
+    def _store_locked(self, path: str, generation: str | None):
+        """Hold the write lock of the namespace's store ``path/generation`` (if it exists) while a restore or a
+        delete replaces or removes it: a writer in another process would otherwise go on appending, and
+        acknowledging, writes to a directory that is no longer the namespace's."""
+        if generation is None:
+            yield
+            return
+        lock = DirectoryLock(os.path.join(path, generation))
+        try:
+            lock.acquire()
+        except FileNotFoundError:  # never opened: no store directory yet, nobody can be writing to it
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _close_handle(self, ns: str) -> None:
         h = self._handles.pop(ns, None)
@@ -478,26 +506,30 @@ class NamespaceManager:
             info = _read_backup_manifest(self._fs, source)
             staging = os.path.join(path, f".staging-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(staging)
-            try:
-                for f in info["files"]:
-                    _copy_verified(self._fs, os.path.join(source, f["name"]), os.path.join(staging, f["name"]), f)
-                self._fs.fsync_dir(staging)
-                _check_staged_store(staging, info, backup_name)
-                _crash.crashpoint("restore.staged")
-                cfg = self._read_config(path)
-                _check_restore_quota(cfg, info["count"], sum(f["size"] for f in info["files"]), ns, backup_name)
-                new_gen = _next_generation(cfg["store"])
-                self._close_handle(ns)
-                self._fs.replace(staging, os.path.join(path, new_gen))
-                self._fs.fsync_dir(path)
-                _crash.crashpoint("restore.generation_renamed")
-            except BaseException:
-                self._remove_tree(staging)
-                raise
-            old_gen, cfg["store"] = cfg["store"], new_gen
-            self._write_config(path, cfg)  # the commit: from here the namespace is the restored one
-            _crash.crashpoint("restore.switched")
-            self._remove_tree(os.path.join(path, old_gen))
+            with contextlib.ExitStack() as held:
+                try:
+                    for f in info["files"]:
+                        _copy_verified(self._fs, os.path.join(source, f["name"]), os.path.join(staging, f["name"]),
+                                       f)
+                    self._fs.fsync_dir(staging)
+                    _check_staged_store(staging, info, backup_name)
+                    _crash.crashpoint("restore.staged")
+                    cfg = self._read_config(path)
+                    _check_restore_quota(cfg, info["count"], sum(f["size"] for f in info["files"]), ns, backup_name)
+                    new_gen = _next_generation(cfg["store"])
+                    self._close_handle(ns)
+                    # StoreLockedError while another process writes to the namespace: nothing has changed
+                    held.enter_context(self._store_locked(path, cfg["store"]))
+                    self._fs.replace(staging, os.path.join(path, new_gen))
+                    self._fs.fsync_dir(path)
+                    _crash.crashpoint("restore.generation_renamed")
+                except BaseException:
+                    self._remove_tree(staging)
+                    raise
+                old_gen, cfg["store"] = cfg["store"], new_gen
+                self._write_config(path, cfg)  # the commit: from here the namespace is the restored one
+                _crash.crashpoint("restore.switched")
+                self._remove_tree(os.path.join(path, old_gen))
             self._open_handle(ns, path, {})
 
     def export_backup(self, ns: str, backup_name: str, file: str | os.PathLike[str] | BinaryIO) -> None:
