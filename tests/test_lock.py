@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+import vecstore_ref as vs
 from vecstore_ref._fs import dir_digest
 from vecstore_ref.errors import StorageError, StoreLockedError
 from vecstore_ref.storage.lock import DirectoryLock
@@ -169,3 +170,40 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
 def test_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError):
         DirectoryLock(str(tmp_path / "missing")).acquire()
+
+
+CHECKPOINTING_WRITER = """
+import sys, time, numpy as np, vecstore_ref as vs
+s = vs.VecStore.open(sys.argv[1], dim=8, index="flat", durability="none")
+rng = np.random.default_rng(0)
+s.upsert_many([f"k{i}" for i in range(5000)], rng.normal(size=(5000, 8)).astype(np.float32))
+s.snapshot()
+print("ready", flush=True)
+i = 0
+while not sys.stdin.closed:
+    s.upsert(f"x{i}", rng.normal(size=8))
+    s.compact() if i % 4 == 0 else s.snapshot()  # a new manifest, and the old files removed, each time
+    i += 1
+    time.sleep(0.01)
+    if i > 3000:
+        break
+s.close()
+"""
+
+
+def test_read_only_opens_and_verify_beside_a_writer_that_checkpoints(tmp_path):
+    """A read-only open takes no lock; the writer replaces the manifest and removes the files the old one named
+    while the reader reads them. The reader must try again on the new manifest, never fail, never report damage."""
+    path = str(tmp_path / "s")
+    writer = subprocess.Popen([sys.executable, "-c", CHECKPOINTING_WRITER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        for _ in range(25):
+            with vs.VecStore.open(path, read_only=True) as r:
+                assert "k10" in r and len(r) >= 5000
+                report = r.verify()
+                assert report.ok, report.errors
+    finally:
+        writer.kill()
+        writer.wait()

@@ -52,7 +52,7 @@ from .opening import OpeningMethods, _close_index
 from .query import Match, QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
-from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, RECORD_BATCH
+from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, MANIFEST_NAME, RECORD_BATCH
 from .storage.lock import DirectoryLock
 from .storage.log import LogWriter
 from .storage.records import RecordDecodeError, decode_batch, encode_batch, encode_upserts
@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
+READ_ONLY_OPEN_ATTEMPTS = 20  # a read-only open beside a writer that checkpoints: tries again on the new manifest
 
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
@@ -175,24 +176,44 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         if not read_only:
             self._dir_lock = DirectoryLock(self.path)
             self._dir_lock.acquire()
-        try:
-            self._recover(dim, metric, index, hnsw, repair)
-        except BaseException as exc:
-            if getattr(self, "_state", None) is not None:
-                _close_index(self._state)
-            if self._writer is not None:
-                self._writer.close()
-            if self._dir_lock is not None:
-                self._dir_lock.release()
-            if isinstance(exc, OSError) and not isinstance(exc, StorageError):
-                raise StorageError(f"opening the store at {self.path} failed: {exc}") from exc
-            raise
+        attempts = 0
+        while True:
+            # A read-only open takes no lock: a writer in another process may checkpoint meanwhile, replacing the
+            # manifest and removing the files the old one named. Such an open is tried again on the new manifest.
+            seen = self._manifest_bytes() if read_only else None
+            try:
+                self._recover(dim, metric, index, hnsw, repair)
+                break
+            except BaseException as exc:
+                if getattr(self, "_state", None) is not None:
+                    _close_index(self._state)
+                if self._writer is not None:
+                    self._writer.close()
+                if (read_only and isinstance(exc, (OSError, VecStoreError)) and attempts < READ_ONLY_OPEN_ATTEMPTS
+                        and self._manifest_bytes() != seen):
+                    attempts += 1
+                    self._state = None  # type: ignore[assignment]  # loaded again by the next attempt
+                    self.recovery_report = RecoveryReport()
+                    continue
+                if self._dir_lock is not None:
+                    self._dir_lock.release()
+                if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                    raise StorageError(f"opening the store at {self.path} failed: {exc}") from exc
+                raise
         self._closed = False
         if durability == "batch" and not read_only:
             self._flusher = threading.Thread(target=self._flush_loop, name="vecstore-fsync", daemon=True)
             self._flusher.start()
         if not read_only:
             self._start_checkpoint_thread()
+
+    def _manifest_bytes(self) -> bytes | None:
+        """The manifest's bytes now (None if it cannot be read): what tells a read-only open that a writer
+        checkpointed while it read."""
+        try:
+            return self._fs.read_bytes(os.path.join(self.path, MANIFEST_NAME))
+        except OSError:
+            return None
 
     def close(self) -> None:
         """Make every acknowledged write durable, save the graph, and release the directory. Idempotent.
@@ -711,10 +732,16 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         return int(link()) if link is not None else 0
 
     def verify(self) -> VerifyReport:
-        """Read every file and check every checksum. Changes nothing (a checkpoint waits for it)."""
+        """Read every file and check every checksum. Changes nothing (a checkpoint of this handle waits for it;
+        on a read-only handle, a writer in another process that checkpoints meanwhile makes it read again)."""
         with self._ckpt_lock, self._lock:
             self._check_open()
-            return verify_files(self._fs, self.path)
+            for _ in range(READ_ONLY_OPEN_ATTEMPTS):
+                seen = self._manifest_bytes() if self._read_only else None
+                report = verify_files(self._fs, self.path)
+                if report.ok or not self._read_only or self._manifest_bytes() == seen:
+                    return report
+            return report
 
 
 def _link_all_leaving_a_core(index: Any) -> None:
