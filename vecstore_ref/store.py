@@ -20,10 +20,13 @@ and each read sees every write acknowledged before it began and, of a write in f
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +86,21 @@ log = logging.getLogger(__name__)
 
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
-READ_ONLY_OPEN_ATTEMPTS = 20  # a read-only open beside a writer that checkpoints: tries again on the new manifest
+READ_ONLY_OPEN_ATTEMPTS = 20
+_open_stores: weakref.WeakSet = weakref.WeakSet()  # every open VecStore of this process (closed at exit)
+
+
+def _close_open_stores() -> None:
+    """At interpreter exit, while background threads still run: close every store left open, as ``close()``
+    would (a forgotten ``close`` otherwise meant a hang at exit, or a graph linked again at the next open)."""
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:  # pragma: no cover - exit goes on; the log holds every acknowledged write
+            log.exception("closing the store at %s at exit failed", getattr(store, "path", "?"))
+
+
+atexit.register(_close_open_stores)  # a read-only open beside a writer that checkpoints: tries again on the new manifest
 
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
@@ -206,6 +223,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             self._flusher.start()
         if not read_only:
             self._start_checkpoint_thread()
+        _open_stores.add(self)
 
     def _manifest_bytes(self) -> bytes | None:
         """The manifest's bytes now (None if it cannot be read): what tells a read-only open that a writer
@@ -242,6 +260,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                             self.path, exc)
             with self._lock:
                 self._closed = True
+                _open_stores.discard(self)
                 self._flush_stop.set()
             if self._flusher is not None:
                 self._flusher.join()
@@ -264,6 +283,10 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort for forgotten handles
+        # Not while the interpreter shuts down: a background thread may be frozen holding a lock close() takes,
+        # and the process would hang; `_close_open_stores` has closed every store by then.
+        if sys.is_finalizing():
+            return
         try:
             if not self._closed:
                 self.close()
@@ -527,6 +550,15 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 raise NotFoundError(f"no record with id {id_!r} (it is soft-deleted)")
             exp = float(st.expires[slot])
             return Record(id_, st.vector(slot), st.metadata(slot), exp if np.isfinite(exp) else None, bool(soft))
+
+    def _expires_at_of(self, id_: str) -> float | None:
+        """The expiry time stored for ``id_`` (None: no TTL, or no such record), even once it has passed: what a
+        command that just set a TTL reports, though a TTL of a microsecond has already expired."""
+        with self._rw.read():
+            st = self._state
+            slot = st.lookup(id_)
+            exp = float(st.expires[slot]) if slot >= 0 else float("inf")
+            return exp if np.isfinite(exp) else None
 
     def __len__(self) -> int:
         with self._rw.read():
