@@ -227,3 +227,70 @@ def test_a_vector_can_come_from_stdin(tmp_path):
     assert run("upsert", path, "long", "--vector", "-", "--index", "flat", input=vector).returncode == 0
     hits = json_lines(run("query", path, "--vector", "-", "--k", "1", "--json", input=vector).stdout)
     assert hits[0]["id"] == "long" and hits[0]["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_refused_first_write_leaves_no_new_store(tmp_path):
+    """upsert and ingest check the record (or their first chunk) before a new store is left behind."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "a\u0001b", "vector": [1, 2]}) + "\n")
+    np.save(tmp_path / "nan.npy", np.array([[1, 2], [np.nan, 1]], dtype=np.float32))
+    np.save(tmp_path / "zero.npy", np.zeros((5, 0), dtype=np.float32))
+    procs = run_many([
+        ("upsert", tmp_path / "u1", "x", "--vector", "[1, 2]", "--dim", "3"),
+        ("upsert", tmp_path / "u2", "x", "--vector", "[0, 0]"),
+        ("upsert", tmp_path / "u3", "a\u0001b", "--vector", "[1, 2]"),
+        ("upsert", tmp_path / "u4", "x", "--vector", "[1, 2]", "--metadata", '{"a": {"b": 1}}'),
+        ("ingest", tmp_path / "i1", bad),
+        ("ingest", tmp_path / "i2", tmp_path / "nan.npy"),
+        ("ingest", tmp_path / "i3", tmp_path / "zero.npy"),
+    ])
+    for p in procs:
+        assert_one_line_error(p)
+    assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "nan.npy", "zero.npy"]
+
+
+def test_write_commands_never_put_a_store_inside_a_namespace(tmp_path):
+    assert run("namespaces", "create", "docs", "--data", tmp_path / "root", "--dim", "2").returncode == 0
+    before = sorted(os.listdir(tmp_path / "root" / "docs"))
+    assert_one_line_error(run("upsert", tmp_path / "root" / "docs", "v1", "--vector", "[1, 2]"), "it is a namespace")
+    assert sorted(os.listdir(tmp_path / "root" / "docs")) == before
+
+
+def test_a_ttl_that_has_passed_by_the_time_it_is_reported_is_still_a_success(tmp_path):
+    s = tmp_path / "s"
+    assert run("upsert", s, "keep", "--vector", "[1, 2]").returncode == 0
+    for args in (("upsert", s, "tiny", "--vector", "[1, 2]", "--ttl", "1e-9"), ("set-ttl", s, "keep", "0.000001")):
+        proc = run("--json", *args)
+        assert proc.returncode == 0, proc.stderr
+        assert one_json(proc.stdout)["expires_at"] > 0
+
+
+def test_stdin_closed_and_named_pipes(tmp_path):
+    s = tmp_path / "s"
+    lines = "".join(json.dumps({"id": f"r{i}", "vector": [1, i]}) + "\n" for i in range(1, 30))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat > '{fifo}'"], stdin=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli_command("ingest", s, fifo, "--format", "jsonl"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
+    writer.communicate(lines, timeout=120)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with vs.VecStore.open(s, read_only=True) as st:
+        assert len(st) == 29
+    for args, status in ((("ingest", s, "-"), 1), (("query", s, "--vector", "-"), 2)):
+        closed = subprocess.run(cli_command(*args), capture_output=True, text=True, stdin=None, env=cli_env(),
+                                timeout=120, preexec_fn=lambda: os.close(0))
+        assert closed.returncode == status and "Traceback" not in closed.stderr, closed.stderr
+        assert "stdin" in closed.stderr
+
+
+def test_import_into_its_own_export_directory_is_refused(tmp_path):
+    s = tmp_path / "s"
+    assert run("upsert", s, "a", "--vector", "[1, 2]").returncode == 0
+    assert run("export", s, tmp_path / "exp").returncode == 0
+    before = sorted(os.listdir(tmp_path / "exp"))
+    assert_one_line_error(run("import", tmp_path / "exp" / "store", tmp_path / "exp"), "inside the export")
+    assert sorted(os.listdir(tmp_path / "exp")) == before
+    vs.VecStore.open(tmp_path / "e").close()  # no record yet, so no dimension
+    assert "0 records of dimension null" in run("export", tmp_path / "e", tmp_path / "exp2").stdout

@@ -54,6 +54,10 @@ def no_store(path: str) -> NotFoundError:
     return NotFoundError(f"no store at {path}{hint}")
 
 
+def _holds_another_kind(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, SHARDS_FILE)) or os.path.isfile(os.path.join(path, NAMESPACE_FILE))
+
+
 def open_for_reading(path: str, **options):
     """Open an existing store read-only; `NotFoundError` ("no store at PATH") without touching the disk."""
     from ..store import VecStore
@@ -70,8 +74,8 @@ def open_for_writing(path: str, *, create: bool = False, dim=None, metric=None, 
     from ..store import VecStore
 
     exists = store_exists(path)
-    if not exists and not create:
-        raise no_store(path)
+    if not exists and (not create or _holds_another_kind(path)):
+        raise no_store(path)  # a namespace or a sharded store is never given a stray store inside it
     if not exists:
         return VecStore.open(path, dim=dim, metric=metric, index=index)
     store = VecStore.open(path, dim=dim, metric=metric)
@@ -156,6 +160,8 @@ def json_vector(text: str) -> list:
     """A vector given on the command line: a JSON list of numbers, or ``-`` to read that list from stdin (a
     vector of a few thousand numbers is awkward as an argument)."""
     if text == "-":
+        if sys.stdin is None:  # the process was started with stdin closed
+            raise argparse.ArgumentTypeError("'-' reads the vector from stdin, which is closed")
         text = sys.stdin.read()
     try:
         value = strict_json(text)

@@ -167,8 +167,8 @@ def load_npy(path: str) -> np.ndarray:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise InvalidArgumentError(f"{path} is not a readable .npy file: {exc}") from None
-    if arr.ndim != 2:
-        raise DimensionMismatchError(f"{path} holds an array of shape {arr.shape}; expected (rows, dim)")
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise DimensionMismatchError(f"{path} holds an array of shape {arr.shape}; expected (rows, dim), dim >= 1")
     if arr.dtype.kind not in "fiu":
         raise InvalidVectorTypeError(f"{path} holds {arr.dtype} values; expected real numbers")
     return arr
@@ -249,12 +249,30 @@ class Loader:
         self.out, self.on_error, self.ttl, self.label = out, on_error, ttl, label
         self.dim, self.metric = dim, metric
         self.written = self.skipped = self.chunks = 0
+        self._in_flight = (0, 0)  # (the store's last sequence number before a chunk's write, its rows)
 
     def _upsert(self, ids, vectors, metadatas) -> None:
-        if self.store is None:
-            self.store = self._open_store()
-        self.store.upsert_many(ids, vectors, metadatas, ttl=self.ttl)
+        new = self.store is None
+        store = self._open_store() if new else self.store
+        self._in_flight = (store._last_seq, len(ids))  # an interrupt may land after the write, before the count
+        try:
+            store.upsert_many(ids, vectors, metadatas, ttl=self.ttl)
+        except BaseException:
+            if new and store._last_seq == self._in_flight[0] and not len(store):
+                discard_new_store(store)  # refused before anything was written: no store is left behind
+            elif new:
+                self.store = store
+            raise
+        self.store = store
         self.dim = vectors.shape[1]
+
+    def settle_interrupted(self) -> None:
+        """Count the chunk an interrupt stopped if it was written all the same (the store's sequence moved on)."""
+        seq, n = self._in_flight
+        if self.store is not None and n and self.store._last_seq != seq:
+            self.written += n
+            self.chunks += 1
+        self._in_flight = (0, 0)
 
     def write(self, chunk: Chunk) -> None:
         bad = sorted(chunk.bad, key=lambda b: b[0])
@@ -277,12 +295,13 @@ class Loader:
             n = len(keep)
         else:
             n = len(chunk.ids)
+        self.written += n  # counted with the write, before anything an interrupt could stop
+        self.chunks += 1
+        self._in_flight = (0, 0)
         for p, exc in bad:
             self.skipped += 1
             self.out.note({"event": "skipped", self.label: p, "type": type(exc).__name__, "error": str(exc)},
                           f"{self.label} {p}: skipped: {type(exc).__name__}: {exc}")
-        self.written += n
-        self.chunks += 1
         self.out.note({"event": "chunk", "chunks": self.chunks, "written": self.written, "skipped": self.skipped},
                       None)
 
@@ -299,6 +318,15 @@ class Loader:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def discard_new_store(store) -> None:
+    """Close a store this command created and remove its directory again (it holds no record)."""
+    from .._fs import get_fs
+
+    path = store.path
+    store.close()
+    get_fs().rmtree(path)
 
 
 def finish(store, out, enabled: bool) -> dict:
@@ -337,7 +365,10 @@ def run_ingest(args, out) -> int:
             if n_lines != arr.shape[0]:
                 raise InvalidArgumentError(f"--metadata {args.metadata} has {plural(n_lines, 'line')}; {args.source} "
                                            f"has {plural(arr.shape[0], 'row')} (line i+1 describes row i)")
-    elif args.source != "-" and not os.path.isfile(args.source):
+    elif args.source == "-":
+        if sys.stdin is None:  # the process was started with stdin closed
+            raise InvalidArgumentError("'-' reads records from stdin, which is closed")
+    elif not os.path.exists(args.source) or os.path.isdir(args.source):  # a file, or a named pipe
         raise InvalidArgumentError(f"no file {args.source}")
 
     def open_store():
@@ -362,7 +393,7 @@ def run_ingest(args, out) -> int:
                 total, unit, chunks = (arr.shape[0], "rec",  # type: ignore[union-attr]  # npy: an array
                                        read_npy(arr, f, args.batch))  # type: ignore[arg-type]
             else:
-                size = None if args.source == "-" else os.path.getsize(args.source)
+                size = os.path.getsize(args.source) if os.path.isfile(args.source) else None  # not a pipe
                 total, unit, chunks = size, "B", read_jsonl(f, args.batch, dim)
             with out.progress(total, unit, enabled=args.progress) as bar:
                 for chunk in chunks:
@@ -371,6 +402,7 @@ def run_ingest(args, out) -> int:
         load_seconds = time.perf_counter() - t0
         extra = finish(loader.store, out, args.link and loader.written > 0)
     except KeyboardInterrupt:
+        loader.settle_interrupted()
         out.say(f"interrupted: {plural(loader.written, 'record')} in {plural(loader.chunks, 'whole chunk')} "
                 "written")
         raise

@@ -92,10 +92,18 @@ def run_query(args, out) -> int:
 # --- one-record writes ------------------------------------------------------------------------------------------
 
 def run_upsert(args, out) -> int:
+    if not store_exists(args.path):  # the record is checked before a store is created for it
+        from ..metadata import validate_metadata
+        from ..validation import validate_id, validate_ttl, validate_vector
+
+        validate_id(args.id)
+        validate_vector(args.vector, args.dim, args.metric or "cosine")
+        validate_metadata(args.metadata)
+        validate_ttl(args.ttl, allow_none=True)
     with open_for_writing(args.path, create=True, metric=args.metric, index=args.index, dim=args.dim) as store:
         store.upsert(args.id, args.vector, args.metadata, ttl=args.ttl)
-        record = store.get(args.id)
-    out.result({"id": args.id, "upserted": True, "expires_at": record.expires_at}, f"upserted {args.id}")
+        expires_at = store._expires_at_of(args.id)
+    out.result({"id": args.id, "upserted": True, "expires_at": expires_at}, f"upserted {args.id}")
     return 0
 
 
@@ -134,7 +142,7 @@ def run_set_ttl(args, out) -> int:
         args.parser.error("give either TTL (seconds) or --clear")
     with open_for_writing(args.path) as store:
         store.set_ttl(args.id, None if args.clear else args.ttl)
-        expires_at = store.get(args.id).expires_at
+        expires_at = store._expires_at_of(args.id)
     text = f"{args.id} has no TTL" if expires_at is None else f"{args.id} expires at {iso_time(expires_at)}"
     out.result({"id": args.id, "expires_at": expires_at}, text)
     return 0

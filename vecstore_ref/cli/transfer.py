@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import NotFoundError
+from ..errors import InvalidArgumentError, NotFoundError
 from .common import INDEX_KINDS, open_for_reading, open_for_writing, positive_int, store_exists
 from .ingest import finish, finish_text
 from .output import plural
@@ -23,7 +23,8 @@ def run_export(args, out) -> int:
     took = time.perf_counter() - t0
     result = {"outdir": args.outdir, "count": manifest["count"], "dim": manifest["dim"],
               "metric": manifest["metric"], "seconds": took, "files": manifest["files"]}
-    out.result(result, f"exported {plural(manifest['count'], 'record')} of dimension {manifest['dim']} "
+    dim = "null" if manifest["dim"] is None else manifest["dim"]  # an empty store has none yet
+    out.result(result, f"exported {plural(manifest['count'], 'record')} of dimension {dim} "
                        f"({manifest['metric']}) to {args.outdir} in {took:.2f} s")
     return 0
 
@@ -35,6 +36,10 @@ def run_import(args, out) -> int:
 
     if not os.path.isfile(os.path.join(args.indir, MANIFEST)):
         raise NotFoundError(f"no export at {args.indir} (no {MANIFEST})")
+    from .._fs import is_inside
+
+    if is_inside(args.path, args.indir):
+        raise InvalidArgumentError(f"{args.path} is inside the export {args.indir}; import into a store elsewhere")
     export = open_export(args.indir)  # checked before the store is created: a bad export leaves nothing behind
     manifest = export.manifest
     t0 = time.perf_counter()
