@@ -97,3 +97,19 @@ def test_a_read_only_manager_creates_cleans_and_writes_nothing(tmp_path):
                 write()
         ro.export_backup("docs", "b1", tmp_path / "b1.tar")  # reads the root, writes outside it
     assert dir_digest(root) == before
+
+
+def test_a_bad_name_creates_no_root(tmp_path):
+    from cli_helpers import assert_one_line_error, run
+
+    for args in (("namespaces", "create", "../evil"), ("backup", "docs", "../b")):
+        assert_one_line_error(run(*args, "--data", tmp_path / "newroot"), "InvalidNameError")
+    assert not (tmp_path / "newroot").exists()
+
+
+def test_the_demo_refuses_sizes_beyond_a_tour(tmp_path):
+    from cli_helpers import run
+
+    proc = run("demo", "--data", tmp_path / "d", "--n", "100000000")
+    assert proc.returncode == 2 and "at most 1,000,000" in proc.stderr
+    assert not (tmp_path / "d").exists()

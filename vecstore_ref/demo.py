@@ -74,7 +74,8 @@ def run_demo(data_dir: str = "./data", n: int = 5000, dim: int = 64, out=print) 
         out(f"opened in {1e3 * took:.0f} ms: {st.visible:,} visible records"
             + (f", {rep.records_replayed} log records replayed after the snapshot" if again else ""))
         dim = st.dim or dim  # a second run queries the store made by the first, whatever its --dim was
-        ids, vectors, metas, centres = make_corpus(n, dim)
+        # A second run needs only the topic centres and the first id, not the corpus again (nor its memory).
+        ids, vectors, metas, centres = make_corpus(1 if again else n, dim)
         rng = np.random.default_rng(1)
         q = centres[TOPICS.index("search")] + 0.3 * rng.normal(size=dim).astype(np.float32)
         if not again:

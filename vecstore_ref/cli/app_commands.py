@@ -3,7 +3,27 @@ every kernel ahead of the first query) and `serve` (the HTTP API over a namespac
 
 from __future__ import annotations
 
+import argparse
+
 from .common import CommandError, positive_int
+
+DEMO_MAX_N = 1_000_000  # the demo holds its corpus in memory (vectors and metadata dicts): a tour, not a load test
+DEMO_MAX_DIM = 4096
+
+
+def demo_size(text: str) -> int:
+    value = positive_int(text)
+    if value > DEMO_MAX_N:
+        raise argparse.ArgumentTypeError(f"the demo takes at most {DEMO_MAX_N:,} vectors, got {value:,} (load real "
+                                         "data with ingest)")
+    return value
+
+
+def demo_dim(text: str) -> int:
+    value = positive_int(text)
+    if value > DEMO_MAX_DIM:
+        raise argparse.ArgumentTypeError(f"the demo takes at most {DEMO_MAX_DIM:,} dimensions, got {value:,}")
+    return value
 
 
 def run_demo(args, out) -> int:
@@ -49,8 +69,9 @@ def register(sub, common) -> None:
                        description="A guided tour: a store under DATA/demo, a few thousand generated vectors "
                        "with metadata, filtered queries, and HNSW recall checked against an exact scan.")
     d.add_argument("--data", default="./data", help="directory for the demo store (default ./data)")
-    d.add_argument("--n", type=positive_int, default=5000, help="number of vectors (default 5000)")
-    d.add_argument("--dim", type=positive_int, default=64, help="dimension (default 64)")
+    d.add_argument("--n", type=demo_size, default=5000, help=f"number of vectors (default 5000, at most "
+                   f"{DEMO_MAX_N:,})")
+    d.add_argument("--dim", type=demo_dim, default=64, help=f"dimension (default 64, at most {DEMO_MAX_DIM:,})")
     d.set_defaults(run=run_demo, parser=d)
 
     w = sub.add_parser("warmup", parents=[common], help="compile every kernel once (for container images and CI) "

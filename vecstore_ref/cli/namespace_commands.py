@@ -19,8 +19,12 @@ from .output import plural
 
 
 def _manager(args, *, read_only: bool = False, create_root: bool = False):
-    from ..namespaces import NamespaceManager
+    from ..namespaces import NamespaceManager, validate_name
 
+    for attr, what in (("namespace", "namespace"), ("name", "backup")):  # a bad name creates no root either
+        value = getattr(args, attr, None)
+        if isinstance(value, str):
+            validate_name(value, what)
     if not create_root and not os.path.isdir(args.data):
         raise NotFoundError(f"no namespace root at {args.data}")
     return NamespaceManager(args.data, read_only=read_only)
