@@ -100,7 +100,9 @@ def _close_open_stores() -> None:
             log.exception("closing the store at %s at exit failed", getattr(store, "path", "?"))
 
 
-atexit.register(_close_open_stores)  # a read-only open beside a writer that checkpoints: tries again on the new manifest
+atexit.register(_close_open_stores)
+if hasattr(os, "register_at_fork"):  # a forked child does not own its parent's stores: it must not close them
+    os.register_at_fork(after_in_child=_open_stores.clear)  # a read-only open beside a writer that checkpoints: tries again on the new manifest
 
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
