@@ -40,6 +40,7 @@ import tarfile
 import threading
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -379,7 +380,7 @@ class NamespaceManager:
                 self._remove_tree(trash)
 
     @contextlib.contextmanager
-    def _store_locked(self, path: str, generation: str | None):
+    def _store_locked(self, path: str, generation: str | None) -> Iterator[None]:
         """Hold the write lock of the namespace's store ``path/generation`` (if it exists) while a restore or a
         delete replaces or removes it: a writer in another process would otherwise go on appending, and
         acknowledging, writes to a directory that is no longer the namespace's."""

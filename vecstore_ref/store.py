@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
 READ_ONLY_OPEN_ATTEMPTS = 20
-_open_stores: weakref.WeakSet = weakref.WeakSet()  # every open VecStore of this process (closed at exit)
+_open_stores: weakref.WeakSet[VecStore] = weakref.WeakSet()  # every open VecStore of this process (closed at exit)
 
 
 def _close_open_stores() -> None:

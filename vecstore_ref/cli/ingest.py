@@ -253,7 +253,7 @@ class Loader:
 
     def _upsert(self, ids, vectors, metadatas) -> None:
         new = self.store is None
-        store = self._open_store() if new else self.store
+        store: VecStore = self._open_store() if self.store is None else self.store
         self._in_flight = (store._last_seq, len(ids))  # an interrupt may land after the write, before the count
         try:
             store.upsert_many(ids, vectors, metadatas, ttl=self.ttl)
