@@ -247,6 +247,11 @@ def test_a_refused_first_write_leaves_no_new_store(tmp_path):
     for p in procs:
         assert_one_line_error(p)
     assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "nan.npy", "zero.npy"]
+    mine = tmp_path / "mine"  # a directory of the user's, with no store in it yet: only the store's files go again
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert_one_line_error(run("ingest", mine, bad))
+    assert os.listdir(mine) == ["notes.txt"] and (mine / "notes.txt").read_text() == "precious"
 
 
 def test_write_commands_never_put_a_store_inside_a_namespace(tmp_path):

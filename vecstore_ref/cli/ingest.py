@@ -244,8 +244,9 @@ class Loader:
 
     store: VecStore | None
 
-    def __init__(self, open_store, out, *, on_error: str, ttl: float | None, label: str, dim, metric):
-        self._open_store, self.store = open_store, None
+    def __init__(self, open_store, out, *, on_error: str, ttl: float | None, label: str, dim, metric,
+                 path: str = ""):
+        self._open_store, self.store, self.path = open_store, None, path
         self.out, self.on_error, self.ttl, self.label = out, on_error, ttl, label
         self.dim, self.metric = dim, metric
         self.written = self.skipped = self.chunks = 0
@@ -253,13 +254,14 @@ class Loader:
 
     def _upsert(self, ids, vectors, metadatas) -> None:
         new = self.store is None
+        there = _entries(self.path) if new else None  # what the directory held before the store was made in it
         store: VecStore = self._open_store() if self.store is None else self.store
         self._in_flight = (store._last_seq, len(ids))  # an interrupt may land after the write, before the count
         try:
             store.upsert_many(ids, vectors, metadatas, ttl=self.ttl)
         except BaseException:
             if new and store._last_seq == self._in_flight[0] and not len(store):
-                discard_new_store(store)  # refused before anything was written: no store is left behind
+                discard_new_store(store, there)  # refused before anything was written: no store is left behind
             elif new:
                 self.store = store
             raise
@@ -320,13 +322,31 @@ class Loader:
             self.store.close()
 
 
-def discard_new_store(store) -> None:
-    """Close a store this command created and remove its directory again (it holds no record)."""
+def _entries(path: str) -> set[str] | None:
+    """The names in directory ``path``, or None if there is no directory there."""
+    try:
+        return set(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def discard_new_store(store, there: set[str] | None) -> None:
+    """Close a store this command created (it holds no record) and remove what creating it added: the directory
+    if there was none (``there`` is None), else only the store files that were not there before; a user's own
+    files in that directory are never touched."""
     from .._fs import get_fs
+    from ..storage.format import LOCK_NAME, MANIFEST_NAME
+    from ..storage.layout import is_segment_name, is_snapshot_name
 
     path = store.path
     store.close()
-    get_fs().rmtree(path)
+    fs = get_fs()
+    if there is None:
+        fs.rmtree(path)
+        return
+    for name in set(fs.listdir(path)) - there:
+        if name in (LOCK_NAME, MANIFEST_NAME) or is_segment_name(name) or is_snapshot_name(name):
+            fs.unlink(os.path.join(path, name))
 
 
 def finish(store, out, enabled: bool) -> dict:
@@ -383,7 +403,8 @@ def run_ingest(args, out) -> int:
     else:
         existing, opener = None, open_store
     label = "row" if fmt == "npy" else "line"
-    loader = Loader(opener, out, on_error=args.on_error, ttl=args.ttl, label=label, dim=dim, metric=metric)
+    loader = Loader(opener, out, on_error=args.on_error, ttl=args.ttl, label=label, dim=dim, metric=metric,
+                    path=args.path)
     if existing is not None:
         loader.store = existing
     t0 = time.perf_counter()
