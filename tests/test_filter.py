@@ -126,8 +126,9 @@ def test_limits():
     assert info.value.position == 8192
     wide = "x = '" + "é" * 4093 + "'"  # 4,099 characters, 8,192 bytes as UTF-8: the limit counts bytes
     assert len(wide.encode()) == 8192 and vs.parse_filter(wide).ast.literal == "é" * 4093
-    with pytest.raises(vs.FilterSyntaxError, match="8,193 bytes"):
+    with pytest.raises(vs.FilterSyntaxError, match="8,193 bytes") as info:
         vs.parse_filter(wide + " ")
+    assert info.value.position == len(wide)  # the space, the first character past the limit
 
 
 @pytest.mark.parametrize("text", ["(" * 10_000 + "x = 1" + ")" * 10_000, "(" * 4000 + "x = 1" + ")" * 4000,

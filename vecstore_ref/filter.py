@@ -372,12 +372,13 @@ def parse_filter(text: str) -> Filter:
         raise FilterSyntaxError(f"the filter is {len(text):,} characters; the limit is {MAX_FILTER_CHARS:,} bytes",
                                 MAX_FILTER_CHARS)
     try:
-        size = len(text.encode("utf-8"))
+        encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise FilterSyntaxError("lone surrogate: the filter is not valid Unicode text", exc.start) from None
-    if size > MAX_FILTER_CHARS:
-        raise FilterSyntaxError(f"the filter is {size:,} bytes as UTF-8; the limit is {MAX_FILTER_CHARS:,}",
-                                MAX_FILTER_CHARS)
+    if len(encoded) > MAX_FILTER_CHARS:  # the position: the first character past the limit
+        past = len(encoded[:MAX_FILTER_CHARS].decode("utf-8", errors="ignore"))
+        raise FilterSyntaxError(f"the filter is {len(encoded):,} bytes as UTF-8; the limit is {MAX_FILTER_CHARS:,}",
+                                past)
     text = str.__str__(text)  # a str subclass cannot smuggle behaviour into the parser
     return Filter(text, _Parser(text).parse())
 
