@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
-READ_ONLY_OPEN_ATTEMPTS = 20
+READ_ONLY_OPEN_ATTEMPTS = 20  # a read-only open beside a writer that checkpoints: tries again on the new manifest
 _open_stores: weakref.WeakSet[VecStore] = weakref.WeakSet()  # every open VecStore of this process (closed at exit)
 
 
@@ -102,7 +102,7 @@ def _close_open_stores() -> None:
 
 atexit.register(_close_open_stores)
 if hasattr(os, "register_at_fork"):  # a forked child does not own its parent's stores: it must not close them
-    os.register_at_fork(after_in_child=_open_stores.clear)  # a read-only open beside a writer that checkpoints: tries again on the new manifest
+    os.register_at_fork(after_in_child=_open_stores.clear)
 
 
 class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
