@@ -240,3 +240,51 @@ def test_concurrent_readers_writers_and_maintenance_raise_only_typed_errors(tmp_
         assert set(s.ids()) == set(acked)
         for id_, v in list(acked.items())[::97]:
             assert s.get(id_).vector.tobytes() == v.tobytes()
+
+
+def test_a_snapshot_racing_close_finds_the_store_closed_and_writes_nothing_after(tmp_path):
+    """close() used to let the checkpoint lock go before marking the store closed: a snapshot() waiting for it
+    went on, wrote a manifest after close() returned (the directory lock already released) and then failed with
+    a ValueError on the closed log."""
+    import os
+    import threading
+    import time
+
+    from vecstore_ref._fs import dir_digest
+
+    for run in range(12):
+        path = str(tmp_path / f"s{run}")
+        s = vs.VecStore.open(path, dim=8, index="flat", durability="none")
+        s.upsert_many([f"b{i}" for i in range(2000)], np.random.default_rng(run).normal(size=(2000, 8)))
+        outcome: list[str] = []
+
+        def snapshots(s=s, outcome=outcome):
+            while True:
+                try:
+                    s.snapshot()
+                except vs.StoreClosedError:
+                    outcome.append("closed")
+                    return
+                except Exception as exc:  # anything else is the defect
+                    outcome.append(repr(exc))
+                    return
+
+        def writes(s=s):
+            i = 0
+            while True:
+                i += 1
+                try:
+                    s.upsert(f"w{i % 100}", np.full(8, i % 7 + 1.0))
+                except vs.StoreClosedError:
+                    return
+
+        threads = [threading.Thread(target=snapshots), threading.Thread(target=writes)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        s.close()
+        at_close = dir_digest(path)
+        for t in threads:
+            t.join(60)
+        assert outcome == ["closed"], outcome
+        assert dir_digest(path) == at_close and os.path.exists(os.path.join(path, "MANIFEST"))

@@ -250,20 +250,22 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             if self._closed:
                 return
             self._stop_checkpoint_thread()  # waits for a checkpoint in progress
-            try:
-                with self._ckpt_lock:
+            with self._ckpt_lock:
+                try:
                     if self._close_checkpoint_due():
                         self._checkpoint()
                     elif not self._refuses_writes() and self._options_changed():
                         with self._lock:  # e.g. a new cost model calibration: saved for the next open
                             self._rewrite_manifest()
-            except Exception as exc:  # every acknowledged write is in the log; the next open replays it
-                log.warning("store %s: the checkpoint at close failed (%s); the next open replays the log",
-                            self.path, exc)
-            with self._lock:
-                self._closed = True
-                _open_stores.discard(self)
-                self._flush_stop.set()
+                except Exception as exc:  # every acknowledged write is in the log; the next open replays it
+                    log.warning("store %s: the checkpoint at close failed (%s); the next open replays the log",
+                                self.path, exc)
+                # Closed before the checkpoint lock is let go: a snapshot() waiting for it then finds the store
+                # closed, instead of writing a manifest while (or after) the rest of close() runs.
+                with self._lock:
+                    self._closed = True
+                    _open_stores.discard(self)
+                    self._flush_stop.set()
             if self._flusher is not None:
                 self._flusher.join()
             with self._lock, self._rw.write():
