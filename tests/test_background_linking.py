@@ -272,3 +272,38 @@ def test_a_chunk_whose_linking_fails_waits_again_and_stays_visible(paused, monke
     assert h.n_nodes == 800 and h.check_integrity() == []
     meta, arrays = h.to_arrays()  # the saved graph passes every check of a load
     assert HNSWIndex.from_arrays(t, HNSWParams(m=8), meta, arrays).n_nodes == 800
+
+
+def test_a_write_that_grows_the_graph_waits_for_one_chunk_not_the_whole_backlog(monkeypatch):
+    """Linking a whole backlog (flush_index, snapshot) used to hold the graph lock for all of it, and a write that
+    had to grow the graph's arrays waited for that lock while holding the store's write lock: every query stalled
+    for seconds. The lock is now held for at most LINK_CHUNK nodes at a time, and a waiting writer goes first."""
+    x, _ = clustered(12_000, 16, 0)
+    t = VectorTable(16, "euclidean", len(x))
+    slots = t.allocate(len(x))
+    t.write(slots, x)
+    h = HNSWIndex(t, HNSWParams(m=8, ef_construction=40))
+    sizes: list[int] = []
+    order: list[str] = []
+    real_link = HNSWIndex._link
+
+    def grow_the_table():
+        t.allocate(t.capacity - t.n_slots + 1)  # one row more than the table holds: it grows
+        h._grow_locked()
+        order.append("grown")
+
+    grower = threading.Thread(target=grow_the_table)
+
+    def link(self, chunk):
+        sizes.append(int(chunk.size))
+        if len(sizes) == 1:
+            grower.start()  # while the first chunk is being linked
+        real_link(self, chunk)
+
+    monkeypatch.setattr(HNSWIndex, "_link", link)
+    h.add(slots)  # links the whole backlog in this thread, as flush_index does
+    order.append("linked")
+    grower.join(60)
+    assert order == ["grown", "linked"]  # the grow did not wait for the whole backlog
+    assert max(sizes) <= hnsw_module.LINK_CHUNK and sum(sizes) == len(x)
+    assert h._cap >= t.capacity and h.check_integrity() == []

@@ -291,7 +291,8 @@ def test_round_trip_gives_identical_results_and_the_same_future():
     for q in qs:
         a, b = h.search(q, 10, allowed), h2.search(q, 10, allowed)
         assert a[0].tolist() == b[0].tolist() and a[1].tobytes() == b[1].tobytes()
-    assert h2.n_deleted == 2 and h2.memory_bytes() == h.memory_bytes()
+    # the loaded index holds no more than the built one (which may keep room in links_up from growing by chunks)
+    assert h2.n_deleted == 2 and h2.memory_bytes() <= h.memory_bytes()
     # the same inserts after the load give the same graph: the level generator's state was saved
     new = t.allocate(300)
     t.write(new, clustered(300, 12, 17)[0])

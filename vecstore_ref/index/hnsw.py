@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -51,6 +52,10 @@ from .link_queue import LinkQueue, start_linker
 from .parallel import run_split
 
 BUILD_BATCH = 256  # nodes whose neighbour searches run in parallel before their links are applied in order
+# The most nodes linked in one hold of the graph lock when a whole backlog is linked (flush_index, snapshot): a
+# write that must grow the graph's arrays waits for the lock while it holds the store's write lock, and every
+# read then waits too, so the wait is one chunk (tens of milliseconds), never the whole backlog (seconds).
+LINK_CHUNK = 4 * BUILD_BATCH
 SWEEP_EVERY = 64  # the reachability sweep runs once n_nodes / SWEEP_EVERY nodes were (re)linked since the last
 # A filtered search scans the allowed nodes exactly when allowed**2 <= EXACT_SCAN_FACTOR * nodes * ef * m (and at
 # most half the nodes are allowed): see HNSWIndex.scan_limit.
@@ -129,6 +134,7 @@ class HNSWIndex:
         self.lock = threading.RLock()  # held while links are written (one chunk at a time)
         self._unpaused = threading.Condition(self.lock)
         self._paused = 0  # pause_linking() calls not yet resumed
+        self._lock_wanted = 0  # writers waiting for the graph lock to grow the arrays (a hint for the linker)
         self._queue = LinkQueue()
         self._linker: threading.Thread | None = None
         self.m = params.m
@@ -177,6 +183,15 @@ class HNSWIndex:
         self._upper = (self._upper[0], self._upper[1], int(value))
 
     # --- storage ----------------------------------------------------------------------------------------------
+
+    def _grow_locked(self) -> None:
+        """`_grow` under the graph lock, announced so that a linker between two chunks lets this thread in first."""
+        self._lock_wanted += 1
+        try:
+            with self.lock:
+                self._grow()
+        finally:
+            self._lock_wanted -= 1
 
     def _grow(self) -> None:
         """Follow the vector table's capacity (the store grows the table; the graph grows with it).
@@ -269,8 +284,7 @@ class HNSWIndex:
             if first.size != slots.size:
                 slots = slots[np.sort(first)]
         if self.table.capacity > self._cap:
-            with self.lock:
-                self._grow()
+            self._grow_locked()
         relink = slots[self.levels[slots] >= 0]
         if relink.size:
             self.deleted[relink] = 1  # walked through, never returned, until relinked (its links are stale)
@@ -291,15 +305,17 @@ class HNSWIndex:
     def link_queued(self, max_nodes: int | None = None, from_linker: bool = False) -> int:
         """Link up to ``max_nodes`` (None = all) of the oldest queued slots into the graph; returns how many.
 
-        Waits while a checkpoint has paused linking (`pause_linking`)."""
+        The graph lock is held for at most `LINK_CHUNK` nodes at a time, and let go in between (to a writer that
+        waits for it first). Waits while a checkpoint has paused linking (`pause_linking`)."""
         total = 0
-        with self.lock:
-            while True:
+        while True:
+            with self.lock:
                 while self._paused:
                     self._unpaused.wait()
                     if from_linker:
                         return total  # the linker thread takes the next chunk on its next turn
-                chunk = self._queue.take(max_nodes if max_nodes is None else max_nodes - total)
+                want = LINK_CHUNK if max_nodes is None else min(LINK_CHUNK, max_nodes - total)
+                chunk = self._queue.take(want)
                 if chunk.size == 0:
                     return total
                 try:
@@ -317,6 +333,10 @@ class HNSWIndex:
                 total += int(chunk.size)
                 if max_nodes is not None and total >= max_nodes:
                     return total
+            for _ in range(200):  # a writer waiting to grow the arrays gets the lock before the next chunk
+                if not self._lock_wanted:
+                    break
+                time.sleep(0.0005)
 
     @property
     def n_unlinked(self) -> int:
@@ -418,8 +438,7 @@ class HNSWIndex:
             return
         self._queue.remove(slots)
         if self.table.capacity > self._cap:
-            with self.lock:
-                self._grow()
+            self._grow_locked()
         self.deleted[slots] = 1
 
     @property
