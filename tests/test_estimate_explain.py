@@ -73,3 +73,26 @@ def test_explain_reports_counters_phases_and_clauses(store):
         assert ("lang = 'de'" in n.matched_clauses) == (md["lang"] == "de")
     assert [n.id for n in ex.neighbors] == [h.id for h in store.query(q, k=5, filter="g >= 5 OR lang = 'de'")]
     assert ex.to_dict()["neighbors"][0]["rank"] == 1
+
+
+def test_an_explain_sees_one_moment_when_a_ttl_runs_out_during_it(tmp_path):
+    """The clock is read once per read: explain and query_batch used to read it two or three times, so a
+    record whose TTL ran out meanwhile was counted visible and then left out of the search."""
+
+    class Clock:  # advances with every reading, as if the call took that long
+        t, step = 1000.0, 0.0
+
+        def __call__(self):
+            self.t += self.step
+            return self.t
+
+    clock = Clock()
+    with vs.VecStore.open(tmp_path / "s", dim=4, index="flat", metric="euclidean", clock=clock) as s:
+        s.upsert_many([f"b{i}" for i in range(50)], np.random.default_rng(0).normal(size=(50, 4)))
+        s.upsert("x", np.zeros(4), ttl=10.0)  # expires at 1010.0
+        clock.t, clock.step = 1009.5, 0.4  # first reading 1009.9: x visible; the next 1010.3: expired
+        e = s.query_explain(vs.Query(np.zeros(4), k=5))
+        assert e.candidates_filtered_out == 0 and e.neighbors[0].id == "x"
+        clock.t = 1009.5
+        batch = s.query_batch(np.zeros((3, 4)), k=1)
+        assert batch.ids[:, 0].tolist() == ["x", "x", "x"]

@@ -396,7 +396,7 @@ class QueryMethods:
 
     def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
         """The same as `query` for each row of an (n, dim) array, searched in parallel."""
-        with self._rw.read():
+        with self._rw.read(), self._one_moment():
             self._check_open()
             k = validate_k(k, self._max_k)
             ef = validate_ef(ef)
@@ -439,13 +439,13 @@ class QueryMethods:
         Returns a `QueryEstimate` (valid, errors, cost_estimate, estimated_duration_ms,
         estimated_distance_computations, plan, selectivity, recommendations).
         """
-        with self._rw.read():
+        with self._rw.read(), self._one_moment():
             self._check_open()
             return estimate(self, q, k, filter, ef)
 
     def query_explain(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Run a query and report its plan, work counters, time per phase and which filter clauses each result
         matched (an `ExplainResult`)."""
-        with self._rw.read():
+        with self._rw.read(), self._one_moment():
             self._check_open()
             return explain(self, q, k, filter, ef)

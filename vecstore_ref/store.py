@@ -21,6 +21,7 @@ and each read sees every write acknowledged before it began and, of a write in f
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -87,6 +88,14 @@ log = logging.getLogger(__name__)
 BATCH_FSYNC_INTERVAL_S = 0.1  # durability="batch": fsync at most this often
 UPSERT_MANY_CHUNK_BYTES = 32 * 2**20  # 32 MiB of vectors per log record in upsert_many
 READ_ONLY_OPEN_ATTEMPTS = 20  # a read-only open beside a writer that checkpoints: tries again on the new manifest
+class _Moments(threading.local):
+    """Per thread: id(store) -> the clock reading a multi-step read of that store uses throughout."""
+
+    def __init__(self) -> None:
+        self.by_store: dict[int, float] = {}
+
+
+_PINNED = _Moments()
 _open_stores: weakref.WeakSet[VecStore] = weakref.WeakSet()  # every open VecStore of this process (closed at exit)
 
 
@@ -321,7 +330,22 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 or (self._writer is not None and self._writer.poisoned))
 
     def _now(self) -> float:
-        return float(self._clock())
+        pinned = _PINNED.by_store.get(id(self))
+        return float(self._clock()) if pinned is None else pinned
+
+    @contextlib.contextmanager
+    def _one_moment(self) -> Iterator[None]:
+        """The clock read once for a whole read that asks it several times (explain, a batch of queries): what
+        is visible cannot change between the read's steps when a TTL runs out meanwhile. Per thread and store."""
+        key, moments = id(self), _PINNED.by_store
+        if key in moments:  # a read inside a read: the outer moment holds
+            yield
+            return
+        moments[key] = float(self._clock())
+        try:
+            yield
+        finally:
+            del moments[key]
 
     def _apply_record(self, rtype: int, payload: bytes, seq: int, path: str, offset: int) -> None:
         if rtype != RECORD_BATCH:  # read_segments already refuses unknown types; keep replay total anyway
