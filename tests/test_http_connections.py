@@ -144,3 +144,14 @@ def test_a_declared_body_over_the_limit_gets_413_and_the_connection_closes(serve
                   b"Content-Length: %d\r\n\r\n{" % (64 * 2**20))
         reply = read_to_end(s)  # returns once the server closes; the client never sent the body
     assert _json_error(reply, 413)["type"] == "PayloadTooLarge"
+
+
+def test_a_malformed_chunk_gets_its_400_at_once(server):
+    """The parser fails inside the request's own body: nothing waits for the rest of it (no 408 after 10 s)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"id\"\r\nZZZ\r\n")
+        t0 = time.monotonic()
+        reply = read_to_end(s)
+        assert time.monotonic() - t0 < 5
+    assert _json_error(reply, 400)["type"] == "InvalidInputError"

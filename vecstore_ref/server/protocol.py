@@ -81,7 +81,9 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             if self.transport.is_closing():
                 return
             cycle = self.cycle
-            if cycle is not None and not cycle.response_complete:  # answer it first (see the module docstring)
+            # A request read whole is answered first (see the module docstring); one whose own body broke the
+            # parser (a malformed chunk) is not: its handler would wait for the rest of a body that never comes.
+            if cycle is not None and not cycle.response_complete and not cycle.more_body:
                 self._refuse_after_response = True
                 pipeline = getattr(self, "pipeline", None)
                 if pipeline:
