@@ -361,7 +361,8 @@ def test_an_archive_path_inside_the_root_is_refused_and_the_store_keeps_its_reco
         store = m.get_namespace("ns")
         log = next(os.path.join(store.path, n) for n in sorted(os.listdir(store.path)) if n.endswith(".vsl"))
         before = dir_digest(str(root))
-        for target in (log, os.path.join(store.path, "new.tar"), str(root / "ns" / "backups" / "b1" / "BACKUP.json")):
+        for target in (log, os.path.join(store.path, "new.tar"), str(root / "ns" / "backups" / "b1" / "BACKUP.json"),
+                       str(root)):
             with pytest.raises(vs.InvalidArgumentError):
                 m.export_backup("ns", "b1", target)
         os.symlink(outside / "precious", root / "ns" / "out.tar")
@@ -384,6 +385,10 @@ def test_an_archive_path_that_is_a_link_is_replaced_not_followed(world, tmp_path
     assert dir_digest(str(outside)) == before
     assert not os.path.islink(elsewhere / "b1.tar") and os.listdir(elsewhere) == ["b1.tar"]
     assert (elsewhere / "b1.tar").read_bytes() == archive_of(root)
+    (elsewhere / "adir").mkdir()
+    with vs.NamespaceManager(root) as m, pytest.raises(vs.StorageError):
+        m.export_backup("ns", "b1", str(elsewhere / "adir"))  # a directory there: a typed error, no temp file left
+    assert sorted(os.listdir(elsewhere)) == ["adir", "b1.tar"]
 
 
 def test_an_archive_or_export_read_through_a_link_below_the_root_is_refused(world, tmp_path):

@@ -551,7 +551,8 @@ class NamespaceManager:
                 self._write_archive(kw["fileobj"], source, names)
                 return
             target = os.path.abspath(kw["name"])
-            if is_inside(os.path.dirname(target), self.root):
+            # The root itself, a path below it, or a link below it (which the rename would replace inside the root).
+            if is_inside(target, self.root) or is_inside(os.path.dirname(target), self.root):
                 raise InvalidArgumentError(f"{target} is inside the namespace root {self.root}; write the archive "
                                            "elsewhere")
             tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
@@ -564,7 +565,10 @@ class NamespaceManager:
                     self._write_archive(f, source, names)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, target)
+                try:
+                    os.replace(tmp, target)
+                except OSError as exc:  # e.g. a directory at that path
+                    raise StorageError(f"cannot write the archive to {target}: {exc}") from exc
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
