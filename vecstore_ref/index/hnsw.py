@@ -317,6 +317,8 @@ class HNSWIndex:
                 want = LINK_CHUNK if max_nodes is None else min(LINK_CHUNK, max_nodes - total)
                 chunk = self._queue.take(want)
                 if chunk.size == 0:
+                    if max_nodes is None and total and self._unswept:
+                        self._repair()  # a whole backlog linked (flush_index): leave every node reachable
                     return total
                 try:
                     self._link(chunk)
