@@ -146,6 +146,90 @@ def test_kill9_during_linking_then_every_record_is_found(tmp_path, wait):
         assert s._state.index.check_integrity() == []
 
 
+LINKED_CHILD = r"""
+import os, signal, sys, time
+import numpy as np
+import vecstore_ref as vs
+path, how = sys.argv[1], sys.argv[2]
+s = vs.VecStore.open(path, dim=16, metric="cosine", hnsw=vs.HNSWParams(m=8, ef_construction=64, seed=1))
+x = np.random.default_rng(5).normal(size=(3200, 16)).astype(np.float32)
+s.upsert_many([f"a{i}" for i in range(2000)], x[:2000])
+s.snapshot()  # a graph of 2,000 on disk; then 1,200 more linked after it (past GRAPH_CHECKPOINT_MIN_NODES)
+s.upsert_many([f"a{i}" for i in range(2000, 3200)], x[2000:])
+if how == "flush_index":
+    s.flush_index()
+else:  # the background linker: its graph is saved once it is idle (the checkpoint thread looks every 5 s)
+    deadline = time.monotonic() + 120
+    while s.stats().unindexed or s._linked_since_checkpoint():
+        assert time.monotonic() < deadline, s.stats()
+        time.sleep(0.05)
+print("LINKED", s.stats().unindexed, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("how", ["flush_index", "background"])
+def test_vectors_linked_before_a_kill9_are_not_linked_again(tmp_path, how):
+    """SPEC 13: a vector linked before a crash is not linked again at the next open (``unindexed`` 0), whether
+    ``flush_index()`` linked it or the background linker did; the recovered graph answers as well as before."""
+    path = str(tmp_path / "s")
+    child = subprocess.run([sys.executable, "-c", LINKED_CHILD, path, how], capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert child.stdout.split() == ["LINKED", "0"], (child.stdout, child.stderr)
+    with vs.VecStore.open(path, hnsw=PARAMS) as s:
+        assert len(s) == 3200
+        assert s.stats().unindexed == 0
+        assert s._state.index.check_integrity() == []
+        sample = [f"a{i}" for i in range(0, 3200, 10)]
+        assert self_query_misses(s, sample) == 0
+
+
+UNLINKED_SNAPSHOT_CHILD = r"""
+import sys, time
+import numpy as np
+import vecstore_ref as vs
+s = vs.VecStore.open(sys.argv[1], dim=16, metric="euclidean", durability="none",
+                     hnsw=vs.HNSWParams(m=8, ef_construction=64, seed=0))
+s.set_checkpoint_config(vs.CheckpointConfig(min_log_bytes=1, min_log_fraction=0.0))
+s.upsert_many([f"a{i}" for i in range(400)], np.random.default_rng(0).normal(size=(400, 16)))
+deadline = time.monotonic() + 60  # an automatic checkpoint, which saves what is not linked yet as unlinked
+while s.stats().last_checkpoint_at is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.001)
+s.set_checkpoint_config(vs.CheckpointConfig(enabled=False))
+for j in range(8 * 400):  # a log to replay after the snapshot, no new vectors (the linker works meanwhile)
+    s.update_metadata(f"a{j % 400}", {"n": j})
+print("ACK", flush=True)
+time.sleep(60)
+"""
+
+
+def test_what_an_open_links_while_recovering_is_saved_by_the_next_close(tmp_path):
+    """After a crash, the open queues the vectors its snapshot saved unlinked, and the linker may link them before
+    the open returns; ``close()`` must still checkpoint them (it used to count them as saved), or every later
+    open links them again."""
+    path = str(tmp_path / "s")
+    child = subprocess.Popen([sys.executable, "-c", UNLINKED_SNAPSHOT_CHILD, path], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "ACK"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    s = vs.VecStore.open(path)
+    assert s.recovery_report.records_replayed > 0
+    deadline = time.monotonic() + 60
+    while s.stats().unindexed:  # the background linker finishes (flush_index() would checkpoint by itself)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    s.close()
+    with vs.VecStore.open(path) as s:
+        assert s.recovery_report.records_replayed == 0
+        assert s.stats().unindexed == 0 and s._state.index.linked_count == 0
+        assert len(s) == 400 and self_query_misses(s, [f"a{i}" for i in range(0, 400, 7)]) == 0
+
+
 AUTO_CHILD = r"""
 import sys
 import numpy as np

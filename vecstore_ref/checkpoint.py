@@ -58,6 +58,13 @@ CLOSE_CHECKPOINT_LOG_BYTES = 2**20  # close() checkpoints after this much log ev
 # arriving (close(), a snapshot() on an idle store) it writes at full speed.
 PACED_WRITE_BYTES_PER_S = 256 * 2**20
 RETRY_AFTER_FAILURE_S = 30.0  # an automatic checkpoint that failed is not tried again for this long
+# The graph is derived data, so it is not logged: what the linker added since the last checkpoint is linked again
+# after a crash. flush_index() saves the graph it linked at once; for the background linker, the checkpoint thread
+# saves the graph once the linker is idle and has linked at least this share of the graph's nodes (and
+# `GRAPH_CHECKPOINT_MIN_NODES`) since the last checkpoint, which bounds what a crash costs to relinking about an
+# eighth of the graph while writing the snapshot at most once per eighth of new nodes.
+GRAPH_CHECKPOINT_FRACTION = 0.125
+GRAPH_CHECKPOINT_MIN_NODES = 1024
 
 
 class CheckpointMethods:
@@ -100,6 +107,32 @@ class CheckpointMethods:
 
     def _linked_since_checkpoint(self) -> int:
         return int(getattr(self._state.index, "linked_count", 0)) - self._linked_at_checkpoint
+
+    def _graph_checkpoint_due(self) -> bool:
+        """Whether the background linker, now idle, has linked enough since the last checkpoint for the
+        checkpoint thread to save the graph (see `GRAPH_CHECKPOINT_FRACTION`)."""
+        index = self._state.index
+        if (not self._checkpoint_config.enabled or time.monotonic() < self._ckpt_retry_at
+                or getattr(index, "n_unlinked", 1) != 0):
+            return False
+        linked = self._linked_since_checkpoint()
+        return linked >= max(GRAPH_CHECKPOINT_MIN_NODES, GRAPH_CHECKPOINT_FRACTION * int(index.n_nodes))
+
+    def _save_linked_graph(self) -> None:
+        """After ``flush_index()``: checkpoint if anything was linked since the last checkpoint, so that an open
+        after a crash finds those vectors linked. A read-only store, or one whose log refuses writes, keeps its
+        graph in memory only; a failed checkpoint is logged and retried like an automatic one (every
+        acknowledged write is in the log either way)."""
+        with self._ckpt_lock:
+            if (self._closed or self._read_only or self._poisoned is not None or self._writer is None
+                    or self._writer.poisoned or self._linked_since_checkpoint() <= 0):
+                return
+            try:
+                self._checkpoint()
+            except Exception as exc:
+                self._ckpt_retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                log.warning("store %s: saving the linked graph failed (%s); a crash before the next checkpoint "
+                            "links those vectors again at the next open", self.path, exc)
 
     def _maybe_request_checkpoint(self) -> None:
         """After a commit: wake the checkpoint thread if the log passed both thresholds."""
@@ -234,7 +267,8 @@ class CheckpointMethods:
         with self._ckpt_lock:
             if self._closed or self._read_only or self._poisoned is not None:
                 return
-            if not self._checkpoint_config.due(self.log_bytes_since_checkpoint(), self._snapshot_bytes):
+            if not (self._checkpoint_config.due(self.log_bytes_since_checkpoint(), self._snapshot_bytes)
+                    or self._graph_checkpoint_due()):
                 return
             try:
                 self._checkpoint()

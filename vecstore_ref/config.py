@@ -121,7 +121,7 @@ class CheckpointConfig:
     do not queue behind it (`vecstore_ref.checkpoint.PACED_WRITE_BYTES_PER_S`); otherwise at the disk's speed.
 
     Attributes:
-        enabled: False writes snapshots only on ``snapshot()``, ``compact()`` and ``close()``.
+        enabled: False writes snapshots only on ``snapshot()``, ``flush_index()``, ``compact()`` and ``close()``.
         min_log_bytes: bytes of log since the last checkpoint (64 MiB).
         min_log_fraction: log bytes since the last checkpoint over the last snapshot's bytes (0.5).
     """

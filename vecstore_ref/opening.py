@@ -263,7 +263,9 @@ class OpeningMethods:
         self._older_log_bytes = sum(max(0, fs.size(p) - LOG_HEADER_SIZE) for p in paths[:-1])
         if self._read_only:  # no writer: count the last segment too
             self._older_log_bytes += max(0, fs.size(paths[-1]) - LOG_HEADER_SIZE)
-        self._linked_at_checkpoint = int(getattr(self._state.index, "linked_count", 0))
+        # Nothing this index object linked is in the snapshot (it counts only what it links itself, and the
+        # linker may already have linked some of what the open queued): all of it is saved by the next checkpoint.
+        self._linked_at_checkpoint = 0
         if not self._read_only:
             self._writer = LogWriter(fs, paths[-1], scan.last_seq + 1)
             if (stored_dim is None and self._state.dim is not None) or self._options_changed():

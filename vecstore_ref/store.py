@@ -780,16 +780,23 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
             )
 
     def flush_index(self) -> int:
-        """Link every vector still waiting into the HNSW graph now, in the calling thread; returns how many.
+        """Link every vector still waiting into the HNSW graph now, in the calling thread, and save the graph;
+        returns how many were linked.
 
         Writes do not wait for graph linking: a background thread does it, and until then queries scan the waiting
         vectors exactly (``stats().unindexed`` says how many). Call this after a bulk load to pay the linking at a
-        time of your choosing, e.g. before measuring query speed. A flat index has nothing to link (returns 0).
+        time of your choosing, e.g. before measuring query speed. When anything was linked since the last
+        checkpoint, it then writes one (as `snapshot` does), so that no open after this, not even one after a
+        crash, links these vectors again. A flat index has nothing to link (returns 0, writes nothing).
         """
         with self._rw.read():
             self._check_open()
             link = getattr(self._state.index, "link_queued", None)
-        return int(link()) if link is not None else 0
+        if link is None:
+            return 0
+        linked = int(link())
+        self._save_linked_graph()
+        return linked
 
     def verify(self) -> VerifyReport:
         """Read every file and check every checksum. Changes nothing (a checkpoint of this handle waits for it;
