@@ -367,3 +367,106 @@ def test_every_call_on_a_closed_sharded_store_raises_store_closed(tmp_path):
     for call in calls:
         with pytest.raises(vs.StoreClosedError):
             call()
+
+
+def _tree_digest(root) -> dict:
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = (hashlib.sha256(open(p, "rb").read()).hexdigest()
+                                             if os.path.isfile(p) else "dir")
+    return out
+
+
+def test_a_reopen_with_another_dim_is_refused_before_any_shard_changes(tmp_path):
+    """The empty shards used to save the new dimension before the shard holding vectors refused it: shards that
+    disagreed, and a store that took no more writes."""
+    path = tmp_path / "sh"
+    last = next(f"id{i}" for i in range(1000) if shard_of(f"id{i}", 4) == 3)  # the shard opened last
+    with vs.ShardedStore.open(path, 4, index="flat") as sh:
+        sh.upsert(last, [1.0, 2.0, 3.0, 4.0])
+    before = _tree_digest(path)
+    with pytest.raises(vs.InvalidArgumentError, match="4-dimensional"):
+        vs.ShardedStore.open(path, dim=5)
+    assert _tree_digest(path) == before
+    with vs.ShardedStore.open(path) as sh:
+        assert [s.stats().dim for s in sh.shards].count(4) == 1 and sh.stats()["dim"] == 4
+        ids, x = data(40, dim=4)
+        assert sh.upsert_many(ids, x) == 40
+
+
+def test_a_batch_fixes_the_dimension_by_its_first_upsert_that_succeeds(tmp_path):
+    """As in one store: an upsert refused for its metadata fixes nothing, and the next one sets the dimension."""
+    bad_first = [vs.Upsert("a", [1.0, 2.0, 3.0], {"x": {"nested": 1}}), vs.Upsert("b", [1.0, 2.0])]
+    for open_store in (lambda p: vs.VecStore.open(p, index="flat"), lambda p: vs.ShardedStore.open(p, 3, index="flat")):
+        with open_store(tmp_path / f"s{len(os.listdir(tmp_path))}") as s:
+            res = s.batch_execute(bad_first)
+            assert (res.succeeded, [(e.index, e.type) for e in res.errors]) == (1, [(0, "InvalidMetadataTypeError")])
+            assert len(s) == 1
+    with vs.ShardedStore.open(tmp_path / "only_failed", 3, index="flat") as sh:
+        assert sh.batch_execute([vs.Upsert("a", [1.0, 2.0, 3.0], {"x": {"n": 1}})]).succeeded == 0
+        sh.upsert("b", [1.0, 2.0])  # the failed batch fixed no dimension
+        assert sh.stats()["dim"] == 2
+
+
+def test_import_is_checked_like_a_vecstores_and_a_bad_batch_writes_nothing(tmp_path):
+    ids, x = data(50, dim=4)
+    with vs.VecStore.open(tmp_path / "src", dim=4, index="flat") as src:
+        src.upsert_many(ids, x)
+        src.export(tmp_path / "exp")
+    records = (tmp_path / "exp" / "records.jsonl").read_text().splitlines()
+    bad = json.loads(records[30])
+    bad["metadata"] = {"x": {"nested": 1}}
+    records[30] = json.dumps(bad)
+    (tmp_path / "exp" / "records.jsonl").write_text("\n".join(records) + "\n")
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    import hashlib
+
+    data_bytes = (tmp_path / "exp" / "records.jsonl").read_bytes()  # the manifest made to match the edited rows
+    entry = manifest["files"]["records.jsonl"]
+    entry["sha256"], entry["size"] = hashlib.sha256(data_bytes).hexdigest(), len(data_bytes)
+    (tmp_path / "exp" / "manifest.json").write_text(json.dumps(manifest))
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=4, index="flat") as sh:
+        sh.upsert("keep", [1.0, 2.0, 3.0, 4.0])
+        before = _tree_digest(tmp_path / "sh")
+        with pytest.raises(vs.InvalidMetadataTypeError):
+            sh.import_(tmp_path / "exp")
+        for size in (0, -3, "x", 2.5):
+            with pytest.raises(vs.InvalidArgumentError):
+                sh.import_(tmp_path / "exp", batch_size=size)
+        assert len(sh) == 1 and _tree_digest(tmp_path / "sh") == before
+    with vs.VecStore.open(tmp_path / "d8", dim=8, index="flat") as other:
+        other.upsert("z", np.ones(8))
+        other.export(tmp_path / "exp8")
+    with vs.ShardedStore.open(tmp_path / "sh") as sh:
+        with pytest.raises(vs.DimensionMismatchError):
+            sh.import_(tmp_path / "exp8")
+        assert _tree_digest(tmp_path / "sh") == before
+    seen: list = []
+    with vs.ShardedStore.open(tmp_path / "sh8", 2, index="flat") as sh8:
+        assert sh8.import_(tmp_path / "exp8", progress=lambda done, total: seen.append((done, total))) == 1
+        assert seen == [(1, 1)] and sh8.get("z").vector.tolist() == [1.0] * 8
+
+
+@pytest.mark.parametrize("ids", [None, 5])
+def test_bulk_ids_that_are_not_a_sequence_are_a_typed_error(tmp_path, ids):
+    with vs.VecStore.open(tmp_path / "one", dim=4) as one, vs.ShardedStore.open(tmp_path / "sh", 2, dim=4) as sh:
+        for s in (one, sh):
+            with pytest.raises(vs.InvalidArgumentTypeError):
+                s.upsert_many(ids, np.ones((2, 4)))
+
+
+def test_a_store_of_the_other_kind_is_refused_and_left_alone(tmp_path):
+    with vs.ShardedStore.open(tmp_path / "sh", 2, dim=4) as sh:
+        sh.upsert("a", [1.0, 2.0, 3.0, 4.0])
+    with vs.VecStore.open(tmp_path / "one", dim=4) as one:
+        one.upsert("a", [1.0, 2.0, 3.0, 4.0])
+    before = (_tree_digest(tmp_path / "sh"), _tree_digest(tmp_path / "one"))
+    with pytest.raises(vs.InvalidArgumentError, match="sharded store"):
+        vs.VecStore.open(tmp_path / "sh")
+    with pytest.raises(vs.InvalidArgumentError, match="holds a VecStore"):
+        vs.ShardedStore.open(tmp_path / "one", 2)
+    assert (_tree_digest(tmp_path / "sh"), _tree_digest(tmp_path / "one")) == before

@@ -45,6 +45,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .scale.ray_shards import RayShard
+    from .scale.sharded_store import ShardedStore
     from .store import VecStore
 
 # One batch of records read back: (ids, float32 (n, dim) vectors, metadata, expires_at Unix seconds or None), the
@@ -358,10 +359,10 @@ class ImportReport:
         return {"imported": self.imported, "expired": self.expired}
 
 
-def import_records(store: VecStore, export: str | os.PathLike[str] | Export, *, batch_size: int = 10_000,
-                   progress: Callable[[int, int], object] | None = None) -> ImportReport:
-    """Upsert every record of ``export`` (a path, or an `Export` from `open_export`) into the `VecStore`
-    ``store``, in batches.
+def import_records(store: VecStore | ShardedStore, export: str | os.PathLike[str] | Export, *,
+                   batch_size: int = 10_000, progress: Callable[[int, int], object] | None = None) -> ImportReport:
+    """Upsert every record of ``export`` (a path, or an `Export` from `open_export`) into ``store`` (a
+    `VecStore` or a `ShardedStore`), in batches.
 
     The files and the dimension are checked before the first write. Each batch is one `upsert_many` for the
     records without a TTL, plus one `batch_execute` for those with one (a TTL is carried as the time left:
@@ -376,7 +377,8 @@ def import_records(store: VecStore, export: str | os.PathLike[str] | Export, *, 
     if not isinstance(export, Export):
         export = open_export(export)
     path, dim, total = export.path, export.dim, export.count
-    store_dim = store.stats().dim
+    stats = store.stats()
+    store_dim = stats["dim"] if isinstance(stats, dict) else stats.dim  # (a ShardedStore's stats are a dict)
     if dim is not None and store_dim is not None and dim != store_dim:
         raise DimensionMismatchError(f"the export holds vectors of dimension {dim}; the store holds {store_dim}")
     imported = expired = done = 0

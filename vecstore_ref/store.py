@@ -56,7 +56,7 @@ from .opening import OpeningMethods, _close_index
 from .query import Match, QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
-from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, MANIFEST_NAME, RECORD_BATCH
+from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, MANIFEST_NAME, RECORD_BATCH, SHARDS_FILE
 from .storage.lock import DirectoryLock
 from .storage.log import LogWriter
 from .storage.records import RecordDecodeError, decode_batch, encode_batch, encode_upserts
@@ -75,7 +75,13 @@ from .types import (
     Upsert,
     VerifyReport,
 )
-from .validation import check_cosine_norms, validate_id, validate_store_path, validate_vectors
+from .validation import (
+    check_cosine_norms,
+    validate_id,
+    validate_id_list,
+    validate_store_path,
+    validate_vectors,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -201,6 +207,9 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                 if isinstance(exc, StorageError):
                     raise
                 raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
+        elif not self._fs.exists(os.path.join(self.path, MANIFEST_NAME)) and self._fs.exists(
+                os.path.join(self.path, SHARDS_FILE)):  # (a new store inside it would answer for none of its records)
+            raise InvalidArgumentError(f"{self.path} holds a sharded store: open it with vs.ShardedStore.open")
         if not read_only:
             self._dir_lock = DirectoryLock(self.path)
             self._dir_lock.acquire()
@@ -504,9 +513,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         callable ``(done, total)``. Returns the number of rows written."""
         from .validation import validate_ttl
 
-        if isinstance(ids, (str, bytes)):
-            raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
-        ids = list(ids)
+        ids = validate_id_list(ids)
         with self._lock:
             self._check_writable()
             mat = validate_vectors(vectors, self._state.dim, self._metric)

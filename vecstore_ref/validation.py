@@ -49,6 +49,17 @@ def validate_id(id_: object) -> str:
     return id_
 
 
+def validate_id_list(ids: object) -> list:
+    """The ids of a bulk call as a list (each id is checked where it is used): a sequence or iterable, never one
+    str or bytes (whose characters would become ids)."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
+    try:
+        return list(ids)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidArgumentTypeError(f"ids must be a sequence of str, got {type(ids).__name__}") from None
+
+
 def _as_array(values: object, what: str) -> np.ndarray:
     if isinstance(values, (str, bytes)):
         raise InvalidVectorTypeError(f"{what} must be an array of numbers, got {type(values).__name__}")

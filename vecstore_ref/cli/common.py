@@ -16,7 +16,7 @@ import sys
 
 from ..errors import InvalidArgumentError, NotFoundError, VecStoreError
 from ..namespaces import NAMESPACE_FILE
-from ..scale.routing import SHARDS_FILE
+from ..storage.format import SHARDS_FILE
 from ..storage.layout import MANIFEST
 
 INDEX_KINDS = ("hnsw", "flat")

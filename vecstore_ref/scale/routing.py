@@ -27,9 +27,9 @@ from ..errors import (
     StorageError,
     UnsupportedFormatError,
 )
+from ..storage.format import SHARDS_FILE
 
 FORMAT_VERSION = 1
-SHARDS_FILE = "SHARDS.json"
 MAX_SHARDS = 4096
 DEFAULT_SHARDS = 4
 

@@ -40,10 +40,16 @@ from ..errors import (
     StoreClosedError,
     VecStoreError,
 )
+from ..metadata import validate_metadata
 from ..opening import check_open_options
+from ..storage.format import MANIFEST_NAME
+from ..storage.manifest import read_manifest
 from ..types import BatchError, BatchResult, CompactionResult, Query, Upsert, VerifyReport
 from ..validation import (
+    validate_dim,
     validate_ef,
+    validate_id,
+    validate_id_list,
     validate_k,
     validate_query_vector,
     validate_ttl,
@@ -194,6 +200,32 @@ def _vector_length(vector: Any) -> int | None:  # anything a caller passed as a 
         return None
 
 
+def _wrote_something(outcome: Any) -> bool:
+    """Whether a write's outcome stored anything: a batch whose every op failed fixes no dimension."""
+    if isinstance(outcome, BatchResult):
+        return outcome.succeeded > 0
+    if isinstance(outcome, list):  # one outcome per shard (None where the shard had no part)
+        return any(r is not None and _wrote_something(r) for r in outcome)
+    return True
+
+
+def _check_requested_dim(root: str, n: int, dim: int | None) -> None:
+    """Refuse ``dim=`` before any shard opens when a shard on this machine already holds vectors of another
+    dimension: opened one by one, the empty shards would each have saved the new dimension before the one holding
+    vectors refused it, leaving shards that disagree."""
+    if dim is None:
+        return
+    fs = get_fs()
+    for i in range(n):
+        directory = routing.shard_dir(root, i)
+        if not fs.isdir(directory):
+            continue  # (on another node, or not created yet: that shard's own open checks it)
+        manifest = read_manifest(fs, directory)
+        stored = None if manifest is None else manifest.options.get("dim")
+        if stored is not None and stored != dim:
+            raise InvalidArgumentError(f"this store holds {stored}-dimensional vectors; opened with dim={dim}")
+
+
 class ShardedStore:
     """Records spread over ``n_shards`` ``VecStore`` directories under ``path``.
 
@@ -219,11 +251,16 @@ class ShardedStore:
         self._root = add_root(self.path)
         try:
             existing = routing.read_shard_count(self.path, n_shards)
+            if existing is None and get_fs().exists(os.path.join(self.path, MANIFEST_NAME)):
+                raise InvalidArgumentError(f"{self.path} holds a VecStore, not a sharded store: open it with "
+                                           "vs.VecStore.open (or export it and import it into a new ShardedStore)")
             self.n_shards = existing or routing.check_shard_count(n_shards)
             if isinstance(executor, RayExecutor):
                 executor.check(self.n_shards)
             if existing is None:
                 get_fs().makedirs(self.path)
+            else:
+                _check_requested_dim(self.path, self.n_shards, open_options.get("dim"))
         except BaseException:
             remove_root(self._root)
             raise
@@ -316,7 +353,7 @@ class ShardedStore:
         with self._dim_lock:
             self._check_dim(length)
             out = write()
-            if self._dim is None and length is not None:
+            if self._dim is None and length is not None and _wrote_something(out):
                 self._dim = length
             return out
 
@@ -371,9 +408,7 @@ class ShardedStore:
         ``(done, total)``) hears once, when every shard has finished.
         """
         self._check_open()
-        if isinstance(ids, (str, bytes)):
-            raise InvalidArgumentTypeError("ids must be a sequence of str, not a single str")
-        ids = list(ids)
+        ids = validate_id_list(ids)
         mat = validate_vectors(vectors, self._dim, self._metric)  # every check for all shards: all or nothing
         if mat.shape[0] != len(ids):
             raise InvalidArgumentError(f"{len(ids)} ids but {mat.shape[0]} vectors")
@@ -411,7 +446,7 @@ class ShardedStore:
         self._check_open()
         t0 = time.perf_counter()
         ops = check_ops(ops)
-        length = self._batch_dim(ops)
+        length, fixed_at = self._batch_dim(ops)
         by_shard: list[list[int]] = [[] for _ in range(self.n_shards)]
         early: list[BatchError] = []
         expected = self._dim if self._dim is not None else length
@@ -421,7 +456,8 @@ class ShardedStore:
             except InvalidIdTypeError as exc:
                 early.append(BatchError(i, _describe(op), str(exc), type(exc).__name__))
                 continue
-            if isinstance(op, Upsert) and expected is not None:
+            # (an upsert before the one that fixes the dimension fails in its shard, for its own reason)
+            if isinstance(op, Upsert) and expected is not None and i >= fixed_at:
                 n = _vector_length(op.vector)
                 if n is not None and n != expected:
                     err = DimensionMismatchError(f"vector has {n} dimensions; this store holds {expected}")
@@ -445,17 +481,27 @@ class ShardedStore:
         errors.sort(key=lambda e: e.index)
         return BatchResult(succeeded, len(errors), errors, (time.perf_counter() - t0) * 1e3)
 
-    def _batch_dim(self, ops: list[Operation]) -> int | None:
-        """The dimension a batch's upserts set while the store has none: that of its first valid vector."""
+    def _batch_dim(self, ops: list[Operation]) -> tuple[int | None, int]:
+        """The dimension a batch's upserts set while the store has none: that of its first upsert that succeeds
+        (as in one store, where ops apply in order: an upsert refused for its id, metadata or TTL fixes nothing).
+
+        Returns ``(dimension, index of that upsert)``; ``(store's dimension, 0)`` once it has one, ``(None, 0)`` if
+        no upsert succeeds."""
         if self._dim is not None:
-            return self._dim
-        for op in ops:
+            return self._dim, 0
+        for i, op in enumerate(ops):
             if isinstance(op, Upsert):
                 try:
-                    return int(validate_vector(op.vector, None, self._metric).shape[0])
+                    validate_id(op.id)
+                    dim = validate_dim(int(validate_vector(op.vector, None, self._metric).shape[0]))
+                    if op.metadata is not None:
+                        validate_metadata(op.metadata)
+                    if op.ttl is not None:
+                        validate_ttl(op.ttl)
                 except VecStoreError:
                     continue
-        return None
+                return dim, i
+        return None, 0
 
     # --- queries ----------------------------------------------------------------------------------------------
 
@@ -573,28 +619,21 @@ class ShardedStore:
 
         return export_records(self.shards, path)
 
-    def import_(self, path: str | os.PathLike[str], *, batch_size: int = 10_000) -> int:
-        """Upsert every record of an export at ``path`` (checked against its manifest first); returns how many.
+    def import_(self, path: str | os.PathLike[str], *, batch_size: int = 10_000,
+                progress: Callable[[int, int], object] | None = None) -> int:
+        """Upsert every record of an export at ``path`` (its checksums and dimension checked before the first
+        write), as `VecStore.import_` does; returns how many were imported (records expired since the export are
+        left out).
 
         Re-sharding is an export from the old store and an import into a new one with another shard count."""
         self._check_open()
-        from ..export import read_export
+        from ..export import import_records
 
-        n = 0
-        for ids, vectors, metadatas, expires in read_export(path, batch_size):
-            ops: list[Operation] = []
-            now = self._clock()
-            for i, id_ in enumerate(ids):
-                ttl = None if expires[i] is None else expires[i] - now  # type: ignore[operator]
-                if ttl is not None and ttl <= 0:
-                    continue  # expired since the export
-                ops.append(Upsert(id_, vectors[i], metadatas[i], ttl))
-            res = self.batch_execute(ops)
-            if res.failed:
-                raise InvalidArgumentError(f"import of {path} failed at record {res.errors[0].index}: "
-                                           f"{res.errors[0].error}")
-            n += res.succeeded
-        return n
+        return import_records(self, path, batch_size=batch_size, progress=progress).imported
+
+    def _now(self) -> float:
+        """The store's clock (the one its shards use), for TTLs carried as time left."""
+        return self._clock()
 
 
 def _describe(op: Operation) -> str:
