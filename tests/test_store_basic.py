@@ -258,3 +258,15 @@ def test_a_numpy_integer_dim_opens_a_store(tmp_path):
         s.upsert("x", [1, 2, 3, 4])
     with vs.VecStore.open(tmp_path / "s") as s:
         assert s.stats().dim == 4 and type(s.stats().dim) is int
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_an_upsert_that_changes_only_the_sign_of_a_zero_stores_the_new_bytes(tmp_path, index):
+    """SPEC 1: `get` returns the vector as given; -0.0 equals 0.0 as a number, but not as the vector given."""
+    with vs.VecStore.open(tmp_path / "s", dim=2, metric="euclidean", index=index) as s:
+        s.upsert_many(["a", "b", "a"], np.array([[-0.0, -1.0], [-1.0, -1.0], [0.0, -1.0]], dtype=np.float32))
+        assert s.get("a").vector.tobytes() == np.array([0.0, -1.0], dtype=np.float32).tobytes()
+        s.upsert("a", np.array([-0.0, -1.0], dtype=np.float32))
+        assert s.get("a").vector.tobytes() == np.array([-0.0, -1.0], dtype=np.float32).tobytes()
+    with vs.VecStore.open(tmp_path / "s") as s:
+        assert s.get("a").vector.tobytes() == np.array([-0.0, -1.0], dtype=np.float32).tobytes()

@@ -255,7 +255,8 @@ class StoreState:
 
     def _same_vector(self, slot: int, vec: np.ndarray, new_rows: dict, vectors: np.ndarray) -> bool:
         src = vectors[new_rows[slot]] if slot in new_rows else self.table.vectors[slot]
-        return bool(np.array_equal(src, vec))
+        # Bytes, not values: -0.0 == 0.0, but `get` returns the vector as given, sign of zero included.
+        return src.tobytes() == vec.tobytes()
 
     def _retire(self, slot: int, id_: str) -> None:
         """The record leaves ``slot`` (deleted, expired or replaced): FREE, unmapped, out of the counts."""
