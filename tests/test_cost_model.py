@@ -224,3 +224,17 @@ def test_a_graph_still_being_linked_is_timed_once_it_is_big_enough(tmp_path, cou
         s.flush_index()
         s.estimate_query(np.ones(DIM), filter="g < 5")
         assert len(counted) == 2 and s._cost.cal["walk"]
+
+
+def test_an_unknown_field_under_not_or_or_is_flagged_without_claiming_the_filter_matches_nothing(tmp_path):
+    """The estimate stays invalid (a misspelt field, SPEC 4) but its selectivity and errors agree with query."""
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        for i in range(3):
+            s.upsert(f"r{i}", [1.0, float(i + 1)], {"lang": "en"})
+        for text in ("g NOT IN (0)", "NOT g = 1", "lang = 'en' OR g = 1"):
+            est = s.estimate_query(vs.Query([1.0, 1.0], k=3, filter=text))
+            assert len(s.query([1.0, 1.0], k=3, filter=text)) == 3
+            assert not est.valid and est.selectivity == 1.0
+            assert any("still matches 3 of the 3" in e for e in est.errors), est.errors
+        est = s.estimate_query(vs.Query([1.0, 1.0], k=3, filter="lang = 'en' AND g = 1"))
+        assert not est.valid and est.selectivity == 0.0 and not any("still matches" in e for e in est.errors)

@@ -354,6 +354,8 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
             n_allowed = 0
     elif not parsed:
         n_allowed = 0  # query() would raise: nothing runs
+    if flt is not None and errors and n_allowed:  # a clause that matches nothing, under NOT or OR (or NOT IN)
+        errors.append(f"the filter as a whole still matches {n_allowed:,} of the {visible:,} visible records")
     selectivity = n_allowed / visible if visible else 0.0
     kk = k or 10
     if not errors:

@@ -610,8 +610,11 @@ class Filter:
         problems: list[str] = []
         for leaf in _leaves(self.ast):
             kinds = field_kinds.get(leaf.field)
-            found = ([f"field {leaf.field!r} is not in any record's metadata: '{node_text(leaf)}' matches nothing"]
-                     if kinds is None else _leaf_problems(leaf, kinds))
+            if kinds is None:  # a misspelt name, most likely; the clause is what it is for a record without it
+                clause = "matches every record" if isinstance(leaf, In) and leaf.negated else "matches nothing"
+                found = [f"field {leaf.field!r} is not in any record's metadata: '{node_text(leaf)}' {clause}"]
+            else:
+                found = _leaf_problems(leaf, kinds)
             problems.extend(p for p in found if p not in problems)
         return problems
 
