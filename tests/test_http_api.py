@@ -309,3 +309,14 @@ def test_head_answers_every_get_route_without_a_body(client):
     r = client.post("/v1/stats")
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
     assert client.head("/v1/upsert").status_code == 405
+
+
+def test_a_websocket_handshake_is_refused_with_a_json_403_token_or_not(tmp_path):
+    from starlette.testclient import WebSocketDenialResponse
+
+    client = TestClient(create_app(str(tmp_path / "d"), token="s3cret"))
+    for headers in ({}, {"Authorization": "Bearer s3cret"}):
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with client.websocket_connect("/v1/query", headers=headers):
+                pass
+        assert denied.value.status_code == 403 and denied.value.json()["error"]["type"] == "Forbidden"

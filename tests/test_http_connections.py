@@ -155,3 +155,41 @@ def test_a_malformed_chunk_gets_its_400_at_once(server):
         reply = read_to_end(s)
         assert time.monotonic() - t0 < 5
     assert _json_error(reply, 400)["type"] == "InvalidInputError"
+
+
+def test_a_pipelined_request_with_a_malformed_chunk_does_not_hide_the_answer_before_it(server):
+    """The whole first request is applied; the second, queued behind it, breaks the parser in its first chunk.
+    The client gets the first request's 200, then the 400; the second is never applied."""
+    body = b'{"id": "first", "vector": [1, 0, 0]}'
+    second = (b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body + second)
+        reply = read_to_end(s)
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert _json_error(reply[reply.index(b"HTTP/1.1", 8):], 400)["type"] == "InvalidInputError"
+
+
+def test_a_request_head_over_the_limit_gets_431_and_is_closed(server):
+    from vecstore_ref.server.protocol import MAX_HEAD_BYTES
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 1024))
+        reply = read_to_end(s)
+    if reply.startswith(b"HTTP/1.1 400"):  # h11 has a head limit of its own (its 400 is turned into JSON)
+        assert _json_error(reply, 400)["type"] == "InvalidInputError"
+    else:
+        assert _json_error(reply, 431)["type"] == "RequestHeaderFieldsTooLarge"
+
+
+def test_more_than_a_hundred_header_lines_get_431(server):
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        reply = read_to_end(s)
+    assert _json_error(reply, 431)["type"] == "RequestHeaderFieldsTooLarge"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  + b"".join(b"X-H%d: v\r\n" % i for i in range(98)) + b"\r\n")  # 100 lines in all
+        assert read_to_end(s).startswith(b"HTTP/1.1 200")

@@ -170,3 +170,22 @@ def test_the_answers_match_their_documented_models(app, schema):
         check("GET", "/healthz", "/healthz")
     documented = {(method, path) for path, item in schema["paths"].items() for method in item}
     assert documented == seen, documented ^ seen
+
+
+def test_batch_operations_document_metadata_as_the_store_judges_it_per_operation(tmp_path):
+    """Inside a batch, metadata the store refuses fails that operation alone (200, in `errors`): the schema there
+    must not promise a 400 for it (as /v1/upsert's does), or clients generated from it refuse valid batches."""
+    from fastapi.testclient import TestClient
+
+    from vecstore_ref.server import create_app
+
+    client = TestClient(create_app(str(tmp_path / "d")))
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("UpsertOp", "UpdateMetadataOp"):
+        shown = components[name]["properties"]["metadata"]["anyOf"][0]
+        assert shown["type"] == "object" and "additionalProperties" not in shown, shown
+    assert "additionalProperties" in components["UpsertBody"]["properties"]["metadata"]["anyOf"][0]
+    r = client.post("/v1/batch-execute", json={"operations": [
+        {"op": "upsert", "id": "a", "vector": [1, 0], "metadata": {"x": {"nested": 1}}},
+        {"op": "upsert", "id": "b", "vector": [1, 0]}]})
+    assert r.status_code == 200 and r.json()["succeeded"] == 1 and r.json()["errors"][0]["index"] == 0

@@ -484,6 +484,6 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str |
     app = create_app(data_dir, token=token, inline_reads=inline_reads)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log,
-                    http=protocol_class(http), loop=loop)
+                    http=protocol_class(http), loop=loop, ws="none")  # (no route speaks WebSocket)
     finally:
         app.state.manager.close()

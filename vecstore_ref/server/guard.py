@@ -24,6 +24,23 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(receive(), seconds)
 
 
+MAX_HEADERS = 100  # header lines per request, as Python's http.client allows; more is a 431
+
+
+async def _refuse_websocket(scope, receive, send) -> None:
+    """Deny a WebSocket handshake: with a JSON 403 where the server can send one (the ASGI "websocket.http.response"
+    extension), else by closing (the server then answers 403). ``vecstore-ref serve`` runs uvicorn with
+    ``ws="none"``, so there an upgrade request is an ordinary HTTP request and never reaches this."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = b'{"error":{"type":"Forbidden","message":"this server does not speak WebSocket"}}'
+        await send({"type": "websocket.http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 def _token_matches(header: bytes, token: bytes) -> bool:
     """Whether an Authorization header is ``Bearer <token>``: the scheme in any case (RFC 7235), the token exact,
     compared in constant time."""
@@ -46,8 +63,13 @@ class Guard:
         self.error = error
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # no route speaks WebSocket: refused before any route, token or not
+            return await _refuse_websocket(scope, receive, send)
+        if scope["type"] != "http":  # lifespan
             return await self.app(scope, receive, send)
+        if len(scope["headers"]) > MAX_HEADERS:
+            return await self.error(431, "RequestHeaderFieldsTooLarge", f"more than {MAX_HEADERS} header lines",
+                                    {"connection": "close"})(scope, receive, send)
         headers = dict(scope["headers"])
         if self.expected is not None and not _token_matches(headers.get(b"authorization", b""), self.expected):
             return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)

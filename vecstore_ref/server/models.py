@@ -53,6 +53,13 @@ _METADATA_OBJECT = {
 }
 Metadata = Annotated[dict[str, Any] | None,
                      WithJsonSchema({"anyOf": [_METADATA_OBJECT, {"type": "null"}]})]
+# Inside /v1/batch-execute, metadata is judged per operation, by the store (SPEC 3): metadata it refuses fails
+# that operation alone, reported in `errors`, while the others run. So the schema there asks only for an object.
+OpMetadata = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [
+    {"type": "object", "description": "Metadata as for /v1/upsert; the store checks it when the operation runs: "
+                                      "metadata it refuses fails this operation alone (reported in `errors`).",
+     "examples": [{"lang": "en", "year": 2024}]},
+    {"type": "null"}]})]
 Ttl = Annotated[float | None, Field(description="Seconds until the record expires: > 0 and at most 100 "
                                                       "years; null for no expiry.", examples=[3600])]
 
@@ -109,7 +116,7 @@ class UpsertOp(RequestModel):
     op: Literal["upsert"]
     id: RecordId
     vector: Vector
-    metadata: Metadata = None
+    metadata: OpMetadata = None
     ttl: Ttl = None
 
 
@@ -131,7 +138,7 @@ class RestoreOp(RequestModel):
 class UpdateMetadataOp(RequestModel):
     op: Literal["update_metadata"]
     id: RecordId
-    metadata: Metadata
+    metadata: OpMetadata
 
 
 class SetTTLOp(RequestModel):

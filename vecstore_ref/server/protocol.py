@@ -8,6 +8,9 @@
 - **JSON errors from the parser.** A request that is not valid HTTP (a negative or non-numeric Content-Length, a
   malformed chunk, a request line that is too long) is refused by uvicorn's parser, before the app, with a
   ``text/plain`` body; here the answer has the API's error shape, ``{"error": {"type", "message"}}``.
+- **A bound on the request head.** httptools buffers a request line and headers of any size until they end; here
+  a head over `MAX_HEAD_BYTES` gets a 431 and the connection closes (and `guard` refuses more than 100 header
+  lines with a 431).
 - **The answer to a request read before the bad bytes.** httptools parses all it receives at once, so bytes that
   are not HTTP right behind a whole request (in the same packet) fail the parser while that request is already
   running. uvicorn then wrote its 400 and closed the connection at once: the request was applied, but its client
@@ -22,6 +25,7 @@ import asyncio
 import orjson
 
 HEAD_TIMEOUT_S = 10.0  # the longest wait for a complete request line and headers
+MAX_HEAD_BYTES = 96 * 1024  # the longest request head (line and headers) read; longer is a 431
 
 
 def _response(status: int, reason: str, type_: str, message: str) -> bytes:
@@ -32,6 +36,8 @@ def _response(status: int, reason: str, type_: str, message: str) -> bytes:
 
 _BAD_REQUEST = _response(400, "Bad Request", "InvalidInputError", "the request is not valid HTTP/1.1")
 _HEAD_TIMEOUT = _response(408, "Request Timeout", "RequestTimeout", "the request head did not arrive in time")
+_HEAD_TOO_LARGE = _response(431, "Request Header Fields Too Large", "RequestHeaderFieldsTooLarge",
+                            f"the request head is over {MAX_HEAD_BYTES:,} bytes")
 
 
 def _base_class(kind: str) -> type[asyncio.Protocol]:
@@ -66,13 +72,23 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             self._cancel_head_timer()
             super().connection_lost(exc)
 
+        _head_bytes = 0  # bytes received for a request head not complete yet
+
         def data_received(self, data: bytes) -> None:
             before = self.cycle
-            if before is None or before.response_complete:  # waiting for a request head
+            waiting = before is None or before.response_complete  # for a request head
+            if waiting:
                 self._arm_head_timer()
             super().data_received(data)
             if self.cycle is not before:  # a request head was completed
                 self._cancel_head_timer()
+                self._head_bytes = 0
+            elif (waiting or not before.more_body) and not self.transport.is_closing():  # (or one pipelined)  # the parser holds all of it until the head ends
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._cancel_head_timer()
+                    self.transport.write(_HEAD_TOO_LARGE)
+                    self.transport.close()
 
         _refuse_after_response = False  # bytes that are not HTTP came behind the request being answered
 
@@ -81,11 +97,14 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             if self.transport.is_closing():
                 return
             cycle = self.cycle
+            pipeline = getattr(self, "pipeline", None)
             # A request read whole is answered first (see the module docstring); one whose own body broke the
             # parser (a malformed chunk) is not: its handler would wait for the rest of a body that never comes.
-            if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            # But when that one is queued behind a request still running (pipelined), the running one is answered
+            # first, and the queued one is dropped unanswered (never started, so never applied).
+            queued = bool(pipeline) and any(c is cycle for c, _ in pipeline)
+            if cycle is not None and not cycle.response_complete and (not cycle.more_body or queued):
                 self._refuse_after_response = True
-                pipeline = getattr(self, "pipeline", None)
                 if pipeline:
                     pipeline.clear()
                 return
