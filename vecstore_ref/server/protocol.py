@@ -102,7 +102,7 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             # parser (a malformed chunk) is not: its handler would wait for the rest of a body that never comes.
             # But when that one is queued behind a request still running (pipelined), the running one is answered
             # first, and the queued one is dropped unanswered (never started, so never applied).
-            queued = bool(pipeline) and any(c is cycle for c, _ in pipeline)
+            queued = pipeline is not None and any(c is cycle for c, _ in pipeline)
             if cycle is not None and not cycle.response_complete and (not cycle.more_body or queued):
                 self._refuse_after_response = True
                 if pipeline:
