@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,12 @@ print(json.dumps({"build_s": t1 - t0, "close_s": 0.0, "note": "local mode: exact
 """,
 }
 
+# The same build, ended by kill -9 right after flush_index() returns instead of by close(): what a crash after a
+# bulk load leaves to the next open (it must link nothing again).
+BUILD["vecstore_ref kill -9"] = BUILD["vecstore_ref"].replace(
+    "s.close()\n", "print(json.dumps({'build_s': t2 - t0, 'close_s': 0.0}), flush=True)\n"
+                   "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+
 # --- children: open and query -------------------------------------------------------------------------------------
 
 OPEN = {
@@ -215,7 +222,7 @@ def _child(code: str, *args: str, timeout: float = 7200) -> dict:
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", "import json\n" + code, *args], capture_output=True, text=True,
                          cwd=REPO_ROOT, env=env, timeout=timeout)
-    if out.returncode != 0:
+    if out.returncode not in (0, -signal.SIGKILL):  # (a child that kills itself has printed its figures first)
         raise RuntimeError(f"child failed ({out.returncode}): {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -356,6 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recall", action="store_true", help="recall@10 at ef 64 against an exact scan")
     ap.add_argument("--checkpoint-load", action="store_true", help="latency while checkpoints run")
     ap.add_argument("--seconds", type=float, default=10.0, help="each window of --checkpoint-load")
+    ap.add_argument("--kill", action="store_true",
+                    help="also a store killed with kill -9 right after flush_index(), then opened the same way")
     ap.add_argument("--workdir", default=None, help="keep the stores here (default: a temporary directory)")
     args = ap.parse_args(argv)
 
@@ -375,8 +384,9 @@ def main(argv=None) -> int:
         write_json("restarts_checkpoint_load", result)
         return 0
 
-    systems = ["vecstore_ref"] + [p for p in args.peers.split(",") if p]
-    systems = [s for s in systems if s in BUILD and _available(s)]
+    systems = ["vecstore_ref"] + (["vecstore_ref kill -9"] if args.kill else []) + [p for p in args.peers.split(",")
+                                                                                  if p]
+    systems = [s for s in systems if s in BUILD and _available(s.split()[0])]
     work = args.workdir or tempfile.mkdtemp(prefix="vs-restarts-")
     os.makedirs(work, exist_ok=True)
     try:
@@ -388,13 +398,13 @@ def main(argv=None) -> int:
         del x
         rows, table = {}, []
         for name in systems:
-            path = os.path.join(work, name + (".bin" if name == "hnswlib" else ""))
+            path = os.path.join(work, name.replace(" kill -9", "_killed") + (".bin" if name == "hnswlib" else ""))
             if name == "hnswlib" and os.path.exists(path):
                 os.unlink(path)
             elif os.path.isdir(path):
                 shutil.rmtree(path)
             build = _child(BUILD[name], xf, path)
-            runs = [_child(OPEN[name] + OPEN_TAIL, path, qf, str(args.dim), str(args.queries))
+            runs = [_child(OPEN[name.split()[0]] + OPEN_TAIL, path, qf, str(args.dim), str(args.queries))
                     for _ in range(args.runs)]
             rows[name] = {"build": build, "open": _median(runs), "runs": runs}
             o = rows[name]["open"]
