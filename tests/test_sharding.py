@@ -470,3 +470,17 @@ def test_a_store_of_the_other_kind_is_refused_and_left_alone(tmp_path):
     with pytest.raises(vs.InvalidArgumentError, match="holds a VecStore"):
         vs.ShardedStore.open(tmp_path / "one", 2)
     assert (_tree_digest(tmp_path / "sh"), _tree_digest(tmp_path / "one")) == before
+
+
+def test_stats_read_like_a_vecstores(tmp_path):
+    ids, x = data(60, dim=4)
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=4, index="flat") as sh, \
+            vs.VecStore.open(tmp_path / "one", dim=4, index="flat") as one:
+        for s in (sh, one):
+            s.upsert_many(ids, x)
+            s.soft_delete(ids[0])
+        a, b = sh.stats(), one.stats()
+        assert isinstance(a, vs.ShardedStats) and len(a.shards) == 3
+        for name in ("visible", "soft_deleted", "deleted_count", "dim", "metric", "index", "unindexed"):
+            assert getattr(a, name) == getattr(b, name), name
+        assert a["visible"] == 59 and a.to_dict()["n_shards"] == 3 and json.dumps(a.to_dict())

@@ -377,8 +377,7 @@ def import_records(store: VecStore | ShardedStore, export: str | os.PathLike[str
     if not isinstance(export, Export):
         export = open_export(export)
     path, dim, total = export.path, export.dim, export.count
-    stats = store.stats()
-    store_dim = stats["dim"] if isinstance(stats, dict) else stats.dim  # (a ShardedStore's stats are a dict)
+    store_dim = store.stats().dim
     if dim is not None and store_dim is not None and dim != store_dim:
         raise DimensionMismatchError(f"the export holds vectors of dimension {dim}; the store holds {store_dim}")
     imported = expired = done = 0

@@ -38,6 +38,7 @@ __all__ = [
     "CompactionResult",
     "RecoveryReport",
     "StoreStats",
+    "ShardedStats",
     "VerifyReport",
     "QueryEstimate",
     "ExplainResult",
@@ -346,6 +347,57 @@ class StoreStats:
     log_bytes_since_checkpoint: int = 0  # log an open would replay (checkpoints reset it)
     last_checkpoint_at: float | None = None  # unix time the live snapshot was captured, or None
     checkpoint_config: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", _jsonable(asdict(self)))
+
+
+@dataclass
+class ShardedStats:
+    """`ShardedStore.stats()`: the counts of every shard added up, the options they share, and each shard's own
+    `StoreStats` under ``shards``. Read fields as attributes, as with `StoreStats` (``stats["visible"]`` also
+    works, for code written when this was a dict)."""
+
+    n_shards: int
+    dim: int | None
+    metric: str
+    index: str
+    index_params: dict[str, int]
+    durability: str
+    read_only: bool
+    visible: int
+    soft_deleted: int
+    expired_pending: int
+    hard_deleted_pending: int
+    deleted_count: int
+    slots: int
+    log_bytes: int
+    snapshot_bytes: int
+    reclaimable_bytes: int
+    unindexed: int
+    superseded: int
+    log_bytes_since_checkpoint: int
+    shards: list[StoreStats]
+
+    SUMMED = ("visible", "soft_deleted", "expired_pending", "hard_deleted_pending", "deleted_count", "slots",
+              "log_bytes", "snapshot_bytes", "reclaimable_bytes", "unindexed", "superseded",
+              "log_bytes_since_checkpoint")
+
+    @classmethod
+    def of(cls, per_shard: list[StoreStats]) -> ShardedStats:
+        first = per_shard[0]
+        return cls(n_shards=len(per_shard), dim=next((p.dim for p in per_shard if p.dim is not None), None),
+                   metric=first.metric, index=first.index, index_params=dict(first.index_params),
+                   durability=first.durability, read_only=first.read_only,
+                   **{k: sum(getattr(p, k) for p in per_shard) for k in cls.SUMMED},
+                   shards=list(per_shard))
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "shards":
+            return [p.to_dict() for p in self.shards]
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
 
     def to_dict(self) -> dict[str, Any]:
         return cast("dict[str, Any]", _jsonable(asdict(self)))

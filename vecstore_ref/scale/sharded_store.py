@@ -44,7 +44,7 @@ from ..metadata import validate_metadata
 from ..opening import check_open_options
 from ..storage.format import MANIFEST_NAME
 from ..storage.manifest import read_manifest
-from ..types import BatchError, BatchResult, CompactionResult, Query, Upsert, VerifyReport
+from ..types import BatchError, BatchResult, CompactionResult, Query, ShardedStats, Upsert, VerifyReport
 from ..validation import (
     validate_dim,
     validate_ef,
@@ -598,15 +598,9 @@ class ShardedStore:
         return VerifyReport(all(r.ok for r in reports), sum(r.files_checked for r in reports),
                             sum(r.records_checked for r in reports), errors)
 
-    def stats(self) -> dict[str, Any]:
-        """Totals over the shards, and each shard's ``StoreStats`` under ``"shards"``."""
-        per = self._on_all("stats")
-        keys = ("visible", "soft_deleted", "expired_pending", "hard_deleted_pending", "deleted_count", "slots",
-                "log_bytes", "snapshot_bytes", "reclaimable_bytes", "unindexed")
-        out: dict[str, Any] = {k: sum(getattr(p, k) for p in per) for k in keys}
-        out.update({"n_shards": self.n_shards, "dim": next((p.dim for p in per if p.dim is not None), None),
-                    "metric": per[0].metric, "index": per[0].index, "shards": [p.to_dict() for p in per]})
-        return out
+    def stats(self) -> ShardedStats:
+        """Totals over the shards, the options they share, and each shard's ``StoreStats`` (``.shards``)."""
+        return ShardedStats.of(self._on_all("stats"))
 
     # --- export and import ------------------------------------------------------------------------------------
 
