@@ -484,3 +484,15 @@ def test_stats_read_like_a_vecstores(tmp_path):
         for name in ("visible", "soft_deleted", "deleted_count", "dim", "metric", "index", "unindexed"):
             assert getattr(a, name) == getattr(b, name), name
         assert a["visible"] == 59 and a.to_dict()["n_shards"] == 3 and json.dumps(a.to_dict())
+
+
+def test_compaction_and_checkpoint_configs_are_set_on_every_shard(tmp_path):
+    with vs.ShardedStore.open(tmp_path / "sh", 3, dim=4) as sh:
+        sh.set_compaction_config(vs.CompactionConfig(min_deleted_ratio=0.5))
+        sh.set_checkpoint_config(vs.CheckpointConfig(enabled=False))
+        with pytest.raises(vs.InvalidArgumentTypeError):
+            sh.set_compaction_config({"min_deleted_ratio": 0.5})
+        assert sh.compaction_config().min_deleted_ratio == 0.5 and not sh.checkpoint_config().enabled
+    with vs.ShardedStore.open(tmp_path / "sh") as sh:  # persisted by each shard
+        assert all(s.compaction_config().min_deleted_ratio == 0.5 for s in sh.shards)
+        assert not any(s.checkpoint_config().enabled for s in sh.shards)

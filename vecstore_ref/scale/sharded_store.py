@@ -30,7 +30,7 @@ import numpy as np
 
 from .._fs import add_root, get_fs, remove_root
 from ..batch import check_bulk_rows, check_ops
-from ..config import MAX_K
+from ..config import MAX_K, CheckpointConfig, CompactionConfig
 from ..errors import (
     DimensionMismatchError,
     InvalidArgumentError,
@@ -576,6 +576,30 @@ class ShardedStore:
 
     def compact(self) -> int:
         return sum(self._on_all("compact"))
+
+    def compaction_config(self) -> CompactionConfig:
+        """The shards' `CompactionConfig` (one for all: `set_compaction_config` sets every shard's)."""
+        cfg: CompactionConfig = self._on_all("compaction_config")[0]
+        return cfg
+
+    def set_compaction_config(self, cfg: CompactionConfig) -> None:
+        """Set when every shard's `maybe_compact` compacts it; persisted in each shard's manifest."""
+        if not isinstance(cfg, CompactionConfig):
+            raise InvalidArgumentTypeError("set_compaction_config takes a CompactionConfig")
+        cfg.validate()
+        self._on_all("set_compaction_config", cfg)
+
+    def checkpoint_config(self) -> CheckpointConfig:
+        """The shards' `CheckpointConfig` (one for all: `set_checkpoint_config` sets every shard's)."""
+        cfg: CheckpointConfig = self._on_all("checkpoint_config")[0]
+        return cfg
+
+    def set_checkpoint_config(self, cfg: CheckpointConfig) -> None:
+        """Set when every shard checkpoints by itself; persisted in each shard's manifest."""
+        if not isinstance(cfg, CheckpointConfig):
+            raise InvalidArgumentTypeError("set_checkpoint_config takes a CheckpointConfig")
+        cfg.validate()
+        self._on_all("set_checkpoint_config", cfg)
 
     def maybe_compact(self) -> CompactionResult:
         """Each shard decides for itself; the result sums what ran."""
