@@ -270,3 +270,12 @@ def test_an_upsert_that_changes_only_the_sign_of_a_zero_stores_the_new_bytes(tmp
         assert s.get("a").vector.tobytes() == np.array([-0.0, -1.0], dtype=np.float32).tobytes()
     with vs.VecStore.open(tmp_path / "s") as s:
         assert s.get("a").vector.tobytes() == np.array([-0.0, -1.0], dtype=np.float32).tobytes()
+
+
+def test_a_closed_store_says_so_before_judging_bulk_arguments(tmp_path):
+    s = vs.VecStore.open(tmp_path / "s", dim=2)
+    s.close()
+    with pytest.raises(vs.StoreClosedError):
+        s.batch_execute(3)
+    with pytest.raises(vs.StoreClosedError):
+        s.upsert_many("ab", [])

@@ -498,6 +498,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     def batch_execute(self, ops: Sequence[Operation]) -> BatchResult:
         """Apply a list of operations in order; the ones that succeed are written as one atomic log record."""
         t0 = time.perf_counter()
+        self._check_open()  # a closed store says so, whatever the arguments
         ops = check_ops(ops)
         with self._lock:
             self._check_writable()
@@ -513,6 +514,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         callable ``(done, total)``. Returns the number of rows written."""
         from .validation import validate_ttl
 
+        self._check_open()  # a closed store says so, whatever the arguments
         ids = validate_id_list(ids)
         with self._lock:
             self._check_writable()
