@@ -151,11 +151,13 @@ import os, signal, sys, time
 import numpy as np
 import vecstore_ref as vs
 path, how = sys.argv[1], sys.argv[2]
+from vecstore_ref.checkpoint import GRAPH_CHECKPOINT_MIN_NODES
+N = 2000 + GRAPH_CHECKPOINT_MIN_NODES + 200
 s = vs.VecStore.open(path, dim=16, metric="cosine", hnsw=vs.HNSWParams(m=8, ef_construction=64, seed=1))
-x = np.random.default_rng(5).normal(size=(3200, 16)).astype(np.float32)
+x = np.random.default_rng(5).normal(size=(N, 16)).astype(np.float32)
 s.upsert_many([f"a{i}" for i in range(2000)], x[:2000])
-s.snapshot()  # a graph of 2,000 on disk; then 1,200 more linked after it (past GRAPH_CHECKPOINT_MIN_NODES)
-s.upsert_many([f"a{i}" for i in range(2000, 3200)], x[2000:])
+s.snapshot()  # a graph of 2,000 on disk; then more linked after it (past GRAPH_CHECKPOINT_MIN_NODES)
+s.upsert_many([f"a{i}" for i in range(2000, N)], x[2000:])
 if how == "flush_index":
     s.flush_index()
 else:  # the background linker: its graph is saved once it is idle (the checkpoint thread looks every 5 s)
@@ -178,10 +180,13 @@ def test_vectors_linked_before_a_kill9_are_not_linked_again(tmp_path, how):
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert child.stdout.split() == ["LINKED", "0"], (child.stdout, child.stderr)
     with vs.VecStore.open(path, hnsw=PARAMS) as s:
-        assert len(s) == 3200
+        from vecstore_ref.checkpoint import GRAPH_CHECKPOINT_MIN_NODES
+
+        n = 2000 + GRAPH_CHECKPOINT_MIN_NODES + 200
+        assert len(s) == n
         assert s.stats().unindexed == 0
         assert s._state.index.check_integrity() == []
-        sample = [f"a{i}" for i in range(0, 3200, 10)]
+        sample = [f"a{i}" for i in range(0, n, 50)]
         assert self_query_misses(s, sample) == 0
 
 

@@ -62,9 +62,10 @@ RETRY_AFTER_FAILURE_S = 30.0  # an automatic checkpoint that failed is not tried
 # after a crash. flush_index() saves the graph it linked at once; for the background linker, the checkpoint thread
 # saves the graph once the linker is idle and has linked at least this share of the graph's nodes (and
 # `GRAPH_CHECKPOINT_MIN_NODES`) since the last checkpoint, which bounds what a crash costs to relinking about an
-# eighth of the graph while writing the snapshot at most once per eighth of new nodes.
+# eighth of the graph (or 16k vectors, a second or so) while writing the snapshot at most once per eighth of new
+# nodes. A store that is not being written to keeps its files as they are.
 GRAPH_CHECKPOINT_FRACTION = 0.125
-GRAPH_CHECKPOINT_MIN_NODES = 1024
+GRAPH_CHECKPOINT_MIN_NODES = 16_384  # (below it, relinking costs about as much as writing a small store's snapshot)
 
 
 class CheckpointMethods:
