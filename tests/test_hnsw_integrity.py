@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import vecstore_ref as vs
@@ -117,6 +117,10 @@ def test_bulk_build_with_a_sparse_graph_leaves_no_node_unreachable():
 # --- random operations keep every invariant -------------------------------------------------------------------------
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by CI: the entry point (the only level-2 node) ended with no layer-0 link to it; the sweep counted it as
+# reached because the search starts there, but layer 0 starts where the descent ends, so no query found it.
+@example(ops=[("add", 5), ("add", 6), ("add", 2), ("add", 12), ("add", 35), ("update", 1), ("update", 0),
+              ("batch", 21), ("batch", 11), ("batch", 28)], seed=3, metric="dot")
 @given(ops=st.lists(st.tuples(st.sampled_from(["add", "add", "update", "delete", "batch"]), st.integers(0, 59)),
                     min_size=1, max_size=60),
        seed=st.integers(0, 3), metric=st.sampled_from(["euclidean", "cosine", "dot"]))

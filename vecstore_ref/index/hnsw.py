@@ -481,6 +481,12 @@ class HNSWIndex:
             seen = np.zeros(self._cap, dtype=bool)
             repair.reachable_from(self.links0, np.array([ep], dtype=DTYPE_SLOT), seen, queue)
             lost = np.flatnonzero((self.levels[:n] >= 0) & (self.deleted[:n] == 0) & ~seen[:n]).astype(DTYPE_SLOT)
+            # The entry point counts as reached because the search starts there, but layer 0 starts where the
+            # descent ends: with no layer-0 link to it, the entry point (and what only it leads to) is found by
+            # no query that descends elsewhere. It then gets a link like a lost node.
+            if self.n_nodes > 1 and self.deleted[ep] == 0 and not (self.links0[:n] == ep).any():
+                seen[ep] = False
+                lost = np.concatenate([np.array([ep], dtype=DTYPE_SLOT), lost])
             if lost.size == 0:
                 break
             added, replaced = repair.repair_reachability(t.metric_code, t.vectors, t.inv_norms, self.links0, links_up,
