@@ -193,3 +193,21 @@ def test_more_than_a_hundred_header_lines_get_431(server):
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   + b"".join(b"X-H%d: v\r\n" % i for i in range(98)) + b"\r\n")  # 100 lines in all
         assert read_to_end(s).startswith(b"HTTP/1.1 200")
+
+
+def test_big_bodies_on_a_kept_alive_connection_are_not_counted_as_a_request_head(server):
+    """The bound on the head must not count body bytes: a 1.5 MB body sent with its head, twice on one connection
+    (as http.client sends them), is answered 200 each time."""
+    import http.client
+
+    rows = [{"op": "upsert", "id": f"r{i}", "vector": [float(i % 7), 1.0, 2.0]} for i in range(30_000)]
+    body = json.dumps({"operations": rows}).encode()
+    assert len(body) > 10 * 96 * 1024
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        for _ in range(2):
+            conn.request("POST", "/v1/batch-execute", body=body, headers={"content-type": "application/json"})
+            r = conn.getresponse()
+            assert (r.status, json.loads(r.read())["failed"]) == (200, 0)
+    finally:
+        conn.close()

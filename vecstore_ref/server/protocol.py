@@ -77,13 +77,16 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
         def data_received(self, data: bytes) -> None:
             before = self.cycle
             waiting = before is None or before.response_complete  # for a request head
+            # ... or for the head of a request pipelined behind one whose body is all read (judged before the
+            # parser runs: this data may be the end of that body)
+            next_head = waiting or not before.more_body
             if waiting:
                 self._arm_head_timer()
             super().data_received(data)
             if self.cycle is not before:  # a request head was completed
                 self._cancel_head_timer()
                 self._head_bytes = 0
-            elif (waiting or not before.more_body) and not self.transport.is_closing():  # (or one pipelined)  # the parser holds all of it until the head ends
+            elif next_head and not self.transport.is_closing():  # the parser holds all of it until the head ends
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._cancel_head_timer()
