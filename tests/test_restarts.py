@@ -403,3 +403,23 @@ def test_a_store_never_closed_is_closed_at_exit_without_hanging(tmp_path):
         assert done.returncode == 0, done.stderr
     with vs.VecStore.open(path) as s:
         assert len(s) == 300 and s.stats().unindexed == 0
+
+
+def test_snapshot_and_flush_index_write_each_snapshot_once(tmp_path, monkeypatch):
+    """snapshot() links first and checkpoints once (flush_index's own checkpoint would write it twice);
+    flush_index() with nothing new linked writes nothing; close() after it has nothing left to save."""
+    import vecstore_ref.checkpoint as checkpoint
+
+    written = []
+    real = checkpoint.write_snapshot
+    monkeypatch.setattr(checkpoint, "write_snapshot", lambda *a, **k: written.append(1) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    s = vs.VecStore.open(tmp_path / "s", dim=8, hnsw=PARAMS)
+    s.upsert_many([f"a{i}" for i in range(2000)], rng.normal(size=(2000, 8)))
+    s.snapshot()
+    assert len(written) == 1
+    s.upsert_many([f"b{i}" for i in range(50)], rng.normal(size=(50, 8)))
+    assert s.flush_index() == 50 and len(written) == 2
+    assert s.flush_index() == 0 and len(written) == 2
+    s.close()
+    assert len(written) == 2

@@ -672,7 +672,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         queries go on while the vectors are linked and while the file is written.
         """
         self._check_writable()
-        self.flush_index()
+        self._link_waiting()  # (not flush_index(), whose own checkpoint would write the snapshot twice)
         with self._ckpt_lock:
             self._check_writable()
             self._checkpoint()
@@ -798,14 +798,17 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         checkpoint, it then writes one (as `snapshot` does), so that no open after this, not even one after a
         crash, links these vectors again. A flat index has nothing to link (returns 0, writes nothing).
         """
+        linked = self._link_waiting()
+        if linked or self._linked_since_checkpoint() > 0:
+            self._save_linked_graph()
+        return linked
+
+    def _link_waiting(self) -> int:
+        """Link every vector waiting for the HNSW graph, in this thread; returns how many (0 for a flat index)."""
         with self._rw.read():
             self._check_open()
             link = getattr(self._state.index, "link_queued", None)
-        if link is None:
-            return 0
-        linked = int(link())
-        self._save_linked_graph()
-        return linked
+        return 0 if link is None else int(link())
 
     def verify(self) -> VerifyReport:
         """Read every file and check every checksum. Changes nothing (a checkpoint of this handle waits for it;
