@@ -238,3 +238,10 @@ def test_an_unknown_field_under_not_or_or_is_flagged_without_claiming_the_filter
             assert any("still matches 3 of the 3" in e for e in est.errors), est.errors
         est = s.estimate_query(vs.Query([1.0, 1.0], k=3, filter="lang = 'en' AND g = 1"))
         assert not est.valid and est.selectivity == 0.0 and not any("still matches" in e for e in est.errors)
+
+
+def test_a_bad_query_vector_beside_a_good_filter_adds_no_filter_note(tmp_path):
+    with vs.VecStore.open(tmp_path / "s", dim=2, index="flat") as s:
+        s.upsert("a", [1.0, 2.0], {"lang": "en"})
+        est = s.estimate_query(vs.Query([1.0, 2.0, 3.0], k=1, filter="lang = 'en'"))
+        assert not est.valid and not any("still matches" in e for e in est.errors), est.errors

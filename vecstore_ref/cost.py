@@ -332,10 +332,12 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
         errors.append(f"query vector is not usable: {exc}")
     flt: Filter | None = None
     parsed = True
+    filter_problems: list[str] = []
     if filter is not None:
         try:
             flt = filter if isinstance(filter, Filter) else parse_filter(filter)
-            errors.extend(flt.check_against(st.columns.fields()))
+            filter_problems = flt.check_against(st.columns.fields())
+            errors.extend(filter_problems)
         except VecStoreError as exc:
             errors.append(str(exc))
             flt, parsed = None, False
@@ -354,7 +356,7 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
             n_allowed = 0
     elif not parsed:
         n_allowed = 0  # query() would raise: nothing runs
-    if flt is not None and errors and n_allowed:  # a clause that matches nothing, under NOT or OR (or NOT IN)
+    if filter_problems and n_allowed:  # a clause that cannot match, under NOT or OR (or in a NOT IN)
         errors.append(f"the filter as a whole still matches {n_allowed:,} of the {visible:,} visible records")
     selectivity = n_allowed / visible if visible else 0.0
     kk = k or 10
