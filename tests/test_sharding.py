@@ -496,3 +496,18 @@ def test_compaction_and_checkpoint_configs_are_set_on_every_shard(tmp_path):
     with vs.ShardedStore.open(tmp_path / "sh") as sh:  # persisted by each shard
         assert all(s.compaction_config().min_deleted_ratio == 0.5 for s in sh.shards)
         assert not any(s.checkpoint_config().enabled for s in sh.shards)
+
+
+def test_a_planted_shard_link_is_refused_before_another_shard_saves_a_new_dim(tmp_path):
+    import shutil
+
+    with vs.ShardedStore.open(tmp_path / "sh", 2, index="flat"):
+        pass
+    with vs.VecStore.open(tmp_path / "outside", dim=4, index="flat") as outside:
+        outside.upsert("x", [1.0, 2.0, 3.0, 4.0])
+    shutil.rmtree(tmp_path / "sh" / "shard-0001")
+    os.symlink(tmp_path / "outside", tmp_path / "sh" / "shard-0001")
+    before = (_tree_digest(tmp_path / "sh" / "shard-0000"), _tree_digest(tmp_path / "outside"))
+    with pytest.raises(vs.UnsafePathError):
+        vs.ShardedStore.open(tmp_path / "sh", dim=5)
+    assert (_tree_digest(tmp_path / "sh" / "shard-0000"), _tree_digest(tmp_path / "outside")) == before

@@ -218,9 +218,9 @@ def _check_requested_dim(root: str, n: int, dim: int | None) -> None:
     fs = get_fs()
     for i in range(n):
         directory = routing.shard_dir(root, i)
-        if not fs.isdir(directory):
+        if not os.path.lexists(directory):
             continue  # (on another node, or not created yet: that shard's own open checks it)
-        manifest = read_manifest(fs, directory)
+        manifest = read_manifest(fs, directory)  # (through the root's checks: a planted link is refused here)
         stored = None if manifest is None else manifest.options.get("dim")
         if stored is not None and stored != dim:
             raise InvalidArgumentError(f"this store holds {stored}-dimensional vectors; opened with dim={dim}")
