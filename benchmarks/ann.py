@@ -7,7 +7,9 @@ recall@10 against exact ground truth from vecstore_ref's flat index. Ratios agai
 recall: each library's QPS is interpolated at recall@10 = 0.95 (and 0.99) on its own curve.
 
 Numba kernels are compiled (or loaded from the cache) and run once before anything is timed; compile time is a
-separate cost, measured by ``benchmarks.first_query``. Each timing is the best of ``--repeats`` runs.
+separate cost, measured by ``benchmarks.first_query``. Each timing is the best of ``--repeats`` runs, and the
+libraries' runs are interleaved (all of them are built first), so that a machine whose speed drifts meets them
+all alike.
 
     python -m benchmarks.ann [--datasets clustered,minilm] [--n 100000] [--sentences 20000] [--quick]
                              [--json docs/figures/data/ann.json]
@@ -55,33 +57,67 @@ def _batch_pass(peer: Peer, Q: np.ndarray, k: int, threads: int, repeats: int) -
     return len(Q) / best, np.asarray(peer.rows_of_batch(answer), dtype=np.int64)
 
 
-def run_peer(peer: Peer, ds: Dataset, efs, threads: int, repeats: int, exact_single: int) -> dict:
-    """Build ``peer`` on ``ds`` and sweep ef; returns build time, memory and one row per ef."""
+def build_peer(peer: Peer, ds: Dataset, threads: int) -> dict:
+    """Warm ``peer``'s code, then build it on ``ds``; returns the build time, its CPU time and the memory held."""
     peer.warmup(ds.dim)
     gc.collect()
     cpu0 = time.process_time()  # the whole process's CPU time, every thread of it
     with Timer() as build:
         peer.build(ds.base, threads)
     build_cpu = time.process_time() - cpu0
-    Q = peer.prepare(ds.queries)
-    rows = []
-    for ef in ([None] if peer.exact else efs):
-        if ef is not None:
-            peer.set_ef(ef)
-        peer.single_thread()
-        # An exact scan costs O(n) per query: time single queries on a prefix so the run stays short.
-        nq1 = min(len(Q), exact_single) if peer.exact else len(Q)
-        with blas_threads(1):
-            qps1, found1 = _single_pass(peer, Q[:nq1], K, repeats)
-        with blas_threads(threads):
-            qpsb, foundb = _batch_pass(peer, Q, K, threads, repeats)
-        rows.append({"ef": ef, "recall": recall_at_k(found1, ds.truth[:nq1]),
-                     "batch_recall": recall_at_k(foundb, ds.truth), "single_qps": qps1, "batch_qps": qpsb})
-    out = {"build_s": build.s, "build_cpu_s": build_cpu, "memory_bytes": peer.memory_bytes(), "rows": rows,
-           "exact": peer.exact}
-    peer.__dict__.pop("index", None)  # free the index before the next library builds
+    return {"build_s": build.s, "build_cpu_s": build_cpu, "memory_bytes": peer.memory_bytes(), "rows": [],
+            "exact": peer.exact}
+
+
+def sweep(peers: list[Peer], ds: Dataset, efs, threads: int, repeats: int, exact_single: int) -> dict[str, list]:
+    """Time every built peer at every ef, the peers' passes interleaved; returns each peer's rows.
+
+    A shared virtual machine's speed drifts by tens of percent over minutes. Timing one library's whole sweep and
+    then the next's lets that drift decide the ratios, so every timed pass of one ef visits each library in turn
+    (in reverse order every other pass) and each keeps its best pass: the libraries meet the same moments of
+    the machine.
+    """
+    Qs = {peer.name: peer.prepare(ds.queries) for peer in peers}
+    rows: dict[str, list] = {peer.name: [] for peer in peers}
+    for ef in [None, *efs]:  # None: the exact peers' one point
+        here = [peer for peer in peers if peer.exact == (ef is None)]
+        if not here:
+            continue
+        best1 = {peer.name: 0.0 for peer in here}
+        bestb = {peer.name: 0.0 for peer in here}
+        found1: dict[str, np.ndarray] = {}
+        foundb: dict[str, np.ndarray] = {}
+        for r in range(max(1, repeats)):
+            for peer in (here if r % 2 == 0 else here[::-1]):
+                Q = Qs[peer.name]
+                if ef is not None:
+                    peer.set_ef(ef)
+                peer.single_thread()
+                # An exact scan costs O(n) per query: time single queries on a prefix so the run stays short.
+                nq1 = min(len(Q), exact_single) if peer.exact else len(Q)
+                with blas_threads(1):
+                    qps1, found1[peer.name] = _single_pass(peer, Q[:nq1], K, 1)
+                with blas_threads(threads):
+                    qpsb, foundb[peer.name] = _batch_pass(peer, Q, K, threads, 1)
+                best1[peer.name] = max(best1[peer.name], qps1)
+                bestb[peer.name] = max(bestb[peer.name], qpsb)
+        for peer in here:
+            nq1 = len(found1[peer.name])
+            rows[peer.name].append({"ef": ef, "recall": recall_at_k(found1[peer.name], ds.truth[:nq1]),
+                                    "batch_recall": recall_at_k(foundb[peer.name], ds.truth),
+                                    "single_qps": best1[peer.name], "batch_qps": bestb[peer.name]})
+    return rows
+
+
+def run_peers(peers: list[Peer], ds: Dataset, efs, threads: int, repeats: int, exact_single: int) -> dict:
+    """Build every peer (one after another, each alone on the machine), then sweep them all interleaved."""
+    results = {peer.name: build_peer(peer, ds, threads) for peer in peers}
+    for name, rows in sweep(peers, ds, efs, threads, repeats, exact_single).items():
+        results[name]["rows"] = rows
+    for peer in peers:
+        peer.__dict__.pop("index", None)  # free the indexes before the next data set
     gc.collect()
-    return out
+    return results
 
 
 def qps_at_recall(rows: list[dict], target: float, key: str) -> float | None:
@@ -200,7 +236,8 @@ def main(argv=None) -> int:
     m = machine()
     print(f"# ANN benchmark\n\nmachine: {machine_line(m)}\n\nEvery library builds with M = 16, ef_construction = "
           f"200 on {a.threads} threads; single queries run on 1 thread, batches on {a.threads} threads; Numba "
-          f"kernels warmed before timing (compile time excluded); best of {a.repeats} timed passes.\n")
+          f"kernels warmed before timing (compile time excluded); best of {a.repeats} timed passes, the libraries' "
+          f"passes interleaved.\n")
     payload = {"machine": m, "load_average": _loadavg(), "settings": vars(a) | {"efs": efs}, "datasets": {},
                "results": {}, "ratios": {}}
     all_results: dict[str, dict] = {}
@@ -218,9 +255,7 @@ def main(argv=None) -> int:
         peers, skipped = available(a.peers.split(","), ds.metric)
         if skipped:
             print(f"(not installed, skipped: {', '.join(skipped)})\n")
-        results = {}
-        for peer in peers:
-            results[peer.name] = run_peer(peer, ds, efs, a.threads, a.repeats, a.exact_single)
+        results = run_peers(peers, ds, efs, a.threads, a.repeats, a.exact_single)
         print(report(ds, results, a.threads) + "\n")
         all_results[ds.name] = results
         payload["datasets"][ds.name] = {"n": ds.n, "dim": ds.dim, "metric": ds.metric,
