@@ -13,6 +13,7 @@ two paths cannot drift apart.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from .config import MAX_BATCH_OPS, MAX_DIM
 from .errors import (
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     InvalidBatchError,
     InvalidBatchTypeError,
     NotFoundError,
@@ -85,7 +87,13 @@ def check_ops(ops: object) -> list:
 def check_bulk_rows(ids: list, metadatas) -> list:
     """The ids and metadata of a bulk load (``upsert_many``), all checked before anything is written; returns
     the owned metadata copies. An error names its row."""
-    metadatas = [None] * len(ids) if metadatas is None else list(metadatas)
+    if metadatas is None:
+        metadatas = [None] * len(ids)
+    elif isinstance(metadatas, (str, bytes, dict)) or not isinstance(metadatas, Iterable):
+        raise InvalidArgumentTypeError("metadatas must be a sequence of metadata dicts (or None), one per id, got "
+                                       f"{type(metadatas).__name__}")
+    else:
+        metadatas = list(metadatas)
     if len(metadatas) != len(ids):
         raise InvalidArgumentError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
     checked = []

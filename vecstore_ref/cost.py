@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from .errors import VecStoreError
+from .errors import InvalidArgumentError, VecStoreError
 from .filter import Filter, parse_filter
-from .types import Query, QueryEstimate
+from .types import QUERY_AND_ARGUMENTS, QueryEstimate, unpack_query
 from .validation import validate_ef, validate_k, validate_vector
 
 MODEL_VERSION = 1
@@ -307,11 +307,8 @@ OVERHEAD_BASE_US = 6.0  # the read lock, the filter and mask caches, the plan an
 
 def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
     """The body of `VecStore.estimate_query`. Never raises for a bad query."""
-    if isinstance(q, Query):
-        vector, k, filter, ef = q.vector, q.k, q.filter, q.ef
-    else:
-        vector = q
-    errors: list[str] = []
+    vector, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
+    errors: list[str] = [QUERY_AND_ARGUMENTS] if conflict else []
     recommendations: list[str] = []
     st = store._state
     try:
@@ -441,10 +438,9 @@ def explain(store, q, k=10, filter=None, ef=None):
     from .index.base import scores_from_distances
     from .types import ExplainedNeighbor, ExplainResult
 
-    if isinstance(q, Query):
-        vector, k, filter, ef = q.vector, q.k, q.filter, q.ef
-    else:
-        vector = q
+    vector, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
+    if conflict:
+        raise InvalidArgumentError(QUERY_AND_ARGUMENTS)
     phases: dict[str, float] = {}
     t = time.perf_counter()
     st = store._state

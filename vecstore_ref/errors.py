@@ -10,6 +10,8 @@ A bad input never changes anything on disk or in memory: validation runs before 
 
 from __future__ import annotations
 
+import re
+from http import HTTPStatus
 from typing import Any
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "FilterSyntaxError",
+    "FilterTypeError",
     "InvalidBatchError",
     "InvalidBatchTypeError",
     "InvalidNameError",
@@ -46,6 +49,23 @@ __all__ = [
     "UnsafeArchiveError",
     "UnsafePathError",
 ]
+
+
+def error_code(type_: str, status: int | None = None) -> str:
+    """The stable, machine-readable ``code`` of an error body (HTTP and the command line's ``--json``): the
+    library class's own ``code`` for the classes of this module, else the type's name in snake case
+    (``RequestTimeout``: ``request_timeout``), and for Starlette's ``HTTPError`` the status phrase (405:
+    ``method_not_allowed``)."""
+    cls = globals().get(type_) if type_ in __all__ else None
+    if cls is not None:
+        return str(cls.code)
+    if type_ == "HTTPError" and status is not None:
+        try:
+            type_ = HTTPStatus(status).phrase.title().replace(" ", "").replace("-", "")
+        except ValueError:
+            return f"http_{status}"
+    name = type_[:-5] if type_.endswith("Error") and type_ != "Error" else type_
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 class VecStoreError(Exception):
@@ -136,6 +156,12 @@ class FilterSyntaxError(InvalidInputError):
 
     def __reduce__(self) -> tuple[type[FilterSyntaxError], tuple[str, int]]:
         return (type(self), (self.message, self.position))
+
+
+class FilterTypeError(FilterSyntaxError, TypeError):
+    """A filter that is not filter text at all (not a ``str`` or a `parse_filter` result), at position 0."""
+
+    code = "filter_type"
 
 
 class InvalidBatchError(InvalidInputError):

@@ -42,6 +42,7 @@ from .errors import (
     UnsafePathError,
     UnsupportedFormatError,
 )
+from .validation import validate_path
 
 if TYPE_CHECKING:
     from .scale.ray_shards import RayShard
@@ -152,7 +153,7 @@ def export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLik
     """Write the visible records of ``stores`` (stores sharing dim and metric: one `VecStore`, or the shards of a
     `ShardedStore`) to the directory ``path``, which must not exist or be empty, nor lie inside a store; returns
     the manifest. If writing fails, what it wrote is removed again."""
-    path = os.path.abspath(os.fspath(path))
+    path = validate_path(path, "export path")
     if os.path.lexists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise InvalidArgumentError(f"{path} exists and is not an empty directory; an export needs a new one")
     for store in stores:
@@ -226,7 +227,7 @@ def _read_consistently(stores: Sequence[VecStore | RayShard]) -> list[dict[str, 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checked manifest of the export at ``path`` (the files are checked by `open_export`)."""
-    path = os.path.abspath(os.fspath(path))
+    path = validate_path(path, "export path")
     file = os.path.join(path, MANIFEST)
     try:
         with _open_regular(file) as f:
@@ -305,7 +306,7 @@ class Export:
 
 def open_export(path: str | os.PathLike[str]) -> Export:
     """Check the export at ``path`` (manifest, both files' size and SHA-256, the array's dtype and shape)."""
-    path = os.path.abspath(os.fspath(path))
+    path = validate_path(path, "export path")
     manifest = read_manifest(path)
     count, dim = manifest["count"], manifest["dim"]
     records, records_identity = _checked_file(path, RECORDS, manifest["files"].get(RECORDS))

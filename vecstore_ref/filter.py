@@ -45,7 +45,7 @@ import numpy as np
 
 from .columns import MetadataColumns
 from .config import MAX_FILTER_CHARS, MAX_FILTER_DEPTH
-from .errors import FilterSyntaxError
+from .errors import FilterSyntaxError, FilterTypeError
 from .metadata import as_float, item_key, kind_of
 
 __all__ = ["Filter", "parse_filter", "Comparison", "In", "Contains", "And", "Or", "Not", "Node"]
@@ -367,7 +367,7 @@ def parse_filter(text: str) -> Filter:
     ["lang = 'en'", 'year < 2020']
     """
     if not isinstance(text, str):
-        raise FilterSyntaxError(f"a filter must be a str, got {type(text).__name__}", 0)
+        raise FilterTypeError(f"a filter must be a str, got {type(text).__name__}", 0)
     if len(text) > MAX_FILTER_CHARS:  # more characters than bytes allowed: refused before encoding it
         raise FilterSyntaxError(f"the filter is {len(text):,} characters; the limit is {MAX_FILTER_CHARS:,} bytes",
                                 MAX_FILTER_CHARS)

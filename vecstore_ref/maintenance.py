@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .errors import InvalidArgumentError, StoreClosedError, VecStoreError
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, StoreClosedError, VecStoreError
 from .types import CompactionResult
 
 if TYPE_CHECKING:
@@ -37,9 +37,10 @@ class Maintenance:
     """
 
     def __init__(self, store: VecStore, interval_s: float = 60.0) -> None:
-        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
-            math.isfinite(interval_s) and interval_s > 0
-        ):
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)):
+            raise InvalidArgumentTypeError(f"interval_s must be a positive number of seconds, got "
+                                           f"{type(interval_s).__name__}")
+        if not (math.isfinite(interval_s) and interval_s > 0):
             raise InvalidArgumentError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
         self.store = store
         self.interval_s = float(interval_s)

@@ -171,14 +171,17 @@ class OpeningMethods:
             from .validation import validate_dim
 
             validate_dim(dim)
-        if metric is not None and metric not in METRICS:
-            raise InvalidArgumentError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
-        if index is not None and index not in INDEX_KINDS:
-            raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")
+        for name, value, choices in (("metric", metric, METRICS), ("index", index, INDEX_KINDS),
+                                     ("durability", durability, DURABILITY_MODES)):
+            if value is None and name != "durability":
+                continue
+            if type(value) is not str:  # a wrong type is also a TypeError (SPEC section 9)
+                raise InvalidArgumentTypeError(f"{name} must be a str, one of {', '.join(choices)}; got "
+                                               f"{type(value).__name__}")
+            if value not in choices:
+                raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         if hnsw is not None and not isinstance(hnsw, HNSWParams):
             raise InvalidArgumentTypeError("hnsw must be an HNSWParams")
-        if durability not in DURABILITY_MODES:
-            raise InvalidArgumentError(f"durability must be one of {', '.join(DURABILITY_MODES)}; got {durability!r}")
         for name, flag in (("read_only", read_only), ("repair", repair)):
             if not isinstance(flag, bool):
                 raise InvalidArgumentTypeError(f"{name} must be a bool")
@@ -186,8 +189,10 @@ class OpeningMethods:
             raise InvalidArgumentError("repair=True needs a writable store (read_only=False)")
         if clock is not None and not callable(clock):
             raise InvalidArgumentTypeError("clock must be a callable returning seconds")
-        if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
-            raise InvalidArgumentError("max_k must be a positive int")
+        if isinstance(max_k, bool) or not isinstance(max_k, int):
+            raise InvalidArgumentTypeError(f"max_k must be a positive int, got {type(max_k).__name__}")
+        if max_k < 1:
+            raise InvalidArgumentError(f"max_k must be a positive int, got {max_k}")
 
     def _recover(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None,
                  repair: bool) -> None:

@@ -31,13 +31,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .cost import choose_filtered_plan, estimate, explain
-from .errors import InvalidArgumentError, InvalidArgumentTypeError, StoreClosedError
+from .errors import FilterTypeError, InvalidArgumentError, StoreClosedError
 from .filter import Filter, parse_filter
 from .handoff import FLAGS, SLOT_MODULUS
 from .index.base import DTYPE_SLOT, DTYPE_VEC, numba_threads, query_inv_norm, scores_from_distances
 from .index.parallel import run_split
 from .jit import load as load_kernels
-from .types import BatchQueryResult, Neighbor, Query, _neighbor_from_text
+from .types import QUERY_AND_ARGUMENTS, BatchQueryResult, Neighbor, _neighbor_from_text, unpack_query
 from .validation import (
     MAX_EF,
     validate_ef,
@@ -111,7 +111,7 @@ class QueryMethods:
         if isinstance(flt, Filter):
             return flt
         if not isinstance(flt, str):
-            raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got {type(flt).__name__}")
+            raise FilterTypeError(f"a filter must be a str or a parse_filter() result, got {type(flt).__name__}", 0)
         cached = self._filter_cache.get(flt)
         if cached is None:
             cached = parse_filter(flt)
@@ -344,12 +344,12 @@ class QueryMethods:
 
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
         """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a `Query`."""
-        if type(q) is Query:
-            if k != 10 or filter is not None or ef is not None:
-                raise InvalidArgumentError("give k, filter and ef inside the Query or as arguments, not both")
-            vector, k, filter, ef = q.vector, q.k, q.filter, q.ef
-        else:
+        if type(q) is np.ndarray:  # the common case, without a call
             vector = q
+        else:
+            vector, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
+            if conflict:
+                raise InvalidArgumentError(QUERY_AND_ARGUMENTS)
         rw = self._rw
         rw.acquire_read()
         slot = get_ident() % SLOT_MODULUS

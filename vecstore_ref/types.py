@@ -173,6 +173,22 @@ class Query:
     ef: int | None = None
 
 
+QUERY_AND_ARGUMENTS = "give k, filter and ef inside the Query or as arguments, not both"
+
+
+def unpack_query(q: Any, k: int = 10, filter: Any = None, ef: int | None = None
+                 ) -> tuple[Any, Any, Any, Any, bool]:
+    """``(vector, k, filter, ef, conflict)`` of a query given as a vector and arguments or as a `Query`.
+
+    ``conflict`` is true when a `Query` came with a ``filter``, an ``ef`` or a ``k`` other than the default beside
+    it: one of the two would be silently ignored, so every entry point refuses it (`QUERY_AND_ARGUMENTS`).
+    """
+    if isinstance(q, Query):
+        conflict = k != 10 or filter is not None or ef is not None
+        return q.vector, q.k, q.filter, q.ef, conflict
+    return q, k, filter, ef, False
+
+
 @dataclass
 class BatchQueryResult:
     """Results of [`VecStore.query_batch`][vecstore_ref.VecStore.query_batch]: ``ids`` object (n, k) padded

@@ -70,7 +70,28 @@ def _as_array(values: object, what: str) -> np.ndarray:
     if arr.dtype.kind not in ACCEPTED_VECTOR_KINDS:
         kind = {"b": "bool", "U": "str", "S": "bytes", "O": "object", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
         raise InvalidVectorTypeError(f"{what} must hold real numbers, got {kind} values")
+    if type(values) is not np.ndarray and _holds_bool(values):
+        raise InvalidVectorTypeError(f"{what} must hold real numbers, got bool values (a bool is not a number)")
     return arr
+
+
+_BOOLS = (bool, np.bool_)
+_NESTED = (list, tuple, np.ndarray)
+
+
+def _holds_bool(values: object) -> bool:
+    """Whether a list or tuple holds a bool, at any depth: numpy turns ``[0.5, True]`` into floats without a word,
+    where a list of bools alone, or any bool in JSON, is refused. One pass over element types, in C."""
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind == "b"
+    if not isinstance(values, (list, tuple)):
+        return False
+    kinds = set(map(type, values))
+    if any(issubclass(t, _BOOLS) for t in kinds):
+        return True
+    if any(issubclass(t, _NESTED) for t in kinds):
+        return any(_holds_bool(v) for v in values if isinstance(v, _NESTED))
+    return False
 
 
 def _finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
@@ -289,12 +310,9 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def validate_store_path(path: object, what: str = "store path") -> str:
-    """A directory path given to ``VecStore.open`` or ``NamespaceManager``: a str or ``os.PathLike`` of one,
-    without a NUL byte, and not naming something that exists but is not a directory. Returns it absolute.
-
-    Whether the directory may be created, or locked, is for the file system to say (a ``StorageError``).
-    """
+def validate_path(path: object, what: str = "path") -> str:
+    """Any path argument (an export, an archive, a store): a str or ``os.PathLike`` of one, without a NUL byte.
+    Returns it absolute; whether it exists is for the caller to judge."""
     try:
         raw = os.fspath(path)  # type: ignore[call-overload]  # anything else: TypeError
     except TypeError:
@@ -303,7 +321,16 @@ def validate_store_path(path: object, what: str = "store path") -> str:
         raise InvalidArgumentTypeError(f"{what} must be a str, got {type(raw).__name__}")
     if "\x00" in raw:
         raise InvalidArgumentError(f"{what} {raw!r} holds a NUL byte")
-    absolute = os.path.abspath(raw)
+    return os.path.abspath(raw)
+
+
+def validate_store_path(path: object, what: str = "store path") -> str:
+    """A directory path given to ``VecStore.open`` or ``NamespaceManager``: a str or ``os.PathLike`` of one,
+    without a NUL byte, and not naming something that exists but is not a directory. Returns it absolute.
+
+    Whether the directory may be created, or locked, is for the file system to say (a ``StorageError``).
+    """
+    absolute = validate_path(path, what)
     try:
         st = os.stat(absolute)
     except OSError:

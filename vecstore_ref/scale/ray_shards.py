@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ..errors import (
+    FilterTypeError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     ShardUnavailableError,
@@ -463,7 +464,7 @@ def encode_query(vectors: np.ndarray, k: object, filter: object, ef: object, sin
     if isinstance(filter, Filter):
         filter = filter.text
     elif filter is not None and not isinstance(filter, str):
-        raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got {type(filter).__name__}")
+        raise FilterTypeError(f"a filter must be a str or a parse_filter() result, got {type(filter).__name__}", 0)
     return wire.encode_request(vectors, validate_k(k, WIRE_MAX_K), validate_ef(ef), filter, single)
 
 

@@ -33,6 +33,7 @@ from ..batch import check_bulk_rows, check_ops
 from ..config import MAX_K, CheckpointConfig, CompactionConfig
 from ..errors import (
     DimensionMismatchError,
+    FilterTypeError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidIdTypeError,
@@ -44,7 +45,17 @@ from ..metadata import validate_metadata
 from ..opening import check_open_options
 from ..storage.format import MANIFEST_NAME
 from ..storage.manifest import read_manifest
-from ..types import BatchError, BatchResult, CompactionResult, Query, ShardedStats, Upsert, VerifyReport
+from ..types import (
+    QUERY_AND_ARGUMENTS,
+    BatchError,
+    BatchResult,
+    CompactionResult,
+    Query,
+    ShardedStats,
+    Upsert,
+    VerifyReport,
+    unpack_query,
+)
 from ..validation import (
     validate_dim,
     validate_ef,
@@ -526,8 +537,8 @@ class ShardedStore:
         if isinstance(filter, str):
             filter = parse_filter(filter)  # once, here: a syntax error costs no shard a call
         elif filter is not None and not isinstance(filter, Filter):
-            raise InvalidArgumentTypeError(f"filter must be a str or a parse_filter() result, got "
-                                           f"{type(filter).__name__}")
+            raise FilterTypeError(f"a filter must be a str or a parse_filter() result, got {type(filter).__name__}",
+                                  0)
         return k, filter, ef
 
     def query(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None, ef: int | None = None,
@@ -538,10 +549,9 @@ class ShardedStore:
         shards' results come back instead, and ``missing_shards`` on the result names the shards left out.
         """
         self._check_open()
-        if isinstance(q, Query):
-            if k != 10 or filter is not None or ef is not None:
-                raise InvalidArgumentError("give k, filter and ef inside the Query or as arguments, not both")
-            k, filter, ef, q = q.k, q.filter, q.ef, q.vector  # q last: mypy reads the pairs in order
+        q, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
+        if conflict:
+            raise InvalidArgumentError(QUERY_AND_ARGUMENTS)
         k, flt, ef = self._query_args(k, filter, ef)
         vec = validate_query_vector(q, self._dim, self._metric)
         if self._dim is None:
