@@ -144,7 +144,7 @@ def test_good_metadata_comes_back_equal_and_owned():
 
 
 def test_limits_are_exact():
-    overhead = len(json.dumps({"a": ""}))  # '{"a": ""}'
+    overhead = len(json.dumps({"a": ""}, separators=(",", ":")))  # '{"a":""}': compact, as the store writes it
     at_limit = {"a": "x" * (MAX_METADATA_BYTES - overhead)}
     assert validate_metadata(at_limit) == at_limit
     with pytest.raises(vs.InvalidMetadataError, match="65,537 bytes"):
@@ -157,6 +157,17 @@ def test_limits_are_exact():
     big = 10**4300 - 1  # 4,300 digits: the most JSON readers accept
     assert json.loads(json.dumps(validate_metadata({"a": big}))) == {"a": big}
     assert validate_metadata({"a": -big}) == {"a": -big}
+
+
+def test_the_limit_is_measured_on_compact_json():
+    """5,000 small ints are 62,781 bytes as the store writes them (compact) but 72,780 with spaces after , and :."""
+    md = {f"k{i}": i for i in range(5000)}
+    compact = len(json.dumps(md, separators=(",", ":")))
+    assert compact <= MAX_METADATA_BYTES < len(json.dumps(md))
+    assert validate_metadata(md) == md
+    over = {f"k{i}": i for i in range(5300)}
+    with pytest.raises(vs.InvalidMetadataError, match=f"{len(json.dumps(over, separators=(',', ':'))):,} bytes"):
+        validate_metadata(over)
 
 
 SCALAR_ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),

@@ -132,7 +132,8 @@ def validate_metadata(md: object) -> dict | None:
             raise InvalidMetadataError(f"metadata is over {MAX_METADATA_BYTES:,} bytes as JSON (at "
                                        f"{_where(key)}); store large payloads elsewhere")
     if upper > MAX_METADATA_BYTES:  # only then is the exact size worth computing
-        size = len(json.dumps(out, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+        # measured as the store writes it (`vecstore_ref.columns.encode_row`): compact UTF-8 JSON
+        size = len(json.dumps(out, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         if size > MAX_METADATA_BYTES:
             raise InvalidMetadataError(f"metadata is {size:,} bytes as JSON; the limit is {MAX_METADATA_BYTES:,}")
     return out
