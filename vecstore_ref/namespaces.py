@@ -157,23 +157,31 @@ class BackupInfo:
         return d
 
 
-def is_plain_name(name: object, pattern: re.Pattern[str] = NAME_RE) -> bool:
-    """True for a str that matches ``pattern`` in full and does not end in a dot.
+def is_name(name: object) -> bool:
+    """True for a namespace or backup name: a str matching ``NAME_RE`` in full (SPEC section 7).
 
-    The patterns start with a letter or digit, so ``.``, ``..``, ``../x`` and ``/abs`` never match; a trailing
-    dot is refused because some file systems (Windows, SMB shares) drop it, which would make ``a.`` and ``a`` one
-    directory.
+    The pattern starts with a letter or digit, so ``.``, ``..``, ``../x`` and ``/abs`` never match.
+    """
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
+
+
+def is_plain_name(name: object, pattern: re.Pattern[str] = _FILE_RE) -> bool:
+    """True for a file name a backup manifest or an archive may list: a str that matches ``pattern`` in full and
+    does not end in a dot.
+
+    These names come from files, not from the caller, so they are held to the stricter rule: some file systems
+    (Windows, SMB shares) drop a trailing dot, which would make ``a.`` and ``a`` one file.
     """
     return isinstance(name, str) and pattern.fullmatch(name) is not None and not name.endswith(".")
 
 
 def validate_name(name: object, what: str = "namespace") -> str:
-    """A namespace or backup name: ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`` matched in full, not ending in a dot."""
+    """A namespace or backup name: ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`` matched in full."""
     if not isinstance(name, str):
         raise InvalidNameTypeError(f"{what} name must be a str, got {type(name).__name__}")
-    if not is_plain_name(name):
-        raise InvalidNameError(f"{what} name {name!r} must be 1 to 64 of A-Z a-z 0-9 _ . - , start with a letter "
-                               "or digit and not end with a dot")
+    if not is_name(name):
+        raise InvalidNameError(f"{what} name {name!r} must be 1 to 64 of A-Z a-z 0-9 _ . - and start with a "
+                               "letter or digit")
     return name
 
 
@@ -351,7 +359,7 @@ class NamespaceManager:
     def list_namespaces(self) -> list[str]:
         with self._lock:
             self._check_open()
-            return sorted(n for n in self._fs.listdir(self.root) if is_plain_name(n) and self._is_namespace(n))
+            return sorted(n for n in self._fs.listdir(self.root) if is_name(n) and self._is_namespace(n))
 
     def _is_namespace(self, name: str) -> bool:
         try:
@@ -477,7 +485,7 @@ class NamespaceManager:
             bdir = self._backups_dir(self._existing(ns))
             out = []
             for name in self._fs.listdir(bdir) if bdir else []:
-                if not is_plain_name(name):
+                if not is_name(name):
                     continue
                 try:
                     info = _read_backup_manifest(self._fs, os.path.join(bdir, name))  # type: ignore[arg-type]
