@@ -175,7 +175,7 @@ def test_errors_are_one_line_and_usage_errors_exit_2(tmp_path):
     ])
     assert_one_line_error(wrong_dim, "DimensionMismatchError")
     assert_one_line_error(bad_filter, "FilterSyntaxError")
-    assert json.loads(json_error.stderr) == {"error": {"type": "NotFoundError",
+    assert json.loads(json_error.stderr) == {"error": {"type": "NotFoundError", "code": "not_found",
                                                        "message": "no record with id 'nope'"}}
     for usage in (bad_k, bad_vector, bad_ttl):
         assert usage.returncode == 2 and "usage: vecstore-ref" in usage.stderr and "Traceback" not in usage.stderr

@@ -120,7 +120,7 @@ def test_bad_upsert_bodies_get_400_with_a_json_error_and_change_nothing(client, 
     r = client.post("/v1/upsert", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert set(err) <= {"type", "message", "field"} and "Traceback" not in r.text and client.root not in r.text
+    assert set(err) <= {"type", "code", "message", "field"} and "code" in err and "Traceback" not in r.text and client.root not in r.text
     assert hasattr(vs, err["type"]) and issubclass(getattr(vs, err["type"]), vs.VecStoreError)  # a public class
     assert dir_digest(client.root) == before
 
@@ -320,3 +320,37 @@ def test_a_websocket_handshake_is_refused_with_a_json_403_token_or_not(tmp_path)
             with client.websocket_connect("/v1/query", headers=headers):
                 pass
         assert denied.value.status_code == 403 and denied.value.json()["error"]["type"] == "Forbidden"
+
+
+def test_a_body_on_a_get_route_and_any_query_parameter_are_refused_never_ignored(client):
+    """No GET route declares a body and no route a query parameter: one sent anyway is a 400 naming it."""
+    assert post(client, "/v1/upsert", {"id": "x", "vector": [1, 0, 0]}).status_code == 200
+    assert post(client, "/v1/records/x/soft-delete", {}).status_code == 200
+    before = dir_digest(client.root)
+    for url, body in [("/v1/stats", b'{"verbse": 1}'), ("/v1/records/x", b'{"include_deleted": true}'),
+                      ("/v1/stats", b"{not json"), ("/v1/namespaces", b"hello")]:
+        r = client.request("GET", url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (url, r.text)
+        assert r.json()["error"]["message"] == "a GET request takes no body"
+    for url in ("/v1/records/x?include_deleted=true", "/v1/stats?verbose=1", "/v1/namespaces/default/stats?a"):
+        r = client.get(url)
+        assert r.status_code == 400, (url, r.text)
+        err = r.json()["error"]
+        assert err["type"] == "InvalidArgumentError" and err["field"] == url.split("?")[1].split("=")[0]
+    r = post(client, "/v1/query?k=1", {"vector": [1, 0, 0]})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "k"
+    assert dir_digest(client.root) == before
+    assert client.get("/v1/stats").status_code == 200  # without a body, and with an empty one
+    assert client.request("GET", "/v1/stats", headers={"content-length": "0"}).status_code == 200
+    assert client.get("/v1/records/x").status_code == 404  # soft-deleted: not visible
+
+
+def test_error_bodies_carry_the_library_errors_code(client):
+    """`code` is the library class's stable code, as `VecStoreError.to_dict()` gives it; HTTP failures get one too."""
+    r = client.get("/v1/records/nope")
+    assert r.status_code == 404 and r.json() == vs.NotFoundError("no record with id 'nope'").to_dict()
+    r = post(client, "/v1/upsert", {"id": "a", "vector": [1, True]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_vector_type"
+    assert client.put("/v1/stats").json()["error"]["code"] == "method_not_allowed"
+    r = client.post("/v1/upsert", content=b"{}", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"

@@ -40,7 +40,7 @@ def refused(c, method, url, body, *, field=None, type_=None, says=None):
     assert r.status_code == 400, r.text
     assert r.content.isascii() or json.loads(r.content)  # always valid JSON text
     error = r.json()["error"]
-    assert set(error) <= {"type", "message", "field"} and {"type", "message"} <= set(error)
+    assert set(error) <= {"type", "code", "message", "field"} and {"type", "code", "message"} <= set(error)
     assert issubclass(getattr(vs, error["type"]), vs.VecStoreError)  # a public class
     if field is not None:
         assert error.get("field") == field, error

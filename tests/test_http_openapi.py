@@ -96,7 +96,7 @@ def test_every_reference_resolves_and_the_error_shape_is_documented(schema):
     for ref in set(_refs(schema)):
         _resolve(schema, ref)
     error = schema["components"]["schemas"]["ErrorDetail"]
-    assert {"type", "message", "field"} <= set(error["properties"]) and set(error["required"]) == {"type", "message"}
+    assert {"type", "message", "field"} <= set(error["properties"]) and set(error["required"]) == {"type", "code", "message"}
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 

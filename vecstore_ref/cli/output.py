@@ -7,7 +7,7 @@ The rules, the same for every command:
 - Text output never shows a Python repr: absent values print as `null`, flags as `true`/`false`, nested values
   as JSON, times as ISO 8601 UTC.
 - stderr holds notes (a skipped input line, a progress bar on a terminal) and the one line of a fatal error:
-  `error: <ErrorType>: <message>`, or with `--json` the HTTP API's error body `{"error": {"type", "message"}}`.
+  `error: <ErrorType>: <message>`, or with `--json` the HTTP API's error body `{"error": {"type", "code", "message"}}`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import json
 import math
 import sys
 from datetime import datetime, timezone
+
+from ..errors import VecStoreError, error_code
 
 # Keys whose value is a Unix time in seconds: shown as ISO 8601 in text output (JSON keeps the number).
 TIME_KEYS = frozenset({"expires_at", "at", "last_checkpoint_at"})
@@ -121,7 +123,9 @@ class Output:
         kind = type(exc).__name__
         message = " ".join(str(exc).split()) or kind  # one line, whatever the message holds
         if self.json:
-            print(json.dumps({"error": {"type": kind, "message": message}}), file=self.stderr, flush=True)
+            code = exc.code if isinstance(exc, VecStoreError) else error_code(kind)
+            print(json.dumps({"error": {"type": kind, "code": code, "message": message}}), file=self.stderr,
+                  flush=True)
         else:
             print(f"error: {kind}: {message}", file=self.stderr, flush=True)
 

@@ -3,7 +3,7 @@
 Every route is a thin wrapper over the Python API: read the body into its model (`bodies`), call the store, write
 the answer as JSON (`json_body`). The routes that act on one namespace exist twice, as `/v1/...` for the namespace
 `default` and as `/v1/namespaces/{ns}/...`. Errors of the library become their `http_status` and
-`{"error": {"type", "message", "field"?}}`; no traceback and no server path ever reaches a response.
+`{"error": {"type", "code", "message", "field"?}}`; no traceback and no server path ever reaches a response.
 
 Where a call runs: writes (and anything that touches files) go to a worker thread, since an fsync must not stall
 the event loop; reads (query, estimate, explain, get, stats) run on the loop when they cannot block: see
@@ -32,7 +32,7 @@ from .bodies import read_body
 from .docs_page import add_docs_routes
 from .guard import Guard
 from .json_body import encode_json
-from .protocol import HEAD_TIMEOUT_S, protocol_class  # noqa: F401  # HEAD_TIMEOUT_S: re-exported
+from .protocol import HEAD_TIMEOUT_S, error_code, protocol_class  # noqa: F401  # HEAD_TIMEOUT_S: re-exported
 from .routing import SegmentRouter
 
 log = logging.getLogger("vecstore_ref.http")
@@ -172,20 +172,22 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
     app = VecstoreAPI(title="vecstore_ref", version=vs.__version__, docs_url=None, redoc_url=None,
                       lifespan=lifespan, redirect_slashes=False, description="An embedded vector store over HTTP. Every error is "
-                                                     '`{"error": {"type", "message", "field"?}}`; see the HTTP guide.')
+                                                     '`{"error": {"type", "code", "message", "field"?}}`; see the HTTP guide.')
     app.state.manager = manager
     spaces = app.state.namespaces = Namespaces(manager, inline_reads)
     root = manager.root
 
-    def error(status: int, type_: str, message: str, headers: dict | None = None, field: str | None = None):
-        detail = {"type": type_, "message": message.replace(root, "<data>")}  # no server path in a response
+    def error(status: int, type_: str, message: str, headers: dict | None = None, field: str | None = None,
+              code: str | None = None):
+        detail = {"type": type_, "code": code or error_code(type_, status),
+                  "message": message.replace(root, "<data>")}  # no server path in a response
         if field is not None:
             detail["field"] = field
         return JSONBytes({"error": detail}, status_code=status, headers=headers)
 
     def library_error(exc: VecStoreError):
         public = next(c for c in type(exc).__mro__ if c.__name__ in _PUBLIC_ERRORS)  # the class users know
-        return error(exc.http_status, public.__name__, str(exc), field=getattr(exc, "field", None))
+        return error(exc.http_status, public.__name__, str(exc), field=getattr(exc, "field", None), code=exc.code)
 
     @app.exception_handler(VecStoreError)
     async def on_library_error(request, exc: VecStoreError):
@@ -201,7 +203,7 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
 
     def bug(method: str, path: str):  # logged here, never shown to the client
         log.exception("unexpected error on %s %s", method, path)
-        return error(500, "InternalError", "internal error")
+        return error(500, "InternalError", "internal error", code="internal_error")
 
     @app.exception_handler(Exception)
     async def on_bug(request, exc):

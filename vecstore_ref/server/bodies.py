@@ -1,7 +1,7 @@
 """A request body, from its bytes to its model; a body that does not fit becomes one typed error naming the field.
 
 The error is an exception of the library's own tree, so the server answers it like any other input error: 400 and
-`{"error": {"type", "message", "field"}}`. Its class says what kind of field was wrong (`InvalidVectorTypeError`
+`{"error": {"type", "code", "message", "field"}}`. Its class says what kind of field was wrong (`InvalidVectorTypeError`
 for a vector that is not a list of numbers, `InvalidIdTypeError` for an id that is not a string, and so on), and
 every problem inside `/v1/batch-execute` is an `InvalidBatchError` whose field starts with `operations[i]`.
 """

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import sys
+from urllib.parse import parse_qsl
 
 _WITH_BODY = frozenset(("POST", "PUT", "PATCH", "DELETE"))  # a DELETE body is refused unless empty or {}
+API_PREFIX = "/v1/"  # the routes whose every argument is declared (the docs page may be given a query string)
 
 if sys.version_info >= (3, 11):
     async def _receive_within(receive, seconds: float):
@@ -33,7 +35,7 @@ async def _refuse_websocket(scope, receive, send) -> None:
     ``ws="none"``, so there an upgrade request is an ordinary HTTP request and never reaches this."""
     await receive()  # websocket.connect
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = b'{"error":{"type":"Forbidden","message":"this server does not speak WebSocket"}}'
+        body = b'{"error":{"type":"Forbidden","code":"forbidden","message":"this server does not speak WebSocket"}}'
         await send({"type": "websocket.http.response.start", "status": 403,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "websocket.http.response.body", "body": body})
@@ -49,7 +51,8 @@ def _token_matches(header: bytes, token: bytes) -> bool:
 
 
 class Guard:
-    """ASGI middleware: token (401), then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
+    """ASGI middleware: token (401); a query string on an API route (400: no route takes one); a body on GET or
+    HEAD (400); then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
     ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless JSON).
 
     ``error(status, type, message, headers)`` builds the JSON error response, as the app's handlers do.
@@ -73,7 +76,13 @@ class Guard:
         headers = dict(scope["headers"])
         if self.expected is not None and not _token_matches(headers.get(b"authorization", b""), self.expected):
             return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)
+        if scope.get("query_string") and scope["path"].startswith(API_PREFIX):
+            return await self._query_string(scope["query_string"])(scope, receive, send)
         if scope["method"] not in _WITH_BODY:
+            if headers.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in headers:
+                # GET and HEAD routes declare no body: one sent anyway would be ignored, so it is refused
+                return await self.error(400, "InvalidInputError", f"a {scope['method']} request takes no body",
+                                        {"connection": "close"})(scope, receive, send)
             return await self.app(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None and not length.isdigit():
@@ -106,6 +115,15 @@ class Guard:
                                     "the body must be application/json")(scope, receive, send)
         scope.setdefault("state", {})["raw_body"] = raw
         return await self.app(scope, _no_more_body(receive), send)
+
+    def _query_string(self, raw: bytes):
+        """No route of the API takes a query parameter (its arguments are in the path and the JSON body): one given
+        would be silently ignored, so it is a 400 that names it."""
+        params = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        name = params[0][0] if params else raw.decode("latin-1")
+        shown = name if len(name) <= 64 else name[:61] + "..."
+        return self.error(400, "InvalidArgumentError", f"unknown query parameter {shown!r}: the API takes its "
+                          "arguments in the path and the JSON body", field=shown)
 
     def _too_big(self, scope, receive, send):
         # The connection closes after the answer: the rest of a body that size is never read in to be discarded.

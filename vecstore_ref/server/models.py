@@ -382,6 +382,9 @@ class BackupInfo(ResponseModel):
 
 class ErrorDetail(ResponseModel):
     type: str = Field(description="The public error class, e.g. DimensionMismatchError or NotFoundError.")
+    code: str = Field(description="A stable machine-readable code: the library error's `code` (e.g. "
+                                  "`dimension_mismatch`, `invalid_vector_type`), else the HTTP failure in snake "
+                                  "case (e.g. `method_not_allowed`, `unauthorized`).")
     message: str
     field: str | None = Field(None, description="The body field at fault, when known, e.g. "
                                                       "`operations[2].metadata`.")

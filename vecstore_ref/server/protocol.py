@@ -7,7 +7,7 @@
   byte of its next request; if not, it gets a 408 and is closed. (The body has its own deadline, in `guard`.)
 - **JSON errors from the parser.** A request that is not valid HTTP (a negative or non-numeric Content-Length, a
   malformed chunk, a request line that is too long) is refused by uvicorn's parser, before the app, with a
-  ``text/plain`` body; here the answer has the API's error shape, ``{"error": {"type", "message"}}``.
+  ``text/plain`` body; here the answer has the API's error shape, ``{"error": {"type", "code", "message"}}``.
 - **A bound on the request head.** httptools buffers a request line and headers of any size until they end; here
   a head over `MAX_HEAD_BYTES` gets a 431 and the connection closes (and `guard` refuses more than 100 header
   lines with a 431).
@@ -24,12 +24,14 @@ import asyncio
 
 import orjson
 
+from ..errors import error_code
+
 HEAD_TIMEOUT_S = 10.0  # the longest wait for a complete request line and headers
 MAX_HEAD_BYTES = 96 * 1024  # the longest request head (line and headers) read; longer is a 431
 
 
 def _response(status: int, reason: str, type_: str, message: str) -> bytes:
-    body = orjson.dumps({"error": {"type": type_, "message": message}})
+    body = orjson.dumps({"error": {"type": type_, "code": error_code(type_, status), "message": message}})
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n\r\n").encode("ascii") + body
 
