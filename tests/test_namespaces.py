@@ -405,3 +405,38 @@ def test_restore_and_delete_refuse_a_namespace_another_process_writes_to(tmp_pat
         assert sorted(m.get_namespace("docs")) == ["after", "before", "held"]
         m.restore_namespace("docs", "b1")  # nobody writes now
         assert sorted(m.get_namespace("docs")) == ["before"]
+
+
+def test_a_namespace_store_a_backup_or_a_shard_is_never_opened_for_writing_behind_its_owner(tmp_path):
+    """A writable `VecStore.open` of a directory its owner manages would take writes the owner never sees: a
+    stray generation a restore deletes, quotas skipped, records the shard routing never finds, a backup that
+    stops being one. It is refused, nothing changes, and reading it read-only still works."""
+    from vecstore_ref._fs import dir_digest
+
+    mgr = vs.NamespaceManager(tmp_path / "root")
+    s = mgr.create_namespace("docs", dim=4, index="flat", quotas=vs.Quotas(max_vectors=2))
+    s.upsert_many(["a", "b"], np.eye(4, dtype=np.float32)[:2])
+    mgr.backup_namespace("docs", "nightly")
+    mgr.close()
+    with vs.ShardedStore.open(tmp_path / "sh", n_shards=2, dim=4, index="flat") as sh:
+        sh.upsert("x", [1, 0, 0, 0])
+    ns_dir = tmp_path / "root" / "docs"
+    owned = [(ns_dir / "store-0001", "namespace"), (ns_dir / "backups" / "nightly", "backup"),
+             (tmp_path / "sh" / "shard-0000", "shard"), (ns_dir / "store-0002", "namespace")]
+    before = dir_digest(tmp_path)
+    for path, what in owned:
+        with pytest.raises(vs.InvalidArgumentError, match=what):
+            vs.VecStore.open(path, dim=4)
+    assert dir_digest(tmp_path) == before
+    with vs.VecStore.open(ns_dir / "store-0001", read_only=True) as ro:
+        assert len(ro) == 2
+    with vs.VecStore.open(ns_dir / "backups" / "nightly", read_only=True) as ro:
+        assert len(ro) == 2
+    mgr = vs.NamespaceManager(tmp_path / "root")  # the owners still open them
+    with pytest.raises(vs.QuotaExceededError):
+        mgr.get_namespace("docs").upsert("c", [0, 0, 1, 0])
+    mgr.restore_namespace("docs", "nightly")
+    assert sorted(mgr.get_namespace("docs").ids()) == ["a", "b"]
+    mgr.close()
+    with vs.ShardedStore.open(tmp_path / "sh") as sh:
+        assert sh.get("x").id == "x"

@@ -63,7 +63,8 @@ from .errors import (
     UnsupportedFormatError,
     VecStoreError,
 )
-from .opening import check_open_options
+from .opening import check_open_options, opened_by_owner
+from .storage.format import BACKUP_FILE, NAMESPACE_FILE
 from .storage.lock import DirectoryLock
 from .storage.manifest import read_manifest
 from .validation import validate_store_path
@@ -76,8 +77,6 @@ if TYPE_CHECKING:
 
 # Every name rule is applied with re.fullmatch: re.match with "$" also accepts a name ending in "\n".
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-NAMESPACE_FILE = "NAMESPACE.json"
-BACKUP_FILE = "BACKUP.json"
 BACKUPS_DIR = "backups"
 FORMAT_VERSION = 1
 MAX_ARCHIVE_BYTES = 64 * 2**30  # import_backup reads at most this much
@@ -305,7 +304,8 @@ class NamespaceManager:
             staging = os.path.join(self.root, f".creating-{ns}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(staging)
             try:
-                VecStore.open(os.path.join(staging, "store-0001"), **open_options).close()
+                with opened_by_owner():
+                    VecStore.open(os.path.join(staging, "store-0001"), **open_options).close()
                 cfg = {"format": FORMAT_VERSION, "created_at": _now_iso(), "quotas": quotas.to_dict(),
                        "store": "store-0001", "durability": open_options.get("durability", "fsync")}
                 self._write_config(staging, cfg)
@@ -335,8 +335,9 @@ class NamespaceManager:
             self._cleanup_generations(path, cfg["store"])
         runtime = self._runtime.setdefault(ns, {})
         runtime.update({k: v for k, v in open_options.items() if k in ("clock", "max_k")})
-        store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"),
-                              read_only=self._read_only, **runtime)
+        with opened_by_owner():
+            store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"),
+                                  read_only=self._read_only, **runtime)
         q = cfg.get("quotas") or {}
         quotas = Quotas(q.get("max_vectors"), q.get("max_bytes"))
         store._quota = quotas if (quotas.max_vectors is not None or quotas.max_bytes is not None) else None

@@ -7,11 +7,13 @@ Mixed into `VecStore`, like `vecstore_ref.query`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import _crash
@@ -36,7 +38,7 @@ from .errors import (
 )
 from .state import SnapshotBuffers, StoreState
 from .storage import layout
-from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE
+from .storage.format import BACKUP_FILE, FORMAT_VERSION, LOG_HEADER_SIZE, NAMESPACE_FILE, SHARDS_FILE
 from .storage.log import LogWriter, create_segment, cut_segments, read_segments
 from .storage.manifest import Manifest, read_manifest, write_manifest
 from .storage.snapshot import read_snapshot
@@ -136,6 +138,43 @@ def check_open_options(options: dict[str, Any], allowed: tuple[str, ...] = OPEN_
                                        options.get("hnsw"), options.get("durability", "fsync"),
                                        options.get("read_only", False), options.get("repair", False),
                                        options.get("clock"), options.get("max_k", MAX_K))
+
+
+
+# A store inside a namespace, a shard of a sharded store or a namespace backup belongs to its owner: written through
+# anything else, it would take writes the owner never sees (a stray generation a restore deletes, records the
+# shard routing never finds, quotas skipped) or stop being a backup. The owners open their stores inside
+# `opened_by_owner`; any other writable open of such a directory is refused.
+_OPENED_BY_OWNER: ContextVar[bool] = ContextVar("opened_by_owner", default=False)
+
+
+@contextlib.contextmanager
+def opened_by_owner() -> Iterator[None]:
+    """Mark the `VecStore.open` calls inside as made by a `NamespaceManager` or a `ShardedStore` for its own
+    stores."""
+    token = _OPENED_BY_OWNER.set(True)
+    try:
+        yield
+    finally:
+        _OPENED_BY_OWNER.reset(token)
+
+
+def check_not_owned(fs, path: str) -> None:
+    """Refuse a writable open of a directory that belongs to a namespace, a sharded store or a backup, unless its
+    owner is opening it (`opened_by_owner`)."""
+    if _OPENED_BY_OWNER.get():
+        return
+    if fs.exists(os.path.join(path, BACKUP_FILE)):
+        raise InvalidArgumentError(f"{path} is a namespace backup: restore it with "
+                                   "NamespaceManager.restore_namespace (or open it with read_only=True)")
+    for real in {path, os.path.realpath(path)}:
+        parent = os.path.dirname(real)
+        if fs.exists(os.path.join(parent, NAMESPACE_FILE)):
+            raise InvalidArgumentError(f"{path} is the store of the namespace {parent}: open it with "
+                                       "vs.NamespaceManager(root).get_namespace(name) (or with read_only=True)")
+        if fs.exists(os.path.join(parent, SHARDS_FILE)):
+            raise InvalidArgumentError(f"{path} is a shard of the sharded store {parent}: open that with "
+                                       "vs.ShardedStore.open (or this shard with read_only=True)")
 
 
 class OpeningMethods:

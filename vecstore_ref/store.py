@@ -52,7 +52,7 @@ from .errors import (
     VecStoreError,
 )
 from .filter import Filter
-from .opening import OpeningMethods, _close_index
+from .opening import OpeningMethods, _close_index, check_not_owned
 from .query import Match, QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
@@ -198,6 +198,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._quota: Quotas | None = None  # a namespace's quotas, checked before each log append
         self.recovery_report = RecoveryReport()
 
+        if not read_only:
+            check_not_owned(self._fs, self.path)
         if not self._fs.isdir(self.path):
             if read_only:
                 raise NotFoundError(f"no store at {self.path}")

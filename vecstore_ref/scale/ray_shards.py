@@ -43,6 +43,7 @@ from ..errors import (
     StoreLockedError,
     VecStoreError,
 )
+from ..opening import opened_by_owner
 from ..types import BatchQueryResult, Neighbor
 from ..validation import validate_ef, validate_k, validate_vector, validate_vectors
 from . import wire
@@ -133,7 +134,8 @@ class _ShardActor:
             deadline = time.monotonic() + lock_wait_s
             while True:
                 try:
-                    self.store = VecStore.open(path, **options)
+                    with opened_by_owner():
+                        self.store = VecStore.open(path, **options)
                     break
                 except StoreLockedError:
                     if time.monotonic() >= deadline:

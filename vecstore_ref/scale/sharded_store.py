@@ -42,7 +42,7 @@ from ..errors import (
     VecStoreError,
 )
 from ..metadata import validate_metadata
-from ..opening import check_open_options
+from ..opening import check_open_options, opened_by_owner
 from ..storage.format import MANIFEST_NAME
 from ..storage.manifest import read_manifest
 from ..types import (
@@ -95,7 +95,8 @@ class _LocalShards:
             for i in range(n):
                 if must_exist:
                     routing.check_shard_dir(routing.shard_dir(root, i), i)
-                self.handles.append(VecStore.open(routing.shard_dir(root, i), **options))
+                with opened_by_owner():
+                    self.handles.append(VecStore.open(routing.shard_dir(root, i), **options))
         except BaseException:
             self.close()
             raise

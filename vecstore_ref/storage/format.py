@@ -82,6 +82,8 @@ MANIFEST_MAX_BYTES = 16 * 2**20  # 16 MiB: a manifest is a few hundred bytes; an
 # --- names in a store directory (storage/layout.py) -------------------------------------------------------------
 MANIFEST_NAME = "MANIFEST"
 SHARDS_FILE = "SHARDS.json"  # the file that makes a directory a ShardedStore (vecstore_ref.scale.routing)
+NAMESPACE_FILE = "NAMESPACE.json"  # the file that makes a directory a namespace (vecstore_ref.namespaces)
+BACKUP_FILE = "BACKUP.json"  # the manifest that makes a directory a namespace backup (written last)
 LOCK_NAME = "LOCK"
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "log-", ".vsl"
 SEGMENT_DIGITS = 8  # log-00000001.vsl
