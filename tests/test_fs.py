@@ -3,6 +3,7 @@ loss) and dir_digest; plus the crash-point switch (RELIABILITY s.2 (d), F14-F17)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -457,3 +458,59 @@ def test_crashpoint_kills_on_the_nth_hit(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == -9 and out.stdout.split() == ["0", "1", "2"]
     assert log.read_text().split() == ["p", "p", "p"]
+
+
+def _in_a_thread(call, timeout_s: float = 20.0):
+    """Run ``call`` on a thread; its outcome (value or exception), or None if it is still blocked after the
+    timeout (a read of a FIFO with no writer would block forever)."""
+    import threading
+
+    box: list = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as exc:  # noqa: BLE001 - the outcome is the test's to judge
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    return box[0] if box else None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_a_directory_where_a_store_file_should_be_is_refused_never_read(tmp_path):
+    """RELIABILITY: a planted FIFO must not hang a reader; it and a directory in a file's place are typed errors."""
+    import vecstore_ref as vs
+    from vecstore_ref.storage.verify import verify_files
+
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=4, index="flat") as s:
+        s.upsert("a", [1, 0, 0, 0])
+        s.snapshot()
+        s.upsert("b", [0, 1, 0, 0])
+    log = next(p for p in os.listdir(path) if p.startswith("log-"))
+    snap = next(p for p in os.listdir(path) if p.startswith("snap-"))
+    for name, plant in [(log, os.mkfifo), (snap, os.mkfifo), (log, os.mkdir), (snap, os.mkdir)]:
+        saved = (path / name).read_bytes()
+        os.remove(path / name)
+        plant(path / name)
+        try:
+            for call in (lambda: vs.VecStore.open(path, read_only=True),
+                         lambda: vs.VecStore.open(path)):
+                outcome = _in_a_thread(call)
+                assert isinstance(outcome, vs.StorageError), (name, plant, outcome)
+            report = _in_a_thread(lambda: verify_files(OSFileSystem(), str(path)))
+            assert report is not None and not report.ok and any(name in e for e in report.errors), report
+        finally:
+            if os.path.isdir(path / name):
+                os.rmdir(path / name)
+            else:
+                with contextlib.suppress(OSError):  # a blocked reader, if any, is let go
+                    fd = os.open(path / name, os.O_WRONLY | os.O_NONBLOCK)
+                    os.close(fd)
+                os.remove(path / name)
+            (path / name).write_bytes(saved)
+    with vs.VecStore.open(path, read_only=True) as s:
+        assert sorted(s.ids()) == ["a", "b"]

@@ -40,6 +40,7 @@ TMP_SUFFIX = ".tmp"  # same as storage.format.TMP_SUFFIX (kept here so that _fs 
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
 
@@ -193,14 +194,31 @@ def open_parent(path: str) -> tuple[int, str]:
 
 def open_file(path: str, flags: int, mode: int = 0o644) -> int:
     """``os.open(path, flags | O_NOFOLLOW)`` relative to `open_parent`: no component below the root, and never
-    the file itself, may be a symbolic link (UnsafePathError)."""
+    the file itself, may be a symbolic link (UnsafePathError); and what is opened must be a regular file.
+
+    A FIFO, a device or a socket planted where a file is expected is refused (UnsafePathError) instead of being
+    read: opening a FIFO for reading blocks until a writer comes, so the file is opened non-blocking and checked
+    on its descriptor before anything reads it. A directory there is an IsADirectoryError naming the path.
+    """
     dfd, name = open_parent(path)
     try:
-        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dfd)
+        fd = os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, mode, dir_fd=dfd)
     except OSError as exc:
         raise _refuse(path, dfd, name, exc) from None
     finally:
         os.close(dfd)
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
+        if not stat.S_ISREG(kind):
+            raise UnsafePathError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _lstat_in(dfd: int, name: str) -> os.stat_result | None:

@@ -327,7 +327,8 @@ class UnsafeArchiveError(StorageError):
 
 
 class UnsafePathError(StorageError):
-    """A path below a store's directory or a namespace manager's root passes through a symbolic link.
+    """A path below a store's directory or a namespace manager's root passes through a symbolic link, or names a
+    FIFO, a device or a socket where a regular file is expected.
 
     Nothing below a root is ever reached through a link (it could point anywhere), so the call is refused before
     it reads, writes or deletes anything. The link was planted by someone with write access to the directory; an

@@ -26,8 +26,8 @@ def verify_files(fs, path: str) -> VerifyReport:
     if manifest.snapshot:
         try:
             read_snapshot(fs, os.path.join(path, manifest.snapshot))
-        except VecStoreError as exc:
-            errors.append(f"{manifest.snapshot}: {exc}")
+        except (VecStoreError, OSError) as exc:  # also a directory, or nothing, where the file should be
+            errors.append(f"{manifest.snapshot}: {_problem(exc)}")
         files += 1
     paths = [os.path.join(path, n) for n in manifest.logs]
     try:
@@ -41,7 +41,14 @@ def verify_files(fs, path: str) -> VerifyReport:
         if scan.truncated_bytes:
             errors.append(f"{os.path.basename(scan.truncated_path)}: torn tail of "  # type: ignore[type-var]
                           f"{scan.truncated_bytes} bytes")
-    except VecStoreError as exc:
-        errors.append(str(exc))
+    except (VecStoreError, OSError) as exc:
+        errors.append(_problem(exc))
     files += len(paths)
     return VerifyReport(not errors, files, records, errors)
+
+
+def _problem(exc: BaseException) -> str:
+    """One line for a report: a library error's message, or an OS error's reason and the file it names."""
+    if isinstance(exc, OSError) and not isinstance(exc, VecStoreError):
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
+    return str(exc)
