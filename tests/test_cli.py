@@ -299,3 +299,28 @@ def test_import_into_its_own_export_directory_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path / "exp")) == before
     vs.VecStore.open(tmp_path / "e").close()  # no record yet, so no dimension
     assert "0 records of dimension null" in run("export", tmp_path / "e", tmp_path / "exp2").stdout
+
+
+def test_serve_refuses_a_port_out_of_range_and_reports_one_that_is_taken(tmp_path):
+    """A port above 65535 is a usage error (uvicorn bound it modulo 65536 and printed the wrong URL); a port in
+    use, or an address not of this machine, is the one error line and exit 1 (uvicorn's own exit was 3, which means
+    "verify found damage"), and no "serving" event is printed before the server listens."""
+    import socket
+
+    pytest.importorskip("uvicorn")
+    too_big = run("serve", "--data", tmp_path / "d", "--port", "70001")
+    assert too_big.returncode == 2 and "65535" in too_big.stderr
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        busy, bad_host = run_many([("--json", "serve", "--data", tmp_path / "d", "--port", port),
+                                   ("serve", "--data", tmp_path / "d", "--host", "192.0.2.1")])  # not ours
+    finally:
+        taken.close()
+    assert busy.returncode == 1 and busy.stdout == "", busy.stdout
+    err = json.loads(busy.stderr.strip().splitlines()[-1])["error"]
+    assert err["type"] == "OSError" and port in err["message"]
+    assert bad_host.returncode == 1
+    assert_one_line_error(bad_host, "OSError")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import CommandError, positive_int
+from .common import CommandError, positive_int, tcp_port
 
 DEMO_MAX_N = 1_000_000  # the demo holds its corpus in memory (vectors and metadata dicts): a tour, not a load test
 DEMO_MAX_DIM = 4096
@@ -58,8 +58,8 @@ def run_serve(args, out) -> int:
         raise CommandError('the HTTP server needs the [server] extra: pip install "vecstore-ref[server]"') from None
     from ..http_api import serve
 
-    out.note({"event": "serving", "data": args.data, "url": f"http://{args.host}:{args.port}"}, None)
-    serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log)
+    serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log,
+          on_listening=lambda url: out.note({"event": "serving", "data": args.data, "url": url}, None))
     return 0
 
 
@@ -85,7 +85,7 @@ def register(sub, common) -> None:
                        description="Serve the HTTP API over the namespaces under --data until interrupted.")
     v.add_argument("--data", default="./data", help="root directory of the namespaces (default ./data)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=positive_int, default=8080, help="default 8080")
+    v.add_argument("--port", type=tcp_port, default=8080, help="1 to 65535 (default 8080)")
     v.add_argument("--token", default=None,
                    help="require 'Authorization: Bearer TOKEN' on every route (or set VECSTORE_TOKEN)")
     v.add_argument("--access-log", action="store_true",

@@ -13,10 +13,13 @@ the event loop; reads (query, estimate, explain, get, stats) run on the loop whe
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import socket
 import time
 import weakref
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
@@ -26,13 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .. import errors as _errors
-from ..errors import StoreClosedError, VecStoreError
+from ..errors import InvalidArgumentError, StoreClosedError, VecStoreError, error_code
 from . import models as m
 from .bodies import read_body
 from .docs_page import add_docs_routes
 from .guard import Guard
 from .json_body import encode_json
-from .protocol import HEAD_TIMEOUT_S, error_code, protocol_class  # noqa: F401  # HEAD_TIMEOUT_S: re-exported
+from .protocol import HEAD_TIMEOUT_S, protocol_class  # noqa: F401  # HEAD_TIMEOUT_S: re-exported
 from .routing import SegmentRouter
 
 log = logging.getLogger("vecstore_ref.http")
@@ -474,8 +477,13 @@ def document_bodies(app: FastAPI) -> None:
 
 
 def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, *,
-          access_log: bool = False, inline_reads: bool | None = None, http: str = "auto", loop: str = "auto") -> None:
+          access_log: bool = False, inline_reads: bool | None = None, http: str = "auto", loop: str = "auto",
+          on_listening: Callable[[str], object] | None = None) -> None:
     """Run the server until interrupted: one process, which owns the store directories (see the HTTP guide).
+
+    The address is bound before anything else starts, so a port in use or a host that does not resolve is one
+    `OSError` naming the address (the command line's one error line), and ``on_listening(url)`` is called only
+    once the server can be reached there.
 
     ``http`` and ``loop`` are uvicorn's: with the `[server]` extra, "auto" means httptools and uvloop. The HTTP
     protocol is wrapped by `protocol.protocol_class`: a connection whose request head does not arrive within
@@ -483,9 +491,40 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str |
     """
     import uvicorn
 
-    app = create_app(data_dir, token=token, inline_reads=inline_reads)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidArgumentError(f"port must be an int from 1 to 65535, got {port!r}")
+    sock, url = _listen(host, port)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log,
-                    http=protocol_class(http), loop=loop, ws="none")  # (no route speaks WebSocket)
+        app = create_app(data_dir, token=token, inline_reads=inline_reads)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        config = uvicorn.Config(app, log_level="info", access_log=access_log, http=protocol_class(http), loop=loop,
+                                ws="none")  # (no route speaks WebSocket)
+        if on_listening is not None:
+            on_listening(url)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         app.state.manager.close()
+
+
+def _listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """A listening TCP socket on ``host:port`` (the first address the name resolves to) and its URL."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot listen on {host}:{port}: the host does not resolve ({exc})") \
+            from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    shown = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+    return sock, f"http://{shown}:{port}"
