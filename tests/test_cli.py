@@ -324,3 +324,16 @@ def test_serve_refuses_a_port_out_of_range_and_reports_one_that_is_taken(tmp_pat
     assert err["type"] == "OSError" and port in err["message"]
     assert bad_host.returncode == 1
     assert_one_line_error(bad_host, "OSError")
+
+
+def test_a_write_started_without_stdout_succeeds_and_says_so_by_its_status(tmp_path):
+    """`>&-` (cron, a supervisor): Python has no sys.stdout; the write succeeds, so the status is 0, not an
+    internal error that would make a retry fail."""
+    import shlex
+
+    path = tmp_path / "s"
+    cmd = " ".join(shlex.quote(c) for c in cli_command("upsert", path, "a", "--vector", "[1, 0, 0, 0]"))
+    proc = subprocess.run(["sh", "-c", cmd + " >&-"], capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    with vs.VecStore.open(path, read_only=True) as s:
+        assert s.ids() == ["a"]

@@ -12,6 +12,7 @@ The rules, the same for every command:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -73,13 +74,22 @@ def text_lines(obj: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+class _Discard(io.StringIO):
+    """Where output goes when there is no stream to write it to."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 class Output:
     """The stdout/stderr of one command run, in text or JSON mode."""
 
     def __init__(self, json_mode: bool = False, stdout=None, stderr=None):
         self.json = bool(json_mode)
-        self.stdout = stdout or sys.stdout
-        self.stderr = stderr or sys.stderr
+        # A stream the command was started without (``>&-``: Python makes it None) takes the output and drops it:
+        # a write that succeeded must not turn into an error for want of somewhere to report it.
+        self.stdout = stdout or sys.stdout or _Discard()
+        self.stderr = stderr or sys.stderr or _Discard()
         self._bar = None  # an open progress bar: notes must be written through it
 
     @property
