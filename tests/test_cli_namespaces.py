@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import tarfile
 
 import pytest
@@ -29,12 +30,14 @@ def test_namespaces_and_backups_from_the_shell(tmp_path):
         mgr.get_namespace("docs").upsert("a", [1.0, 0.0, 0.0], {"v": 1})
     first = one_json(run("backup", "docs", "first", "--data", root, "--json").stdout)
     assert first["name"] == "first" and first["count"] == 1 and first["dim"] == 3
+    assert isinstance(first["created_at"], float) and abs(first["created_at"] - time.time()) < 600  # Unix seconds
     with vs.NamespaceManager(root) as mgr:
         mgr.get_namespace("docs").upsert("a", [0.0, 1.0, 0.0], {"v": 2})
     auto = run("backup", "docs", "--data", root)
     assert auto.returncode == 0 and auto.stdout.startswith("backup 20"), auto.stderr
     backups = json_lines(run("backups", "docs", "--data", root, "--json").stdout)
     assert [b["name"] for b in backups][1:] == ["first"] and backups[0]["name"].endswith("Z")
+    assert backups[1]["created_at"] == first["created_at"]  # times stay Unix seconds in JSON
     text = run("backups", "docs", "--data", root).stdout.splitlines()
     assert text[1].split("\t")[0] == "first" and text[1].split("\t")[2] == "1"
 

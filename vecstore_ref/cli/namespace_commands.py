@@ -30,6 +30,12 @@ def _manager(args, *, read_only: bool = False, create_root: bool = False):
     return NamespaceManager(args.data, read_only=read_only)
 
 
+def _in_unix_seconds(info: dict) -> dict:
+    """A backup's dict for JSON output: ``created_at`` as Unix seconds, like every time the command line prints
+    in JSON (the library's `BackupInfo.to_dict` gives ISO 8601)."""
+    return {**info, "created_at": datetime.fromisoformat(info["created_at"]).timestamp()}
+
+
 def _backup_text(info: dict) -> str:
     created = datetime.fromisoformat(info["created_at"]).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (f"backup {info['name']} of {info['namespace']}: {plural(info['count'], 'record')}, "
@@ -71,7 +77,7 @@ def run_backup(args, out) -> int:
     name = args.name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     with _manager(args) as mgr:
         info = mgr.backup_namespace(args.namespace, name).to_dict()
-    out.result(info, _backup_text(info))
+    out.result(_in_unix_seconds(info), _backup_text(info))
     return 0
 
 
@@ -79,7 +85,7 @@ def run_backups(args, out) -> int:
     with _manager(args, read_only=True) as mgr:
         rows = mgr.list_namespace_backups(args.namespace)
     for name, created_at, count in rows:
-        out.result({"namespace": args.namespace, "name": name, "created_at": created_at.isoformat(), "count": count},
+        out.result({"namespace": args.namespace, "name": name, "created_at": created_at.timestamp(), "count": count},
                    f"{name}\t{created_at.isoformat()}\t{count}")
     return 0
 
@@ -120,7 +126,7 @@ def run_import_backup(args, out) -> int:
         raise NotFoundError(f"no file {args.file}")
     with _manager(args) as mgr:
         info = mgr.import_backup(args.namespace, args.file, args.name).to_dict()
-    out.result(info, f"imported {args.file} as backup {info['name']} of {info['namespace']}: "
+    out.result(_in_unix_seconds(info), f"imported {args.file} as backup {info['name']} of {info['namespace']}: "
                      f"{plural(info['count'], 'record')}, {plural(info['bytes'], 'byte')}")
     return 0
 

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from ..errors import VecStoreError, error_code
 
 # Keys whose value is a Unix time in seconds: shown as ISO 8601 in text output (JSON keeps the number).
-TIME_KEYS = frozenset({"expires_at", "at", "last_checkpoint_at"})
+TIME_KEYS = frozenset({"expires_at", "at", "last_checkpoint_at", "created_at"})
 
 
 def plain(value):
