@@ -308,6 +308,35 @@ def test_import_checks_dimension_and_manifest_before_writing(tmp_path):
             list(read_export(tmp_path / "exp"))
 
 
+def test_a_refused_import_or_ingest_leaves_no_new_store_and_no_new_parents(tmp_path):
+    """An export whose checksums hold but whose first record the store refuses (an int id): the new store the
+    import made, and the parents it made for it, are removed again; so for an ingest refused at its first row,
+    and for `namespaces create` with a bad option (no root is made)."""
+    import hashlib
+
+    with vs.VecStore.open(tmp_path / "a", dim=4, index="flat") as a:
+        a.upsert_many(["x", "y"], np.eye(4, dtype=np.float32)[:2])
+        a.export(tmp_path / "exp")
+    rec = tmp_path / "exp" / "records.jsonl"
+    lines = rec.read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), "id": 5})
+    data = ("\n".join(lines) + "\n").encode()
+    rec.write_bytes(data)
+    man = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    man["files"]["records.jsonl"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (tmp_path / "exp" / "manifest.json").write_text(json.dumps(man))
+    np.save(tmp_path / "bad.npy", np.array([[1, 0, 0, 0], [np.nan, 0, 0, 0]], dtype=np.float32))
+    imported, ingested, created = run_many([
+        ("import", tmp_path / "new" / "deep" / "store", tmp_path / "exp"),
+        ("ingest", tmp_path / "made" / "for" / "it", tmp_path / "bad.npy"),
+        ("namespaces", "create", "docs", "--data", tmp_path / "root", "--dim", "70000"),
+    ])
+    assert imported.returncode == 1 and "InvalidIdTypeError" in imported.stderr, imported.stderr
+    assert ingested.returncode == 1 and "InvalidVectorError" in ingested.stderr, ingested.stderr
+    assert created.returncode == 1 and "dim" in created.stderr, created.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a", "bad.npy", "exp"]
+
+
 def test_lines_over_the_limit_are_bad_lines_and_memory_stays_bounded(monkeypatch):
     import io
 

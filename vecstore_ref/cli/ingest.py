@@ -254,7 +254,7 @@ class Loader:
 
     def _upsert(self, ids, vectors, metadatas) -> None:
         new = self.store is None
-        there = _entries(self.path) if new else None  # what the directory held before the store was made in it
+        there = NewStoreSite(self.path) if new else None  # what was there before the store was made
         store: VecStore = self._open_store() if self.store is None else self.store
         self._in_flight = (store._last_seq, len(ids))  # an interrupt may land after the write, before the count
         try:
@@ -330,21 +330,47 @@ def _entries(path: str) -> set[str] | None:
         return None
 
 
-def discard_new_store(store, there: set[str] | None) -> None:
+class NewStoreSite:
+    """What a directory held before this command made a store in it: its entries (None: no directory), and the
+    first of its parents that did not exist either (the store's creation makes them all)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.entries = _entries(self.path)
+        top = None
+        here = self.path
+        while not os.path.lexists(here):
+            top, here = here, os.path.dirname(here)
+            if here == top:
+                break
+        self.first_missing = top
+
+
+def discard_new_store(store, there: set[str] | NewStoreSite | None) -> None:
     """Close a store this command created (it holds no record) and remove what creating it added: the directory
-    if there was none (``there`` is None), else only the store files that were not there before; a user's own
-    files in that directory are never touched."""
+    if there was none, with the parents made for it (when they hold nothing else), else only the store files that
+    were not there before; a user's own files in that directory are never touched."""
     from .._fs import get_fs
     from ..storage.format import LOCK_NAME, MANIFEST_NAME
     from ..storage.layout import is_segment_name, is_snapshot_name
 
+    site = there if isinstance(there, NewStoreSite) else None
+    entries = site.entries if site is not None else there
     path = store.path
     store.close()
     fs = get_fs()
-    if there is None:
+    if entries is None:
         fs.rmtree(path)
+        if site is not None and site.first_missing is not None:  # the empty parents made for it, innermost first
+            here = os.path.dirname(path)
+            while len(here) >= len(site.first_missing) and here.startswith(site.first_missing):
+                try:
+                    os.rmdir(here)  # only if empty: a file someone put there meanwhile keeps it
+                except OSError:
+                    break
+                here = os.path.dirname(here)
         return
-    for name in set(fs.listdir(path)) - there:
+    for name in set(fs.listdir(path)) - entries:
         if name in (LOCK_NAME, MANIFEST_NAME) or is_segment_name(name) or is_snapshot_name(name):
             fs.unlink(os.path.join(path, name))
 

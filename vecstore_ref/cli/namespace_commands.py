@@ -53,8 +53,11 @@ def run_namespaces_list(args, out) -> int:
 def run_namespaces_create(args, out) -> int:
     from ..namespaces import Quotas
 
+    from ..opening import check_open_options
+
     options = {k: v for k, v in (("dim", args.dim), ("metric", args.metric), ("index", args.index),
                                  ("durability", args.durability)) if v is not None}
+    check_open_options(options)  # before the root is made: a bad option leaves nothing behind
     with _manager(args, create_root=True) as mgr:
         store = mgr.create_namespace(args.namespace, quotas=Quotas(args.max_vectors, args.max_bytes), **options)
         st = store.stats()

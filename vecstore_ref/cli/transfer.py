@@ -12,7 +12,7 @@ import time
 
 from ..errors import InvalidArgumentError, NotFoundError
 from .common import INDEX_KINDS, open_for_reading, open_for_writing, positive_int, store_exists
-from .ingest import finish, finish_text
+from .ingest import NewStoreSite, discard_new_store, finish, finish_text
 from .output import plural
 
 
@@ -44,6 +44,7 @@ def run_import(args, out) -> int:
     manifest = export.manifest
     t0 = time.perf_counter()
     new = not store_exists(args.path)  # a new store takes the export's metric; an existing one keeps its own
+    site = NewStoreSite(args.path) if new else None
     with open_for_writing(args.path, create=True, dim=manifest["dim"], metric=manifest["metric"] if new else None,
                           index=args.index) as store:
         with out.progress(manifest["count"], "rec", enabled=args.progress) as bar:
@@ -54,7 +55,12 @@ def run_import(args, out) -> int:
                 last[0] = done
                 out.note({"event": "batch", "done": done, "total": total}, None)
 
-            report = import_records(store, export, batch_size=args.batch, progress=progress)
+            try:
+                report = import_records(store, export, batch_size=args.batch, progress=progress)
+            except BaseException:
+                if new and len(store) == 0:  # refused before anything was written: no store is left behind
+                    discard_new_store(store, site)
+                raise
         took = time.perf_counter() - t0
         extra = finish(store, out, args.link)
     result = {"event": "done", "indir": args.indir, **report.to_dict(), "seconds": took, **extra}
