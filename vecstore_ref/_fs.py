@@ -192,6 +192,10 @@ def open_parent(path: str) -> tuple[int, str]:
     return open_directory(parent), name
 
 
+class NotRegularFileError(UnsafePathError):
+    """`open_file` found a FIFO, a device or a socket where a regular file should be."""
+
+
 def open_file(path: str, flags: int, mode: int = 0o644) -> int:
     """``os.open(path, flags | O_NOFOLLOW)`` relative to `open_parent`: no component below the root, and never
     the file itself, may be a symbolic link (UnsafePathError); and what is opened must be a regular file.
@@ -212,7 +216,7 @@ def open_file(path: str, flags: int, mode: int = 0o644) -> int:
         if stat.S_ISDIR(kind):
             raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
         if not stat.S_ISREG(kind):
-            raise UnsafePathError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
+            raise NotRegularFileError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
         if _O_NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:

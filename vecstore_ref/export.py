@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 
-from ._fs import get_fs, is_inside, open_file
+from ._fs import NotRegularFileError, get_fs, is_inside, open_file
 from .errors import (
     BackupCorruptError,
     DimensionMismatchError,
@@ -92,7 +92,10 @@ def _open_regular(file: str) -> BinaryIO:
     """``file`` opened for reading, never through a symbolic link (the file itself, and below a namespace root no
     component of its path: `vecstore_ref._fs.open_file`), and only if it is a regular file: the checks are made on
     the open file, so a link or a FIFO swapped in after a check cannot be read."""
-    fd = open_file(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = open_file(file, os.O_RDONLY)  # (opened non-blocking and checked there: a FIFO never blocks it)
+    except NotRegularFileError:
+        raise OSError(f"{file} is not a regular file") from None
     f = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         f.close()

@@ -52,7 +52,6 @@ def run_namespaces_list(args, out) -> int:
 
 def run_namespaces_create(args, out) -> int:
     from ..namespaces import Quotas
-
     from ..opening import check_open_options
 
     options = {k: v for k, v in (("dim", args.dim), ("metric", args.metric), ("index", args.index),
