@@ -337,3 +337,19 @@ def test_a_write_started_without_stdout_succeeds_and_says_so_by_its_status(tmp_p
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     with vs.VecStore.open(path, read_only=True) as s:
         assert s.ids() == ["a"]
+
+
+def test_demo_after_an_interrupted_first_run_starts_over_and_never_shows_a_foreign_directory(tmp_path):
+    """A first run stopped mid-ingest left a store without the demo's last steps: the next run starts over (it
+    used to reopen it and report recall 0.000 with exit 0). A DATA/demo holding something else is an error."""
+    with vs.VecStore.open(tmp_path / "d" / "demo", dim=16, metric="cosine") as s:
+        s.upsert_many([f"doc-{i:05d}" for i in range(10)], np.random.default_rng(0).normal(size=(10, 16)))
+    (tmp_path / "other" / "demo").mkdir(parents=True)
+    (tmp_path / "other" / "demo" / "notes.txt").write_text("mine")
+    again, foreign = run_many([("demo", "--data", tmp_path / "d", "--n", "1000", "--dim", "16"),
+                               ("demo", "--data", tmp_path / "other", "--n", "1000", "--dim", "16")])
+    assert again.returncode == 0, again.stderr
+    assert "starting over" in again.stdout and "ingested 1000 vectors" in again.stdout
+    assert float(again.stdout.split("exact scan on 100 queries: ")[1].split()[0]) >= 0.9
+    assert_one_line_error(foreign, "not a vecstore_ref store")
+    assert (tmp_path / "other" / "demo" / "notes.txt").read_text() == "mine"

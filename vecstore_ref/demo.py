@@ -57,7 +57,7 @@ def run_demo(data_dir: str = "./data", n: int = 5000, dim: int = 64, out=print) 
 
     started = time.perf_counter()
     path = os.path.join(data_dir, "demo")
-    again = os.path.isdir(path) and bool(os.listdir(path))
+    again = _earlier_run(path, out)
     out(f"vecstore_ref demo: store at {os.path.abspath(path)}"
         + (" (made by an earlier run: reopening it, nothing is ingested again)" if again else ""))
     with report_compiles(out):
@@ -109,6 +109,33 @@ def run_demo(data_dir: str = "./data", n: int = 5000, dim: int = 64, out=print) 
             out(f"delete {os.path.abspath(path)} to start over")
     out(f"demo done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _earlier_run(path: str, out) -> bool:
+    """Whether ``path`` holds the store of an earlier demo run that finished (its first record soft-deleted, the
+    last step before the snapshot). A store an interrupted run left is removed, to start over; anything else
+    there (files that are not a store, a store the demo did not make) is an error, never shown as a demo."""
+    import shutil
+
+    import vecstore_ref as vs
+    from vecstore_ref.errors import InvalidArgumentError
+    from vecstore_ref.storage.format import MANIFEST_NAME
+
+    if not (os.path.isdir(path) and os.listdir(path)):
+        return False
+    if not os.path.isfile(os.path.join(path, MANIFEST_NAME)):
+        raise InvalidArgumentError(f"{path} holds files that are not a vecstore_ref store; give the demo another "
+                                   "--data directory")
+    with vs.VecStore.open(path, read_only=True) as store:
+        if _exists(store, "doc-00000", deleted=True):
+            return True
+        ids = store.ids()
+    if not all(i.startswith("doc-") or i == "short-lived" for i in ids):
+        raise InvalidArgumentError(f"{path} holds a store the demo did not make; give the demo another --data "
+                                   "directory")
+    out(f"(an earlier run stopped before it finished, with {len(ids):,} records: starting over)")
+    shutil.rmtree(path)
+    return False
 
 
 def _exists(store, id_: str, deleted: bool = False) -> bool:
