@@ -409,3 +409,26 @@ def test_an_export_is_read_from_the_files_that_were_checked(tmp_path):
     os.mkfifo(exp / "vectors.npy")  # opening it for reading would wait for a writer
     with pytest.raises(vs.BackupCorruptError, match="vectors.npy"):
         open_export(exp)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_metadata_from_a_pipe_is_counted_and_loaded(tmp_path):
+    """`--metadata <(...)`: the line count used to consume the pipe, and the load then found it empty."""
+    import threading
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32))
+    fifo = tmp_path / "meta.fifo"
+    os.mkfifo(fifo)
+    lines = "".join(json.dumps({"id": f"d{i}", "metadata": {"i": i}}) + "\n" for i in range(5))
+
+    def feed():
+        with open(fifo, "w") as f:
+            f.write(lines)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    proc = run("ingest", tmp_path / "s", tmp_path / "v.npy", "--metadata", fifo)
+    writer.join(10)
+    assert proc.returncode == 0, proc.stderr
+    with vs.VecStore.open(tmp_path / "s", read_only=True) as s:
+        assert sorted(s.ids()) == [f"d{i}" for i in range(5)] and s.get("d3").metadata == {"i": 3}

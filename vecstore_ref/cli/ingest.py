@@ -184,6 +184,22 @@ def count_lines(path: str) -> int:
     return n + (last != b"\n")
 
 
+def spool_to_file(path: str) -> str:
+    """Copy what a pipe or FIFO at ``path`` holds to a temporary file (removed when the process ends) and return
+    that file's path: the metadata lines are counted before the load and read again by it."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if not os.path.exists(path):
+        raise InvalidArgumentError(f"no file {path}")
+    fd, copy = tempfile.mkstemp(prefix="vecstore-ref-metadata-", suffix=".jsonl")
+    atexit.register(lambda: os.path.exists(copy) and os.unlink(copy))
+    with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(src, dst, 2**20)
+    return copy
+
+
 def read_npy(arr: np.ndarray, metadata_file, batch: int):
     """Chunks of rows of ``arr``, with ids and metadata from the lines of ``metadata_file`` (binary) if given.
     Records are named by row (from 0); a metadata line that does not parse says its line number too."""
@@ -407,9 +423,12 @@ def run_ingest(args, out) -> int:
             raise DimensionMismatchError(f"{args.source} holds vectors of dimension {arr.shape[1]}; --dim is {dim}")
         dim = arr.shape[1]
         if args.metadata is not None:
+            given = args.metadata
+            if not os.path.isfile(given):  # a pipe (``<(...)``) reads once: kept for the count and the load
+                args.metadata = spool_to_file(given)
             n_lines = count_lines(args.metadata)
             if n_lines != arr.shape[0]:
-                raise InvalidArgumentError(f"--metadata {args.metadata} has {plural(n_lines, 'line')}; {args.source} "
+                raise InvalidArgumentError(f"--metadata {given} has {plural(n_lines, 'line')}; {args.source} "
                                            f"has {plural(arr.shape[0], 'row')} (line i+1 describes row i)")
     elif args.source == "-":
         if sys.stdin is None:  # the process was started with stdin closed
