@@ -44,7 +44,7 @@ from numba import boolean, float64, njit
 
 from .heap import heap_sort_ascending, max_heap_push, min_heap_pop, min_heap_push, worse
 from .hnsw_scan import fold_unlinked, inv_norm
-from .hnsw_walk import greedy_descend, next_tag, row_distance
+from .hnsw_walk import PREFETCH_FLOATS, greedy_descend, next_tag, row_distance
 from .prefetch import prefetch_row
 from .signatures import (
     CACHE,
@@ -222,7 +222,7 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
                     pending[n_new] = e
                     n_new += 1
                     base = e * dim
-                    for o in range(0, dim, LINE_FLOATS):
+                    for o in range(0, min(dim, PREFETCH_FLOATS), LINE_FLOATS):
                         prefetch_row(Xf, base + o)
                     if cosine:
                         prefetch_row(inv_norms, e)
@@ -246,7 +246,7 @@ def filtered_layer0(metric, q, q_inv, X, inv_norms, links0, allowed, deleted, ep
                             pending[n_new] = e
                             n_new += 1
                             base = e * dim
-                            for o in range(0, dim, LINE_FLOATS):
+                            for o in range(0, min(dim, PREFETCH_FLOATS), LINE_FLOATS):
                                 prefetch_row(Xf, base + o)
                             if cosine:
                                 prefetch_row(inv_norms, e)
