@@ -202,7 +202,8 @@ def open_file(path: str, flags: int, mode: int = 0o644) -> int:
 
     A FIFO, a device or a socket planted where a file is expected is refused (UnsafePathError) instead of being
     read: opening a FIFO for reading blocks until a writer comes, so the file is opened non-blocking and checked
-    on its descriptor before anything reads it. A directory there is an IsADirectoryError naming the path.
+    on its descriptor before anything reads it. A directory there is an IsADirectoryError naming the path. A file
+    with other hard links is refused for writing (what is written would change the other name's file too).
     """
     dfd, name = open_parent(path)
     try:
@@ -217,6 +218,10 @@ def open_file(path: str, flags: int, mode: int = 0o644) -> int:
             raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
         if not stat.S_ISREG(kind):
             raise NotRegularFileError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
+        if flags & (os.O_WRONLY | os.O_RDWR) and os.fstat(fd).st_nlink > 1:
+            # a hard link planted in a file's place: writing would change the file it shares with another
+            # directory (truncate a "torn" segment, append to it), outside the root
+            raise UnsafePathError(f"{path} has other hard links: refused for writing")
         if _O_NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:

@@ -39,8 +39,10 @@ from .errors import (
     BackupCorruptError,
     DimensionMismatchError,
     InvalidArgumentError,
+    StorageError,
     UnsafePathError,
     UnsupportedFormatError,
+    VecStoreError,
 )
 from .validation import validate_path
 
@@ -155,7 +157,17 @@ def _load_vectors(f: BinaryIO, count: int) -> np.ndarray:
 def export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the visible records of ``stores`` (stores sharing dim and metric: one `VecStore`, or the shards of a
     `ShardedStore`) to the directory ``path``, which must not exist or be empty, nor lie inside a store; returns
-    the manifest. If writing fails, what it wrote is removed again."""
+    the manifest. If writing fails, what it wrote is removed again, and a failure of the file system (a full
+    disk, an I/O error) is a `StorageError`."""
+    try:
+        return _export_records(stores, path)
+    except OSError as exc:
+        if isinstance(exc, VecStoreError):
+            raise
+        raise StorageError(f"the export to {os.fspath(path)} failed: {exc}") from exc
+
+
+def _export_records(stores: Sequence[VecStore | RayShard], path: str | os.PathLike[str]) -> dict[str, Any]:
     path = validate_path(path, "export path")
     if os.path.lexists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise InvalidArgumentError(f"{path} exists and is not an empty directory; an export needs a new one")

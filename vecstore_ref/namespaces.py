@@ -30,9 +30,12 @@ with plain names and caps what it reads, then verifies every checksum before the
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import stat
@@ -40,7 +43,7 @@ import tarfile
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -184,6 +187,22 @@ def validate_name(name: object, what: str = "namespace") -> str:
     return name
 
 
+def _storage_errors_typed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Let no bare `OSError` out of a manager call: a full disk, an I/O error or a permission refused while it
+    works on its files is a `StorageError` naming the call (as every `VecStore` call reports them)."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if isinstance(exc, VecStoreError):
+                raise
+            raise StorageError(f"{method.__name__} under {self.root} failed: {exc}") from exc
+
+    return call
+
+
 class NamespaceManager:
     """Namespaces under ``root``, each one store with its own quotas and backups. Thread-safe."""
 
@@ -287,6 +306,7 @@ class NamespaceManager:
 
     # --- namespaces -------------------------------------------------------------------------------------------
 
+    @_storage_errors_typed
     def create_namespace(self, ns: str, *, quotas: Quotas | None = None, **open_options: Any) -> VecStore:
         """Create namespace ``ns`` (a new store opened with ``open_options``) and return its shared handle."""
         from .store import VecStore
@@ -317,6 +337,7 @@ class NamespaceManager:
                 raise
             return self._open_handle(ns, path, open_options)
 
+    @_storage_errors_typed
     def get_namespace(self, ns: str) -> VecStore:
         """The one shared [`VecStore`][vecstore_ref.VecStore] handle of ``ns`` (opened on first use)."""
         validate_name(ns)
@@ -357,6 +378,7 @@ class NamespaceManager:
             if name.startswith(".tmp-") or name.startswith(".deleting-"):  # an interrupted backup or import
                 self._remove_tree(os.path.join(bdir, name))  # type: ignore[arg-type]  # a name: bdir is set
 
+    @_storage_errors_typed
     def list_namespaces(self) -> list[str]:
         with self._lock:
             self._check_open()
@@ -368,6 +390,7 @@ class NamespaceManager:
         except UnsafePathError:  # a symbolic link planted under the root is no namespace
             return False
 
+    @_storage_errors_typed
     def delete_namespace(self, ns: str) -> None:
         """Close and remove ``ns`` with its backups. It disappears at once (one rename), then the files go.
 
@@ -444,6 +467,7 @@ class NamespaceManager:
             raise NotFoundError(f"namespace {ns!r} has no backup {name!r}")
         return target
 
+    @_storage_errors_typed
     def backup_namespace(self, ns: str, backup_name: str) -> BackupInfo:
         """Copy ``ns`` into the backup ``backup_name``, online: writes wait while the files are copied."""
         with self._lock:
@@ -455,7 +479,9 @@ class NamespaceManager:
             tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(tmp)
             try:
-                with store._lock:
+                # No checkpoint may run meanwhile: it rewrites the manifest (and removes the files the old one
+                # named) under its own lock, not the write lock, so a copy could name files it does not hold.
+                with store._ckpt_lock, store._lock:
                     store._check_open()
                     if store._writer is not None:
                         store._writer.sync()
@@ -479,6 +505,7 @@ class NamespaceManager:
                 raise
             return BackupInfo(ns, backup_name, created, count, dim, metric, sum(f["size"] for f in files), files)
 
+    @_storage_errors_typed
     def list_namespace_backups(self, ns: str) -> list[tuple[str, datetime, int]]:
         """``(name, created_at UTC, count)`` of each complete backup of ``ns``, newest first."""
         with self._lock:
@@ -495,6 +522,7 @@ class NamespaceManager:
                 out.append((name, datetime.fromisoformat(info["created_at"]), int(info["count"])))
             return sorted(out, key=lambda r: (r[1], r[0]), reverse=True)
 
+    @_storage_errors_typed
     def delete_namespace_backup(self, ns: str, backup_name: str) -> None:
         with self._lock:
             self._check_writable()
@@ -504,6 +532,7 @@ class NamespaceManager:
             self._fs.fsync_dir(os.path.dirname(target))
             self._remove_tree(trash)
 
+    @_storage_errors_typed
     def restore_namespace(self, ns: str, backup_name: str) -> None:
         """Replace ``ns`` by the backup: verified in a staging directory, then switched in by one atomic replace.
 
@@ -542,6 +571,7 @@ class NamespaceManager:
                 self._remove_tree(os.path.join(path, old_gen))
             self._open_handle(ns, path, {})
 
+    @_storage_errors_typed
     def export_backup(self, ns: str, backup_name: str, file: str | os.PathLike[str] | BinaryIO) -> None:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object).
 
@@ -600,6 +630,7 @@ class NamespaceManager:
         except OSError as exc:  # writing the caller's file
             raise StorageError(f"cannot write the archive: {exc}") from exc
 
+    @_storage_errors_typed
     def import_backup(self, ns: str, file: str | os.PathLike[str] | BinaryIO, backup_name: str, *,
                       max_bytes: int = MAX_ARCHIVE_BYTES) -> BackupInfo:
         """Read an archive made by [`export_backup`][vecstore_ref.NamespaceManager.export_backup] into the
@@ -631,6 +662,7 @@ class NamespaceManager:
                 if extra:
                     raise UnsafeArchiveError(f"the archive holds files its manifest does not list: {sorted(extra)}")
                 _check_staged_store(tmp, info, backup_name, index="flat")  # a lying count is refused now
+                self._fs.fsync_dir(tmp)  # the extracted files' entries are durable before the backup appears
                 self._fs.replace(tmp, target)
                 self._fs.fsync_dir(os.path.dirname(target))
             except BaseException:
@@ -857,7 +889,8 @@ def _extract_safely(fs: OSFileSystem, archive: dict[str, Any], directory: str, m
                         out.write(chunk)
                         left -= len(chunk)
                     out.fsync()
-    except (tarfile.TarError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a cut compressed archive
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        # EOFError, zlib.error: a cut compressed archive; BadGzipFile (an OSError): a gzip CRC that fails
         raise BackupCorruptError(f"not a readable tar archive: {exc}") from None
     except StorageError:
         raise

@@ -325,6 +325,11 @@ class OpeningMethods:
             snap_path = os.path.join(self.path, manifest.snapshot)
             buffers = SnapshotBuffers()
             header, arrays = read_snapshot(fs, snap_path, destination=buffers)
+            if "seq" in header and header["seq"] != manifest.snapshot_seq:
+                # another snapshot under the live name (an older one of this store, or another store's): its state
+                # is not the one the log continues, and loading it would silently drop or invent records
+                raise CorruptSnapshotError(f"{manifest.snapshot} holds the state at sequence {header['seq']!r}; the "
+                                           f"manifest of {self.path} expects {manifest.snapshot_seq}")
             state = StoreState(None, self._metric, make_index)
             state.load_snapshot(header, arrays, self._load_index, buffers)
             del arrays, buffers

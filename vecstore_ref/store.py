@@ -56,7 +56,14 @@ from .opening import OpeningMethods, _close_index, check_not_owned
 from .query import Match, QueryMethods
 from .rwlock import ReadWriteLock
 from .state import SOFT
-from .storage.format import FORMAT_VERSION, LOG_HEADER_SIZE, MANIFEST_NAME, RECORD_BATCH, SHARDS_FILE
+from .storage.format import (
+    FORMAT_VERSION,
+    LOCK_NAME,
+    LOG_HEADER_SIZE,
+    MANIFEST_NAME,
+    RECORD_BATCH,
+    SHARDS_FILE,
+)
 from .storage.lock import DirectoryLock
 from .storage.log import LogWriter
 from .storage.records import RecordDecodeError, decode_batch, encode_batch, encode_upserts
@@ -160,6 +167,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                  read_only: bool = False, repair: bool = False, clock: Callable[[], float] | None = None,
                  max_k: int = MAX_K, fs: fsmod.OSFileSystem | None = None) -> None:
         self._closed = True
+        self._root: str | None = None  # the directory registered as a root while the store is open
         self._lock = threading.RLock()  # the write lock: one writer (or checkpoint switch) at a time
         self._rw = ReadWriteLock()  # readers share it; a write takes it alone only to apply to memory
         self._ckpt_lock = threading.Lock()  # one checkpoint (or compaction) at a time
@@ -212,6 +220,13 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         elif not self._fs.exists(os.path.join(self.path, MANIFEST_NAME)) and self._fs.exists(
                 os.path.join(self.path, SHARDS_FILE)):  # (a new store inside it would answer for none of its records)
             raise InvalidArgumentError(f"{self.path} holds a sharded store: open it with vs.ShardedStore.open")
+        # From here on the directory is the one opened: a link the caller named is followed once, now, and the
+        # directory is registered as a root (`vecstore_ref._fs.add_root`), so that a directory swapped in later,
+        # or a link put in its place, is refused (UnsafePathError) instead of being written and deleted through.
+        self.path = os.path.realpath(self.path)
+        self._root = fsmod.add_root(self.path)
+        lock_path = os.path.join(self.path, LOCK_NAME)
+        lock_was_there = self._fs.exists(lock_path)
         if not read_only:
             self._dir_lock = DirectoryLock(self.path)
             self._dir_lock.acquire()
@@ -236,6 +251,11 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                     continue
                 if self._dir_lock is not None:
                     self._dir_lock.release()
+                    if not lock_was_there:  # a refused open (a conflicting dim=, say) leaves the directory as it was
+                        with contextlib.suppress(OSError):
+                            self._fs.unlink(lock_path)
+                fsmod.remove_root(self.path)
+                self._root = None
                 if isinstance(exc, OSError) and not isinstance(exc, StorageError):
                     raise StorageError(f"opening the store at {self.path} failed: {exc}") from exc
                 raise
@@ -298,6 +318,9 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
                         self._writer.close()
                     if self._dir_lock is not None:
                         self._dir_lock.release()
+                    if self._root is not None:
+                        fsmod.remove_root(self._root)
+                        self._root = None
 
     def __enter__(self) -> VecStore:
         self._check_open()

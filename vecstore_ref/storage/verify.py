@@ -25,7 +25,10 @@ def verify_files(fs, path: str) -> VerifyReport:
         return VerifyReport(False, 0, 0, ["MANIFEST is missing"])
     if manifest.snapshot:
         try:
-            read_snapshot(fs, os.path.join(path, manifest.snapshot))
+            header, _ = read_snapshot(fs, os.path.join(path, manifest.snapshot))
+            if "seq" in header and header["seq"] != manifest.snapshot_seq:
+                errors.append(f"{manifest.snapshot}: holds the state at sequence {header['seq']!r}; the manifest "
+                              f"expects {manifest.snapshot_seq}")
         except (VecStoreError, OSError) as exc:  # also a directory, or nothing, where the file should be
             errors.append(f"{manifest.snapshot}: {_problem(exc)}")
         files += 1

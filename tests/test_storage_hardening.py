@@ -1,0 +1,173 @@
+"""Storage attacks and races that must change nothing outside a store and lose nothing acknowledged: a live
+store's directory swapped for a link, a hard link in a segment's place, another snapshot under the live name,
+backups racing checkpoints, file-system errors from the manager (RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import vecstore_ref as vs
+from vecstore_ref import _fs as fsmod
+from vecstore_ref._fs import dir_digest
+
+
+def vecs(n, dim=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def test_a_live_stores_directory_swapped_for_a_link_is_never_written_through(tmp_path):
+    a_path, b_path = tmp_path / "a", tmp_path / "b"
+    with vs.VecStore.open(b_path, dim=4, index="flat") as b:
+        b.upsert("b-record", [1, 0, 0, 0])
+    before = dir_digest(str(b_path))
+    a = vs.VecStore.open(a_path, dim=4, index="flat")
+    a.upsert("a-record", [0, 1, 0, 0])
+    os.rename(a_path, tmp_path / "a-moved")
+    os.symlink(b_path, a_path)
+    with pytest.raises(vs.UnsafePathError):
+        a.snapshot()
+    a.close()  # its final checkpoint is refused as well, and logged
+    assert dir_digest(str(b_path)) == before
+    with vs.VecStore.open(tmp_path / "a-moved", read_only=True) as moved:
+        assert moved.ids() == ["a-record"]
+
+
+def test_a_store_opened_through_a_link_works_in_the_directory_it_named_then(tmp_path):
+    real, other = tmp_path / "real", tmp_path / "other"
+    os.symlink(real, tmp_path / "current")
+    with vs.VecStore.open(real, dim=4, index="flat"):
+        pass
+    s = vs.VecStore.open(tmp_path / "current")
+    assert s.path == str(real)
+    os.remove(tmp_path / "current")  # re-pointed while the store is open (a blue/green switch)
+    other.mkdir()
+    os.symlink(other, tmp_path / "current")
+    s.upsert("x", [1, 0, 0, 0])
+    s.snapshot()
+    s.close()
+    assert os.listdir(other) == []
+    with vs.VecStore.open(real, read_only=True) as r:
+        assert r.ids() == ["x"]
+
+
+def test_a_hard_link_in_a_segments_place_is_refused_for_writing(tmp_path):
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=4, index="flat") as s:
+        s.upsert("a", [1, 0, 0, 0])
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret\n")
+    seg = next(n for n in os.listdir(path) if n.startswith("log-"))
+    os.remove(path / seg)
+    os.link(outside, path / seg)
+    with pytest.raises(vs.StorageError):
+        vs.VecStore.open(path)
+    assert outside.read_bytes() == b"secret\n"
+
+
+def test_another_snapshot_under_the_live_name_is_refused_not_loaded(tmp_path):
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=4, index="flat") as s:
+        s.upsert("x1", [1, 0, 0, 0])
+        s.snapshot()
+        old = next(n for n in os.listdir(path) if n.startswith("snap-"))
+        shutil.copy(path / old, tmp_path / "old.vss")
+        s.upsert("x2", [0, 1, 0, 0])
+        s.snapshot()
+    live = next(n for n in os.listdir(path) if n.startswith("snap-"))
+    assert live != old
+    shutil.copy(tmp_path / "old.vss", path / live)
+    with pytest.raises(vs.CorruptSnapshotError, match="sequence"):
+        vs.VecStore.open(path, read_only=True)
+    from vecstore_ref.storage.verify import verify_files
+
+    report = verify_files(fsmod.OSFileSystem(), str(path))
+    assert not report.ok and any("sequence" in e for e in report.errors)
+
+
+def test_a_refused_open_leaves_no_lock_file_behind(tmp_path):
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=4, index="flat"):
+        pass
+    os.remove(path / "LOCK")
+    before = dir_digest(str(path))
+    with pytest.raises(vs.InvalidArgumentError):
+        vs.VecStore.open(path, dim=5)
+    with pytest.raises(vs.InvalidArgumentError):
+        vs.VecStore.open(path, metric="dot")
+    assert dir_digest(str(path)) == before
+
+
+def test_backups_taken_while_checkpoints_run_all_restore(tmp_path):
+    """A checkpoint rewrites the manifest under its own lock: a backup copying meanwhile could name files it does
+    not hold (acknowledged, yet its restore refused). It waits for the checkpoint instead."""
+    mgr = vs.NamespaceManager(tmp_path / "root")
+    store = mgr.create_namespace("docs", dim=4, index="flat")
+    store.upsert_many([f"r{i}" for i in range(50)], vecs(50))
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            store.upsert(f"c{i}", vecs(1, seed=i)[0])
+            store.snapshot()
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    names = []
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            names.append(f"b{len(names)}")
+            mgr.backup_namespace("docs", names[-1])
+    finally:
+        stop.set()
+        t.join()
+    for name in names:
+        mgr.restore_namespace("docs", name)  # raises BackupCorruptError for a backup naming a missing file
+    mgr.close()
+
+
+def test_file_system_errors_in_manager_calls_are_storage_errors(tmp_path, monkeypatch):
+    mgr = vs.NamespaceManager(tmp_path / "root")
+    mgr.create_namespace("docs", dim=4, index="flat").upsert("a", [1, 0, 0, 0])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mgr._fs, "makedirs", full)
+    for call in (lambda: mgr.create_namespace("more", dim=4), lambda: mgr.backup_namespace("docs", "b1")):
+        with pytest.raises(vs.StorageError) as info:
+            call()
+        assert info.value.__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    mgr.close()
+
+
+def test_an_import_makes_the_extracted_files_durable_before_the_backup_appears(tmp_path):
+    synced = []
+
+    class Tracing(fsmod.OSFileSystem):
+        def fsync_dir(self, path):
+            synced.append(os.path.basename(path))
+            super().fsync_dir(path)
+
+    mgr = vs.NamespaceManager(tmp_path / "root")
+    mgr.create_namespace("docs", dim=4, index="flat").upsert("a", [1, 0, 0, 0])
+    mgr.backup_namespace("docs", "nightly")
+    buf = io.BytesIO()
+    mgr.export_backup("docs", "nightly", buf)
+    mgr.close()
+    with fsmod.use_fs(Tracing()):
+        mgr = vs.NamespaceManager(tmp_path / "root")
+        mgr.import_backup("docs", io.BytesIO(buf.getvalue()), "copy")
+        mgr.close()
+    assert any(name.startswith(".tmp-copy-") for name in synced), synced
