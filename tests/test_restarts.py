@@ -423,3 +423,28 @@ def test_snapshot_and_flush_index_write_each_snapshot_once(tmp_path, monkeypatch
     assert s.flush_index() == 0 and len(written) == 2
     s.close()
     assert len(written) == 2
+
+
+def test_a_quiet_store_saves_what_the_background_linker_linked_once_relinking_costs_more_than_the_snapshot(
+        tmp_path):
+    """Below the eighth-of-the-graph rule, a store with no write for `GRAPH_CHECKPOINT_QUIET_S` saves its graph if
+    relinking it after a crash would take longer than writing the snapshot (8,000 small vectors linked after a
+    checkpoint were all linked again after a kill -9)."""
+    from vecstore_ref.checkpoint import GRAPH_CHECKPOINT_QUIET_S
+
+    with vs.VecStore.open(tmp_path / "s", dim=16, hnsw=vs.HNSWParams(m=8, ef_construction=32, seed=0)) as s:
+        s.upsert_many([f"a{i}" for i in range(3000)], np.random.default_rng(0).normal(size=(3000, 16)))
+        deadline = time.monotonic() + 120
+        while s.stats().unindexed:  # the background linker (flush_index() would checkpoint by itself)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert 0 < s._linked_since_checkpoint() < 16_384
+        s._seq_seen, s._seq_seen_at = s._last_seq, time.monotonic()
+        assert not s._graph_checkpoint_due()  # just written: not quiet yet
+        s._seq_seen_at = time.monotonic() - GRAPH_CHECKPOINT_QUIET_S - 1
+        assert s._graph_checkpoint_due()  # quiet, and 3,000 relinks cost more than a 3,000-vector snapshot
+        s._snapshot_bytes = 10**12  # a snapshot that would take far longer to write than the relinking
+        assert not s._graph_checkpoint_due()
+        s._snapshot_bytes = 0
+        s.upsert("b", np.ones(16))  # a write: quiet again only after it
+        assert not s._graph_checkpoint_due()

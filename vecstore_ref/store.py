@@ -194,6 +194,7 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._snapshot_bytes = 0  # size of the live snapshot file
         self._older_log_bytes = 0  # log bytes since the last checkpoint in segments other than the current one
         self._linked_at_checkpoint = 0  # the index's linked_count when the live snapshot was captured
+        self._seq_seen, self._seq_seen_at = -1, 0.0  # when the checkpoint thread last saw a new write
         self._ckpt_thread: threading.Thread | None = None
         self._ckpt_wake = threading.Event()
         self._ckpt_stop = threading.Event()
