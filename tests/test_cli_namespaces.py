@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 import tarfile
+import time
 
 import pytest
 from cli_helpers import assert_one_line_error, json_lines, one_json, run, run_many

@@ -393,10 +393,14 @@ def test_a_store_never_closed_is_closed_at_exit_without_hanging(tmp_path):
     """A script that opens a store at module level and ends without close(): the process exits (it hung in
     interpreter shutdown, where __del__ waited for a lock a frozen background thread held), and the store was
     closed cleanly (the graph was saved: the next open links nothing)."""
-    script = ("import sys, numpy as np, vecstore_ref as vs\n"
+    # (the script waits for the background linker, so that what close() at exit must save does not depend on how
+    # fast the machine is: close() itself does not wait for vectors still queued)
+    script = ("import sys, time, numpy as np, vecstore_ref as vs\n"
               "store = vs.VecStore.open(sys.argv[1], dim=4)\n"
               "store.upsert_many([f'r{i}' for i in range(300)], np.random.default_rng(0).normal(size=(300, 4)))\n"
-              "print(store.query([1, 0, 0, 0], k=1)[0].id)\n")
+              "print(store.query([1, 0, 0, 0], k=1)[0].id)\n"
+              "while store.stats().unindexed:\n"
+              "    time.sleep(0.01)\n")
     path = str(tmp_path / "s")
     for _ in range(3):
         done = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, timeout=120)

@@ -158,7 +158,11 @@ def test_the_actors_hold_the_shard_locks_until_close(ray_cluster, tmp_path):
     ids, x = data(30)
     with open_ray(tmp_path / "sh", 2) as sh:
         sh.upsert_many(ids, x)
-        with pytest.raises(vs.StoreLockedError):
+        with pytest.raises(vs.InvalidArgumentError, match="shard"):  # never a writer behind the sharded store
+            vs.VecStore.open(tmp_path / "sh" / "shard-0000")
+        from vecstore_ref.opening import opened_by_owner
+
+        with opened_by_owner(), pytest.raises(vs.StoreLockedError):  # and the actor holds its lock
             vs.VecStore.open(tmp_path / "sh" / "shard-0000")
         with pytest.raises(vs.StoreLockedError):  # a second sharded store over the same directories
             open_ray(tmp_path / "sh")

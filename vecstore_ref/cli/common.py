@@ -15,8 +15,7 @@ import os
 import sys
 
 from ..errors import InvalidArgumentError, NotFoundError, VecStoreError
-from ..namespaces import NAMESPACE_FILE
-from ..storage.format import SHARDS_FILE
+from ..storage.format import NAMESPACE_FILE, SHARDS_FILE
 from ..storage.layout import MANIFEST
 
 INDEX_KINDS = ("hnsw", "flat")

@@ -194,7 +194,12 @@ def spool_to_file(path: str) -> str:
     if not os.path.exists(path):
         raise InvalidArgumentError(f"no file {path}")
     fd, copy = tempfile.mkstemp(prefix="vecstore-ref-metadata-", suffix=".jsonl")
-    atexit.register(lambda: os.path.exists(copy) and os.unlink(copy))
+
+    def remove() -> None:
+        if os.path.exists(copy):
+            os.unlink(copy)
+
+    atexit.register(remove)
     with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
         shutil.copyfileobj(src, dst, 2**20)
     return copy
@@ -370,8 +375,7 @@ def discard_new_store(store, there: set[str] | NewStoreSite | None) -> None:
     from ..storage.format import LOCK_NAME, MANIFEST_NAME
     from ..storage.layout import is_segment_name, is_snapshot_name
 
-    site = there if isinstance(there, NewStoreSite) else None
-    entries = site.entries if site is not None else there
+    site, entries = (there, there.entries) if isinstance(there, NewStoreSite) else (None, there)
     path = store.path
     store.close()
     fs = get_fs()
