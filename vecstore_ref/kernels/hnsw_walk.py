@@ -49,9 +49,9 @@ TAG_MAX = 65535  # the largest uint16 epoch; the visited array is cleared when a
 LINE_FLOATS = 16  # float32 values per 64-byte cache line: a row is prefetched one line at a time
 # A walk prefetches at most the first 8 lines (512 bytes: a whole row up to 128 dimensions) of each neighbour's
 # row. Asking for every line of twenty 384-d rows at once (480 requests) overflows the core's few line-fill
-# buffers; the hardware prefetcher streams the rest of a row once its first lines are read. Measured on
-# all-MiniLM-L6-v2 embeddings (74k x 384), the raw walk against hnswlib went from 0.94-0.98x to 0.96-1.03x at
-# ef 10-64 (`python -m benchmarks.ann`).
+# buffers; the hardware prefetcher streams the rest of a row once its first lines are read. On all-MiniLM-L6-v2
+# embeddings (74k x 384) the raw walk against hnswlib went from 0.94-0.98x to 0.96-1.03x at ef 10-64, timed in
+# alternating passes (docs/benchmarks.md).
 PREFETCH_FLOATS = 8 * LINE_FLOATS
 
 
