@@ -179,11 +179,13 @@ def create_app(data_dir: str, *, token: str | None = None, max_body_bytes: int =
     app.state.manager = manager
     spaces = app.state.namespaces = Namespaces(manager, inline_reads)
     root = manager.root
+    roots = sorted({root, os.path.realpath(root)}, key=len, reverse=True)
 
     def error(status: int, type_: str, message: str, headers: dict | None = None, field: str | None = None,
               code: str | None = None):
-        detail = {"type": type_, "code": code or error_code(type_, status),
-                  "message": message.replace(root, "<data>")}  # no server path in a response
+        for shown in roots:  # no server path in a response (a store names its directory resolved)
+            message = message.replace(shown, "<data>")
+        detail = {"type": type_, "code": code or error_code(type_, status), "message": message}
         if field is not None:
             detail["field"] = field
         return JSONBytes({"error": detail}, status_code=status, headers=headers)
