@@ -140,7 +140,6 @@ def check_open_options(options: dict[str, Any], allowed: tuple[str, ...] = OPEN_
                                        options.get("clock"), options.get("max_k", MAX_K))
 
 
-
 # A store inside a namespace, a shard of a sharded store or a namespace backup belongs to its owner: written through
 # anything else, it would take writes the owner never sees (a stray generation a restore deletes, records the
 # shard routing never finds, quotas skipped) or stop being a backup. The owners open their stores inside
