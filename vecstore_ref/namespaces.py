@@ -46,7 +46,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 from . import _crash
 from ._fs import OSFileSystem, add_root, get_fs, is_inside, open_file, remove_root, root_of
@@ -187,18 +187,23 @@ def validate_name(name: object, what: str = "namespace") -> str:
     return name
 
 
-def _storage_errors_typed(method: Callable[..., Any]) -> Callable[..., Any]:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage_errors_typed(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Let no bare `OSError` out of a manager call: a full disk, an I/O error or a permission refused while it
     works on its files is a `StorageError` naming the call (as every `VecStore` call reports them)."""
 
     @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         except OSError as exc:
             if isinstance(exc, VecStoreError):
                 raise
-            raise StorageError(f"{method.__name__} under {self.root} failed: {exc}") from exc
+            root = getattr(args[0], "root", "") if args else ""
+            raise StorageError(f"{method.__name__} under {root} failed: {exc}") from exc
 
     return call
 
