@@ -339,6 +339,7 @@ def test_a_body_on_a_get_route_and_any_query_parameter_are_refused_never_ignored
         assert err["type"] == "InvalidArgumentError" and err["field"] == url.split("?")[1].split("=")[0]
     r = post(client, "/v1/query?k=1", {"vector": [1, 0, 0]})
     assert r.status_code == 400 and r.json()["error"]["field"] == "k"
+    assert r.headers["connection"] == "close"  # its body was not read: the connection cannot carry another request
     assert dir_digest(client.root) == before
     assert client.get("/v1/stats").status_code == 200  # without a body, and with an empty one
     assert client.request("GET", "/v1/stats", headers={"content-length": "0"}).status_code == 200

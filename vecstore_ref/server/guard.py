@@ -123,7 +123,8 @@ class Guard:
         name = params[0][0] if params else raw.decode("latin-1")
         shown = name if len(name) <= 64 else name[:61] + "..."
         return self.error(400, "InvalidArgumentError", f"unknown query parameter {shown!r}: the API takes its "
-                          "arguments in the path and the JSON body", field=shown)
+                          "arguments in the path and the JSON body", {"connection": "close"},  # (body unread)
+                          field=shown)
 
     def _too_big(self, scope, receive, send):
         # The connection closes after the answer: the rest of a body that size is never read in to be discarded.
