@@ -353,3 +353,24 @@ def test_demo_after_an_interrupted_first_run_starts_over_and_never_shows_a_forei
     assert float(again.stdout.split("exact scan on 100 queries: ")[1].split()[0]) >= 0.9
     assert_one_line_error(foreign, "not a vecstore_ref store")
     assert (tmp_path / "other" / "demo" / "notes.txt").read_text() == "mine"
+
+
+def test_an_internal_error_subclass_is_reported_by_its_public_class(tmp_path):
+    """A FIFO in a log segment's place is refused by an internal subclass of `UnsafePathError`; the one error
+    line names the class a user can catch."""
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=4, index="flat") as s:
+        s.upsert("a", [1, 0, 0, 0])
+    seg = next(n for n in os.listdir(path) if n.startswith("log-"))
+    os.remove(path / seg)
+    os.mkfifo(path / seg)
+    assert_one_line_error(run("get", path, "a"), "UnsafePathError", "not a regular file")
+
+
+def test_demo_never_removes_a_store_with_hidden_records(tmp_path):
+    with vs.VecStore.open(tmp_path / "d" / "demo", dim=16, metric="cosine") as s:
+        s.upsert_many([f"doc-{i:05d}" for i in range(3)], np.random.default_rng(0).normal(size=(3, 16)))
+        s.soft_delete("doc-00001")
+    assert_one_line_error(run("demo", "--data", tmp_path / "d", "--n", "100", "--dim", "16"), "did not make")
+    with vs.VecStore.open(tmp_path / "d" / "demo", read_only=True) as s:
+        assert s.stats().soft_deleted == 1

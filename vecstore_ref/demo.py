@@ -130,7 +130,8 @@ def _earlier_run(path: str, out) -> bool:
         if _exists(store, "doc-00000", deleted=True):
             return True
         ids = store.ids()
-    if not all(i.startswith("doc-") or i == "short-lived" for i in ids):
+        hidden = store.stats().deleted_count  # soft-deleted or expired: an unfinished demo run has none
+    if hidden or not all(i.startswith("doc-") or i == "short-lived" for i in ids):
         raise InvalidArgumentError(f"{path} holds a store the demo did not make; give the demo another --data "
                                    "directory")
     out(f"(an earlier run stopped before it finished, with {len(ids):,} records: starting over)")

@@ -19,6 +19,7 @@ import sys
 from datetime import datetime, timezone
 
 from ..errors import VecStoreError, error_code
+from ..errors import __all__ as _PUBLIC_ERRORS
 
 # Keys whose value is a Unix time in seconds: shown as ISO 8601 in text output (JSON keeps the number).
 TIME_KEYS = frozenset({"expires_at", "at", "last_checkpoint_at", "created_at"})
@@ -72,6 +73,14 @@ def text_lines(obj: dict, prefix: str = "") -> list[str]:
         else:
             lines.append(f"{name}: {text_value(key, value)}")
     return lines
+
+
+def _public_name(exc: BaseException) -> str:
+    """The class a user can catch: a library error's nearest public class (an internal subclass such as
+    ``NotRegularFileError`` is reported as the ``UnsafePathError`` it is), else the exception's own name."""
+    if isinstance(exc, VecStoreError):
+        return next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _PUBLIC_ERRORS)
+    return type(exc).__name__
 
 
 class _Discard(io.StringIO):
@@ -130,7 +139,7 @@ class Output:
 
     def error(self, exc: BaseException) -> None:
         """The one line of a fatal error."""
-        kind = type(exc).__name__
+        kind = _public_name(exc)
         message = " ".join(str(exc).split()) or kind  # one line, whatever the message holds
         if self.json:
             code = exc.code if isinstance(exc, VecStoreError) else error_code(kind)
