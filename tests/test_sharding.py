@@ -511,3 +511,76 @@ def test_a_planted_shard_link_is_refused_before_another_shard_saves_a_new_dim(tm
     with pytest.raises(vs.UnsafePathError):
         vs.ShardedStore.open(tmp_path / "sh", dim=5)
     assert (_tree_digest(tmp_path / "sh" / "shard-0000"), _tree_digest(tmp_path / "outside")) == before
+
+
+def _rare_field_store(tmp_path, index="flat"):
+    """A 2-shard store whose field ``rare`` only one shard has seen (a str there), and ``g`` on every record."""
+    ids, x = data(300, seed=5)
+    md = [{"g": i % 4} for i in range(300)]
+    md[7] = {"g": 3, "rare": "yes"}
+    sh = vs.ShardedStore.open(tmp_path / "sh", 2, dim=8, index=index, durability="none")
+    sh.upsert_many(ids, x, md)
+    return sh, ids, x, md
+
+
+def test_estimate_query_combines_the_shards_as_one_store(tmp_path):
+    sh, ids, x, md = _rare_field_store(tmp_path)
+    with sh, vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none") as one:
+        one.upsert_many(ids, x, md)
+        rare_shard = shard_of("doc-7", 2)
+        assert "rare" not in sh.shards[1 - rare_shard]._field_kinds()
+        for flt in (None, "g = 1", "rare = 'yes'", "rare = 3", "NOT rare = 3", "nope = 1 OR g < 2", "g = 'x'"):
+            a, b = sh.estimate_query(x[0], k=5, filter=flt), one.estimate_query(x[0], k=5, filter=flt)
+            assert (a.valid, a.errors, a.selectivity, a.recommendations) == \
+                (b.valid, b.errors, b.selectivity, b.recommendations), flt
+            parts = [s.estimate_query(x[0], k=5, filter=flt) for s in sh.shards]
+            assert a.estimated_distance_computations == sum(p.estimated_distance_computations for p in parts)
+            assert a.estimated_duration_ms >= max(p.estimated_duration_ms for p in parts) * 0.5
+        # the shard without the field alone calls the filter a mistake; the store as a whole does not
+        assert not sh.shards[1 - rare_shard].estimate_query(x[0], filter="rare = 'yes'").valid
+        assert sh.estimate_query(vs.Query(x[0], k=3, filter="g = 2")).valid
+
+
+@pytest.mark.parametrize("args", [
+    (("not a vector",), {}), (([1.0, 2.0],), {"k": 0}), ((np.ones(8),), {"k": "3"}), ((np.ones(8),), {"ef": -1}),
+    ((np.ones(8),), {"filter": "g ="}), ((np.ones(8),), {"filter": 12}), ((np.full(8, np.nan),), {}),
+    ((vs.Query(np.ones(8), k=2),), {"k": 3}), ((None,), {"filter": object()}),
+])
+def test_estimate_query_never_raises_for_a_bad_query_and_names_each_problem(tmp_path, args):
+    sh, ids, x, md = _rare_field_store(tmp_path)
+    with sh:
+        pos, kw = args
+        est = sh.estimate_query(*pos, **kw)
+        assert not est.valid and est.errors
+        try:
+            single = sh.shards[0].estimate_query(*pos, **kw)
+        except Exception as exc:  # pragma: no cover - a VecStore estimate never raises either
+            pytest.fail(f"a shard's estimate raised {exc!r}")
+        assert est.errors == single.errors
+
+
+def test_query_explain_merges_the_shards_and_ranks_again(tmp_path):
+    sh, ids, x, md = _rare_field_store(tmp_path)
+    with sh:
+        for flt in (None, "g = 1 OR rare = 'yes'", "g = 9"):
+            e = sh.query_explain(x[7], k=6, filter=flt)
+            q = sh.query(x[7], k=6, filter=flt)
+            assert [(n.id, n.score) for n in e.neighbors] == [(n.id, n.score) for n in q]
+            assert [n.rank for n in e.neighbors] == list(range(1, len(q) + 1))
+            parts = [s.query_explain(x[7], k=6, filter=flt) for s in sh.shards]
+            assert e.distance_computations == sum(p.distance_computations for p in parts)
+            assert e.candidates_filtered_out == sum(p.candidates_filtered_out for p in parts)
+            assert {"validate", "shards", "merge", "shards.search"} <= set(e.phases_ms)
+        e = sh.query_explain(x[7], k=2, filter="g = 1 OR rare = 'yes'")
+        assert e.neighbors[0].id == "doc-7" and e.neighbors[0].matched_clauses == ["rare = 'yes'"]
+        assert e.to_dict()["neighbors"][0]["rank"] == 1
+        with pytest.raises(vs.DimensionMismatchError):
+            sh.query_explain(x[0][:3])
+        with pytest.raises(vs.FilterSyntaxError):
+            sh.query_explain(x[0], filter="g =")
+        with pytest.raises(vs.InvalidArgumentError):
+            sh.query_explain(vs.Query(x[0], k=2), k=3)
+    with pytest.raises(vs.StoreClosedError):
+        sh.query_explain(x[0])
+    with pytest.raises(vs.StoreClosedError):
+        sh.estimate_query(x[0])

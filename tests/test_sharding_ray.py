@@ -125,6 +125,24 @@ def test_flat_merged_top_k_equals_one_store_score_for_score(ray_cluster, tmp_pat
         assert [n.id for n in single] == batch.ids[0].tolist() and all(shard_of(n.id, 3) == 1 for n in single)
 
 
+def test_estimates_and_explains_over_actors_equal_those_of_threads(ray_cluster, tmp_path):
+    ids, x = data(300, seed=6)
+    md = [{"g": i % 4} for i in range(300)]
+    md[5] = {"g": 1, "rare": "yes"}  # a field one shard alone has seen
+    with open_ray(tmp_path / "ray", 2, durability="none") as on_ray, \
+            vs.ShardedStore.open(tmp_path / "threads", 2, dim=8, index="flat", durability="none") as on_threads:
+        on_ray.upsert_many(ids, x, md)
+        on_threads.upsert_many(ids, x, md)
+        for flt in (None, "g = 1", "rare = 'yes'", "rare = 2", "nope = 1"):
+            a, b = on_ray.estimate_query(x[5], k=4, filter=flt), on_threads.estimate_query(x[5], k=4, filter=flt)
+            assert (a.valid, a.errors, a.selectivity, a.plan, a.estimated_distance_computations) == \
+                (b.valid, b.errors, b.selectivity, b.plan, b.estimated_distance_computations), flt
+            ea, eb = on_ray.query_explain(x[5], k=4, filter=flt), on_threads.query_explain(x[5], k=4, filter=flt)
+            assert [n.to_dict() for n in ea.neighbors] == [n.to_dict() for n in eb.neighbors]
+            assert (ea.plan, ea.distance_computations) == (eb.plan, eb.distance_computations)
+        assert not on_ray.estimate_query("junk").valid
+
+
 def test_query_errors_are_typed_and_need_no_shard(ray_cluster, tmp_path):
     ids, x = data(50)
     with open_ray(tmp_path / "sh", 2, durability="none") as sh:

@@ -29,6 +29,7 @@ import os
 import platform
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -305,14 +306,25 @@ def calibrate(store) -> dict:
 OVERHEAD_BASE_US = 6.0  # the read lock, the filter and mask caches, the plan and the kernel call (measured)
 
 
-def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
-    """The body of `VecStore.estimate_query`. Never raises for a bad query."""
+@dataclass
+class CheckedQuery:
+    """A query's arguments as `estimate_query` checks them, before any store state is read: what is wrong with
+    them (``errors``) and the usable parts (None where a part is not usable)."""
+
+    errors: list[str]
+    vector: np.ndarray | None
+    k: int | None
+    ef: int | None
+    flt: Filter | None
+    parsed: bool  # False: the filter did not parse (query() would raise; nothing would run)
+
+
+def check_query(q, k, filter, ef, dim: int | None, metric: str, max_k: int) -> CheckedQuery:
+    """Check every argument of a query, collecting the errors instead of raising (estimates never raise)."""
     vector, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
     errors: list[str] = [QUERY_AND_ARGUMENTS] if conflict else []
-    recommendations: list[str] = []
-    st = store._state
     try:
-        k = validate_k(k, store._max_k)
+        k = validate_k(k, max_k)
     except VecStoreError as exc:
         errors.append(str(exc))
         k = None
@@ -321,18 +333,59 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
     except VecStoreError as exc:
         errors.append(str(exc))
         ef = None
+    vec: np.ndarray | None = None
     try:
-        validate_vector(vector, st.dim, store._metric, "query vector")
+        vec = validate_vector(vector, dim, metric, "query vector")
     except VecStoreError as exc:
         errors.append(str(exc))
     except Exception as exc:  # estimate never raises, whatever it is handed
         errors.append(f"query vector is not usable: {exc}")
     flt: Filter | None = None
     parsed = True
-    filter_problems: list[str] = []
     if filter is not None:
         try:
             flt = filter if isinstance(filter, Filter) else parse_filter(filter)
+        except VecStoreError as exc:
+            errors.append(str(exc))
+            parsed = False
+        except Exception as exc:
+            errors.append(f"filter is not usable: {exc}")
+            parsed = False
+    return CheckedQuery(errors, vec, k, ef, flt, parsed)
+
+
+def still_matches(n_allowed: int, visible: int) -> str:
+    """The note beside a clause that cannot match but sits under NOT or OR: the filter still matches records."""
+    return f"the filter as a whole still matches {n_allowed:,} of the {visible:,} visible records"
+
+
+def recommend(k: int | None, ef: int | None, filtered: bool, n_allowed: int, visible: int, dead: int,
+              dim: int | None) -> list[str]:
+    """The specific advice of an estimate: a k beyond what matches, an ef below k, dead records to reclaim."""
+    out: list[str] = []
+    if filtered and n_allowed == 0:
+        out.append(f"the filter matches none of the {visible:,} visible records: query() returns no results")
+    elif k is not None and filtered and n_allowed < k:
+        out.append(f"k ({k}) exceeds the {n_allowed:,} records matching the filter")
+    elif k is not None and k > visible:
+        out.append(f"k ({k}) exceeds the {visible:,} visible records")
+    if ef is not None and k is not None and ef < k:
+        out.append(f"ef ({ef}) < k ({k}): the search widens to ef = k = {k}")
+    if dead and visible + dead:
+        per_record = 4 * (dim or 0) + 64
+        out.append(f"{dead:,} dead records ({dead / (visible + dead):.0%}): compact() would reclaim "
+                   f"about {dead * per_record / 1e6:.1f} MB")
+    return out
+
+
+def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
+    """The body of `VecStore.estimate_query`. Never raises for a bad query."""
+    st = store._state
+    checked = check_query(q, k, filter, ef, st.dim, store._metric, store._max_k)
+    errors, k, ef, flt, parsed = checked.errors, checked.k, checked.ef, checked.flt, checked.parsed
+    filter_problems: list[str] = []
+    if flt is not None:
+        try:
             filter_problems = flt.check_against(st.columns.fields())
             errors.extend(filter_problems)
         except VecStoreError as exc:
@@ -354,7 +407,7 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
     elif not parsed:
         n_allowed = 0  # query() would raise: nothing runs
     if filter_problems and n_allowed:  # a clause that cannot match, under NOT or OR (or in a NOT IN)
-        errors.append(f"the filter as a whole still matches {n_allowed:,} of the {visible:,} visible records")
+        errors.append(still_matches(n_allowed, visible))
     selectivity = n_allowed / visible if visible else 0.0
     kk = k or 10
     if not errors:
@@ -365,23 +418,6 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
     plan = store._plan(flt, n_allowed, kk, ef, store._match(flt) if flt is not None else None) if parsed \
         else "filtered-scan"
     dist, ms = plan_cost(store, plan, n_allowed, visible, kk, ef)
-
-    if flt is not None and n_allowed == 0:
-        recommendations.append(f"the filter matches none of the {visible:,} visible records: query() returns "
-                               "no results")
-    elif k is not None and flt is not None and n_allowed < k:
-        recommendations.append(f"k ({k}) exceeds the {n_allowed:,} records matching the filter")
-    elif k is not None and k > visible:
-        recommendations.append(f"k ({k}) exceeds the {visible:,} visible records")
-    if ef is not None and k is not None and ef < k:
-        recommendations.append(f"ef ({ef}) < k ({k}): the search widens to ef = k = {k}")
-    dead = counts["deleted_count"]
-    if dead and visible + dead:
-        per_record = 4 * (st.dim or 0) + 64
-        recommendations.append(
-            f"{dead:,} dead records ({dead / (visible + dead):.0%}): compact() would reclaim "
-            f"about {dead * per_record / 1e6:.1f} MB"
-        )
     return QueryEstimate(
         valid=not errors,
         errors=errors,
@@ -390,7 +426,7 @@ def estimate(store, q, k=10, filter=None, ef=None) -> QueryEstimate:
         estimated_distance_computations=int(round(dist)),
         plan=plan,
         selectivity=selectivity,
-        recommendations=recommendations,
+        recommendations=recommend(k, ef, flt is not None, n_allowed, visible, counts["deleted_count"], st.dim),
     )
 
 

@@ -391,7 +391,9 @@ def _helper_report(proc: subprocess.Popen) -> dict[str, dict]:
         return {}
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which on a shared machine can be fewer than the
+    machine has."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -426,7 +428,7 @@ def warmup(paths: list[str] | tuple[str, ...] | None = None, processes: int | No
     with _lock:
         pending = [n for n in names if n not in _loaded]
         where = cache_dir() if len(pending) > 1 else None
-        n_proc = _usable_cores() if processes is None else processes
+        n_proc = usable_cores() if processes is None else processes
         elsewhere = _helper_share(pending, where, min(2, n_proc))
         helper = _start_helper(elsewhere) if elsewhere else None
         if helper is None:

@@ -443,6 +443,13 @@ class QueryMethods:
             self._check_open()
             return estimate(self, q, k, filter, ef)
 
+    def _field_kinds(self) -> dict[str, set[str]]:
+        """Field name -> the kinds of value it has held (``str num bool null list``): what a filter is checked
+        against (a sharded store checks it against the union of its shards')."""
+        with self._rw.read():
+            self._check_open()
+            return self._state.columns.fields()
+
     def query_explain(self, q, k: int = 10, filter=None, ef: int | None = None):
         """Run a query and report its plan, work counters, time per phase and which filter clauses each result
         matched (an `ExplainResult`)."""

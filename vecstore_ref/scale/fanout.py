@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..handoff import FLAGS, IN_PYTHON, current_slot
+from ..jit import usable_cores
 
 T = TypeVar("T")
 
@@ -68,17 +69,10 @@ def _look_once(signal: np.ndarray, index: int, in_python: np.ndarray, me: int, s
     return 1 if signal[index] else 0
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _spinning_allowed() -> bool:
     """Spinning needs a second core (on one, the spinner only delays the thread it waits for) and compiled code
     (a pure-Python spin would hold the GIL)."""
-    return os.environ.get("NUMBA_DISABLE_JIT") != "1" and _usable_cores() >= 2
+    return os.environ.get("NUMBA_DISABLE_JIT") != "1" and usable_cores() >= 2
 
 
 class _Worker:
@@ -106,7 +100,7 @@ class ShardThreads:
         # At most one worker per core beyond the caller's: a part handed to a thread that has no core of its own
         # only waits for one (4 shards on 2 cores answered faster searched in turn than handed to 3 workers).
         # Then every spinning thread has a core.
-        n_workers = min(n_workers, _usable_cores() - 1)
+        n_workers = min(n_workers, usable_cores() - 1)
         self._spin = _spinning_allowed() and n_workers > 0
         self._await: Callable[..., int] = _look_once  # replaced by the spinning kernel below
         self._worker_spins = self._caller_spins = 0
@@ -119,7 +113,7 @@ class ShardThreads:
             self._worker_spins, self._caller_spins = rounds_for(WORKER_WAIT_US), rounds_for(CALLER_WAIT_US)
         self._workers = [_Worker() for _ in range(n_workers)]
         self._closed = False
-        self._cores = _usable_cores()
+        self._cores = usable_cores()
         self._callers = 0  # threads inside `run` now (under ``_callers_lock``)
         self._callers_lock = _thread.allocate_lock()
         for i, w in enumerate(self._workers):

@@ -199,7 +199,7 @@ class RayShard:
 
     _REMOTE = ("upsert", "upsert_with_ttl", "upsert_many", "get", "delete", "soft_delete", "restore",
                "update_metadata", "set_ttl", "batch_execute", "ids", "expire_ttl_records", "deleted_count",
-               "compact", "maybe_compact", "snapshot", "flush_index", "verify", "stats", "_visible_records",
+               "compact", "maybe_compact", "snapshot", "flush_index", "verify", "stats", "_visible_records", "_field_kinds",
                "estimate_query", "query_explain", "set_compaction_config", "compaction_config",
                "set_checkpoint_config", "checkpoint_config")
 

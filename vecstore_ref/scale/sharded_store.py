@@ -50,7 +50,9 @@ from ..types import (
     BatchError,
     BatchResult,
     CompactionResult,
+    ExplainResult,
     Query,
+    QueryEstimate,
     ShardedStats,
     Upsert,
     VerifyReport,
@@ -576,6 +578,28 @@ class ShardedStore:
             return ShardedBatchQueryResult(np.full((n, k), None, dtype=object), np.full((n, k), -np.inf, np.float32),
                                            np.zeros(n, dtype=np.int64), missing)
         return ShardedBatchQueryResult(*merge_batches(parts, k), missing)
+
+    def estimate_query(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None,
+                       ef: int | None = None) -> QueryEstimate:
+        """Validate a query and estimate its cost on the shards without running it; never raises for a bad query.
+
+        Every shard estimates its part at once; the parts combine as one store's estimate would read: distance
+        computations add up, the time is the slowest shard's (the shards run side by side), and the filter
+        is checked against the fields of all shards together (`vecstore_ref.scale.explain`)."""
+        self._check_open()
+        from .explain import estimate_across
+
+        return estimate_across(self, q, k, filter, ef)
+
+    def query_explain(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None,
+                      ef: int | None = None) -> ExplainResult:
+        """Run a query on every shard with its explain: the merged results ranked again, the work counters
+        summed, and the time of each phase of the slowest shard (``shards.<phase>``) beside the fan-out's
+        (``shards``) and the merge's."""
+        self._check_open()
+        from .explain import explain_across
+
+        return explain_across(self, q, k, filter, ef)
 
     # --- maintenance ------------------------------------------------------------------------------------------
 
