@@ -116,3 +116,46 @@ def test_the_demo_refuses_sizes_beyond_a_tour(tmp_path):
     proc = run("demo", "--data", tmp_path / "d", "--n", "100000000")
     assert proc.returncode == 2 and "at most 1,000,000" in proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_namespace_directory_is_a_store_path_for_every_store_command(tmp_path):
+    import json
+
+    import numpy as np
+
+    root = str(tmp_path / "data")
+    ns = os.path.join(root, "docs")
+    assert run("namespaces", "create", "docs", "--data", root, "--dim", "4", "--max-vectors", "30").returncode == 0
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": f"doc-{i}", "metadata": {"i": i}}) + "\n"
+                                               for i in range(20)))
+    loaded = run("ingest", ns, str(tmp_path / "v.npy"), "--metadata", str(tmp_path / "m.jsonl"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert run("upsert", ns, "extra", "--vector", "[1, 0, 0, 0]").returncode == 0
+    assert one_json(run("stats", ns, "--json").stdout)["visible"] == 21
+    hits = json_lines(run("query", ns, "--vector", "[1, 0, 0, 0]", "--k", "1", "--json").stdout)
+    assert hits[0]["id"] == "extra"
+    assert run("verify", ns).returncode == 0
+    # the quotas hold: 20 more records would make 41 of the 30 allowed, and nothing of them is written
+    (tmp_path / "more.jsonl").write_text("".join(json.dumps({"id": f"m{i}", "vector": [1, i, 0, 0]}) + "\n"
+                                                 for i in range(20)))
+    assert_one_line_error(run("ingest", ns, str(tmp_path / "more.jsonl")), "QuotaExceededError")
+    assert_one_line_error(run("ingest", ns, str(tmp_path / "v.npy"), "--dim", "5"), "DimensionMismatchError")
+    assert_one_line_error(run("upsert", ns, "x", "--vector", "[1, 0, 0, 0]", "--metric", "dot"),
+                          "InvalidArgumentError")
+    with vs.NamespaceManager(root) as mgr:
+        assert len(mgr.get_namespace("docs")) == 21
+    # after a restore the commands write the generation the restore made current
+    assert run("backup", "docs", "b1", "--data", root).returncode == 0
+    assert run("delete", ns, "extra").returncode == 0
+    assert run("restore-backup", "docs", "b1", "--data", root).returncode == 0
+    assert run("delete", ns, "doc-does-not-exist").returncode == 1
+    assert run("soft-delete", ns, "extra").returncode == 0
+    with vs.NamespaceManager(root) as mgr:
+        store = mgr.get_namespace("docs")
+        assert "extra" not in store and store.get("extra", include_deleted=True).deleted
+    generation = next(os.path.join(ns, n) for n in os.listdir(ns) if n.startswith("store-"))
+    before = dir_digest(ns)
+    refused = run("upsert", generation, "y", "--vector", "[1, 0, 0, 0]")
+    assert_one_line_error(refused, "InvalidArgumentError")
+    assert "give the namespace's directory" in refused.stderr and dir_digest(ns) == before

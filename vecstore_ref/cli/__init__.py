@@ -26,7 +26,7 @@ import os
 import sys
 
 from . import app_commands, ingest, namespace_commands, store_commands, transfer
-from .common import InternalError, add_json_flag
+from .common import InternalError, add_json_flag, close_managers
 from .output import Output
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, store_commands.EXIT_DAMAGED, 130
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(json_mode=args.json)
     try:
         with report_compiles(out.say):  # a first run's compile is never silent (on stderr: stdout stays clean)
-            return int(args.run(args, out) or 0)
+            status = int(args.run(args, out) or 0)
+            close_managers()  # a namespace's store: closed with its manager (an error there is the command's)
+            return status
     except KeyboardInterrupt:
         out.error(KeyboardInterrupt("interrupted"))
         return EXIT_INTERRUPTED
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         out.error(InternalError(f"{type(exc).__name__}: {exc} (set VECSTORE_REF_TRACEBACK=1 for the traceback)"))
         return EXIT_ERROR
+    finally:
+        with contextlib.suppress(Exception):  # after an error: its stores were closed by the command already
+            close_managers()
 
 
 def _silence_stdout() -> None:

@@ -39,8 +39,23 @@ def add_create_options(parser: argparse.ArgumentParser) -> None:
 
 # --- opening ----------------------------------------------------------------------------------------------------
 
+_MANAGERS: list = []  # the namespace managers this command opened; `close_managers` closes them when it ends
+
+
+def namespace_at(path: str) -> tuple[str, str] | None:
+    """``(root, name)`` when ``path`` is a namespace's directory (``ROOT/NAME``, holding ``NAMESPACE.json``), whose
+    store the per-store commands reach through a `NamespaceManager` over ROOT: as the namespace's owner, with its
+    quotas, whatever generation a restore left current."""
+    from ..namespaces import is_name
+
+    if not os.path.isfile(os.path.join(path, NAMESPACE_FILE)):
+        return None
+    root, name = os.path.split(os.path.abspath(path))
+    return (root, name) if is_name(name) else None
+
+
 def store_exists(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, MANIFEST))
+    return os.path.isfile(os.path.join(path, MANIFEST)) or namespace_at(path) is not None
 
 
 def no_store(path: str) -> NotFoundError:
@@ -48,13 +63,46 @@ def no_store(path: str) -> NotFoundError:
     hint = ""
     if os.path.isfile(os.path.join(path, SHARDS_FILE)):
         hint = " (it holds a sharded store: open it from Python with vs.ShardedStore.open)"
-    elif os.path.isfile(os.path.join(path, NAMESPACE_FILE)):
-        hint = " (it is a namespace: use --data with the namespace commands)"
     return NotFoundError(f"no store at {path}{hint}")
 
 
 def _holds_another_kind(path: str) -> bool:
     return os.path.isfile(os.path.join(path, SHARDS_FILE)) or os.path.isfile(os.path.join(path, NAMESPACE_FILE))
+
+
+def open_namespace(path: str, *, read_only: bool):
+    """The store of the namespace at ``path`` (see `namespace_at`), from a manager closed by `close_managers`."""
+    from ..namespaces import NamespaceManager
+
+    found = namespace_at(path)
+    if found is None:
+        raise no_store(path)
+    root, name = found
+    mgr = NamespaceManager(root, read_only=read_only)
+    _MANAGERS.append(mgr)
+    return mgr.get_namespace(name)
+
+
+def namespace_store_dir(path: str) -> str:
+    """The directory of the namespace's current store generation (for `verify` of a store too damaged to open);
+    ``path`` itself when even the namespace's own file is unreadable."""
+    from ..errors import StorageError
+    from ..namespaces import NamespaceManager
+
+    found = namespace_at(path)
+    if found is None:
+        return path
+    with NamespaceManager(found[0], read_only=True) as mgr:
+        try:
+            return os.path.join(path, mgr._read_config(path)["store"])
+        except StorageError:
+            return path
+
+
+def close_managers() -> None:
+    """Close the namespace managers the command opened (and with them the namespaces' stores)."""
+    while _MANAGERS:
+        _MANAGERS.pop().close()
 
 
 def open_for_reading(path: str, **options):
@@ -63,6 +111,8 @@ def open_for_reading(path: str, **options):
 
     if not store_exists(path):
         raise no_store(path)
+    if namespace_at(path) is not None:
+        return open_namespace(path, read_only=True)
     return VecStore.open(path, read_only=True, **options)
 
 
@@ -77,11 +127,25 @@ def open_for_writing(path: str, *, create: bool = False, dim=None, metric=None, 
         raise no_store(path)  # a namespace or a sharded store is never given a stray store inside it
     if not exists:
         return VecStore.open(path, dim=dim, metric=metric, index=index)
-    store = VecStore.open(path, dim=dim, metric=metric)
-    stored_index = store.stats().index
-    if index is not None and index != stored_index:
+    owner = os.path.dirname(os.path.abspath(path))
+    if namespace_at(owner) is not None:
+        raise InvalidArgumentError(f"{path} is a store generation of the namespace at {owner}: give the "
+                                   f"namespace's directory ({owner}) instead")
+    if namespace_at(path) is not None:
+        store = open_namespace(path, read_only=False)
+        stats = store.stats()
+        if dim is not None and stats.dim is not None and dim != stats.dim:
+            store.close()
+            raise InvalidArgumentError(f"the namespace at {path} holds vectors of dimension {stats.dim}, not {dim}")
+        if metric is not None and metric != stats.metric:
+            store.close()
+            raise InvalidArgumentError(f"the namespace at {path} uses metric {stats.metric!r}, not {metric!r}")
+    else:
+        store = VecStore.open(path, dim=dim, metric=metric)
+        stats = store.stats()
+    if index is not None and index != stats.index:
         store.close()
-        raise InvalidArgumentError(f"the store at {path} uses index {stored_index!r}; --index applies only when "
+        raise InvalidArgumentError(f"the store at {path} uses index {stats.index!r}; --index applies only when "
                                    "the command creates the store")
     return store
 

@@ -14,9 +14,12 @@ from .common import (
     add_create_options,
     json_metadata,
     json_vector,
+    namespace_at,
+    namespace_store_dir,
     no_store,
     open_for_reading,
     open_for_writing,
+    open_namespace,
     positive_int,
     seconds,
     store_exists,
@@ -49,10 +52,12 @@ def run_verify(args, out) -> int:
 
     if not store_exists(args.path):
         raise no_store(args.path)
+    namespace = namespace_at(args.path)
     try:
-        store = VecStore.open(args.path, read_only=True)
+        store = open_namespace(args.path, read_only=True) if namespace else VecStore.open(args.path, read_only=True)
     except StorageError as exc:  # corrupt enough not to open: still say what the files hold
-        report = verify_files(get_fs(), os.path.abspath(args.path))
+        files = namespace_store_dir(args.path) if namespace else args.path
+        report = verify_files(get_fs(), os.path.abspath(files))
         if report.ok:  # the files check out, yet together they do not make a store
             report.ok = False
             report.errors.append(f"the store does not open: {type(exc).__name__}: {exc}")
