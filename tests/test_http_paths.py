@@ -78,3 +78,14 @@ def test_an_unknown_docs_asset_is_a_json_404(client):
     assert client.get("/docs/assets/swagger-ui.css").status_code == 200
     r = client.get("/docs/assets/nope.js")
     assert r.status_code == 404 and r.json()["error"]["type"] == "HTTPError"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/assets/swagger-ui.css", "/openapi.json", "/v1/namespaces"])
+def test_head_answers_every_page_as_get_does_without_a_body(client, path):
+    if path.startswith("/docs/assets"):
+        pytest.importorskip("fastapi_offline")
+    got, head = client.get(path), client.head(path)
+    assert got.status_code == head.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+    r = client.post("/docs")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

@@ -15,6 +15,7 @@ import importlib.resources
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 ASSETS_URL = "/docs/assets"
@@ -31,31 +32,36 @@ def _asset_dir():
 
 
 def add_docs_routes(app: FastAPI, *, title: str) -> None:
-    """Serve `/docs` (and its assets under `/docs/assets/`) on ``app``; none of it is in the OpenAPI schema."""
+    """Serve `/docs` (and its assets under `/docs/assets/`) on ``app``; none of it is in the OpenAPI schema.
+
+    They are plain Starlette routes, which answer HEAD as they answer GET (as `/openapi.json` does)."""
     assets = _asset_dir()
     cache: dict[str, bytes] = {}
 
     if assets is None:
-        @app.get("/docs", include_in_schema=False)
-        async def route_list():
+        async def route_list(request: Request) -> Response:
             return HTMLResponse(route_list_html(app.openapi(), title))
+
+        app.add_route("/docs", route_list, methods=["GET"], include_in_schema=False)
         return
 
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui():
+    async def swagger_ui(request: Request) -> Response:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{title} - API",
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{title} - API",
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
             swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": True})
 
-    @app.get(ASSETS_URL + "/{name}", include_in_schema=False)
-    async def asset(name: str):
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
         if name not in _ASSETS:
             raise HTTPException(404)  # answered in the API's error shape, as every other 404
         if name not in cache:
             cache[name] = (assets / name).read_bytes()
         return Response(cache[name], media_type=_ASSETS[name], headers={"cache-control": "max-age=86400"})
+
+    app.add_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_route(ASSETS_URL + "/{name}", asset, methods=["GET"], include_in_schema=False)
 
 
 def route_list_html(schema: dict, title: str) -> str:
