@@ -80,6 +80,58 @@ class _Stats(NamedTuple):
     hops: int
 
 
+class QueryPart:
+    """One store's share of a sharded single query, split so that another thread runs only its search.
+
+    `QueryMethods._query_part` does the Python of the query in the calling thread (the read lock, the visibility
+    mask, the plan) and `finish` turns the search's slots into `Neighbor`s there too; `search`, which may run
+    on a worker thread, is the index call alone (a few microseconds of Python around the kernel). A worker
+    that has no Python of its own to run does not compete for the GIL with the caller, whose Python it would
+    otherwise wait behind. The read lock is held from `_query_part` to `release`.
+    """
+
+    __slots__ = ("store", "state", "vec", "k", "ef", "allowed", "n_allowed", "plan", "result", "locked")
+
+    def __init__(self, store: QueryMethods, vec: np.ndarray, k: int, ef: int | None) -> None:
+        self.store, self.vec, self.k, self.ef = store, vec, k, ef
+        self.result: list[Neighbor] | None = None  # known without a search (an empty store, nothing visible)
+        self.locked = False
+        self.plan = ""
+
+    def search(self):
+        """The search, in any thread: ``(slots, distances)`` by (distance, slot), or None if there is none."""
+        if self.result is not None:
+            return None
+        st = self.state
+        slot = get_ident() % SLOT_MODULUS
+        if self.plan == "hnsw":  # the walk hands the GIL over as a single query's does (vecstore_ref.handoff)
+            slots, dists, _ = st.index.top(self.vec, self.k, self.allowed, self.ef, self.n_allowed, slot)
+            return slots, dists
+        FLAGS[slot] = 0  # the other plans hand nothing over
+        slots, dists, _ = self.store._search_one(self.vec, self.k, Match(st, None, self.allowed, self.n_allowed),
+                                                 self.plan, self.ef)
+        return slots, dists
+
+    def finish(self, found) -> list[Neighbor]:
+        """The `Neighbor`s of what `search` found, in the calling thread (still under the read lock)."""
+        if self.result is not None:
+            return self.result
+        slots, dists = found
+        store, k = self.store, self.k
+        if self.plan == "hnsw":
+            scores = np.empty(min(k, len(slots)), dtype=DTYPE_VEC)
+            ties = _scores_of(store._euclidean, dists, scores)
+            if ties & TIE_AT_K:  # a tie at the k-th place: settled by id
+                return store._results(*store._cut_at_k(slots, dists, k))
+            return store._neighbors(slots[:k], scores, ties)
+        return store._results(slots, dists)
+
+    def release(self) -> None:
+        if self.locked:
+            self.locked = False
+            self.store._rw.release_read()
+
+
 def _empty_batch_result(nq: int, k: int) -> BatchQueryResult:
     """``nq`` rows of no results: ids None, scores -inf, none found."""
     return BatchQueryResult(np.full((nq, k), None, dtype=object), np.full((nq, k), -np.inf, dtype=np.float32),
@@ -393,6 +445,34 @@ class QueryMethods:
         finally:
             FLAGS[slot] = 0
             rw.release_read()
+
+    def _query_part(self, vec: np.ndarray, k: int, ef: int | None) -> QueryPart:
+        """This store's share of a sharded store's unfiltered single query (`QueryPart`), its arguments checked
+        by the caller: ``vec`` float32 (dim,) C-contiguous, of this store's dimension; ``k`` and ``ef`` valid."""
+        part = QueryPart(self, vec, k, ef)
+        self._rw.acquire_read()
+        part.locked = True
+        try:
+            if self._closed:
+                raise StoreClosedError(f"the store at {self.path} is closed")
+            st = part.state = self._state
+            if st.dim is None:
+                part.result = []
+                return part
+            if st.n_ttl:
+                allowed, n_allowed = self._allowed(None)
+            else:
+                allowed, n_allowed = st.live, st.n_live
+            if n_allowed == 0:
+                part.result = []
+                return part
+            part.allowed, part.n_allowed = allowed, n_allowed
+            part.plan = self._plan(None, n_allowed)
+            part.k = min(k, n_allowed)
+            return part
+        except BaseException:
+            part.release()
+            raise
 
     def query_batch(self, vectors, k: int = 10, filter=None, ef: int | None = None) -> BatchQueryResult:
         """The same as `query` for each row of an (n, dim) array, searched in parallel."""

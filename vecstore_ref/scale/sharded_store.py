@@ -116,14 +116,52 @@ class _LocalShards:
         return self.each(run, args_per_shard)
 
     def query(self, vectors: np.ndarray, k: int, flt: Filter | None, ef: int | None, single: bool) -> list[Any]:
+        if single and flt is None:
+            return self._query_split(vectors, k, ef)
         if single:
             return self.each(lambda s, _: s.query(vectors, k=k, filter=flt, ef=ef), self.handles)
         return self.each(lambda s, _: s.query_batch(vectors, k=k, filter=flt, ef=ef), self.handles)
+
+    def _query_split(self, vector: np.ndarray, k: int, ef: int | None) -> list[Any]:
+        """An unfiltered single query: each shard's Python (lock, mask, plan, results) runs here, in the calling
+        thread, and only the searches are handed out (`vecstore_ref.query.QueryPart`), so the workers hardly
+        ever need the GIL the caller holds. Outcomes (results or exceptions) in shard order."""
+        parts: list[Any] = []
+        try:
+            for shard in self.handles:
+                try:
+                    parts.append(shard._query_part(vector, k, ef))
+                except BaseException as exc:
+                    parts.append(exc)
+            live = [p for p in parts if not isinstance(p, BaseException)]
+            found = iter(self.fanout.run(_search_part, live))
+            out: list[Any] = []
+            for p in parts:
+                if isinstance(p, BaseException):
+                    out.append(p)
+                    continue
+                f = next(found)
+                if isinstance(f, BaseException):
+                    out.append(f)
+                    continue
+                try:
+                    out.append(p.finish(f))
+                except BaseException as exc:
+                    out.append(exc)
+            return out
+        finally:
+            for p in parts:
+                if not isinstance(p, BaseException):
+                    p.release()
 
     def close(self) -> None:
         for s in self.handles:
             s.close()
         self.fanout.close()
+
+
+def _search_part(part: Any) -> Any:
+    return part.search()
 
 
 class _RayShards:
