@@ -171,3 +171,28 @@ def test_an_import_makes_the_extracted_files_durable_before_the_backup_appears(t
         mgr.import_backup("docs", io.BytesIO(buf.getvalue()), "copy")
         mgr.close()
     assert any(name.startswith(".tmp-copy-") for name in synced), synced
+
+
+@pytest.mark.parametrize("lock", ["held", "fifo", "link"])
+def test_an_open_refused_at_the_lock_keeps_no_root_and_the_path_opens_again_later(tmp_path, lock):
+    path = tmp_path / "s"
+    first = vs.VecStore.open(path, dim=4, index="flat")
+    try:
+        if lock != "held":
+            first.close()
+            os.remove(path / "LOCK")
+            if lock == "fifo":
+                os.mkfifo(path / "LOCK")
+            else:
+                (tmp_path / "elsewhere").write_text("")
+                os.symlink(tmp_path / "elsewhere", path / "LOCK")
+        with pytest.raises((vs.StoreLockedError, vs.UnsafePathError, vs.StorageError)):
+            vs.VecStore.open(path)
+    finally:
+        first.close()
+    assert str(os.path.realpath(path)) not in fsmod._roots
+    shutil.rmtree(path)  # the same path, a new directory (another inode): a new store opens there
+    (tmp_path / "other").mkdir()
+    with vs.VecStore.open(path, dim=4, index="flat") as again:
+        again.upsert("a", [1, 0, 0, 0])
+    assert str(os.path.realpath(path)) not in fsmod._roots

@@ -229,8 +229,14 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         lock_path = os.path.join(self.path, LOCK_NAME)
         lock_was_there = self._fs.exists(lock_path)
         if not read_only:
-            self._dir_lock = DirectoryLock(self.path)
-            self._dir_lock.acquire()
+            try:
+                self._dir_lock = DirectoryLock(self.path)
+                self._dir_lock.acquire()
+            except BaseException:  # locked by another writer, or a LOCK that is a link or a FIFO: nothing is kept
+                self._dir_lock = None
+                fsmod.remove_root(self.path)
+                self._root = None
+                raise
         attempts = 0
         while True:
             # A read-only open takes no lock: a writer in another process may checkpoint meanwhile, replacing the
