@@ -313,6 +313,24 @@ def test_kill_during_restore_leaves_the_whole_old_or_the_whole_new_namespace(tmp
         assert len(gens) == 1  # leftovers removed
 
 
+@pytest.mark.parametrize("point", ["restore.staged", "restore.generation_renamed"])
+def test_a_restore_killed_before_its_switch_can_simply_be_run_again(tmp_path, point):
+    root = tmp_path / "r"
+    with vs.NamespaceManager(root) as m:
+        s = m.create_namespace("n", dim=8, index="flat")
+        s.upsert_many(["a", "b"], vecs(2))
+        m.backup_namespace("n", "b1")
+        at_backup = visible_state(s)
+        s.upsert_many(["c"], vecs(1, seed=1))
+    env = dict(os.environ, VECSTORE_CRASH_AT=point)
+    out = subprocess.run([sys.executable, "-c", RESTORE_CHILD, str(root)], env=env, cwd=HERE, capture_output=True)
+    assert out.returncode == -9, out.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-c", RESTORE_CHILD, str(root)], cwd=HERE, capture_output=True)
+    assert again.returncode == 0, again.stderr[-2000:]  # a new process retries first thing, as an operator would
+    with vs.NamespaceManager(root) as m:
+        assert visible_state(m.get_namespace("n")) == at_backup
+
+
 BACKUP_CHILD = r"""
 import sys, vecstore_ref as vs
 m = vs.NamespaceManager(sys.argv[1])

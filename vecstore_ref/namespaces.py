@@ -564,7 +564,10 @@ class NamespaceManager:
                     self._close_handle(ns)
                     # StoreLockedError while another process writes to the namespace: nothing has changed
                     held.enter_context(self._store_locked(path, cfg["store"]))
-                    self._fs.replace(staging, os.path.join(path, new_gen))
+                    target = os.path.join(path, new_gen)
+                    if self._fs.exists(target):  # a restore that crashed before its switch left it: never current
+                        self._remove_tree(target)
+                    self._fs.replace(staging, target)
                     self._fs.fsync_dir(path)
                     _crash.crashpoint("restore.generation_renamed")
                 except BaseException:
