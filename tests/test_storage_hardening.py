@@ -196,3 +196,36 @@ def test_an_open_refused_at_the_lock_keeps_no_root_and_the_path_opens_again_late
     with vs.VecStore.open(path, dim=4, index="flat") as again:
         again.upsert("a", [1, 0, 0, 0])
     assert str(os.path.realpath(path)) not in fsmod._roots
+
+
+FIFO_IMPORT_CHILD = r"""
+import sys, vecstore_ref as vs
+with vs.NamespaceManager(sys.argv[1]) as m:
+    try:
+        m.import_backup("n", sys.argv[2], "b2")
+    except vs.UnsafePathError as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
+def test_a_fifo_given_as_an_archive_or_a_npy_is_refused_at_once_not_waited_on(tmp_path):
+    import subprocess
+    import sys
+
+    from cli_helpers import assert_one_line_error, run
+
+    root = tmp_path / "r"
+    with vs.NamespaceManager(root) as m:
+        m.create_namespace("n", dim=4, index="flat").upsert("a", [1, 0, 0, 0])
+    fifo = tmp_path / "a.tar"
+    os.mkfifo(fifo)
+    before = dir_digest(str(root))
+    # in a child, with a timeout: a regression would wait for a writer forever
+    out = subprocess.run([sys.executable, "-c", FIFO_IMPORT_CHILD, str(root), str(fifo)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("NotRegularFileError"), out.stderr[-2000:]
+    assert dir_digest(str(root)) == before
+    assert_one_line_error(run("import-backup", "n", "b2", str(fifo), "--data", str(root)), "not a regular file")
+    os.mkfifo(tmp_path / "v.npy")
+    assert_one_line_error(run("ingest", str(tmp_path / "s"), str(tmp_path / "v.npy")), "not a regular file")
+    assert not (tmp_path / "s").exists()

@@ -230,6 +230,26 @@ def open_file(path: str, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def open_regular_file(path: str) -> int:
+    """Open a file the caller named, outside every root (an archive to import, a .npy to load), for reading: links
+    are followed as the caller's path is, but what is opened must be a regular file. A FIFO is refused
+    (`NotRegularFileError`) at once instead of blocking until a writer comes (it is opened non-blocking and
+    checked on its descriptor); a directory is an IsADirectoryError."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NONBLOCK)
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
+        if not stat.S_ISREG(kind):
+            raise NotRegularFileError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _lstat_in(dfd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)

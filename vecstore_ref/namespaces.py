@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 from . import _crash
-from ._fs import OSFileSystem, add_root, get_fs, is_inside, open_file, remove_root, root_of
+from ._fs import OSFileSystem, add_root, get_fs, is_inside, open_file, open_regular_file, remove_root, root_of
 from .config import MAX_DIM, METRICS
 from .errors import (
     AlreadyExistsError,
@@ -867,13 +867,16 @@ def _archive_arg(file: object, mode: str) -> dict[str, Any]:
 def _extract_safely(fs: OSFileSystem, archive: dict[str, Any], directory: str, max_bytes: int) -> None:
     """Extract the regular, plainly named members of a tar archive (``archive``: the keywords of `_archive_arg`),
     reading at most ``max_bytes``; files are created through ``fs`` (never through a symbolic link). An archive
-    path below a namespace root is opened as every path there is, without following a link."""
+    path below a namespace root is opened as every path there is, without following a link; any archive path
+    must name a regular file (a FIFO is refused, never waited on)."""
     total = 0
     opened = None
     try:
         name = archive.get("name")
-        if name is not None and root_of(os.path.abspath(name)) is not None:
-            opened = os.fdopen(open_file(os.path.abspath(name), os.O_RDONLY), "rb")
+        if name is not None:  # below a namespace root, opened as every path there is, without following a link
+            path = os.path.abspath(name)
+            fd = open_file(path, os.O_RDONLY) if root_of(path) is not None else open_regular_file(path)
+            opened = os.fdopen(fd, "rb")
             archive = {"fileobj": opened}
         with tarfile.open(mode="r:*", **archive) as tar:
             for member in tar:

@@ -162,8 +162,12 @@ def read_jsonl(f, batch: int, dim: int | None):
 # --- reading .npy (+ metadata JSONL) ------------------------------------------------------------------------------
 
 def load_npy(path: str) -> np.ndarray:
-    """The array of a .npy file, memory-mapped; never unpickled."""
+    """The array of a .npy file, memory-mapped; never unpickled. It must be a regular file: a FIFO is refused at
+    once (a memory map needs a file, and opening a FIFO would wait for a writer)."""
+    from .._fs import open_regular_file
+
     try:
+        os.close(open_regular_file(path))
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise InvalidArgumentError(f"{path} is not a readable .npy file: {exc}") from None

@@ -124,8 +124,12 @@ def run_export_backup(args, out) -> int:
 
 
 def run_import_backup(args, out) -> int:
-    if not os.path.isfile(args.file):
+    if not os.path.exists(args.file):
         raise NotFoundError(f"no file {args.file}")
+    if not os.path.isfile(args.file):
+        from .._fs import NotRegularFileError
+
+        raise NotRegularFileError(f"{args.file} is not a regular file: an archive to import must be one")
     with _manager(args) as mgr:
         info = mgr.import_backup(args.namespace, args.file, args.name).to_dict()
     out.result(_in_unix_seconds(info), f"imported {args.file} as backup {info['name']} of {info['namespace']}: "
