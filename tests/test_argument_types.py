@@ -3,6 +3,8 @@ also a `TypeError`, a `Query` never has arguments beside it silently ignored, an
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,13 @@ def test_a_filter_that_is_not_text_is_the_same_error_everywhere(store):
         assert info.value.position == 0
     est = store.estimate_query([1, 0, 0], filter=123)
     assert not est.valid
+
+
+@pytest.mark.parametrize("path", ["", "a" * 256, "ok/" + "b" * 300 + "/c"])
+def test_an_empty_or_unnameable_path_is_refused_before_anything_is_written(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(vs.InvalidArgumentError):
+        vs.VecStore.open(path, dim=4)
+    with pytest.raises(vs.InvalidArgumentError):
+        vs.NamespaceManager(path)
+    assert os.listdir(tmp_path) == []  # not even the current directory became a store

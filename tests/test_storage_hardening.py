@@ -229,3 +229,28 @@ def test_a_fifo_given_as_an_archive_or_a_npy_is_refused_at_once_not_waited_on(tm
     os.mkfifo(tmp_path / "v.npy")
     assert_one_line_error(run("ingest", str(tmp_path / "s"), str(tmp_path / "v.npy")), "not a regular file")
     assert not (tmp_path / "s").exists()
+
+
+def test_an_archive_path_holding_a_fifo_or_a_directory_is_refused_and_left_as_it_is(tmp_path):
+    import socket
+
+    with vs.NamespaceManager(tmp_path / "r") as m:
+        m.create_namespace("n", dim=4, index="flat").upsert("a", [1, 0, 0, 0])
+        m.backup_namespace("n", "b1")
+        os.mkfifo(tmp_path / "fifo")
+        (tmp_path / "dir").mkdir()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(tmp_path / "sock"))
+        try:
+            for name in ("fifo", "dir", "sock"):
+                before = os.lstat(tmp_path / name)
+                with pytest.raises(vs.InvalidArgumentError, match="refused"):
+                    m.export_backup("n", "b1", tmp_path / name)
+                after = os.lstat(tmp_path / name)
+                assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+        finally:
+            sock.close()
+        assert sorted(os.listdir(tmp_path)) == ["dir", "fifo", "r", "sock"]  # no temporary file left either
+        m.export_backup("n", "b1", tmp_path / "ok.tar")  # a regular file is written (and replaced) as before
+        m.export_backup("n", "b1", tmp_path / "ok.tar")
+        assert os.path.getsize(tmp_path / "ok.tar") > 0

@@ -584,7 +584,8 @@ class NamespaceManager:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object).
 
         A path is written whole or not at all: into a new temporary file beside it, renamed over it once complete
-        (a file already there is replaced; a symbolic link there is replaced, never followed). A path inside the
+        (a file already there is replaced; a symbolic link there is replaced, never followed; a directory, a
+        device, a FIFO or a socket there is refused with `InvalidArgumentError` and left as it is). A path inside the
         manager's root is refused with `InvalidArgumentError`: an archive written there could land on a store's
         own files.
         """
@@ -602,6 +603,7 @@ class NamespaceManager:
             if is_inside(target, self.root) or is_inside(os.path.dirname(target), self.root):
                 raise InvalidArgumentError(f"{target} is inside the namespace root {self.root}; write the archive "
                                            "elsewhere")
+            _check_replaceable(target)
             tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
             try:
                 fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -613,6 +615,7 @@ class NamespaceManager:
                     f.flush()
                     os.fsync(f.fileno())
                 try:
+                    _check_replaceable(target)  # again: nothing may have taken the name meanwhile
                     os.replace(tmp, target)
                 except OSError as exc:  # e.g. a directory at that path
                     raise StorageError(f"cannot write the archive to {target}: {exc}") from exc
@@ -845,6 +848,20 @@ def _read_backup_manifest(fs: OSFileSystem, directory: str) -> dict[str, Any]:
         raise BackupCorruptError(f"{path} is nested too deeply to be a backup manifest") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupCorruptError(f"{path} is unreadable: {exc}") from None
+
+
+def _check_replaceable(target: str) -> None:
+    """Refuse an archive path that holds something a rename would destroy: a directory, a device, a FIFO or a
+    socket (``/dev/null`` given by mistake, say). A regular file or a symbolic link is replaced."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot write the archive to {target}: {exc}") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, a FIFO or a socket)"
+        raise InvalidArgumentError(f"the archive path {target} is {kind}: refused, left as it is")
 
 
 def _archive_arg(file: object, mode: str) -> dict[str, Any]:

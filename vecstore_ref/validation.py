@@ -310,9 +310,13 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
+
+
 def validate_path(path: object, what: str = "path") -> str:
-    """Any path argument (an export, an archive, a store): a str or ``os.PathLike`` of one, without a NUL byte.
-    Returns it absolute; whether it exists is for the caller to judge."""
+    """Any path argument (an export, an archive, a store): a str or ``os.PathLike`` of one, not empty, without a
+    NUL byte or a component the file system cannot name. Returns it absolute; whether it exists is for the caller
+    to judge."""
     try:
         raw = os.fspath(path)  # type: ignore[call-overload]  # anything else: TypeError
     except TypeError:
@@ -321,6 +325,10 @@ def validate_path(path: object, what: str = "path") -> str:
         raise InvalidArgumentTypeError(f"{what} must be a str, got {type(raw).__name__}")
     if "\x00" in raw:
         raise InvalidArgumentError(f"{what} {raw!r} holds a NUL byte")
+    if not raw:  # "" would name the current directory, which nobody means
+        raise InvalidArgumentError(f"{what} is empty")
+    if any(len(os.fsencode(part)) > NAME_MAX_BYTES for part in raw.split(os.sep)):
+        raise InvalidArgumentError(f"{what} {raw[:80]!r}... has a component longer than {NAME_MAX_BYTES} bytes")
     return os.path.abspath(raw)
 
 
