@@ -346,6 +346,31 @@ def test_a_body_on_a_get_route_and_any_query_parameter_are_refused_never_ignored
     assert client.get("/v1/records/x").status_code == 404  # soft-deleted: not visible
 
 
+def test_no_spelling_of_a_path_lets_a_query_parameter_through_and_bodies_are_plain_utf8_json(client):
+    assert post(client, "/v1/upsert", {"id": "x", "vector": [1, 0, 0]}).status_code == 200
+    before = dir_digest(client.root)
+    for method, url in (("POST", "//v1/query?k=3"), ("GET", "///v1/records/x?include_deleted=true"),
+                        ("GET", "/healthz?probe=1"), ("GET", "/openapi.json?x")):
+        body = b'{"vector": [1, 0, 0], "k": 1}' if method == "POST" else None
+        r = client.request(method, "http://testserver" + url, content=body,
+                           headers={"content-type": "application/json"} if body else {})
+        assert r.status_code == 400, (url, r.text)
+        assert r.json()["error"]["code"] == "invalid_argument"
+    assert client.get("/docs?tab=1").status_code == 200  # the page a browser may give a query string
+    body = b'{"id": "y", "vector": [1, 0, 0]}'
+    for headers in ({"content-type": "application/json", "content-encoding": "gzip"},
+                    {"content-type": "application/json; charset=latin-1"},
+                    {"content-type": "application/json; charset=utf-16"}):
+        r = client.post("/v1/upsert", content=body, headers=headers)
+        assert r.status_code == 415, (headers, r.text)
+        assert r.json()["error"]["type"] == "UnsupportedMediaType"
+    assert dir_digest(client.root) == before
+    for ctype in ("application/json; charset=utf-8", 'application/json; charset="UTF-8"', "Application/JSON"):
+        assert client.post("/v1/upsert", content=body, headers={"content-type": ctype}).status_code == 200
+    assert client.post("/v1/upsert", content=body, headers={"content-type": "application/json",
+                                                            "content-encoding": "identity"}).status_code == 200
+
+
 def test_error_bodies_carry_the_library_errors_code(client):
     """`code` is the library class's stable code, as `VecStoreError.to_dict()` gives it; HTTP failures get one too."""
     r = client.get("/v1/records/nope")

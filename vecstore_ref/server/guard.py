@@ -15,7 +15,30 @@ import sys
 from urllib.parse import parse_qsl
 
 _WITH_BODY = frozenset(("POST", "PUT", "PATCH", "DELETE"))  # a DELETE body is refused unless empty or {}
-API_PREFIX = "/v1/"  # the routes whose every argument is declared (the docs page may be given a query string)
+DOCS_PREFIX = "/docs"  # the one page that may be given a query string (a browser's); every other route refuses one
+
+
+def _takes_a_query_string(path: str) -> bool:
+    """Only the docs page: every route of the API declares all of its arguments (path and body), and so do
+    `/healthz` and `/openapi.json`. Leading slashes are the router's to ignore (``//v1/query`` is ``/v1/query``)."""
+    path = "/" + path.lstrip("/")
+    return path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/")
+
+
+def _unsupported_body(headers: dict) -> str | None:
+    """Why a body cannot be read as the API's JSON, or None: another media type, a charset other than UTF-8, or
+    a Content-Encoding (a compressed body would be parsed as if it were plain)."""
+    media, _, params = headers.get(b"content-type", b"").partition(b";")
+    if media.strip().lower() != b"application/json":
+        return "the body must be application/json"
+    for param in params.split(b";"):
+        key, _, value = param.partition(b"=")
+        if key.strip().lower() == b"charset" and value.strip().strip(b'"').lower() not in (b"utf-8", b"utf8"):
+            return "the body must be UTF-8 JSON (charset=utf-8, or none)"
+    encoding = headers.get(b"content-encoding", b"").strip().lower()
+    if encoding not in (b"", b"identity"):
+        return f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted: send the body uncompressed"
+    return None
 
 if sys.version_info >= (3, 11):
     async def _receive_within(receive, seconds: float):
@@ -51,9 +74,10 @@ def _token_matches(header: bytes, token: bytes) -> bool:
 
 
 class Guard:
-    """ASGI middleware: token (401); a query string on an API route (400: no route takes one); a body on GET or
-    HEAD (400); then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
-    ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless JSON).
+    """ASGI middleware: token (401); a query string anywhere but the docs page (400: no route takes one); a body
+    on GET or HEAD (400); then for POST/PUT/PATCH/DELETE the body's length (400 if malformed, 413 if over
+    ``max_body_bytes``), its arrival (408 after ``body_timeout_s`` of silence) and its type (415 unless UTF-8
+    JSON without a Content-Encoding).
 
     ``error(status, type, message, headers)`` builds the JSON error response, as the app's handlers do.
     """
@@ -76,7 +100,7 @@ class Guard:
         headers = dict(scope["headers"])
         if self.expected is not None and not _token_matches(headers.get(b"authorization", b""), self.expected):
             return await self.error(401, "Unauthorized", "a valid bearer token is required")(scope, receive, send)
-        if scope.get("query_string") and scope["path"].startswith(API_PREFIX):
+        if scope.get("query_string") and not _takes_a_query_string(scope["path"]):
             return await self._query_string(scope["query_string"])(scope, receive, send)
         if scope["method"] not in _WITH_BODY:
             if headers.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in headers:
@@ -110,9 +134,10 @@ class Guard:
         if raw and len(types) > 1:  # two types: which one the body is would be a guess
             return await self.error(400, "InvalidInputError",
                                     "the request has more than one Content-Type header")(scope, receive, send)
-        if raw and headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
-            return await self.error(415, "UnsupportedMediaType",
-                                    "the body must be application/json")(scope, receive, send)
+        if raw:
+            refused = _unsupported_body(headers)
+            if refused:
+                return await self.error(415, "UnsupportedMediaType", refused)(scope, receive, send)
         scope.setdefault("state", {})["raw_body"] = raw
         return await self.app(scope, _no_more_body(receive), send)
 
