@@ -329,6 +329,25 @@ def test_serve_refuses_a_port_out_of_range_and_reports_one_that_is_taken(tmp_pat
     assert_one_line_error(bad_host, "OSError")
 
 
+def test_serve_says_where_it_listens_in_text_mode_too(tmp_path):
+    import signal
+    import socket
+
+    pytest.importorskip("uvicorn")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen(cli_command("serve", "--data", tmp_path / "d", "--port", str(port)),
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        first = proc.stderr.readline()  # blocks until the server listens (or exits)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert f"on http://127.0.0.1:{port} " in first and f"http://127.0.0.1:{port}/docs" in first, first
+
+
 def test_a_write_started_without_stdout_succeeds_and_says_so_by_its_status(tmp_path):
     """`>&-` (cron, a supervisor): Python has no sys.stdout; the write succeeds, so the status is 0, not an
     internal error that would make a retry fail."""

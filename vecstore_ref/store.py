@@ -883,7 +883,8 @@ def _progress_reporter(progress: bool | Callable[[int, int], object] | None,
         try:
             from tqdm.auto import tqdm
         except ImportError as exc:  # pragma: no cover - tqdm is in the [progress] extra
-            raise InvalidArgumentError("progress=True needs tqdm: pip install 'vecstore-ref[progress]'") from exc
+            raise InvalidArgumentError("progress=True needs tqdm: pip install 'vecstore-ref[progress]' (from a checkout: "
+                                       "pip install -e '.[progress]')") from exc
         bar = tqdm(total=total, unit="vec")
         last = [0]
 

@@ -55,11 +55,16 @@ def run_serve(args, out) -> int:
         import orjson  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise CommandError('the HTTP server needs the [server] extra: pip install "vecstore-ref[server]"') from None
+        raise CommandError('the HTTP server needs the [server] extra: pip install "vecstore-ref[server]" (from a '
+                           'checkout: pip install -e ".[server]")') from None
     from ..http_api import serve
 
+    def listening(url: str) -> None:
+        out.note({"event": "serving", "data": args.data, "url": url},
+                 f"serving the namespaces under {args.data} on {url} (docs: {url}/docs); Ctrl+C stops")
+
     serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log,
-          on_listening=lambda url: out.note({"event": "serving", "data": args.data, "url": url}, None))
+          on_listening=listening)
     return 0
 
 
