@@ -252,3 +252,23 @@ def test_bulk_batch_beats_single_upserts(store_path, rng):
     with open_flat(store_path) as s:
         s.batch_execute([vs.Upsert(f"r{i}", v) for i, v in enumerate(random_vectors(rng, 1000, 4))])
         assert s.stats().last_seq == 1
+
+
+def test_the_last_compaction_is_reported_after_a_restart(tmp_path):
+    from cli_helpers import one_json, run
+
+    path = tmp_path / "s"
+    with vs.VecStore.open(path, dim=2, index="flat") as s:
+        assert s.stats().last_compaction is None
+        s.upsert_many(["a", "b", "c"], [[1, 0], [0, 1], [1, 1]])
+        s.delete("b")
+        assert s.compact() == 1
+        done = s.stats().last_compaction
+    assert done["removed_count"] == 1 and done["duration_ms"] >= 0 and done["at"] > 0
+    with vs.VecStore.open(path, read_only=True) as s:
+        assert s.stats().last_compaction == done
+    with vs.VecStore.open(path) as s:
+        s.delete("c")
+    assert run("compact", str(path)).returncode == 0
+    shown = one_json(run("stats", str(path), "--json").stdout)["last_compaction"]
+    assert shown["removed_count"] == 1 and shown["at"] >= done["at"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -176,6 +177,18 @@ def check_not_owned(fs, path: str) -> None:
                                        "vs.ShardedStore.open (or this shard with read_only=True)")
 
 
+def _last_compaction(saved: object) -> dict[str, float] | None:
+    """The manifest's record of the last compaction (``stats().last_compaction`` across restarts), checked: a
+    ValueError for anything but ``{"removed_count", "duration_ms", "at"}`` of finite non-negative numbers."""
+    if saved is None:
+        return None
+    keys = ("removed_count", "duration_ms", "at")
+    if (type(saved) is not dict or sorted(saved) != sorted(keys)
+            or not all(type(saved[k]) in (int, float) and math.isfinite(saved[k]) and saved[k] >= 0 for k in keys)):
+        raise ValueError(f"last_compaction is not {{{', '.join(keys)}}} of non-negative numbers: {saved!r}")
+    return dict(saved)
+
+
 class OpeningMethods:
     """Mixed into `VecStore`: what ``VecStore.__init__`` runs to open a directory."""
 
@@ -190,6 +203,7 @@ class OpeningMethods:
         _index_kind: str
         _hnsw: HNSWParams
         _compaction_config: CompactionConfig
+        _last_compaction: dict[str, float] | None
         _checkpoint_config: CheckpointConfig
         _manifest_lock: threading.Lock
         _manifest: Manifest
@@ -254,6 +268,7 @@ class OpeningMethods:
             stored_params = HNSWParams.from_dict(opts.get("hnsw", {}))
             compaction = CompactionConfig(**opts["compaction"]) if "compaction" in opts else None
             checkpoint = CheckpointConfig(**opts["checkpoint"]) if "checkpoint" in opts else None
+            self._last_compaction = _last_compaction(opts.get("last_compaction"))
         except (TypeError, ValueError) as exc:
             raise CorruptStoreError(f"the manifest of {self.path} holds bad options: {exc}") from None
         self._hnsw = hnsw or stored_params
@@ -396,6 +411,7 @@ class OpeningMethods:
             "compaction": self._compaction_config.to_dict(),
             "checkpoint": self._checkpoint_config.to_dict(),
             **({"cost_model": cost} if (cost := self._cost.to_dict()) is not None else {}),
+            **({"last_compaction": self._last_compaction} if self._last_compaction is not None else {}),
         }
 
     def _options_changed(self) -> bool:
