@@ -118,3 +118,37 @@ def test_an_empty_or_unnameable_path_is_refused_before_anything_is_written(tmp_p
     with pytest.raises(vs.InvalidArgumentError):
         vs.NamespaceManager(path)
     assert os.listdir(tmp_path) == []  # not even the current directory became a store
+
+
+def test_flags_raw_bytes_and_fs_are_type_checked(tmp_path):
+    with vs.VecStore.open(tmp_path / "s", dim=4, index="flat") as s:
+        s.upsert("a", [1, 0, 0, 1])
+        for flag in ("no", 1, None):
+            with pytest.raises(vs.InvalidArgumentTypeError):
+                s.get("a", include_deleted=flag)
+        assert s.get("a", include_deleted=np.bool_(True)).id == "a"
+        for raw in (b"\x01\x00\x00\x01", bytearray(b"\x01\x00\x00\x01"), memoryview(b"\x01\x00\x00\x01")):
+            with pytest.raises(vs.InvalidVectorTypeError):
+                s.upsert("b", raw)
+        assert "b" not in s
+    with pytest.raises(vs.InvalidArgumentTypeError):
+        vs.VecStore.open(tmp_path / "t", dim=4, fs="x")
+    assert not (tmp_path / "t").exists()
+
+
+def test_max_k_has_a_ceiling_and_a_huge_k_never_pads_a_batch_to_k(tmp_path):
+    from vecstore_ref.config import MAX_K, MAX_K_LIMIT
+
+    with pytest.raises(vs.InvalidArgumentError):
+        vs.VecStore.open(tmp_path / "s", dim=4, max_k=MAX_K_LIMIT + 1)
+    assert not (tmp_path / "s").exists()
+    with vs.VecStore.open(tmp_path / "s", dim=4, index="flat", max_k=MAX_K_LIMIT) as s:
+        s.upsert_many(["a", "b"], [[1, 0, 0, 1], [1, 1, 0, 1]])
+        for k in (MAX_K_LIMIT, 10**18, MAX_K + 1):
+            r = s.query_batch([[1, 0, 0, 1]] * 3, k=k)
+            assert r.ids.shape == (3, MAX_K) and r.n_found.tolist() == [2, 2, 2]  # not (3, k)
+            assert r.ids[0, :2].tolist() == ["a", "b"] and r.ids[0, 2] is None
+        assert s.query_batch([[1, 0, 0, 1]], k=20).ids.shape == (1, 20)  # up to MAX_K: padded to k, as before
+        assert len(s.query([1, 0, 0, 1], k=MAX_K_LIMIT)) == 2
+        with pytest.raises(vs.InvalidArgumentError):
+            s.query_batch([[1, 0, 0, 1]], k=MAX_K_LIMIT + 1)

@@ -17,6 +17,7 @@ from .errors import InvalidArgumentError, InvalidArgumentTypeError
 MAX_DIM = 65_536
 MAX_ID_BYTES = 512
 MAX_K = 10_000
+MAX_K_LIMIT = 2**62  # the largest max_k: every k then fits the kernels' int64 arithmetic with room to spare
 MAX_TTL_SECONDS = 100 * 365.25 * 24 * 3600  # 100 years
 MAX_METADATA_BYTES = 64 * 1024  # 64 KiB as JSON
 MAX_METADATA_KEY_CHARS = 256

@@ -22,6 +22,7 @@ from .config import (
     DURABILITY_MODES,
     INDEX_KINDS,
     MAX_K,
+    MAX_K_LIMIT,
     METRICS,
     CheckpointConfig,
     CompactionConfig,
@@ -243,8 +244,8 @@ class OpeningMethods:
             raise InvalidArgumentTypeError("clock must be a callable returning seconds")
         if isinstance(max_k, bool) or not isinstance(max_k, int):
             raise InvalidArgumentTypeError(f"max_k must be a positive int, got {type(max_k).__name__}")
-        if max_k < 1:
-            raise InvalidArgumentError(f"max_k must be a positive int, got {max_k}")
+        if not 1 <= max_k <= MAX_K_LIMIT:
+            raise InvalidArgumentError(f"max_k must be between 1 and 2**62, got {max_k}")
 
     def _recover(self, dim: int | None, metric: str | None, index: str | None, hnsw: HNSWParams | None,
                  repair: bool) -> None:

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .config import MAX_K
 from .cost import choose_filtered_plan, estimate, explain
 from .errors import FilterTypeError, InvalidArgumentError, StoreClosedError
 from .filter import Filter, parse_filter
@@ -130,6 +131,13 @@ class QueryPart:
         if self.locked:
             self.locked = False
             self.store._rw.release_read()
+
+
+def batch_width(k: int, n_allowed: int) -> int:
+    """The columns of a `query_batch` result: ``k``, padded (None ids, -inf scores) past what was found; but a
+    ``k`` above `MAX_K` (only a store opened with a larger ``max_k`` takes one) pads no further than the records
+    that could match, or `MAX_K`: a huge ``k`` never allocates k-sized rows (SPEC section 2)."""
+    return k if k <= MAX_K else max(MAX_K, min(k, n_allowed))
 
 
 def _empty_batch_result(nq: int, k: int) -> BatchQueryResult:
@@ -485,12 +493,13 @@ class QueryMethods:
             mat = validate_vectors(vectors, st.dim, self._metric, "query vectors")
             nq = mat.shape[0]
             if st.dim is None or nq == 0:
-                return _empty_batch_result(nq, k)
+                return _empty_batch_result(nq, batch_width(k, 0))
             match = self._match(flt)
             allowed, n_allowed = match.mask, match.n
             if n_allowed == 0:
-                return _empty_batch_result(nq, k)
+                return _empty_batch_result(nq, batch_width(k, 0))
             kk = min(k, n_allowed)
+            k = batch_width(k, n_allowed)
             plan = self._plan(flt, n_allowed, kk, ef, match)
             if plan in ("hnsw", "filtered-hnsw"):
                 if plan == "hnsw":

@@ -174,6 +174,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
         self._manifest_lock = threading.Lock()  # one manifest write at a time (taken after _lock, never before)
         self._close_lock = threading.Lock()
         self.path = validate_store_path(path)
+        if fs is not None and not isinstance(fs, fsmod.OSFileSystem):
+            raise InvalidArgumentTypeError(f"fs must be an OSFileSystem (or FaultFS), got {type(fs).__name__}")
         self._fs = fs or fsmod.get_fs()
         self._check_open_options(dim, metric, index, hnsw, durability, read_only, repair, clock, max_k)
         if dim is not None:
@@ -607,6 +609,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
     def get(self, id: str, *, include_deleted: bool = False) -> Record:
         """The visible record with this id (or a soft-deleted one with ``include_deleted=True``)."""
         id_ = validate_id(id)
+        if not isinstance(include_deleted, (bool, np.bool_)):  # "no" would read as true
+            raise InvalidArgumentTypeError(f"include_deleted must be a bool, got {type(include_deleted).__name__}")
         with self._rw.read():
             self._check_open()
             st = self._state

@@ -61,7 +61,7 @@ def validate_id_list(ids: object) -> list:
 
 
 def _as_array(values: object, what: str) -> np.ndarray:
-    if isinstance(values, (str, bytes)):
+    if isinstance(values, (str, bytes, bytearray, memoryview)):  # text, or raw bytes numpy would read as uint8
         raise InvalidVectorTypeError(f"{what} must be an array of numbers, got {type(values).__name__}")
     try:
         arr = np.asarray(values)

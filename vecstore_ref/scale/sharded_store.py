@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ..metadata import validate_metadata
 from ..opening import check_open_options, opened_by_owner
+from ..query import batch_width
 from ..storage.format import MANIFEST_NAME
 from ..storage.manifest import read_manifest
 from ..types import (
@@ -608,12 +609,14 @@ class ShardedStore:
         mat = validate_vectors(vectors, self._dim, self._metric, "query vectors")
         if self._dim is None or mat.shape[0] == 0:
             n = mat.shape[0]
-            return ShardedBatchQueryResult(np.full((n, k), None, dtype=object), np.full((n, k), -np.inf, np.float32),
+            w = batch_width(k, 0)
+            return ShardedBatchQueryResult(np.full((n, w), None, dtype=object), np.full((n, w), -np.inf, np.float32),
                                            np.zeros(n, dtype=np.int64))
         parts, missing = self._gather(self._group.query(mat, k, flt, ef, single=False), allow_partial)
         if not parts:
             n = mat.shape[0]
-            return ShardedBatchQueryResult(np.full((n, k), None, dtype=object), np.full((n, k), -np.inf, np.float32),
+            w = batch_width(k, 0)
+            return ShardedBatchQueryResult(np.full((n, w), None, dtype=object), np.full((n, w), -np.inf, np.float32),
                                            np.zeros(n, dtype=np.int64), missing)
         return ShardedBatchQueryResult(*merge_batches(parts, k), missing)
 
