@@ -584,3 +584,21 @@ def test_query_explain_merges_the_shards_and_ranks_again(tmp_path):
         sh.query_explain(x[0])
     with pytest.raises(vs.StoreClosedError):
         sh.estimate_query(x[0])
+
+
+def test_no_thread_is_left_flagged_in_python_after_a_sharded_query(tmp_path):
+    """The hand-off hint (`vecstore_ref.handoff`): a thread flagged "in a query's Python" that is not makes every
+    other walk spin at its end. A sharded query's searches run on the executor's threads and must leave their
+    flags as they found them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vecstore_ref.handoff import FLAGS
+
+    ids, x = data(400, seed=7)
+    with ThreadPoolExecutor(2) as pool, vs.ShardedStore.open(tmp_path / "sh", 2, dim=8, executor=pool,
+                                                             durability="none") as sh:
+        sh.upsert_many(ids, x)
+        sh.flush_index()
+        for q in x[:20]:
+            assert len(sh.query(q, k=5)) == 5
+        assert not any(FLAGS), [i for i, f in enumerate(FLAGS) if f]

@@ -106,7 +106,11 @@ class QueryPart:
         st = self.state
         slot = get_ident() % SLOT_MODULUS
         if self.plan == "hnsw":  # the walk hands the GIL over as a single query's does (vecstore_ref.handoff)
-            slots, dists, _ = st.index.top(self.vec, self.k, self.allowed, self.ef, self.n_allowed, slot)
+            flag = FLAGS[slot]
+            try:
+                slots, dists, _ = st.index.top(self.vec, self.k, self.allowed, self.ef, self.n_allowed, slot)
+            finally:
+                FLAGS[slot] = flag  # as the fan-out left it: a thread must never end with its flag set
             return slots, dists
         FLAGS[slot] = 0  # the other plans hand nothing over
         slots, dists, _ = self.store._search_one(self.vec, self.k, Match(st, None, self.allowed, self.n_allowed),
