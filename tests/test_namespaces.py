@@ -458,3 +458,14 @@ def test_a_namespace_store_a_backup_or_a_shard_is_never_opened_for_writing_behin
     mgr.close()
     with vs.ShardedStore.open(tmp_path / "sh") as sh:
         assert sh.get("x").id == "x"
+
+
+def test_creating_a_namespace_over_a_plain_store_says_what_is_there(tmp_path):
+    vs.VecStore.open(tmp_path / "data" / "docs", dim=4).close()
+    with vs.NamespaceManager(tmp_path / "data") as m:
+        assert m.list_namespaces() == []
+        with pytest.raises(vs.AlreadyExistsError, match="is not a namespace .it holds a store."):
+            m.create_namespace("docs")
+        m.create_namespace("other")
+        with pytest.raises(vs.AlreadyExistsError, match="namespace 'other' exists"):
+            m.create_namespace("other")

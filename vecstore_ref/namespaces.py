@@ -67,7 +67,7 @@ from .errors import (
     VecStoreError,
 )
 from .opening import check_open_options, opened_by_owner
-from .storage.format import BACKUP_FILE, NAMESPACE_FILE
+from .storage.format import BACKUP_FILE, MANIFEST_NAME, NAMESPACE_FILE
 from .storage.lock import DirectoryLock
 from .storage.manifest import read_manifest
 from .validation import validate_store_path
@@ -324,7 +324,11 @@ class NamespaceManager:
             self._check_writable()
             path = self._ns_dir(ns)
             if self._fs.exists(path):
-                raise AlreadyExistsError(f"namespace {ns!r} exists")
+                if self._is_namespace(ns):
+                    raise AlreadyExistsError(f"namespace {ns!r} exists")
+                what = "a store" if self._fs.exists(os.path.join(path, MANIFEST_NAME)) else "something else"
+                raise AlreadyExistsError(f"{path} exists and is not a namespace (it holds {what}): choose another "
+                                         "name or another root")
             check_open_options(open_options, NAMESPACE_OPTIONS)
             staging = os.path.join(self.root, f".creating-{ns}-{uuid.uuid4().hex[:8]}")
             self._fs.makedirs(staging)
