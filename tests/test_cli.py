@@ -348,6 +348,29 @@ def test_serve_says_where_it_listens_in_text_mode_too(tmp_path):
     assert f"on http://127.0.0.1:{port} " in first and f"http://127.0.0.1:{port}/docs" in first, first
 
 
+def test_a_second_server_on_the_same_data_directory_is_refused_at_its_start(tmp_path):
+    import signal
+    import socket
+
+    pytest.importorskip("uvicorn")
+    ports = []
+    for _ in range(2):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        ports.append(probe.getsockname()[1])
+        probe.close()
+    first = subprocess.Popen(cli_command("serve", "--data", tmp_path / "d", "--port", str(ports[0])),
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        assert "serving" in first.stderr.readline()
+        second = run("serve", "--data", tmp_path / "d", "--port", str(ports[1]))
+        assert_one_line_error(second, "StoreLockedError", f"pid {first.pid}")
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert sorted(os.listdir(tmp_path / "d")) == [".server.lock", "default"]
+
+
 def test_a_write_started_without_stdout_succeeds_and_says_so_by_its_status(tmp_path):
     """`>&-` (cron, a supervisor): Python has no sys.stdout; the write succeeds, so the status is 0, not an
     internal error that would make a retry fail."""

@@ -496,10 +496,14 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str |
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int from 1 to 65535, got {port!r}")
     sock, url = _listen(host, port)
+    held = None
     try:
+        held = _own_root(data_dir)  # before the manager cleans or creates anything there
         app = create_app(data_dir, token=token, inline_reads=inline_reads)
     except BaseException:
         sock.close()
+        if held is not None:
+            os.close(held)
         raise
     try:
         config = uvicorn.Config(app, log_level="info", access_log=access_log, http=protocol_class(http), loop=loop,
@@ -510,6 +514,43 @@ def serve(data_dir: str, host: str = "127.0.0.1", port: int = 8080, token: str |
     finally:
         sock.close()
         app.state.manager.close()
+        os.close(held)
+
+
+SERVER_LOCK = ".server.lock"  # in the data root: held (flock) by the one server that serves it
+
+
+def _own_root(data_dir: str) -> int:
+    """Take the data root for this server: a second server on the same root would open each namespace in
+    whichever process asked first and refuse it in the other (and clean up what the first is creating), so it
+    is refused at its start instead (`StoreLockedError` naming the first one's pid). Returns the lock's
+    descriptor, held until the server stops."""
+    import fcntl
+
+    from .._fs import open_file
+    from ..validation import validate_store_path
+
+    root = validate_store_path(data_dir, "namespace root")
+    if os.path.islink(root):
+        raise InvalidArgumentError(f"the namespace root {root} is a symbolic link")
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = open_file(os.path.join(root, SERVER_LOCK), os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        raise _errors.StorageError(f"cannot take the data directory {root}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise _errors.StoreLockedError(f"another server serves {root} (pid {holder}); one server per data "
+                                       "directory") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _listen(host: str, port: int) -> tuple[socket.socket, str]:
