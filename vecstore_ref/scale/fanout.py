@@ -178,6 +178,8 @@ class ShardThreads:
         if self._closed:
             raise RuntimeError("the shard threads are closed")
         n = len(items)
+        if n == 1:  # nothing to hand over
+            return [_outcome(fn, items[0])]
         out: list[Any] = [None] * n
         slot = current_slot()
         posted: list[tuple[int, _Worker]] = []

@@ -572,10 +572,14 @@ class ShardedStore:
         return [r for r in outcomes if not isinstance(r, BaseException)], missing
 
     def _query_args(self, k: object, filter: object, ef: object) -> tuple[int, Filter | None, int | None]:
+        if type(k) is not int or not 1 <= k <= self._max_k:
+            k = validate_k(k, self._max_k)
+        if ef is not None:
+            ef = validate_ef(ef)
+        if filter is None:
+            return k, None, ef
         from ..filter import Filter, parse_filter
 
-        k = validate_k(k, self._max_k)
-        ef = validate_ef(ef)
         if isinstance(filter, str):
             filter = parse_filter(filter)  # once, here: a syntax error costs no shard a call
         elif filter is not None and not isinstance(filter, Filter):
@@ -590,10 +594,12 @@ class ShardedStore:
         A shard that cannot answer raises ``ShardUnavailableError``; with ``allow_partial=True`` the other
         shards' results come back instead, and ``missing_shards`` on the result names the shards left out.
         """
-        self._check_open()
-        q, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
-        if conflict:
-            raise InvalidArgumentError(QUERY_AND_ARGUMENTS)
+        if self._closed:
+            raise StoreClosedError(f"the sharded store at {self.path} is closed")
+        if type(q) is not np.ndarray:  # (an array is the common case: no call)
+            q, k, filter, ef, conflict = unpack_query(q, k, filter, ef)
+            if conflict:
+                raise InvalidArgumentError(QUERY_AND_ARGUMENTS)
         k, flt, ef = self._query_args(k, filter, ef)
         vec = validate_query_vector(q, self._dim, self._metric)
         if self._dim is None:
