@@ -254,6 +254,38 @@ def test_a_stalled_body_gets_408_and_its_connection_closed(tmp_path):
         assert len(srv.app.state.manager.get_namespace("default")) == 0
 
 
+def test_a_body_trickling_in_a_byte_at_a_time_gets_408_at_its_overall_deadline(tmp_path):
+    """Each byte comes well within the gap allowed (0.5 s), but the whole body not within 6x that: 408."""
+    import threading
+
+    body = json.dumps({"id": "a", "vector": [1, 2], "metadata": {"pad": "x" * 60}}).encode()
+    with ServerThread(create_app(str(tmp_path / "d"), body_timeout_s=0.5)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=120)
+        s.sendall(b"POST /v1/upsert HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                  + f"content-length: {len(body)}\r\n\r\n".encode())
+        stop = threading.Event()
+
+        def trickle():
+            for i in range(len(body)):  # about 10 s for the whole body
+                if stop.wait(0.1):
+                    return
+                try:
+                    s.send(body[i:i + 1])
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            reply = read_to_end(s)
+        finally:
+            stop.set()
+            sender.join()
+            s.close()
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert len(srv.app.state.manager.get_namespace("default")) == 0
+
+
 class _CountingThreads:
     """Counts the calls the app hands to worker threads."""
 

@@ -50,6 +50,7 @@ else:  # pragma: no cover - Python 3.10
 
 
 MAX_HEADERS = 100  # header lines per request, as Python's http.client allows; more is a 431
+BODY_DEADLINE_FACTOR = 6  # a whole body must arrive within 6 x body_timeout_s (60 s by default) of its head
 
 
 async def _refuse_websocket(scope, receive, send) -> None:
@@ -115,9 +116,16 @@ class Guard:
         if length is not None and int(length) > self.limit:
             return await self._too_big(scope, receive, send)
         chunks, size, more = [], 0, True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s * BODY_DEADLINE_FACTOR
         while more:
+            # each piece within body_timeout_s of the last, and the whole body within the overall deadline: a body
+            # sent a byte every few seconds would otherwise hold its connection for ever
+            wait = min(self.body_timeout_s, deadline - loop.time())
             try:
-                message = await _receive_within(receive, self.body_timeout_s)
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                message = await _receive_within(receive, wait)
             except asyncio.TimeoutError:
                 return await self.error(408, "RequestTimeout", "the body did not arrive in time",
                                         {"connection": "close"})(scope, receive, send)
