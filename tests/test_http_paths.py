@@ -89,3 +89,10 @@ def test_head_answers_every_page_as_get_does_without_a_body(client, path):
     assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
     r = client.post("/docs")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS"])
+def test_a_method_no_route_takes_is_a_405_even_with_a_body(client, method):
+    r = client.request(method, "/v1/upsert", content=b'{"id": "x"}', headers={"content-type": "application/json"})
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"

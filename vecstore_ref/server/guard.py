@@ -104,6 +104,8 @@ class Guard:
         if scope.get("query_string") and not _takes_a_query_string(scope["path"]):
             return await self._query_string(scope["query_string"])(scope, receive, send)
         if scope["method"] not in _WITH_BODY:
+            if scope["method"] not in ("GET", "HEAD"):  # no route takes it (OPTIONS, TRACE ...): the router's 405
+                return await self.app(scope, receive, send)
             if headers.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in headers:
                 # GET and HEAD routes declare no body: one sent anyway would be ignored, so it is refused
                 return await self.error(400, "InvalidInputError", f"a {scope['method']} request takes no body",
