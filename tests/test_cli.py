@@ -342,10 +342,26 @@ def test_serve_says_where_it_listens_in_text_mode_too(tmp_path):
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env())
     try:
         first = proc.stderr.readline()  # blocks until the server listens (or exits)
+        _wait_until_answering(port)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
-    assert f"on http://127.0.0.1:{port} " in first and f"http://127.0.0.1:{port}/docs" in first, first
+    assert f"on http://127.0.0.1:{port} " in first and "/docs" in first, first
+
+
+def _wait_until_answering(port: int) -> None:
+    """Until the server answers /healthz: a SIGINT that came before uvicorn set its handlers could be lost."""
+    import time
+    import urllib.request
+
+    for _ in range(600):  # a bound against hanging, not a timing assertion
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=60) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the server never answered")
 
 
 def test_a_second_server_on_the_same_data_directory_is_refused_at_its_start(tmp_path):
@@ -363,6 +379,7 @@ def test_a_second_server_on_the_same_data_directory_is_refused_at_its_start(tmp_
                              stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env())
     try:
         assert "serving" in first.stderr.readline()
+        _wait_until_answering(ports[0])
         second = run("serve", "--data", tmp_path / "d", "--port", str(ports[1]))
         assert_one_line_error(second, "StoreLockedError", f"pid {first.pid}")
     finally:

@@ -588,8 +588,9 @@ class NamespaceManager:
         """Write the backup as a tar archive to ``file`` (a path or a binary file object).
 
         A path is written whole or not at all: into a new temporary file beside it, renamed over it once complete
-        (a file already there is replaced; a symbolic link there is replaced, never followed; a directory, a
-        device, a FIFO or a socket there is refused with `InvalidArgumentError` and left as it is). A path inside the
+        (a file already there is replaced; a symbolic link there is replaced, never followed; a device, a FIFO or
+        a socket there is refused with `InvalidArgumentError`, a directory with `StorageError`, and either is
+        left as it is). A path inside the
         manager's root is refused with `InvalidArgumentError`: an archive written there could land on a store's
         own files.
         """
@@ -863,9 +864,11 @@ def _check_replaceable(target: str) -> None:
         return
     except OSError as exc:
         raise StorageError(f"cannot write the archive to {target}: {exc}") from exc
+    if stat.S_ISDIR(mode):  # (as the rename over it would fail)
+        raise StorageError(f"cannot write the archive to {target}: it is a directory (left as it is)")
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, a FIFO or a socket)"
-        raise InvalidArgumentError(f"the archive path {target} is {kind}: refused, left as it is")
+        raise InvalidArgumentError(f"the archive path {target} is not a regular file (a device, a FIFO or a "
+                                   "socket): refused, left as it is")
 
 
 def _archive_arg(file: object, mode: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def run_serve(args, out) -> int:
 
     def listening(url: str) -> None:
         out.note({"event": "serving", "data": args.data, "url": url},
-                 f"serving the namespaces under {args.data} on {url} (docs: {url}/docs); Ctrl+C stops")
+                 f"serving {args.data} on {url} (API docs: /docs); Ctrl+C stops")
 
     serve(args.data, host=args.host, port=args.port, token=args.token, access_log=args.access_log,
           on_listening=listening)
