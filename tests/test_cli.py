@@ -388,6 +388,17 @@ def test_a_second_server_on_the_same_data_directory_is_refused_at_its_start(tmp_
     assert sorted(os.listdir(tmp_path / "d")) == [".server.lock", "default"]
 
 
+def test_a_read_started_without_stdout_fails_instead_of_losing_its_answer(tmp_path):
+    import shlex
+
+    path = tmp_path / "s"
+    assert run("upsert", path, "a", "--vector", "[1, 0, 0, 0]").returncode == 0
+    for args in (("query", path, "--vector", "[1, 0, 0, 0]"), ("get", path, "a"), ("stats", path)):
+        cmd = " ".join(shlex.quote(str(c)) for c in cli_command(*args))
+        proc = subprocess.run(["sh", "-c", cmd + " >&-"], capture_output=True, text=True, env=cli_env(), timeout=600)
+        assert proc.returncode == 1 and "stdout is closed" in proc.stderr, (args, proc.stderr)
+
+
 def test_a_write_started_without_stdout_succeeds_and_says_so_by_its_status(tmp_path):
     """`>&-` (cron, a supervisor): Python has no sys.stdout; the write succeeds, so the status is 0, not an
     internal error that would make a retry fail."""

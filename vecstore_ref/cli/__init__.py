@@ -26,7 +26,7 @@ import os
 import sys
 
 from . import app_commands, ingest, namespace_commands, store_commands, transfer
-from .common import InternalError, add_json_flag, close_managers
+from .common import CommandError, InternalError, add_json_flag, close_managers
 from .output import Output
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, store_commands.EXIT_DAMAGED, 130
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose only effect is what they print: without a stdout they refuse to run (a write still runs: its
+# effect is on disk, and its status says how it went).
+READ_COMMANDS = frozenset({"stats", "verify", "get", "query", "backups"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (argparse exits with 2 itself on a usage error)."""
     from ..errors import VecStoreError
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     out = Output(json_mode=args.json)
+    if sys.stdout is None and args.command in READ_COMMANDS:  # started with `>&-`: the answer would be lost
+        out.error(CommandError(f"stdout is closed: the results of {args.command} would have nowhere to go"))
+        return EXIT_ERROR
     try:
         with report_compiles(out.say):  # a first run's compile is never silent (on stderr: stdout stays clean)
             status = int(args.run(args, out) or 0)
