@@ -183,6 +183,33 @@ def test_a_request_head_over_the_limit_gets_431_and_is_closed(server):
         assert _json_error(reply, 431)["type"] == "RequestHeaderFieldsTooLarge"
 
 
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_a_head_over_the_limit_is_refused_even_when_its_last_piece_completes_it(server, pieces):
+    from vecstore_ref.server.protocol import MAX_HEAD_BYTES
+
+    head = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 8 * 1024)
+            + b"\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        step = len(head) // pieces + 1
+        try:
+            for i in range(0, len(head), step):
+                s.sendall(head[i:i + step])
+        except OSError:  # refused and closed before the last piece went out
+            pass
+        try:
+            reply = read_to_end(s)
+        except ConnectionResetError:  # the close came while bytes were unread: the answer may be lost to a reset
+            reply = b""
+    if reply.startswith(b"HTTP/1.1 400"):  # h11's own head limit
+        assert _json_error(reply, 400)["type"] == "InvalidInputError"
+    elif reply:
+        assert _json_error(reply, 431)["type"] == "RequestHeaderFieldsTooLarge"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:  # just under the limit: answered
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "
+                  + b"a" * (MAX_HEAD_BYTES - 200) + b"\r\n\r\n")
+        assert read_to_end(s).startswith(b"HTTP/1.1 200")
+
+
 def test_more_than_a_hundred_header_lines_get_431(server):
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:

@@ -75,6 +75,7 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             super().connection_lost(exc)
 
         _head_bytes = 0  # bytes received for a request head not complete yet
+        _head_tail = b""  # the last bytes of those: an end of head may straddle two pieces
 
         def data_received(self, data: bytes) -> None:
             before = self.cycle
@@ -84,16 +85,26 @@ def protocol_class(kind: str = "auto", head_timeout_s: float = HEAD_TIMEOUT_S) -
             next_head = waiting or not before.more_body
             if waiting:
                 self._arm_head_timer()
+            if next_head and len(data) > MAX_HEAD_BYTES - self._head_bytes and not self.transport.is_closing():
+                # the head must end within the limit, even when the piece that ends it brings it past the limit
+                allowed = self._head_tail + data[:MAX_HEAD_BYTES - self._head_bytes + 1]
+                if b"\r\n\r\n" not in allowed and b"\n\n" not in allowed:
+                    self._refuse_large_head()
+                    return
             super().data_received(data)
             if self.cycle is not before:  # a request head was completed
                 self._cancel_head_timer()
-                self._head_bytes = 0
+                self._head_bytes, self._head_tail = 0, b""
             elif next_head and not self.transport.is_closing():  # the parser holds all of it until the head ends
                 self._head_bytes += len(data)
+                self._head_tail = (self._head_tail + data[-3:])[-3:]
                 if self._head_bytes > MAX_HEAD_BYTES:
-                    self._cancel_head_timer()
-                    self.transport.write(_HEAD_TOO_LARGE)
-                    self.transport.close()
+                    self._refuse_large_head()
+
+        def _refuse_large_head(self) -> None:
+            self._cancel_head_timer()
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
 
         _refuse_after_response = False  # bytes that are not HTTP came behind the request being answered
 
