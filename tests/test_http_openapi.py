@@ -189,3 +189,23 @@ def test_batch_operations_document_metadata_as_the_store_judges_it_per_operation
         {"op": "upsert", "id": "a", "vector": [1, 0], "metadata": {"x": {"nested": 1}}},
         {"op": "upsert", "id": "b", "vector": [1, 0]}]})
     assert r.status_code == 200 and r.json()["succeeded"] == 1 and r.json()["errors"][0]["index"] == 0
+
+
+def test_the_schema_states_the_value_rules_the_server_applies(tmp_path):
+    """The rules live in the store, and the schema says what they are: a value at a stated bound is accepted, one
+    past it refused (so a client generated from the schema, or a fuzzer, knows what a valid request is)."""
+    app = create_app(str(tmp_path / "data"))
+    schemas = app.openapi()["components"]["schemas"]
+    query = schemas["QueryBody"]["properties"]
+    assert (query["k"]["minimum"], query["k"]["maximum"]) == (1, 10_000)
+    assert query["ef"]["minimum"] == 1 and schemas["UpsertBody"]["properties"]["ttl"]["exclusiveMinimum"] == 0
+    pattern = schemas["CreateNamespaceBody"]["properties"]["name"]["pattern"]
+    assert re.fullmatch(pattern[1:-1], "images") and not re.fullmatch(pattern[1:-1], ".hidden")
+    with TestClient(app) as c:
+        assert c.post("/v1/upsert", json={"id": "a", "vector": [1.0, 0.0]}).status_code == 200
+        assert c.post("/v1/query", json={"vector": [1.0, 0.0], "k": 10_000}).status_code == 200
+        assert c.post("/v1/query", json={"vector": [1.0, 0.0], "k": 10_001}).status_code == 400
+        assert c.post("/v1/query", json={"vector": [1.0, 0.0], "k": 0}).status_code == 400
+        assert c.post("/v1/namespaces", json={"name": ".hidden"}).status_code == 400
+        assert c.post("/v1/upsert", json={"id": "b", "vector": [1.0, 0.0], "ttl": 0}).status_code == 400
+    app.state.manager.close()

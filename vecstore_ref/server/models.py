@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ..config import DURABILITY_MODES, INDEX_KINDS, MAX_BATCH_OPS, METRICS
+from ..config import DURABILITY_MODES, INDEX_KINDS, MAX_BATCH_OPS, MAX_DIM, MAX_K, MAX_TTL_SECONDS, METRICS
 from ..errors import InvalidArgumentError, InvalidNameError
+from ..validation import MAX_EF
 
 
 class RequestModel(BaseModel):
@@ -39,8 +40,11 @@ Vector = Annotated[
     Field(description="The vector: a list of numbers (not booleans, not strings) of the store's dimension; "
                       "stored as float32, every value finite after the cast.", examples=[[0.1, 0.2, 0.3]]),
 ]
+# Value rules stay the store's (module docstring); the schema states them too (json_schema_extra: documented, not
+# enforced here), so that clients and generated tests know what a valid value is.
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # namespace and backup names (vecstore_ref.namespaces)
 RecordId = Annotated[str, Field(description="1 to 512 bytes of UTF-8, no control characters; compared exactly.",
-                                examples=["doc-1"])]
+                                examples=["doc-1"], json_schema_extra={"minLength": 1, "maxLength": 512})]
 _SCALAR_SCHEMAS = [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"},
                    {"type": "null"}]
 _METADATA_OBJECT = {
@@ -61,7 +65,8 @@ OpMetadata = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [
      "examples": [{"lang": "en", "year": 2024}]},
     {"type": "null"}]})]
 Ttl = Annotated[float | None, Field(description="Seconds until the record expires: > 0 and at most 100 "
-                                                      "years; null for no expiry.", examples=[3600])]
+                                                      "years; null for no expiry.", examples=[3600],
+                                    json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_TTL_SECONDS})]
 
 
 def _one_of(body: RequestModel, names: tuple[str, str], error=InvalidArgumentError):
@@ -99,11 +104,14 @@ class QueryBody(RequestModel):
     """A k-nearest-neighbour query (also the body of `query-estimate` and `query-explain`)."""
 
     vector: Vector
-    k: int | None = Field(None, description="How many results: 1 to the store's max_k (default 10).")
-    limit: int | None = Field(None, description="Another name for `k` (give one of them).")
+    k: int | None = Field(None, description="How many results: 1 to the store's max_k (default 10).",
+                          json_schema_extra={"minimum": 1, "maximum": MAX_K})
+    limit: int | None = Field(None, description="Another name for `k` (give one of them).",
+                              json_schema_extra={"minimum": 1, "maximum": MAX_K})
     filter: str | None = Field(None, description="A filter expression, e.g. `lang = 'en' AND year >= 2020`.")
     ef: int | None = Field(None, description="Search width of the HNSW walk for this query (default: the "
-                                                   "store's ef_search).")
+                                                   "store's ef_search).",
+                           json_schema_extra={"minimum": 1, "maximum": MAX_EF})
 
     @model_validator(mode="after")
     def _k_or_limit(self):
@@ -203,14 +211,18 @@ class HNSWBody(RequestModel):
 
 
 class QuotasBody(RequestModel):
-    max_vectors: int | None = Field(None, description="Records held (visible and soft-deleted).")
-    max_bytes: int | None = Field(None, description="Bytes of store files on disk.")
+    max_vectors: int | None = Field(None, description="Records held (visible and soft-deleted).",
+                                    json_schema_extra={"minimum": 0})
+    max_bytes: int | None = Field(None, description="Bytes of store files on disk.", json_schema_extra={"minimum": 0})
 
 
 class CreateNamespaceBody(RequestModel):
-    name: str | None = Field(None, description="`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`", examples=["images"])
-    namespace: str | None = Field(None, description="Another name for `name` (give one of them).")
-    dim: int | None = Field(None, description="Fixed dimension; default: set by the first upsert.")
+    name: str | None = Field(None, description=f"`{NAME_PATTERN}`", examples=["images"],
+                             json_schema_extra={"pattern": NAME_PATTERN})
+    namespace: str | None = Field(None, description="Another name for `name` (give one of them).",
+                                  json_schema_extra={"pattern": NAME_PATTERN})
+    dim: int | None = Field(None, description="Fixed dimension; default: set by the first upsert.",
+                            json_schema_extra={"minimum": 1, "maximum": MAX_DIM})
     metric: Literal[METRICS] | None = Field(None, description="Default cosine.")  # type: ignore[valid-type]
     index: Literal[INDEX_KINDS] | None = Field(None, description="Default hnsw.")  # type: ignore[valid-type]
     hnsw: HNSWBody | None = None
@@ -225,8 +237,9 @@ class CreateNamespaceBody(RequestModel):
 
 class BackupBody(RequestModel):
     name: str | None = Field(None, description="Backup name, same rule as namespace names.",
-                                   examples=["nightly-1"])
-    backup_name: str | None = Field(None, description="Another name for `name` (give one of them).")
+                                   examples=["nightly-1"], json_schema_extra={"pattern": NAME_PATTERN})
+    backup_name: str | None = Field(None, description="Another name for `name` (give one of them).",
+                                    json_schema_extra={"pattern": NAME_PATTERN})
 
     @model_validator(mode="after")
     def _name_or_backup_name(self):
