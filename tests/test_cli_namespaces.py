@@ -159,3 +159,14 @@ def test_a_namespace_directory_is_a_store_path_for_every_store_command(tmp_path)
     refused = run("upsert", generation, "y", "--vector", "[1, 0, 0, 0]")
     assert_one_line_error(refused, "InvalidArgumentError")
     assert "give the namespace's directory" in refused.stderr and dir_digest(ns) == before
+
+
+def test_verify_of_a_namespace_whose_own_file_is_damaged_says_so(tmp_path):
+    root = str(tmp_path / "data")
+    assert run("namespaces", "create", "docs", "--data", root, "--dim", "2").returncode == 0
+    ns = os.path.join(root, "docs")
+    assert run("verify", ns).returncode == 0
+    with open(os.path.join(ns, "NAMESPACE.json"), "w") as f:
+        f.write("{bad")
+    damaged = run("verify", ns)
+    assert damaged.returncode == 3 and "NAMESPACE.json is unreadable" in damaged.stdout, damaged.stdout

@@ -58,7 +58,9 @@ def run_verify(args, out) -> int:
     except StorageError as exc:  # corrupt enough not to open: still say what the files hold
         files = namespace_store_dir(args.path) if namespace else args.path
         report = verify_files(get_fs(), os.path.abspath(files))
-        if report.ok:  # the files check out, yet together they do not make a store
+        if namespace and files == args.path:  # the namespace's own file is unreadable: that is the problem
+            report.ok, report.errors = False, [f"the namespace does not open: {type(exc).__name__}: {exc}"]
+        elif report.ok:  # the files check out, yet together they do not make a store
             report.ok = False
             report.errors.append(f"the store does not open: {type(exc).__name__}: {exc}")
     else:
