@@ -170,3 +170,20 @@ def test_verify_of_a_namespace_whose_own_file_is_damaged_says_so(tmp_path):
         f.write("{bad")
     damaged = run("verify", ns)
     assert damaged.returncode == 3 and "NAMESPACE.json is unreadable" in damaged.stdout, damaged.stdout
+
+
+def test_a_refused_namespace_write_cleans_nothing_anywhere(tmp_path):
+    from vecstore_ref._fs import dir_digest
+
+    root = tmp_path / "data"
+    assert run("namespaces", "create", "docs", "--data", str(root), "--dim", "2").returncode == 0
+    os.symlink(root / "docs", tmp_path / "mylink")
+    (tmp_path / ".deleting-precious").mkdir()
+    (tmp_path / "proj" / "x").mkdir(parents=True)
+    (tmp_path / "proj" / ".creating-notes").mkdir()
+    (tmp_path / "proj" / "x" / ".staging-work").mkdir()
+    (tmp_path / "proj" / "x" / "NAMESPACE.json").write_bytes((root / "docs" / "NAMESPACE.json").read_bytes())
+    before = dir_digest(str(tmp_path))
+    assert_one_line_error(run("delete", str(tmp_path / "mylink"), "a"), "InvalidNameError", "symbolic link")
+    assert_one_line_error(run("upsert", str(tmp_path / "proj" / "x"), "a", "--vector", "[1, 0]"), "NotFoundError")
+    assert dir_digest(str(tmp_path)) == before

@@ -396,6 +396,8 @@ def test_no_spelling_of_a_path_lets_a_query_parameter_through_and_bodies_are_pla
         r = client.post("/v1/upsert", content=body, headers=headers)
         assert r.status_code == 415, (headers, r.text)
         assert r.json()["error"]["type"] == "UnsupportedMediaType"
+    two = [("content-type", "application/json"), ("content-encoding", "gzip"), ("content-encoding", "identity")]
+    assert client.post("/v1/upsert", content=body, headers=two).status_code == 415  # every header counts
     assert dir_digest(client.root) == before
     for ctype in ("application/json; charset=utf-8", 'application/json; charset="UTF-8"', "Application/JSON"):
         assert client.post("/v1/upsert", content=body, headers={"content-type": ctype}).status_code == 200

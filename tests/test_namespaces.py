@@ -469,3 +469,27 @@ def test_creating_a_namespace_over_a_plain_store_says_what_is_there(tmp_path):
         m.create_namespace("other")
         with pytest.raises(vs.AlreadyExistsError, match="namespace 'other' exists"):
             m.create_namespace("other")
+
+
+def test_a_manager_cleans_only_what_ended_processes_left_not_another_processs_work_in_flight(tmp_path):
+    root = tmp_path / "r"
+    with vs.NamespaceManager(root) as m:
+        m.create_namespace("docs", dim=2, index="flat").upsert("a", [1.0, 0.0])
+        m.backup_namespace("docs", "b1")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        working = [root / f".creating-x-p{alive.pid}-0123abcd", root / "docs" / f".staging-docs-p{alive.pid}-0123abcd",
+                   root / "docs" / "backups" / f".tmp-b2-p{alive.pid}-0123abcd"]
+        left = [root / ".creating-y-0123abcd", root / "docs" / ".staging-0123abcd",  # (no pid: an older version's)
+                root / "docs" / "backups" / ".tmp-b3-0123abcd"]
+        for d in working + left:
+            d.mkdir()
+        with vs.NamespaceManager(root) as m:
+            assert len(m.get_namespace("docs")) == 1
+        assert all(d.exists() for d in working) and not any(d.exists() for d in left)
+    finally:
+        alive.kill()
+        alive.wait()
+    with vs.NamespaceManager(root) as m:  # the process ended: what it left is cleaned now
+        m.get_namespace("docs")
+    assert not any(d.exists() for d in working)

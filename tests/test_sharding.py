@@ -602,3 +602,17 @@ def test_no_thread_is_left_flagged_in_python_after_a_sharded_query(tmp_path):
         for q in x[:20]:
             assert len(sh.query(q, k=5)) == 5
         assert not any(FLAGS), [i for i, f in enumerate(FLAGS) if f]
+
+
+def test_sharded_batches_have_one_stores_shape_for_every_k(tmp_path):
+    from vecstore_ref.config import MAX_K
+
+    ids, x = data(60, seed=8)
+    with vs.ShardedStore.open(tmp_path / "sh", 4, dim=8, index="flat", durability="none", max_k=10**12) as sh, \
+            vs.VecStore.open(tmp_path / "one", dim=8, index="flat", durability="none", max_k=10**12) as one:
+        sh.upsert_many(ids, x)
+        one.upsert_many(ids, x)
+        for k in (5, 60, 100, MAX_K, MAX_K + 1, 10**9):
+            a, b = sh.query_batch(x[:7], k=k), one.query_batch(x[:7], k=k)
+            assert a.ids.shape == b.ids.shape == a.scores.shape, k
+            assert (a.ids == b.ids).all() and np.array_equal(a.scores, b.scores) and (a.n_found == b.n_found).all()

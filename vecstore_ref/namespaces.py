@@ -237,7 +237,7 @@ class NamespaceManager:
         if self._read_only:
             return
         for name in self._fs.listdir(self.root):
-            if name.startswith(".deleting-") or name.startswith(".creating-"):
+            if (name.startswith(".deleting-") or name.startswith(".creating-")) and _left_behind(name):
                 self._remove_tree(os.path.join(self.root, name))
 
     # --- paths ------------------------------------------------------------------------------------------------
@@ -258,24 +258,7 @@ class NamespaceManager:
         return path
 
     def _read_config(self, path: str) -> dict[str, Any]:
-        try:
-            cfg = json.loads(self._fs.read_bytes(os.path.join(path, NAMESPACE_FILE)))
-        except StorageError:
-            raise
-        except (OSError, ValueError, RecursionError) as exc:
-            raise StorageError(f"{path}/{NAMESPACE_FILE} is unreadable: {exc}") from exc
-        if (not isinstance(cfg, dict) or cfg.get("format") != FORMAT_VERSION
-                or not is_plain_name(cfg.get("store"), _FILE_RE)):
-            raise StorageError(f"{path}/{NAMESPACE_FILE} has an unknown format")
-        q = cfg.get("quotas")
-        try:
-            if q is not None:
-                if type(q) is not dict:
-                    raise InvalidArgumentError("quotas is not an object")
-                Quotas(q.get("max_vectors"), q.get("max_bytes")).validate()
-        except InvalidArgumentError as exc:
-            raise StorageError(f"{path}/{NAMESPACE_FILE} holds bad quotas: {exc}") from None
-        return cfg
+        return read_namespace_config(self._fs, path)
 
     def _remove_tree(self, path: str) -> None:
         """Remove a directory tree we own, best effort (leftovers are retried at the next start). A symbolic link
@@ -330,7 +313,7 @@ class NamespaceManager:
                 raise AlreadyExistsError(f"{path} exists and is not a namespace (it holds {what}): choose another "
                                          "name or another root")
             check_open_options(open_options, NAMESPACE_OPTIONS)
-            staging = os.path.join(self.root, f".creating-{ns}-{uuid.uuid4().hex[:8]}")
+            staging = os.path.join(self.root, _in_progress(".creating-", ns))
             self._fs.makedirs(staging)
             try:
                 with opened_by_owner():
@@ -361,13 +344,20 @@ class NamespaceManager:
         from .store import VecStore
 
         cfg = self._read_config(path)
-        if not self._read_only:
-            self._cleanup_generations(path, cfg["store"])
         runtime = self._runtime.setdefault(ns, {})
         runtime.update({k: v for k, v in open_options.items() if k in ("clock", "max_k")})
         with opened_by_owner():
             store = VecStore.open(os.path.join(path, cfg["store"]), durability=cfg.get("durability", "fsync"),
                                   read_only=self._read_only, **runtime)
+        if not self._read_only:
+            # Only now, holding the current generation's lock: a restore renames its new generation in only
+            # while it holds that lock, so another generation seen here is one a crash left behind (and a
+            # namespace another process holds open was refused above, before anything was cleaned).
+            try:
+                self._cleanup_generations(path, cfg["store"])
+            except BaseException:
+                store.close()
+                raise
         q = cfg.get("quotas") or {}
         quotas = Quotas(q.get("max_vectors"), q.get("max_bytes"))
         store._quota = quotas if (quotas.max_vectors is not None or quotas.max_bytes is not None) else None
@@ -377,14 +367,14 @@ class NamespaceManager:
     def _cleanup_generations(self, path: str, current: str) -> None:
         """Remove what an interrupted restore left: staging directories and generations not in use."""
         for name in self._fs.listdir(path):
-            if name != current and (name.startswith("store-") or name.startswith(".staging-")):
+            if name != current and (name.startswith("store-") or (name.startswith(".staging-") and _left_behind(name))):
                 self._remove_tree(os.path.join(path, name))
         try:
             bdir = self._backups_dir(path)
         except UnsafePathError:
             return  # nothing is cleaned through a link; the backup calls refuse it
         for name in self._fs.listdir(bdir) if bdir else []:
-            if name.startswith(".tmp-") or name.startswith(".deleting-"):  # an interrupted backup or import
+            if (name.startswith(".tmp-") or name.startswith(".deleting-")) and _left_behind(name):  # interrupted
                 self._remove_tree(os.path.join(bdir, name))  # type: ignore[arg-type]  # a name: bdir is set
 
     @_storage_errors_typed
@@ -415,7 +405,7 @@ class NamespaceManager:
                 generation = None
             with self._store_locked(path, generation):
                 self._runtime.pop(ns, None)
-                trash = os.path.join(self.root, f".deleting-{ns}-{uuid.uuid4().hex[:8]}")
+                trash = os.path.join(self.root, _in_progress(".deleting-", ns))
                 self._fs.replace(path, trash)
                 self._fs.fsync_dir(self.root)
                 self._remove_tree(trash)
@@ -485,7 +475,7 @@ class NamespaceManager:
             if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
             store = self.get_namespace(ns)
-            tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
+            tmp = os.path.join(os.path.dirname(target), _in_progress(".tmp-", backup_name))
             self._fs.makedirs(tmp)
             try:
                 # No checkpoint may run meanwhile: it rewrites the manifest (and removes the files the old one
@@ -536,7 +526,7 @@ class NamespaceManager:
         with self._lock:
             self._check_writable()
             target = self._existing_backup(ns, backup_name)
-            trash = os.path.join(os.path.dirname(target), f".deleting-{backup_name}-{uuid.uuid4().hex[:8]}")
+            trash = os.path.join(os.path.dirname(target), _in_progress(".deleting-", backup_name))
             self._fs.replace(target, trash)
             self._fs.fsync_dir(os.path.dirname(target))
             self._remove_tree(trash)
@@ -552,7 +542,7 @@ class NamespaceManager:
             source = self._existing_backup(ns, backup_name)
             path = self._existing(ns)
             info = _read_backup_manifest(self._fs, source)
-            staging = os.path.join(path, f".staging-{uuid.uuid4().hex[:8]}")
+            staging = os.path.join(path, _in_progress(".staging-", ns))
             self._fs.makedirs(staging)
             with contextlib.ExitStack() as held:
                 try:
@@ -667,7 +657,7 @@ class NamespaceManager:
             target = self._backup_dir(ns, backup_name)
             if self._fs.exists(target):
                 raise AlreadyExistsError(f"namespace {ns!r} has a backup {backup_name!r}")
-            tmp = os.path.join(os.path.dirname(target), f".tmp-{backup_name}-{uuid.uuid4().hex[:8]}")
+            tmp = os.path.join(os.path.dirname(target), _in_progress(".tmp-", backup_name))
             self._fs.makedirs(tmp)
             try:
                 _extract_safely(self._fs, kw, tmp, max_bytes)
@@ -869,6 +859,98 @@ def _check_replaceable(target: str) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise InvalidArgumentError(f"the archive path {target} is not a regular file (a device, a FIFO or a "
                                    "socket): refused, left as it is")
+
+
+# --- work in progress ----------------------------------------------------------------------------------------
+#
+# A call that builds something under the root (a namespace being created, a restore's staging copy, a backup
+# being written, a tree being deleted) works in a directory whose name says which process made it. A manager
+# cleans up at its start what calls interrupted by a crash left behind, and only that: the directories of a
+# process that is still running (another process's manager working on the same root, the server's, say) are
+# its work in flight and are left alone.
+
+_PID_MARK = re.compile(r"-p(\d+)-[0-9a-f]{8}$")
+
+
+def _in_progress(prefix: str, label: str) -> str:
+    """The name of a directory of work in progress: ``prefix``, ``label``, this process's pid, a random part."""
+    return f"{prefix}{label}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _left_behind(name: str) -> bool:
+    """Whether a directory of work in progress was left by a process that has ended (one without a pid in its
+    name is from a version before pids were recorded: left behind too)."""
+    m = _PID_MARK.search(name)
+    if m is None:
+        return True
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False  # this process's own call, running now on another thread
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (PermissionError: it exists, under another user)
+        return False
+    return False
+
+
+def read_namespace_config(fs: OSFileSystem, path: str) -> dict[str, Any]:
+    """The checked ``NAMESPACE.json`` of the namespace directory ``path`` (a `StorageError` if it is unreadable,
+    of an unknown format, or names a store generation that is not a plain name)."""
+    try:
+        cfg = json.loads(fs.read_bytes(os.path.join(path, NAMESPACE_FILE)))
+    except StorageError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:
+        raise StorageError(f"{path}/{NAMESPACE_FILE} is unreadable: {exc}") from exc
+    if (not isinstance(cfg, dict) or cfg.get("format") != FORMAT_VERSION
+            or not is_plain_name(cfg.get("store"), _FILE_RE)):
+        raise StorageError(f"{path}/{NAMESPACE_FILE} has an unknown format")
+    q = cfg.get("quotas")
+    try:
+        if q is not None:
+            if type(q) is not dict:
+                raise InvalidArgumentError("quotas is not an object")
+            Quotas(q.get("max_vectors"), q.get("max_bytes")).validate()
+    except InvalidArgumentError as exc:
+        raise StorageError(f"{path}/{NAMESPACE_FILE} holds bad quotas: {exc}") from None
+    return cfg
+
+
+def open_namespace_store(ns_dir: str | os.PathLike[str], *, read_only: bool) -> VecStore:
+    """The store of the namespace whose directory is ``ns_dir`` (``ROOT/NS``), opened as its owner, with its
+    quotas and durability, but without a `NamespaceManager`: nothing under the root is cleaned up and no root
+    lock is taken, so a process that reaches one namespace this way (the command line's per-store commands)
+    never touches what another process is doing elsewhere under the root. A server that holds the namespace
+    open holds its store's lock: a writable open is then a `StoreLockedError`.
+
+    Refused: a namespace directory or root that is a symbolic link, a name that is not a namespace name, an
+    unreadable ``NAMESPACE.json``, and a current generation that holds no store (a copied ``NAMESPACE.json``
+    never makes a directory a namespace).
+    """
+    from .opening import opened_by_owner
+    from .store import VecStore
+    from .validation import validate_store_path
+
+    path = validate_store_path(ns_dir, "namespace directory").rstrip(os.sep) or os.sep
+    root, name = os.path.split(path)
+    if os.path.islink(path):
+        raise InvalidNameError(f"the namespace directory {path} is a symbolic link; refused")
+    if os.path.islink(root):
+        raise InvalidArgumentError(f"the namespace root {root} is a symbolic link")
+    validate_name(name)
+    fs = get_fs()
+    cfg = read_namespace_config(fs, path)
+    store_dir = os.path.join(path, cfg["store"])
+    if os.path.islink(store_dir) or not fs.isfile(os.path.join(store_dir, MANIFEST_NAME)):
+        raise NotFoundError(f"the namespace at {path} has no store {cfg['store']!r} (not a namespace)")
+    with opened_by_owner():
+        store = VecStore.open(store_dir, durability=cfg.get("durability", "fsync"), read_only=read_only)
+    q = cfg.get("quotas") or {}
+    quotas = Quotas(q.get("max_vectors"), q.get("max_bytes"))
+    store._quota = quotas if (quotas.max_vectors is not None or quotas.max_bytes is not None) else None
+    return store
 
 
 def _archive_arg(file: object, mode: str) -> dict[str, Any]:

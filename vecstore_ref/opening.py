@@ -171,8 +171,8 @@ def check_not_owned(fs, path: str) -> None:
     for real in {path, os.path.realpath(path)}:
         parent = os.path.dirname(real)
         if fs.exists(os.path.join(parent, NAMESPACE_FILE)):
-            raise InvalidArgumentError(f"{path} is the store of the namespace {parent}: open it with "
-                                       "vs.NamespaceManager(root).get_namespace(name) (or with read_only=True)")
+            raise InvalidArgumentError(f"{path} belongs to the namespace {parent}: open the namespace with "
+                                       "vs.NamespaceManager(root).get_namespace(name) (or this with read_only=True)")
         if fs.exists(os.path.join(parent, SHARDS_FILE)):
             raise InvalidArgumentError(f"{path} is a shard of the sharded store {parent}: open that with "
                                        "vs.ShardedStore.open (or this shard with read_only=True)")

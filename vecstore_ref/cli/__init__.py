@@ -26,7 +26,7 @@ import os
 import sys
 
 from . import app_commands, ingest, namespace_commands, store_commands, transfer
-from .common import CommandError, InternalError, add_json_flag, close_managers
+from .common import CommandError, InternalError, add_json_flag
 from .output import Output
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DAMAGED, EXIT_INTERRUPTED = 0, 1, 2, store_commands.EXIT_DAMAGED, 130
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         with report_compiles(out.say):  # a first run's compile is never silent (on stderr: stdout stays clean)
-            status = int(args.run(args, out) or 0)
-            close_managers()  # a namespace's store: closed with its manager (an error there is the command's)
-            return status
+            return int(args.run(args, out) or 0)
     except KeyboardInterrupt:
         out.error(KeyboardInterrupt("interrupted"))
         return EXIT_INTERRUPTED
@@ -101,9 +99,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         out.error(InternalError(f"{type(exc).__name__}: {exc} (set VECSTORE_REF_TRACEBACK=1 for the traceback)"))
         return EXIT_ERROR
-    finally:
-        with contextlib.suppress(Exception):  # after an error: its stores were closed by the command already
-            close_managers()
 
 
 def _silence_stdout() -> None:

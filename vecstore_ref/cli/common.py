@@ -39,16 +39,13 @@ def add_create_options(parser: argparse.ArgumentParser) -> None:
 
 # --- opening ----------------------------------------------------------------------------------------------------
 
-_MANAGERS: list = []  # the namespace managers this command opened; `close_managers` closes them when it ends
-
-
 def namespace_at(path: str) -> tuple[str, str] | None:
     """``(root, name)`` when ``path`` is a namespace's directory (``ROOT/NAME``, holding ``NAMESPACE.json``), whose
-    store the per-store commands reach through a `NamespaceManager` over ROOT: as the namespace's owner, with its
-    quotas, whatever generation a restore left current."""
+    store the per-store commands reach as its owner (`vecstore_ref.namespaces.open_namespace_store`: its quotas,
+    the generation a restore made current, and nothing else under the root touched)."""
     from ..namespaces import is_name
 
-    if not os.path.isfile(os.path.join(path, NAMESPACE_FILE)):
+    if not os.path.lexists(os.path.join(path, NAMESPACE_FILE)):
         return None
     root, name = os.path.split(os.path.abspath(path))
     return (root, name) if is_name(name) else None
@@ -67,42 +64,27 @@ def no_store(path: str) -> NotFoundError:
 
 
 def _holds_another_kind(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, SHARDS_FILE)) or os.path.isfile(os.path.join(path, NAMESPACE_FILE))
+    return any(os.path.lexists(os.path.join(path, name)) for name in (SHARDS_FILE, NAMESPACE_FILE))
 
 
 def open_namespace(path: str, *, read_only: bool):
-    """The store of the namespace at ``path`` (see `namespace_at`), from a manager closed by `close_managers`."""
-    from ..namespaces import NamespaceManager
+    """The store of the namespace at ``path`` (see `namespace_at`)."""
+    from ..namespaces import open_namespace_store
 
-    found = namespace_at(path)
-    if found is None:
-        raise no_store(path)
-    root, name = found
-    mgr = NamespaceManager(root, read_only=read_only)
-    _MANAGERS.append(mgr)
-    return mgr.get_namespace(name)
+    return open_namespace_store(path, read_only=read_only)
 
 
 def namespace_store_dir(path: str) -> str:
     """The directory of the namespace's current store generation (for `verify` of a store too damaged to open);
     ``path`` itself when even the namespace's own file is unreadable."""
+    from .._fs import get_fs
     from ..errors import StorageError
-    from ..namespaces import NamespaceManager
+    from ..namespaces import read_namespace_config
 
-    found = namespace_at(path)
-    if found is None:
+    try:
+        return os.path.join(path, read_namespace_config(get_fs(), os.path.abspath(path))["store"])
+    except (StorageError, VecStoreError):
         return path
-    with NamespaceManager(found[0], read_only=True) as mgr:
-        try:
-            return os.path.join(path, mgr._read_config(path)["store"])
-        except StorageError:
-            return path
-
-
-def close_managers() -> None:
-    """Close the namespace managers the command opened (and with them the namespaces' stores)."""
-    while _MANAGERS:
-        _MANAGERS.pop().close()
 
 
 def open_for_reading(path: str, **options):

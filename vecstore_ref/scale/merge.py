@@ -81,8 +81,10 @@ def merge_batches(parts: list[BatchQueryResult], k: int) -> tuple[np.ndarray, np
     if len(parts) == 1:
         p = parts[0]
         return p.ids, p.scores, np.asarray(p.n_found, dtype=np.int64)
-    ids = np.concatenate([p.ids for p in parts], axis=1)
-    scores = np.concatenate([p.scores for p in parts], axis=1)
+    # each part without its padding (a huge k pads every shard's rows), then the columns of all side by side
+    widths = [max(1, int(p.n_found.max())) if len(p.n_found) else 1 for p in parts]
+    ids = np.concatenate([p.ids[:, :w] for p, w in zip(parts, widths)], axis=1)
+    scores = np.concatenate([p.scores[:, :w] for p, w in zip(parts, widths)], axis=1)
     n_found = np.minimum(np.sum([p.n_found for p in parts], axis=0), k).astype(np.int64)
     order = np.argsort(-scores, axis=1, kind="stable")[:, : k + 1]
     ranked = np.take_along_axis(scores, order, axis=1)

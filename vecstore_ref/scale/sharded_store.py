@@ -624,7 +624,15 @@ class ShardedStore:
             w = batch_width(k, 0)
             return ShardedBatchQueryResult(np.full((n, w), None, dtype=object), np.full((n, w), -np.inf, np.float32),
                                            np.zeros(n, dtype=np.int64), missing)
-        return ShardedBatchQueryResult(*merge_batches(parts, k), missing)
+        ids, scores, n_found = merge_batches(parts, k)
+        width = batch_width(k, int(n_found.max()) if n_found.size else 0)  # as one store's (a huge k)
+        if ids.shape[1] > width:
+            ids, scores = ids[:, :width], scores[:, :width]
+        elif ids.shape[1] < width:  # padded as one store's rows are: None ids, -inf scores
+            pad = width - ids.shape[1]
+            ids = np.concatenate([ids, np.full((ids.shape[0], pad), None, dtype=object)], axis=1)
+            scores = np.concatenate([scores, np.full((scores.shape[0], pad), -np.inf, np.float32)], axis=1)
+        return ShardedBatchQueryResult(ids, scores, n_found, missing)
 
     def estimate_query(self, q: ArrayLike | Query, k: int = 10, filter: str | Filter | None = None,
                        ef: int | None = None) -> QueryEstimate:

@@ -25,7 +25,7 @@ def _takes_a_query_string(path: str) -> bool:
     return path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/")
 
 
-def _unsupported_body(headers: dict) -> str | None:
+def _unsupported_body(headers: dict, encodings: list[bytes]) -> str | None:
     """Why a body cannot be read as the API's JSON, or None: another media type, a charset other than UTF-8, or
     a Content-Encoding (a compressed body would be parsed as if it were plain)."""
     media, _, params = headers.get(b"content-type", b"").partition(b";")
@@ -35,9 +35,10 @@ def _unsupported_body(headers: dict) -> str | None:
         key, _, value = param.partition(b"=")
         if key.strip().lower() == b"charset" and value.strip().strip(b'"').lower() not in (b"utf-8", b"utf8"):
             return "the body must be UTF-8 JSON (charset=utf-8, or none)"
-    encoding = headers.get(b"content-encoding", b"").strip().lower()
-    if encoding not in (b"", b"identity"):
-        return f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted: send the body uncompressed"
+    for encoding in encodings:  # every Content-Encoding header, not only the last
+        encoding = encoding.strip().lower()
+        if encoding not in (b"", b"identity"):
+            return f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted: send the body uncompressed"
     return None
 
 if sys.version_info >= (3, 11):
@@ -145,7 +146,7 @@ class Guard:
             return await self.error(400, "InvalidInputError",
                                     "the request has more than one Content-Type header")(scope, receive, send)
         if raw:
-            refused = _unsupported_body(headers)
+            refused = _unsupported_body(headers, [v for k, v in scope["headers"] if k == b"content-encoding"])
             if refused:
                 return await self.error(415, "UnsupportedMediaType", refused)(scope, receive, send)
         scope.setdefault("state", {})["raw_body"] = raw
