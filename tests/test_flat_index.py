@@ -191,3 +191,15 @@ def test_table_growth_is_seen():
         t.write(s, np.array([[i, 0, 0]], dtype=np.float32))
     allowed = np.ones(t.capacity, dtype=bool)
     assert f.search(np.array([99, 0, 0], np.float32), 1, allowed)[0].tolist() == [99]
+
+
+def test_run_split_runs_every_share_even_when_the_pool_was_just_replaced():
+    """Another thread may grow the process's pool (shutting the old one down) between a caller fetching it and
+    submitting to it: the caller runs those shares itself instead of failing."""
+    from vecstore_ref.index import parallel
+
+    parallel._workers(3).shutdown(wait=True)  # what a caller that grows the pool does to the one it replaces
+    seen = []
+    parallel.run_split(lambda out, t, n: out.append((t, n)), 4, seen)
+    assert sorted(seen) == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    parallel._pool = None  # let the next caller make a live pool

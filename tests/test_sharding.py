@@ -616,3 +616,46 @@ def test_sharded_batches_have_one_stores_shape_for_every_k(tmp_path):
             a, b = sh.query_batch(x[:7], k=k), one.query_batch(x[:7], k=k)
             assert a.ids.shape == b.ids.shape == a.scores.shape, k
             assert (a.ids == b.ids).all() and np.array_equal(a.scores, b.scores) and (a.n_found == b.n_found).all()
+
+
+def test_queries_and_writes_on_a_callers_small_executor_never_deadlock(tmp_path):
+    """A read holding every shard's lock while its parts wait in a two-thread pool that a write's parts (waiting
+    for those locks) fill up would wait for ever; each part takes its own lock instead on a caller's executor."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids, x = data(200, seed=9)
+    done = {"q": 0, "w": 0}
+    with ThreadPoolExecutor(2) as pool, vs.ShardedStore.open(tmp_path / "sh", 2, dim=8, index="flat",
+                                                             executor=pool, durability="none") as sh:
+        sh.upsert_many(ids, x)
+
+        def reads():
+            for q in x[:150]:
+                sh.query(q, k=5)
+                done["q"] += 1
+
+        def writes():
+            for i in range(60):
+                sh.batch_execute([vs.Upsert(f"w{i}-{j}", x[j]) for j in range(8)])
+                done["w"] += 1
+
+        threads = [threading.Thread(target=reads, daemon=True), threading.Thread(target=writes, daemon=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)  # a bound against hanging the suite, not a timing assertion
+        assert done == {"q": 150, "w": 60}, done
+
+
+def test_a_closed_store_says_so_before_it_looks_at_the_arguments(tmp_path):
+    s = vs.VecStore.open(tmp_path / "s", dim=2, index="flat")
+    s.close()
+    for call in (lambda: s.get(""), lambda: s.get(123), lambda: s.get("a", include_deleted="x"),
+                 lambda: s.query(vs.Query([1.0, 0.0]), k=3)):
+        with pytest.raises(vs.StoreClosedError):
+            call()
+    sh = vs.ShardedStore.open(tmp_path / "sh", 2, dim=2)
+    sh.close()
+    with pytest.raises(vs.StoreClosedError):
+        sh.get("")

@@ -408,6 +408,8 @@ class QueryMethods:
 
     def query(self, q, k: int = 10, filter=None, ef: int | None = None) -> list[Neighbor]:
         """Top-k visible records matching ``filter``, best first (ties by id). ``q`` is a vector or a `Query`."""
+        if self._closed:  # before the arguments (checked again under the lock)
+            raise StoreClosedError(f"the store at {self.path} is closed")
         if type(q) is np.ndarray:  # the common case, without a call
             vector = q
         else:

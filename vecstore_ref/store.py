@@ -608,6 +608,8 @@ class VecStore(OpeningMethods, QueryMethods, CheckpointMethods):
 
     def get(self, id: str, *, include_deleted: bool = False) -> Record:
         """The visible record with this id (or a soft-deleted one with ``include_deleted=True``)."""
+        if self._closed:  # before the arguments: any call after close says that the store is closed
+            raise StoreClosedError(f"the store at {self.path} is closed")
         id_ = validate_id(id)
         if not isinstance(include_deleted, (bool, np.bool_)):  # "no" would read as true
             raise InvalidArgumentTypeError(f"include_deleted must be a bool, got {type(include_deleted).__name__}")

@@ -45,9 +45,15 @@ def run_split(kernel, n_threads: int, *args) -> None:
         kernel(*args, 0, 1)
         return
     pool = _workers(n_threads - 1)
-    shares = [pool.submit(kernel, *args, t, n_threads) for t in range(1, n_threads)]  # type: ignore[call-arg]
+    shares, here = [], [0]
+    for t in range(1, n_threads):
+        try:
+            shares.append(pool.submit(kernel, *args, t, n_threads))  # type: ignore[call-arg]
+        except RuntimeError:  # the pool was just replaced by a bigger one, or the interpreter is exiting
+            here.append(t)  # this thread runs that share too: slower, never wrong
     try:
-        kernel(*args, 0, n_threads)
+        for t in here:
+            kernel(*args, t, n_threads)
     finally:
         for share in shares:
             share.exception()  # wait for every share before raising anything

@@ -117,7 +117,10 @@ class _LocalShards:
         return self.each(run, args_per_shard)
 
     def query(self, vectors: np.ndarray, k: int, flt: Filter | None, ef: int | None, single: bool) -> list[Any]:
-        if single and flt is None:
+        # The split holds every shard's read lock while the searches run, so it needs a fan-out that never
+        # queues a part behind other work: the shard threads run a part themselves when no worker is free. On a
+        # caller's executor a part could wait behind a write that waits for those very locks.
+        if single and flt is None and isinstance(self.fanout, ShardThreads):
             return self._query_split(vectors, k, ef)
         if single:
             return self.each(lambda s, _: s.query(vectors, k=k, filter=flt, ef=ef), self.handles)
@@ -381,6 +384,7 @@ class ShardedStore:
     # --- plumbing ---------------------------------------------------------------------------------------------
 
     def _shard(self, id_: str) -> VecStore | RayShard:
+        self._check_open()  # a closed store says so, whatever the id
         return self._group.handles[routing.shard_of(id_, self.n_shards)]
 
     def _check_open(self) -> None:
