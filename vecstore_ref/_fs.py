@@ -212,13 +212,19 @@ def open_file(path: str, flags: int, mode: int = 0o644) -> int:
         raise _refuse(path, dfd, name, exc) from None
     finally:
         os.close(dfd)
+    return _regular_or_refused(fd, path, writing=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+
+
+def _regular_or_refused(fd: int, path: str, writing: bool) -> int:
+    """``fd`` (opened non-blocking), made blocking, if it is a regular file (without other hard links when it is
+    for ``writing``); else closed, with the error that says what is there."""
     try:
-        kind = os.fstat(fd).st_mode
-        if stat.S_ISDIR(kind):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
-        if not stat.S_ISREG(kind):
+        if not stat.S_ISREG(st.st_mode):
             raise NotRegularFileError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
-        if flags & (os.O_WRONLY | os.O_RDWR) and os.fstat(fd).st_nlink > 1:
+        if writing and st.st_nlink > 1:
             # a hard link planted in a file's place: writing would change the file it shares with another
             # directory (truncate a "torn" segment, append to it), outside the root
             raise UnsafePathError(f"{path} has other hard links: refused for writing")
@@ -235,19 +241,7 @@ def open_regular_file(path: str) -> int:
     are followed as the caller's path is, but what is opened must be a regular file. A FIFO is refused
     (`NotRegularFileError`) at once instead of blocking until a writer comes (it is opened non-blocking and
     checked on its descriptor); a directory is an IsADirectoryError."""
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NONBLOCK)
-    try:
-        kind = os.fstat(fd).st_mode
-        if stat.S_ISDIR(kind):
-            raise IsADirectoryError(errno.EISDIR, "a directory where a file is expected", path)
-        if not stat.S_ISREG(kind):
-            raise NotRegularFileError(f"{path} is not a regular file (a FIFO, a device or a socket): refused")
-        if _O_NONBLOCK:
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular_or_refused(os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NONBLOCK), path, writing=False)
 
 
 def _lstat_in(dfd: int, name: str) -> os.stat_result | None:
